@@ -1,0 +1,65 @@
+# Vectis — the README's commands. Everything runs from a virtualenv in .venv.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+SANDBOX_PORT ?= 9100
+
+.DEFAULT_GOAL := help
+.PHONY: help prepare run demo test lint format bench check-migrations clean
+
+help:
+	@echo "make demo   - Vectis + a simulated Keepit MSP at http://127.0.0.1:8000/admin/"
+	@echo "make run    - Vectis (web, worker, beat) at http://127.0.0.1:8000/admin/"
+	@echo "make test   - the whole test suite (needs PostgreSQL, Redis and /usr/bin/chromium)"
+	@echo "make lint   - ruff and mypy"
+	@echo "make bench  - the sync benchmark against a large sandbox MSP (needs PostgreSQL)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Re-install only when a requirements file changes.
+$(VENV)/.runtime-installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime-installed
+
+.env:
+	$(PYTHON) scripts/make_env.py .env
+
+var:
+	mkdir -p var
+
+prepare: $(VENV)/.runtime-installed .env | var
+	$(BIN)/python manage.py migrate --no-input -v 0
+	$(BIN)/python manage.py ensure_admin --password-file var/admin-password.txt
+
+run: prepare
+	@echo "Vectis: http://127.0.0.1:8000/admin/  (user admin; password printed above on first run, also in var/admin-password.txt)"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
+
+# Until the Keepit sandbox lands, the demo is Vectis on its own.
+demo: run
+
+test: $(VENV)/.dev-installed
+	$(BIN)/pytest
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+format: $(VENV)/.dev-installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+check-migrations: $(VENV)/.dev-installed
+	DJANGO_SETTINGS_MODULE=vectis.settings_test $(BIN)/python manage.py makemigrations --check --dry-run
+
+bench: $(VENV)/.dev-installed
+	$(BIN)/python bench/sync_bench.py
+
+clean:
+	rm -rf var/celery var/celerybeat-schedule*

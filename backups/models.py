@@ -1,0 +1,208 @@
+"""Vendor-neutral backup inventory: connectors, their latest backup status, audit events.
+
+These tables are a contract (reporting tools query them): `backup_connectors`,
+`backup_connector_status`, `backup_audit_events`. A vendor provider (keepit/) writes
+them; nothing here knows about Keepit. Connectors a vendor stops reporting are marked
+`removed_at`, never deleted, so history and alerts keep their subject.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import models
+from django.db.models import Q
+
+from customers.models import Customer
+from integrations.models import AccountLink, Connection
+
+
+class ConnectorKind(models.TextChoices):
+    M365 = "m365", "Microsoft 365"
+    ENTRA_ID = "entra_id", "Microsoft Entra ID"
+    GOOGLE_WORKSPACE = "google_workspace", "Google Workspace"
+    SALESFORCE = "salesforce", "Salesforce"
+    DYNAMICS365 = "dynamics365", "Dynamics 365"
+    POWER_BI = "power_bi", "Power BI"
+    ZENDESK = "zendesk", "Zendesk"
+    AZURE_DEVOPS = "azure_devops", "Azure DevOps"
+    OKTA = "okta", "Okta"
+    JIRA = "jira", "Jira"
+    JIRA_SERVICE_MANAGEMENT = "jira_service_management", "Jira Service Management"
+    CONFLUENCE = "confluence", "Confluence"
+    BAMBOOHR = "bamboohr", "BambooHR"
+    DOCUSIGN = "docusign", "Docusign"
+    MIRO = "miro", "Miro"
+    GITLAB = "gitlab", "GitLab"
+    GITHUB = "github", "GitHub"
+    MONDAY = "monday", "Monday"
+    AUTODESK_FORMA = "autodesk_forma", "Autodesk Forma"
+    SHAREPOINT = "sharepoint", "SharePoint"
+    ONEDRIVE = "onedrive", "OneDrive"
+    TEAMS = "teams", "Teams"
+    EXCHANGE = "exchange", "Exchange"
+    OTHER = "other", "Other"
+
+
+class BackupStatus(models.TextChoices):
+    """Ordered worst first where it matters: failed > warning > unknown > onboarding > ok."""
+
+    OK = "ok", "OK"
+    WARNING = "warning", "Warning"
+    FAILED = "failed", "Failed"
+    ONBOARDING = "onboarding", "Onboarding"
+    UNKNOWN = "unknown", "Unknown"
+
+
+class AuditCategory(models.TextChoices):
+    USER = "user", "User"
+    ACCOUNT = "account", "Account"
+    CONNECTOR = "connector", "Connector"
+    CONNECTION = "connection", "Connection"
+    RECOVERY = "recovery", "Recovery"
+    REPORTING = "reporting", "Reporting"
+    SECURITY = "security", "Security"
+    COMPLIANCE = "compliance", "Compliance"
+    OTHER = "other", "Other"
+
+
+class BackupConnector(models.Model):
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="connectors")
+    account_link = models.ForeignKey(
+        AccountLink, null=True, blank=True, on_delete=models.SET_NULL, related_name="connectors"
+    )
+    # NULL while the vendor account is not linked to a customer (see the account-link review).
+    customer = models.ForeignKey(
+        Customer, null=True, blank=True, on_delete=models.SET_NULL, related_name="connectors"
+    )
+    external_id = models.CharField(max_length=100)
+    name = models.CharField(max_length=255)
+    kind = models.CharField(
+        max_length=32, choices=ConnectorKind.choices, default=ConnectorKind.OTHER
+    )
+    vendor_type = models.CharField(max_length=64, blank=True, default="")
+    accessible = models.BooleanField(default=True)
+    deletion_scheduled_at = models.DateTimeField(null=True, blank=True)
+    vendor_created_at = models.DateTimeField(null=True, blank=True)
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    removed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "backup_connectors"
+        ordering = ["name", "id"]
+        constraints = [
+            # The natural key the sync upserts on.
+            models.UniqueConstraint(
+                fields=["connection", "external_id"], name="backup_connector_unique_external_id"
+            ),
+        ]
+        indexes = [
+            # Customer pages list a customer's live connectors.
+            models.Index(
+                fields=["customer"], condition=Q(removed_at__isnull=True), name="connector_live_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_removed(self) -> bool:
+        return self.removed_at is not None
+
+
+class BackupConnectorStatus(models.Model):
+    """The latest backup status of one connector (one row per connector)."""
+
+    connector = models.OneToOneField(
+        BackupConnector, primary_key=True, on_delete=models.CASCADE, related_name="backup_status"
+    )
+    status = models.CharField(
+        max_length=16, choices=BackupStatus.choices, default=BackupStatus.UNKNOWN
+    )
+    health = models.CharField(max_length=32, blank=True, default="")
+    reason = models.CharField(max_length=64, blank=True, default="")
+    last_backup_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_snapshot_size = models.BigIntegerField(null=True, blank=True)
+    checked_at = models.DateTimeField()
+    # When `status` last changed (not touched when only checked_at moves).
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "backup_connector_status"
+        verbose_name = "backup status"
+        verbose_name_plural = "backup statuses"
+        indexes = [
+            # The dashboard counts and lists connectors by status.
+            models.Index(fields=["status"], name="connector_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.connector_id}: {self.status}"
+
+    def hours_since_success(self, now: datetime) -> float | None:
+        if self.last_success_at is None:
+            return None
+        return (now - self.last_success_at).total_seconds() / 3600
+
+
+class BackupAuditEvent(models.Model):
+    """One vendor audit-log record. Vendors give no event id, so `dedup_key` (a hash of
+    the record's fields) is unique per connection and overlapping windows insert once."""
+
+    connection = models.ForeignKey(
+        Connection, on_delete=models.CASCADE, related_name="audit_events"
+    )
+    customer = models.ForeignKey(
+        Customer, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
+    )
+    connector = models.ForeignKey(
+        BackupConnector,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="audit_events",
+    )
+    account_external_id = models.CharField(max_length=100, blank=True, default="")
+    connector_external_id = models.CharField(max_length=100, blank=True, default="")
+    occurred_at = models.DateTimeField()
+    category = models.CharField(
+        max_length=16, choices=AuditCategory.choices, default=AuditCategory.OTHER
+    )
+    area = models.CharField(max_length=120, blank=True, default="")
+    message = models.TextField(blank=True, default="")
+    actor = models.CharField(max_length=255, blank=True, default="")
+    succeeded = models.BooleanField(null=True)
+    allowed = models.BooleanField(null=True)
+    client_ip = models.CharField(max_length=64, blank=True, default="")
+    operation = models.CharField(max_length=120, blank=True, default="")
+    method = models.CharField(max_length=16, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    # True when the event records one of Vectis's own API reads; timelines hide these.
+    is_own_read = models.BooleanField(default=False)
+    dedup_key = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "backup_audit_events"
+        ordering = ["-occurred_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "dedup_key"], name="audit_event_unique_dedup_key"
+            ),
+        ]
+        indexes = [
+            # The customer timeline: newest first per customer.
+            models.Index(fields=["customer", "-occurred_at"], name="audit_customer_time_idx"),
+            # Backup-failed alerts: failures inside a lookback window.
+            models.Index(
+                fields=["occurred_at"], condition=Q(succeeded=False), name="audit_failure_time_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.occurred_at:%Y-%m-%d %H:%M} {self.area}: {self.message[:60]}"

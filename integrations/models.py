@@ -1,0 +1,187 @@
+"""The integrations framework's data: connections, account links, sync runs.
+
+A `Connection` is one configured account of a provider (e.g. one Keepit parent account in
+one region). Non-secret settings live in `config` (JSON, provider-defined); secrets live
+only in `secrets_ciphertext`, encrypted with MultiFernet (integrations/crypto.py) and
+decrypted just before a provider calls its vendor.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import models
+from django.db.models import Q
+
+from customers.models import Customer
+
+from .crypto import decrypt_secrets, encrypt_secrets
+
+
+class Connection(models.Model):
+    provider = models.CharField(max_length=32, db_index=True)
+    name = models.CharField(max_length=120)
+    enabled = models.BooleanField("Enabled", default=False)
+    config = models.JSONField(default=dict, blank=True)
+    secrets_ciphertext = models.TextField(blank=True, default="", editable=False)
+    # Provider-owned sync state (e.g. Keepit's audit-log cursor).
+    sync_state = models.JSONField(default=dict, blank=True, editable=False)
+    # When the next scheduled sync is due; NULL means "due now".
+    next_sync_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_sync_started_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_success_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_error = models.TextField(blank=True, default="", editable=False)
+    last_error_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "integration_connections"
+        ordering = ["provider", "name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        # Never include config or secrets: reprs end up in logs and tracebacks.
+        return f"<Connection id={self.pk} provider={self.provider!r} name={self.name!r}>"
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        return decrypt_secrets(self.secrets_ciphertext)
+
+    def set_secrets(self, values: dict[str, str]) -> None:
+        self.secrets_ciphertext = encrypt_secrets(values)
+
+    def has_secret(self, key: str) -> bool:
+        return bool(self.secrets_ciphertext) and bool(self.secrets.get(key))
+
+    def is_failing(self) -> bool:
+        """The last attempt failed after (or without) the last success."""
+        if self.last_error_at is None:
+            return False
+        return self.last_success_at is None or self.last_error_at > self.last_success_at
+
+
+class AccountLink(models.Model):
+    """One vendor account (a Keepit child account) and the PSA customer it belongs to.
+
+    Syncs create and update links but never change a `manual` one; an `excluded` account's
+    data is not written to customers until it is included again.
+    """
+
+    class Method(models.TextChoices):
+        EXACT = "exact", "Exact name"
+        NORMALISED = "normalised", "Normalised name"
+        CREATED = "created", "Created by sync"
+        MANUAL = "manual", "Manual"
+
+    class State(models.TextChoices):
+        LINKED = "linked", "Linked"
+        UNLINKED = "unlinked", "Unlinked"
+        AMBIGUOUS = "ambiguous", "Ambiguous"
+        EXCLUDED = "excluded", "Excluded"
+
+    connection = models.ForeignKey(
+        Connection, on_delete=models.CASCADE, related_name="account_links"
+    )
+    external_id = models.CharField(max_length=100)
+    company_name = models.CharField(max_length=255, blank=True, default="")
+    contact_name = models.CharField(max_length=255, blank=True, default="")
+    email = models.CharField(max_length=255, blank=True, default="")
+    customer = models.ForeignKey(
+        Customer, null=True, blank=True, on_delete=models.SET_NULL, related_name="account_links"
+    )
+    method = models.CharField(max_length=16, choices=Method.choices, blank=True, default="")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.UNLINKED)
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    removed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "integration_account_links"
+        constraints = [
+            # The natural key the sync upserts on.
+            models.UniqueConstraint(
+                fields=["connection", "external_id"], name="account_link_unique_external_id"
+            ),
+        ]
+        indexes = [
+            # The account-link review lists unlinked and ambiguous accounts.
+            models.Index(fields=["state"], name="account_link_state_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.display_name
+
+    @property
+    def display_name(self) -> str:
+        return self.company_name or self.contact_name or self.email or self.external_id
+
+
+class SyncRun(models.Model):
+    """One sync of one connection, with its outcome and counts.
+
+    At most one `running` row per connection (a partial unique index): inserting it is
+    the claim that keeps two syncs of the same connection from running at once. A run
+    whose heartbeat stops (worker killed) is marked `abandoned` by the next claim.
+    """
+
+    class Outcome(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        PARTIAL = "partial", "Partial"
+        FAILED = "failed", "Failed"
+        ABANDONED = "abandoned", "Abandoned"
+
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule", "Schedule"
+        MANUAL = "manual", "Sync now"
+        COMMAND = "command", "Command line"
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="sync_runs")
+    trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.SCHEDULE)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
+    started_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    counts = models.JSONField(default=dict, blank=True)
+    http_requests = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    failed_accounts = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        db_table = "integration_sync_runs"
+        ordering = ["-started_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection"],
+                condition=Q(outcome="running"),
+                name="sync_run_one_running_per_connection",
+            ),
+        ]
+        indexes = [
+            # Recent runs of a connection (connection page, last-success lookups).
+            models.Index(fields=["connection", "-started_at"], name="sync_run_recent_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Sync of {self.connection_id} at {self.started_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def count(self, key: str) -> int:
+        value: Any = self.counts.get(key, 0)
+        return int(value)
+
+    def is_stale(self, now: datetime, stale_after_seconds: float) -> bool:
+        return self.outcome == self.Outcome.RUNNING and (
+            (now - self.heartbeat_at).total_seconds() > stale_after_seconds
+        )

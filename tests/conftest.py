@@ -1,0 +1,99 @@
+"""Shared fixtures: a real Celery worker process, admin users."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts"
+
+
+def subprocess_env(**overrides: str) -> dict[str, str]:
+    """The environment a child process (worker, manage.py) gets: the test settings'
+    database and broker, plus overrides."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "vectis.settings_test",
+            "VECTIS_ENV_FILE": "",
+            "PYTHONPATH": str(ROOT),
+            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        }
+    )
+    env.update(overrides)
+    return env
+
+
+def database_url() -> str:
+    """URL of the database the tests use (pytest-django's test database)."""
+    db: dict[str, Any] = settings.DATABASES["default"]
+    user = db.get("USER") or "postgres"
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(
+    django_db_setup: None, django_db_blocker: Any
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `celery worker` process on the Redis broker, using the test database."""
+    from vectis.celery import app
+
+    app.control.purge()  # drop messages left by an earlier, interrupted run
+    log_path = ARTIFACTS / "celery-worker.log"
+    log_path.parent.mkdir(exist_ok=True)
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "vectis",
+            "worker",
+            "--pool=solo",
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--hostname",
+            f"test-worker-{os.getpid()}@%h",
+        ],
+        cwd=ROOT,
+        env=subprocess_env(DATABASE_URL=database_url(), CELERY_TASK_ALWAYS_EAGER="false"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"celery worker exited early; see {log_path}")
+        replies = app.control.ping(timeout=1.0)
+        if replies:
+            break
+    else:
+        process.terminate()
+        raise RuntimeError(f"celery worker did not answer within 60 s; see {log_path}")
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+@pytest.fixture
+def admin_user(db: None) -> User:
+    return User.objects.create_superuser("admin", "admin@example.com", "admin-password")

@@ -1,0 +1,196 @@
+"""The foundation: contract tables, Celery through Redis, beat schedule, /healthz, settings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+import yaml
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.db import connection
+from django.test import Client, override_settings
+
+from tests.conftest import ROOT, subprocess_env
+
+CONTRACT_COLUMNS = {
+    "customers": {"id", "name", "created_at", "updated_at"},
+    "backup_connectors": {
+        "id",
+        "customer_id",
+        "external_id",
+        "name",
+        "kind",
+        "vendor_type",
+        "first_seen_at",
+        "last_seen_at",
+        "removed_at",
+    },
+    "backup_connector_status": {
+        "connector_id",
+        "status",
+        "health",
+        "reason",
+        "last_backup_at",
+        "last_success_at",
+        "checked_at",
+    },
+    "backup_audit_events": {
+        "id",
+        "customer_id",
+        "connector_id",
+        "occurred_at",
+        "category",
+        "area",
+        "message",
+        "actor",
+        "succeeded",
+        "dedup_key",
+    },
+}
+
+
+@pytest.mark.django_db
+def test_migrations_create_the_contract_tables_with_their_columns_on_postgresql() -> None:
+    assert connection.vendor == "postgresql"
+    with connection.cursor() as cursor:
+        tables = set(connection.introspection.table_names(cursor))
+        for table, expected in CONTRACT_COLUMNS.items():
+            assert table in tables
+            columns = {
+                c.name for c in connection.introspection.get_table_description(cursor, table)
+            }
+            assert expected <= columns, f"{table} lacks {expected - columns}"
+
+
+@pytest.mark.django_db
+def test_backup_connector_status_has_one_row_per_connector() -> None:
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, "backup_connector_status")
+    primary = [c for c in constraints.values() if c["primary_key"]]
+    assert [c["columns"] for c in primary] == [["connector_id"]]
+
+
+@pytest.mark.django_db
+def test_no_model_change_lacks_a_migration() -> None:
+    out = StringIO()
+    call_command("makemigrations", "--check", "--dry-run", stdout=out)
+    assert "No changes detected" in out.getvalue()
+
+
+@pytest.mark.worker
+def test_a_task_sent_through_redis_is_run_by_a_real_worker(celery_worker_process: object) -> None:
+    from vectis.celery import app, ping
+
+    assert app.conf.broker_url.startswith("redis://")
+    assert ping.delay().get(timeout=30) == "pong"
+
+
+def test_beat_runs_the_keepit_sync_every_15_minutes_by_default() -> None:
+    from vectis.celery import app
+
+    app.loader.import_default_modules()  # what a worker does at start: autodiscover tasks
+    entry = app.conf.beat_schedule["keepit-sync"]
+    assert entry["task"] == "integrations.tasks.sync_due_connections"
+    assert entry["schedule"] == timedelta(minutes=15)
+    assert entry["task"] in app.tasks
+
+
+def test_beat_interval_follows_keepit_sync_interval_minutes() -> None:
+    code = (
+        "import django; django.setup(); from vectis.celery import app; "
+        "print(app.conf.beat_schedule['keepit-sync']['schedule'].total_seconds())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=subprocess_env(KEEPIT_SYNC_INTERVAL_MINUTES="5"),
+        check=True,
+    )
+    assert result.stdout.strip().splitlines()[-1] == "300.0"
+
+
+@pytest.mark.django_db
+def test_healthz_is_200_when_database_and_broker_answer(client: Client) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"database": "ok", "broker": "ok"}
+
+
+@pytest.mark.django_db
+def test_healthz_is_503_naming_the_broker_when_the_broker_is_down(client: Client) -> None:
+    with override_settings(CELERY_BROKER_URL="redis://127.0.0.1:1/0"):
+        response = client.get("/healthz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["failing"] == ["broker"]
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["broker"].startswith("unreachable")
+
+
+@pytest.mark.parametrize("missing", ["SECRET_KEY", "VECTIS_ENCRYPTION_KEYS"])
+def test_startup_without_debug_and_without_a_secret_fails_clearly(missing: str) -> None:
+    env = subprocess_env(DEBUG="false", DJANGO_SETTINGS_MODULE="vectis.settings")
+    env.pop(missing, None)
+    env.setdefault("SECRET_KEY", "x")
+    env.setdefault("VECTIS_ENCRYPTION_KEYS", "ZGV2LW9ubHktZGV2LW9ubHktZGV2LW9ubHktZGV2LW8=")
+    env.pop(missing)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode != 0
+    assert f"{missing} is not set" in result.stderr
+    assert "DEBUG off" in result.stderr
+
+
+@pytest.mark.django_db
+def test_admin_is_branded_vectis_and_grouped_by_section(client: Client, admin_user: User) -> None:
+    client.force_login(admin_user)
+    html = client.get("/admin/").content.decode()
+    assert "<title>Backup monitoring | Vectis</title>" in html
+    positions = [html.find(f">{title}<") for title in ("Integrations", "Customers", "Backups")]
+    assert all(p > 0 for p in positions)
+    assert positions == sorted(positions)
+
+
+def test_docker_compose_defines_the_stack_wired_by_environment() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"postgres", "redis", "web", "worker", "beat", "mailpit"} <= set(services)
+    assert "gunicorn" in " ".join(services["web"]["command"])
+    for name in ("web", "worker", "beat"):
+        environment = services[name]["environment"]
+        assert environment["DATABASE_URL"].startswith("postgres://")
+        assert environment["CELERY_BROKER_URL"].startswith("redis://redis")
+        assert "smtp://mailpit" in environment["EMAIL_URL"]
+    assert "celery" in " ".join(services["worker"]["command"])
+    assert "beat" in services["beat"]["command"]
+    assert (ROOT / "Dockerfile").read_text().startswith("FROM python:3.11")
+
+
+def test_env_example_lists_every_configuration_variable() -> None:
+    text = (ROOT / ".env.example").read_text()
+    for variable in (
+        "SECRET_KEY",
+        "DEBUG",
+        "ALLOWED_HOSTS",
+        "DATABASE_URL",
+        "CELERY_BROKER_URL",
+        "EMAIL_URL",
+        "DEFAULT_FROM_EMAIL",
+        "VECTIS_ENCRYPTION_KEYS",
+        "KEEPIT_BASE_URL_TEMPLATE",
+        "KEEPIT_SYNC_INTERVAL_MINUTES",
+    ):
+        assert f"\n{variable}=" in text or f"\n# {variable}=" in text, variable

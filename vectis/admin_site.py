@@ -1,0 +1,46 @@
+"""The Vectis admin site: the MSP admin UI, branded and grouped by what MSPs look for.
+
+The index shows sections (Integrations, Customers, Backups, Alerts) rather than Django
+apps, so a provider app such as `keepit` appears under Integrations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+# app label -> section title; sections appear in this order, unknown apps after them.
+SECTIONS: dict[str, str] = {
+    "integrations": "Integrations",
+    "keepit": "Integrations",
+    "customers": "Customers",
+    "backups": "Backups",
+    "alerts": "Alerts",
+    "auth": "Users and permissions",
+}
+SECTION_ORDER = ["Integrations", "Customers", "Backups", "Alerts", "Users and permissions"]
+
+
+class VectisAdminSite(admin.AdminSite):
+    site_header = "Vectis"
+    site_title = "Vectis"
+    index_title = "Backup monitoring"
+
+    def get_app_list(self, request: HttpRequest, app_label: str | None = None) -> list[Any]:
+        apps = super().get_app_list(request, app_label)
+        if app_label is not None:
+            return apps
+        sections: dict[str, dict[str, Any]] = {}
+        for app in apps:
+            title = SECTIONS.get(app["app_label"], app["name"])
+            section = sections.get(title)
+            if section is None:
+                sections[title] = {**app, "name": title, "models": list(app["models"])}
+            else:
+                section["models"].extend(app["models"])
+        order = {title: index for index, title in enumerate(SECTION_ORDER)}
+        return sorted(
+            sections.values(), key=lambda s: (order.get(s["name"], len(order)), s["name"])
+        )

@@ -1,0 +1,212 @@
+"""Vectis settings, read once from the environment (or a `.env` file) with django-environ.
+
+Every variable is listed and explained in `.env.example`. The defaults need no servers:
+SQLite under `var/` and kombu's filesystem broker under `var/`, so `make run` works on a
+bare machine. Production points `DATABASE_URL` / `CELERY_BROKER_URL` at PostgreSQL and
+Redis. With `DEBUG` off, the secrets have no default and a missing one stops start-up.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import django_stubs_ext
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+# Lets `admin.ModelAdmin[Customer]` and other generics be subscripted at run time.
+django_stubs_ext.monkeypatch()
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("VECTIS_VAR_DIR", BASE_DIR / "var"))
+
+env = environ.Env()
+# `VECTIS_ENV_FILE` lets operators (and the start-up test) choose another file, or none.
+_env_file = os.environ.get("VECTIS_ENV_FILE", str(BASE_DIR / ".env"))
+if _env_file and Path(_env_file).is_file():
+    env.read_env(_env_file)
+
+DEBUG: bool = env.bool("DEBUG", default=False)
+
+
+def _required_secret(name: str, dev_default: str) -> str:
+    """A secret that may default only in DEBUG; in production its absence is fatal."""
+    value: str = env.str(name, default="")
+    if value:
+        return value
+    if DEBUG:
+        return dev_default
+    raise ImproperlyConfigured(
+        f"{name} is not set. Vectis refuses to start with DEBUG off and no {name}: "
+        f"set {name} in the environment or in .env (see .env.example for how to generate one)."
+    )
+
+
+SECRET_KEY = _required_secret("SECRET_KEY", "dev-insecure-secret-key-do-not-use-in-production")
+# Comma-separated Fernet keys; the first encrypts, all decrypt (see integrations/crypto.py).
+# The DEBUG default is a fixed, public development key: never use it for real credentials.
+VECTIS_ENCRYPTION_KEYS: list[str] = [
+    key.strip()
+    for key in _required_secret(
+        "VECTIS_ENCRYPTION_KEYS", "ZGV2LW9ubHktZGV2LW9ubHktZGV2LW9ubHktZGV2LW8="
+    ).split(",")
+    if key.strip()
+]
+
+ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "vectis.apps.VectisAdminConfig",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "vectis",
+    "customers",
+    "backups",
+    "integrations",
+    "keepit",
+    "alerts",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "vectis.urls"
+WSGI_APPLICATION = "vectis.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'vectis.sqlite3'}"),
+}
+DATABASES["default"]["ATOMIC_REQUESTS"] = False
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- E-mail -----------------------------------------------------------------------------
+# EMAIL_URL: smtp://user:pass@host:25, smtp+tls://..., consolemail://, filemail:///path
+EMAIL_CONFIG: dict[str, Any] = env.email_url("EMAIL_URL", default="consolemail://")
+vars().update(EMAIL_CONFIG)
+DEFAULT_FROM_EMAIL: str = env.str("DEFAULT_FROM_EMAIL", default="Vectis <vectis@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+EMAIL_TIMEOUT: int = env.int("EMAIL_TIMEOUT", default=10)
+# Base URL used in links inside e-mails.
+VECTIS_BASE_URL: str = env.str("VECTIS_BASE_URL", default="http://127.0.0.1:8000")
+
+# --- Celery -----------------------------------------------------------------------------
+CELERY_BROKER_URL: str = env.str("CELERY_BROKER_URL", default="filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _queue_dir = VAR_DIR / "celery" / "queue"
+    _processed_dir = VAR_DIR / "celery" / "processed"
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {
+        "data_folder_in": str(_queue_dir),
+        "data_folder_out": str(_queue_dir),
+        "processed_folder": str(_processed_dir),
+        "store_processed": False,
+    }
+    _results_dir = VAR_DIR / "celery" / "results"
+    for _folder in (_queue_dir, _processed_dir, _results_dir):
+        _folder.mkdir(parents=True, exist_ok=True)
+    _default_result_backend = f"file://{_results_dir}"
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {}
+    _default_result_backend = CELERY_BROKER_URL
+CELERY_RESULT_BACKEND: str = env.str("CELERY_RESULT_BACKEND", default=_default_result_backend)
+CELERY_RESULT_EXPIRES = timedelta(days=1)
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_ENABLE_UTC = True
+# A full sync of a large MSP takes minutes; the hard limit leaves room and then kills.
+CELERY_TASK_SOFT_TIME_LIMIT: int = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=20 * 60)
+CELERY_TASK_TIME_LIMIT: int = env.int("CELERY_TASK_TIME_LIMIT", default=25 * 60)
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ALWAYS_EAGER: bool = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+
+KEEPIT_SYNC_INTERVAL_MINUTES: int = env.int("KEEPIT_SYNC_INTERVAL_MINUTES", default=15)
+if KEEPIT_SYNC_INTERVAL_MINUTES < 1:
+    raise ImproperlyConfigured(
+        "KEEPIT_SYNC_INTERVAL_MINUTES must be a whole number of minutes >= 1."
+    )
+
+# The schedule is reviewed code. `expires` equals the interval so a backlog of missed
+# ticks (worker down) is dropped instead of running many syncs back to back.
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
+    "keepit-sync": {
+        "task": "integrations.tasks.sync_due_connections",
+        "schedule": timedelta(minutes=KEEPIT_SYNC_INTERVAL_MINUTES),
+        "options": {"expires": KEEPIT_SYNC_INTERVAL_MINUTES * 60},
+    },
+}
+
+# --- Keepit -----------------------------------------------------------------------------
+KEEPIT_BASE_URL_TEMPLATE: str = env.str(
+    "KEEPIT_BASE_URL_TEMPLATE", default="https://{region}.keepit.com"
+)
+if "{region}" not in KEEPIT_BASE_URL_TEMPLATE:
+    raise ImproperlyConfigured("KEEPIT_BASE_URL_TEMPLATE must contain {region}.")
+KEEPIT_CONNECT_TIMEOUT: float = env.float("KEEPIT_CONNECT_TIMEOUT", default=5.0)
+KEEPIT_READ_TIMEOUT: float = env.float("KEEPIT_READ_TIMEOUT", default=30.0)
+KEEPIT_MAX_ATTEMPTS: int = env.int("KEEPIT_MAX_ATTEMPTS", default=4)
+KEEPIT_RETRY_BUDGET_SECONDS: float = env.float("KEEPIT_RETRY_BUDGET_SECONDS", default=60.0)
+KEEPIT_HTTP_CONCURRENCY: int = env.int("KEEPIT_HTTP_CONCURRENCY", default=8)
+
+# --- Logging ----------------------------------------------------------------------------
+LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO")
+LOGGING: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+}
+
+if not DEBUG:
+    SESSION_COOKIE_HTTPONLY = True
+    X_FRAME_OPTIONS = "DENY"
