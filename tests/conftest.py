@@ -97,3 +97,18 @@ def celery_worker_process(
 @pytest.fixture
 def admin_user(db: None) -> User:
     return User.objects.create_superuser("admin", "admin@example.com", "admin-password")
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Any]:
+    """A small Keepit sandbox on an ephemeral loopback port, its clock frozen."""
+    from datetime import UTC, datetime
+
+    from keepit.sandbox import KeepitSandbox, SandboxConfig
+
+    with KeepitSandbox(
+        SandboxConfig(accounts=8, connectors_per_account=4, events_per_account_per_day=6),
+        start=datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
+        speed=0,
+    ) as running:
+        yield running

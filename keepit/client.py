@@ -1,0 +1,440 @@
+"""The Keepit API client: one class over a `requests` session, read-only by construction.
+
+- Base URL from `KEEPIT_BASE_URL_TEMPLATE` with the validated region substituted
+  (the template may carry `{region}` in the host or in the path).
+- HTTP Basic auth with the login/password, or the API-token pair when both token fields
+  are set (same wire format).
+- Every request has connect and read timeouts. Transient failures (timeouts, connection
+  errors, 408/429/5xx) are retried with exponential backoff and full jitter, honouring
+  `Retry-After`, within a cap on attempts and on total time; then `KeepitUnavailable`.
+- The only non-GET request it can send is the audit-log filter `PUT` (`_request` refuses
+  anything else), so Vectis can never change anything in Keepit.
+- Results are typed dataclasses (keepit/schemas.py); XML is parsed with defusedxml.
+- Credentials never appear in reprs, logs or exception messages.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+from urllib.parse import quote
+from xml.etree.ElementTree import Element
+from xml.sax.saxutils import escape
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .exceptions import (
+    KeepitAuthError,
+    KeepitError,
+    KeepitNotFound,
+    KeepitProtocolError,
+    KeepitUnavailable,
+)
+from .schemas import (
+    SKIPPED_CONNECTOR_TYPES,
+    AuditRecord,
+    BackupSummary,
+    ChildAccount,
+    Connector,
+    ConnectorHealth,
+    ParentAccount,
+    format_time,
+    parse_xml,
+    text,
+)
+
+logger = logging.getLogger(__name__)
+
+KNOWN_REGIONS: dict[str, str] = {
+    "dk-co": "Denmark (Copenhagen)",
+    "ws": "Denmark (legacy)",
+    "us-dc": "USA (Washington DC)",
+    "uk-ld": "UK (London)",
+    "de-fr": "Germany (Frankfurt)",
+    "ca-tr": "Canada (Toronto)",
+    "au-sy": "Australia (Sydney)",
+    "ch-zh": "Switzerland (Zurich)",
+}
+REGION_RE = re.compile(r"^[a-z0-9-]{2,32}$")
+ACCOUNT_GUID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+
+ACCEPT_V1 = "application/vnd.keepit.v1+xml"
+ACCEPT_V4 = "application/vnd.keepit.v4+xml"
+ACCEPT_PLAIN = "application/xml"
+AUDIT_FILTER_PATH = "/audit/filter/pretty"
+AUDIT_PAGE_SIZE = 500
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+BACKOFF_BASE_SECONDS = 0.5
+BACKOFF_MAX_SECONDS = 20.0
+
+
+def user_agent() -> str:
+    from vectis import __version__
+
+    return f"Vectis/{__version__}"
+
+
+def validate_region(region: str) -> str:
+    """A region may only be a short lower-case slug: it can never change the host pattern."""
+    if not REGION_RE.fullmatch(region):
+        raise ValueError("Region must be 2-32 lower-case letters, digits or dashes, such as us-dc.")
+    return region
+
+
+def validate_account_guid(guid: str) -> str:
+    if not ACCOUNT_GUID_RE.fullmatch(guid):
+        raise ValueError("Account GUID may contain only letters, digits, '-' and '_'.")
+    return guid
+
+
+def base_url_for(template: str, region: str) -> str:
+    return template.replace("{region}", validate_region(region)).rstrip("/")
+
+
+@dataclass(frozen=True)
+class KeepitCredentials:
+    """The login/password pair sent with Basic auth. Its repr never shows the password."""
+
+    login: str
+    password: str = field(repr=False)
+    kind: Literal["api_token", "username_password"]
+
+    @classmethod
+    def choose(
+        cls, *, username: str, password: str, token_login: str, token_password: str
+    ) -> KeepitCredentials:
+        """API-token pair when both token fields are set (it takes priority), else the
+        username/password."""
+        if token_login and token_password:
+            return cls(login=token_login, password=token_password, kind="api_token")
+        if username and password:
+            return cls(login=username, password=password, kind="username_password")
+        raise ValueError("Keepit needs either a username and password or an API token pair.")
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.login}"
+
+
+class _RequestCounter:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def increment(self) -> None:
+        with self._lock:
+            self.value += 1
+
+
+class KeepitClient:
+    """Read-only access to one Keepit region with one credential.
+
+    Thread-safe for concurrent reads (the sync fans out over a thread pool); size the
+    connection pool with `pool_size` to match.
+    """
+
+    def __init__(
+        self,
+        *,
+        region: str,
+        credentials: KeepitCredentials,
+        base_url_template: str = "https://{region}.keepit.com",
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        max_attempts: int = 4,
+        retry_budget_seconds: float = 60.0,
+        pool_size: int = 8,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.region = validate_region(region)
+        self.base_url = base_url_for(base_url_template, region)
+        self._credentials = credentials
+        self.timeout = (connect_timeout, read_timeout)
+        self.max_attempts = max(1, max_attempts)
+        self.retry_budget_seconds = retry_budget_seconds
+        self._sleep = sleep
+        self._requests = _RequestCounter()
+        self._session = requests.Session()
+        self._session.auth = (credentials.login, credentials.password)
+        self._session.headers["User-Agent"] = user_agent()
+        # Our own retry loop handles retries (Retry-After, budget); the adapter never does.
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(pool_size, 1), max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+
+    def __repr__(self) -> str:
+        return f"<KeepitClient region={self.region!r} base_url={self.base_url!r}>"
+
+    @classmethod
+    def from_settings(
+        cls, *, region: str, credentials: KeepitCredentials, **overrides: float | int
+    ) -> KeepitClient:
+        """A client configured from Django settings (timeouts, retries, concurrency)."""
+        from django.conf import settings
+
+        options: dict[str, float | int] = {
+            "connect_timeout": settings.KEEPIT_CONNECT_TIMEOUT,
+            "read_timeout": settings.KEEPIT_READ_TIMEOUT,
+            "max_attempts": settings.KEEPIT_MAX_ATTEMPTS,
+            "retry_budget_seconds": settings.KEEPIT_RETRY_BUDGET_SECONDS,
+            "pool_size": settings.KEEPIT_HTTP_CONCURRENCY,
+        }
+        options.update(overrides)
+        return cls(
+            region=region,
+            credentials=credentials,
+            base_url_template=settings.KEEPIT_BASE_URL_TEMPLATE,
+            connect_timeout=float(options["connect_timeout"]),
+            read_timeout=float(options["read_timeout"]),
+            max_attempts=int(options["max_attempts"]),
+            retry_budget_seconds=float(options["retry_budget_seconds"]),
+            pool_size=int(options["pool_size"]),
+        )
+
+    @property
+    def credential_kind(self) -> str:
+        return self._credentials.kind
+
+    @property
+    def login(self) -> str:
+        """The login in use (not secret: Keepit records it as the audit `token`)."""
+        return self._credentials.login
+
+    @property
+    def request_count(self) -> int:
+        """HTTP requests sent so far, retries included."""
+        return self._requests.value
+
+    def close(self) -> None:
+        self._session.close()
+
+    # --- the calls of keepit-api.md Part A -------------------------------------------------
+
+    def who_am_i(self) -> str:
+        """`GET /users/`: the GUID of the account that owns these credentials."""
+        root = self._get_xml("/users/", accept=None, expected_root="user")
+        guid = text(root, "id")
+        if not guid:
+            raise KeepitProtocolError("Keepit's who-am-I answer has no <id>", path="/users/")
+        return guid
+
+    def parent_account(self, account: str) -> ParentAccount:
+        """`GET /users/{guid}`: the configured account (proves it is visible)."""
+        path = f"/users/{self._guid(account)}"
+        root = self._get_xml(path, accept=ACCEPT_V1, expected_root="user")
+        return ParentAccount.from_xml(root, requested_id=account)
+
+    def child_accounts(self, parent: str) -> list[ChildAccount]:
+        """`GET /users/{parent}/users` (v1). 404 and an empty `<users/>` both mean none."""
+        path = f"/users/{self._guid(parent)}/users"
+        root = self._get_xml_or_none(path, accept=ACCEPT_V1, expected_root="users")
+        if root is None:
+            return []
+        return [child for child in map(ChildAccount.from_xml, root.findall("user")) if child.id]
+
+    def connectors(self, account: str) -> list[Connector]:
+        """`GET /users/{account}/devices?all=1` (v4); `system` devices are skipped."""
+        path = f"/users/{self._guid(account)}/devices"
+        root = self._get_xml(path, accept=ACCEPT_V4, params={"all": "1"}, expected_root="devices")
+        found = [Connector.from_xml(cloud) for cloud in root.findall("cloud")]
+        return [c for c in found if c.guid and c.type not in SKIPPED_CONNECTOR_TYPES]
+
+    def backup_summary(self, account: str) -> list[BackupSummary]:
+        """`GET /users/{account}/monitoring/backup/summary`; 404 means no backups yet."""
+        path = f"/users/{self._guid(account)}/monitoring/backup/summary"
+        root = self._get_xml_or_none(path, accept=ACCEPT_PLAIN, expected_root="backup-summary")
+        if root is None:
+            return []
+        return [s for s in map(BackupSummary.from_xml, root.findall("device")) if s.guid]
+
+    def connector_health(self, account: str, connector: str) -> ConnectorHealth:
+        """`GET /users/{account}/devices/{guid}/health?reason=true`."""
+        path = f"/users/{self._guid(account)}/devices/{quote(connector, safe='')}/health"
+        root = self._get_xml(
+            path, accept=ACCEPT_PLAIN, params={"reason": "true"}, expected_root="devhealth"
+        )
+        return ConnectorHealth.from_xml(root)
+
+    def audit_records(
+        self,
+        account: str,
+        *,
+        start: datetime,
+        end: datetime,
+        recursive: bool = True,
+        page_size: int = AUDIT_PAGE_SIZE,
+        on_page: Callable[[int, int], None] | None = None,
+    ) -> Iterator[AuditRecord]:
+        """Stream the audit log of `account` (and its descendants) in [start, end).
+
+        Pages follow the `next-offset` header while it is present and greater than the
+        offset just asked for; a short page does not mean the end (Keepit may return
+        fewer records than `limit`). Records are yielded as they arrive, so memory stays
+        flat however long the log. `on_page(offset, records)` reports progress.
+        """
+        body = (
+            "<filter>"
+            f"<account>{escape(self._guid(account))}</account>"
+            f"<from>{format_time(start)}</from><to>{format_time(end)}</to>"
+            f"<recursive>{'true' if recursive else 'false'}</recursive>"
+            "</filter>"
+        ).encode()
+        offset = 0
+        while True:
+            response = self._request(
+                "PUT",
+                AUDIT_FILTER_PATH,
+                accept=ACCEPT_V4,
+                params={"limit": str(page_size), "offset": str(offset)},
+                body=body,
+            )
+            root = parse_xml(response.content, path=AUDIT_FILTER_PATH, expected_root="audit")
+            records = root.findall("record")
+            for element in records:
+                yield AuditRecord.from_xml(element)
+            if on_page is not None:
+                on_page(offset, len(records))
+            next_offset = _int_header(response, "next-offset")
+            if next_offset is None or next_offset <= offset:
+                return
+            offset = next_offset
+
+    # --- transport -------------------------------------------------------------------------
+
+    def _guid(self, guid: str) -> str:
+        try:
+            return validate_account_guid(guid)
+        except ValueError as exc:
+            raise KeepitError(str(exc)) from None
+
+    def _get_xml(
+        self,
+        path: str,
+        *,
+        accept: str | None,
+        expected_root: str,
+        params: dict[str, str] | None = None,
+    ) -> Element:
+        response = self._request("GET", path, accept=accept, params=params)
+        return parse_xml(response.content, path=path, expected_root=expected_root)
+
+    def _get_xml_or_none(
+        self, path: str, *, accept: str | None, expected_root: str
+    ) -> Element | None:
+        """For the lists where Keepit answers 404 to mean "none"."""
+        try:
+            return self._get_xml(path, accept=accept, expected_root=expected_root)
+        except KeepitNotFound:
+            return None
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        accept: str | None,
+        params: dict[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> requests.Response:
+        """Send one logical request, retrying transient failures within the budget."""
+        # Read-only by construction: GET anything, PUT only the audit-log filter.
+        if not (method == "GET" or (method == "PUT" and path == AUDIT_FILTER_PATH)):
+            raise KeepitError(f"Refusing {method} {path}: the Keepit client is read-only.")
+        headers = {"Accept": accept} if accept else {}
+        if body is not None:
+            headers["Content-Type"] = "application/xml"
+        url = self.base_url + path
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            self._requests.increment()
+            failure: str
+            retry_after: float | None = None
+            try:
+                response = self._session.request(
+                    method, url, params=params, data=body, headers=headers, timeout=self.timeout
+                )
+            except requests.Timeout:
+                failure = "Keepit did not answer in time"
+            except requests.ConnectionError:
+                failure = "could not connect to Keepit"
+            except requests.RequestException as exc:
+                raise KeepitUnavailable(
+                    f"{method} {path} failed: {type(exc).__name__}", path=path
+                ) from None
+            else:
+                status = response.status_code
+                if status < 300:
+                    return response
+                if status in (401, 403):
+                    raise KeepitAuthError(
+                        f"Keepit refused the credentials for {method} {path} (HTTP {status})",
+                        status=status,
+                        path=path,
+                    )
+                if status == 404:
+                    raise KeepitNotFound(
+                        f"Keepit has no {path} (HTTP 404)", status=status, path=path
+                    )
+                if status not in TRANSIENT_STATUSES:
+                    raise KeepitProtocolError(
+                        f"Keepit answered {method} {path} with unexpected HTTP {status}",
+                        status=status,
+                        path=path,
+                    )
+                failure = f"Keepit answered HTTP {status}"
+                retry_after = _retry_after_seconds(response)
+            elapsed = time.monotonic() - started
+            remaining = self.retry_budget_seconds - elapsed
+            delay = (
+                retry_after
+                if retry_after is not None
+                else random.uniform(  # full jitter
+                    0, min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
+                )
+            )
+            if attempt >= self.max_attempts or delay > remaining:
+                raise KeepitUnavailable(
+                    f"{failure} for {method} {path} after {attempt} attempt(s) in {elapsed:.1f} s",
+                    path=path,
+                )
+            logger.info(
+                "Keepit %s %s: %s; retry %d in %.2f s", method, path, failure, attempt, delay
+            )
+            self._sleep(delay)
+
+
+def _int_header(response: requests.Response, name: str) -> int | None:
+    value = response.headers.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise KeepitProtocolError(f"Keepit sent a non-numeric {name} header") from None
+
+
+def _retry_after_seconds(response: requests.Response) -> float | None:
+    """`Retry-After` as seconds (delta-seconds or an HTTP date), or None."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())

@@ -1,0 +1,187 @@
+"""`manage.py keepit_sandbox`: serve a simulated Keepit MSP on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from keepit.sandbox import KeepitSandbox, SandboxConfig
+from keepit.sandbox.server import DEFAULT_RANDOM_FAULTS, FAULT_KINDS
+
+
+class Command(BaseCommand):
+    help = (
+        "Serve a simulated Keepit MSP (the Keepit API of keepit-api.md Part A) on loopback. "
+        "Point Vectis at it with KEEPIT_BASE_URL_TEMPLATE=http://127.0.0.1:PORT/{region}. "
+        "Same flags, same data: everything derives from --seed and the clock."
+    )
+    requires_system_checks: list[str] = []
+    requires_migrations_checks = False
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        defaults = SandboxConfig()
+        parser.add_argument(
+            "--host",
+            default="127.0.0.1",
+            help="Address to listen on (default: 127.0.0.1; keep it on loopback).",
+        )
+        parser.add_argument(
+            "--port", type=int, default=9100, help="Port (default: 9100; 0 picks a free one)."
+        )
+        parser.add_argument(
+            "--region",
+            default=defaults.region,
+            help="The one region the MSP lives in; other regions answer 401 (default: us-dc).",
+        )
+        parser.add_argument(
+            "--seed",
+            type=int,
+            default=defaults.seed,
+            help="Seed of all generated data (default: 1).",
+        )
+        parser.add_argument(
+            "--accounts",
+            type=int,
+            default=defaults.accounts,
+            help="Number of customer (child) accounts (default: 25).",
+        )
+        parser.add_argument(
+            "--connectors-per-account",
+            type=int,
+            default=defaults.connectors_per_account,
+            help=(
+                "Backup connectors per account, plus a 'system' device on every 10th "
+                "account (default: 4)."
+            ),
+        )
+        parser.add_argument(
+            "--events-per-account-per-day",
+            type=int,
+            default=defaults.events_per_account_per_day,
+            help="Audit records per account per day (default: 10).",
+        )
+        parser.add_argument(
+            "--audit-history-days",
+            type=int,
+            default=defaults.audit_history_days,
+            help="Days of audit history kept (default: 30).",
+        )
+        parser.add_argument(
+            "--speed",
+            type=float,
+            default=1.0,
+            help=(
+                "Clock speed: 1 follows real time, 60 makes a minute pass each second, "
+                "0 freezes it (default: 1)."
+            ),
+        )
+        parser.add_argument(
+            "--start", default="", help="The sandbox's time at start-up, ISO 8601 (default: now)."
+        )
+        parser.add_argument(
+            "--latency-ms",
+            type=int,
+            default=0,
+            help="Added latency per request in milliseconds (default: 0).",
+        )
+        parser.add_argument(
+            "--fault-rate",
+            type=float,
+            default=0.0,
+            help="Share of requests answered with a fault, 0..1 (default: 0).",
+        )
+        parser.add_argument(
+            "--fault-kinds",
+            default=",".join(DEFAULT_RANDOM_FAULTS),
+            help=(
+                "Faults --fault-rate picks from, comma-separated; known: "
+                f"{', '.join(FAULT_KINDS)} (default: %(default)s)."
+            ),
+        )
+        parser.add_argument(
+            "--username",
+            default=os.environ.get("KEEPIT_SANDBOX_USERNAME", defaults.username),
+            help="Login of the MSP's user (env KEEPIT_SANDBOX_USERNAME).",
+        )
+        parser.add_argument(
+            "--password",
+            default=os.environ.get("KEEPIT_SANDBOX_PASSWORD", defaults.password),
+            help="Password of that user (env KEEPIT_SANDBOX_PASSWORD).",
+        )
+        parser.add_argument(
+            "--token-login",
+            default=os.environ.get("KEEPIT_SANDBOX_TOKEN_LOGIN", defaults.token_login),
+            help="API token login (env KEEPIT_SANDBOX_TOKEN_LOGIN).",
+        )
+        parser.add_argument(
+            "--token-password",
+            default=os.environ.get("KEEPIT_SANDBOX_TOKEN_PASSWORD", defaults.token_password),
+            help="API token password (env KEEPIT_SANDBOX_TOKEN_PASSWORD).",
+        )
+        parser.add_argument(
+            "--no-own-read-audit",
+            action="store_true",
+            help="Do not write the API calls made with the MSP's credentials into its audit log.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["host"] not in {"127.0.0.1", "localhost", "::1"}:
+            raise CommandError("The sandbox only listens on loopback (127.0.0.1, localhost, ::1).")
+        start = None
+        if options["start"]:
+            try:
+                start = datetime.fromisoformat(options["start"].replace("Z", "+00:00"))
+            except ValueError as exc:
+                raise CommandError(f"--start is not an ISO 8601 time: {options['start']}") from exc
+            if start.tzinfo is None:
+                start = start.replace(tzinfo=UTC)
+        kinds = [kind.strip() for kind in options["fault_kinds"].split(",") if kind.strip()]
+        unknown = [kind for kind in kinds if kind.split(":")[0] not in FAULT_KINDS]
+        if unknown:
+            raise CommandError(f"Unknown fault kinds: {', '.join(unknown)}")
+        config = SandboxConfig(
+            seed=options["seed"],
+            region=options["region"],
+            accounts=options["accounts"],
+            connectors_per_account=options["connectors_per_account"],
+            events_per_account_per_day=options["events_per_account_per_day"],
+            audit_history_days=options["audit_history_days"],
+            username=options["username"],
+            password=options["password"],
+            token_login=options["token_login"],
+            token_password=options["token_password"],
+            own_read_audit=not options["no_own_read_audit"],
+        )
+        sandbox = KeepitSandbox(
+            config,
+            host=options["host"],
+            port=options["port"],
+            start=start,
+            speed=options["speed"],
+            latency_ms=options["latency_ms"],
+            fault_rate=options["fault_rate"],
+            fault_kinds=kinds,
+        )
+        msp = sandbox.msp
+        connectors = sum(len(c) for c in msp.connectors.values())
+        self.stdout.write(
+            f"Keepit sandbox for region {config.region} on {sandbox.url}/{config.region}\n"
+            f"  parent account GUID: {msp.parent.guid}\n"
+            f"  {len(msp.accounts)} customer accounts, {connectors} devices\n"
+            f"  login: {config.username} (or API token {config.token_login})\n"
+            f"  Vectis: KEEPIT_BASE_URL_TEMPLATE={sandbox.base_url_template}"
+        )
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        sandbox.start()
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sandbox.stop()
