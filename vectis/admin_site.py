@@ -6,10 +6,12 @@ apps, so a provider app such as `keepit` appears under Integrations.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest
+from django.urls import URLPattern, URLResolver, path
 
 # app label -> section title; sections appear in this order, unknown apps after them.
 SECTIONS: dict[str, str] = {
@@ -27,6 +29,13 @@ class VectisAdminSite(admin.AdminSite):
     site_header = "Vectis"
     site_title = "Vectis"
     index_title = "Backup monitoring"
+
+    def get_urls(self) -> list[URLResolver | URLPattern]:
+        from integrations.views import integrations_overview
+
+        # Admin → Integrations is the provider cards page, not a plain model list.
+        overview = self.admin_view(partial(integrations_overview, site=self))
+        return [path("integrations/", overview, name="integrations_overview"), *super().get_urls()]
 
     def get_app_list(self, request: HttpRequest, app_label: str | None = None) -> list[Any]:
         apps = super().get_app_list(request, app_label)

@@ -1,0 +1,216 @@
+"""Admin → Integrations → Keepit: connections, Test connection, Sync now, run history."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import QuerySet
+from django.forms import Form
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.urls import URLPattern, path, reverse
+from django.utils.decorators import method_decorator
+from django.utils.html import format_html
+from django.utils.timesince import timesince
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_POST
+
+from integrations.models import SyncRun
+from integrations.registry import get_provider
+
+from .client import KNOWN_REGIONS
+from .forms import KeepitConnectionForm
+from .models import KeepitConnection
+
+logger = logging.getLogger(__name__)
+
+SECRET_POST_FIELDS = ("password", "token_password")
+RECENT_RUNS = 10
+
+
+@admin.register(KeepitConnection)
+class KeepitConnectionAdmin(admin.ModelAdmin[KeepitConnection]):
+    form = KeepitConnectionForm
+    change_form_template = "admin/keepit/keepitconnection/change_form.html"
+    list_display = ["name", "region_display", "account_display", "enabled", "state_display",
+                    "last_success_display"]  # fmt: skip
+    list_filter = ["enabled"]
+    search_fields = ["name"]
+    actions = None
+
+    def get_fieldsets(  # type: ignore[override]
+        self, request: HttpRequest, obj: KeepitConnection | None = None
+    ) -> list[tuple[str | None, dict[str, Any]]]:
+        secrets = obj.secrets if obj is not None and obj.pk else {}
+        credentials = ["username", "password"]
+        if secrets.get("password"):
+            credentials.append("clear_password")
+        credentials += ["token_login", "token_password"]
+        if secrets.get("token_password"):
+            credentials.append("clear_token_password")
+        return [
+            (None, {"fields": ["name", "enabled"]}),
+            (
+                "Keepit account",
+                {
+                    "fields": ["keepit_url", "region", "account_guid"],
+                    "description": (
+                        "Find region and account GUID in the address of your Keepit account: "
+                        "https://[region].keepit.com/users/[account-guid]."
+                    ),
+                },
+            ),
+            (
+                "Credentials",
+                {
+                    "fields": credentials,
+                    "description": (
+                        "A dedicated API token with read-only rights is recommended. When both "
+                        "API token fields are filled, they are used instead of Username and "
+                        "Password."
+                    ),
+                },
+            ),
+        ]
+
+    # --- list columns --------------------------------------------------------------------
+
+    @admin.display(description="Region")
+    def region_display(self, obj: KeepitConnection) -> str:
+        return obj.region
+
+    @admin.display(description="Account GUID")
+    def account_display(self, obj: KeepitConnection) -> str:
+        return obj.account_guid
+
+    @admin.display(description="State")
+    def state_display(self, obj: KeepitConnection) -> str:
+        if obj.enabled and obj.is_failing():
+            badge, label = "vx-failed", "Failing"
+        elif obj.enabled:
+            badge, label = "vx-ok", "Enabled"
+        else:
+            badge, label = "vx-unknown", "Disabled"
+        return format_html('<span class="vx-badge {}">{}</span>', badge, label)
+
+    @admin.display(description="Last successful sync")
+    def last_success_display(self, obj: KeepitConnection) -> str:
+        if obj.last_success_at is None:
+            return "never"
+        return f"{timesince(obj.last_success_at)} ago"
+
+    # --- saving --------------------------------------------------------------------------
+
+    def construct_change_message(
+        self, request: HttpRequest, form: Form, formsets: Any, add: bool = False
+    ) -> list[dict[str, Any]]:
+        # Field labels only, never values: secrets stay out of the admin history.
+        if add:
+            return [{"added": {}}]
+        assert isinstance(form, KeepitConnectionForm)
+        changed = form.changed_fields()
+        return [{"changed": {"fields": changed}}] if changed else []
+
+    @method_decorator(sensitive_post_parameters(*SECRET_POST_FIELDS))
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        context = dict(extra_context or {})
+        context["keepit_regions"] = KNOWN_REGIONS
+        if object_id:
+            connection = self.get_object(request, object_id)
+            if connection is not None:
+                context["connection_state"] = connection
+                context["recent_runs"] = list(
+                    SyncRun.objects.filter(connection_id=connection.pk).order_by("-started_at")[
+                        :RECENT_RUNS
+                    ]
+                )
+                context["sync_url"] = reverse(
+                    "admin:keepit_keepitconnection_sync", args=[connection.pk]
+                )
+                context["test_url"] = reverse(
+                    "admin:keepit_keepitconnection_test", args=[connection.pk]
+                )
+        if "test_url" not in context:
+            context["test_url"] = reverse("admin:keepit_keepitconnection_test_new")
+        return super().changeform_view(request, object_id, form_url, context)
+
+    # --- Test connection and Sync now ----------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        info = f"{self.opts.app_label}_{self.opts.model_name}"
+        wrap = self.admin_site.admin_view
+        return [
+            path("test/", wrap(self.test_connection_view), name=f"{info}_test_new"),
+            path(
+                "<path:object_id>/test/",
+                wrap(self.test_connection_view),
+                name=f"{info}_test",
+            ),
+            path("<path:object_id>/sync/", wrap(self.sync_now_view), name=f"{info}_sync"),
+            *super().get_urls(),
+        ]
+
+    @method_decorator(require_POST)
+    @method_decorator(sensitive_post_parameters(*SECRET_POST_FIELDS))
+    def test_connection_view(
+        self, request: HttpRequest, object_id: str | None = None
+    ) -> JsonResponse:
+        """Test the values currently in the form, saved or not (blank secrets fall back to
+        the stored ones). Answers JSON for the in-page result."""
+        connection: KeepitConnection | None = None
+        if object_id is not None:
+            connection = self.get_object(request, object_id)
+            if connection is None:
+                return JsonResponse(
+                    {"ok": False, "message": "This connection no longer exists."}, status=404
+                )
+            allowed = self.has_change_permission(request, connection)
+        else:
+            allowed = self.has_add_permission(request)
+        if not allowed:
+            raise PermissionDenied
+        form = KeepitConnectionForm(request.POST, instance=connection or KeepitConnection())
+        form.is_valid()
+        problems = [
+            f"{form.fields[name].label}: {errors[0]}" if name in form.fields else str(errors[0])
+            for name, errors in form.errors.items()
+            if name != "name"  # a missing name does not stop a test
+        ]
+        if problems:
+            return JsonResponse({"ok": False, "message": problems[0], "details": problems[1:],
+                                 "warnings": []})  # fmt: skip
+        result = get_provider("keepit").test_connection(
+            config=form.config_values(), secrets=form.effective_secrets()
+        )
+        return JsonResponse(result.as_json())
+
+    @method_decorator(require_POST)
+    def sync_now_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        connection = get_object_or_404(KeepitConnection, pk=object_id)
+        if not self.has_change_permission(request, connection):
+            raise PermissionDenied
+        from integrations.tasks import sync_connection
+
+        KeepitConnection.objects.filter(pk=connection.pk).update(next_sync_at=None)
+        transaction.on_commit(partial(sync_connection.delay, connection.pk, "manual"))
+        messages.success(
+            request,
+            f"Sync of \u201c{connection.name}\u201d queued; the run appears below when it starts.",
+        )
+        return HttpResponseRedirect(
+            reverse("admin:keepit_keepitconnection_change", args=[connection.pk])
+        )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[KeepitConnection]:
+        return super().get_queryset(request).order_by("name", "id")
