@@ -202,8 +202,8 @@ def test_sync_now_queues_a_sync(
         response = admin_client_logged_in.post(url, form_data())
     assert response.status_code == 302
     assert len(callbacks) == 1
-    assert callbacks[0].func.__self__.name == "integrations.tasks.sync_connection"  # type: ignore[attr-defined]
-    assert callbacks[0].args == (connection.pk, "manual")  # type: ignore[attr-defined]
+    assert callbacks[0].func.__self__.name == "integrations.tasks.sync_connection"
+    assert callbacks[0].args == (connection.pk, "manual")
 
 
 def test_rotation_reencrypts_and_old_keys_still_decrypt_before(settings: SettingsWrapper) -> None:
