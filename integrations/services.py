@@ -5,18 +5,99 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from django.db import transaction
+from django.conf import settings
+from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q
 from django.urls import reverse
 from django.utils import timezone
 
 from .base import Provider
-from .models import Connection
+from .models import Connection, SyncRun
 from .registry import all_providers
+from .signals import sync_finished
+
+ABANDONED_MESSAGE = (
+    "The worker running this sync stopped (crash or restart) before it finished; "
+    "the next sync started clean."
+)
+
+
+class SyncAlreadyRunning(Exception):
+    """Another sync of the same connection holds the claim."""
+
+
+def claim_sync_run(connection: Connection, *, trigger: str, now: datetime) -> SyncRun:
+    """Claim the connection for one sync by inserting its `running` run.
+
+    The partial unique index on running runs makes the insert the lock: a second
+    claim fails in the database, whichever process or machine it comes from. A run
+    whose heartbeat stopped (its worker died) is first marked abandoned, so a crash
+    never blocks the next sync.
+    """
+    stale_before = now - timedelta(seconds=settings.VECTIS_SYNC_STALE_SECONDS)
+    SyncRun.objects.filter(
+        connection=connection, outcome=SyncRun.Outcome.RUNNING, heartbeat_at__lt=stale_before
+    ).update(outcome=SyncRun.Outcome.ABANDONED, finished_at=now, error=ABANDONED_MESSAGE)
+    try:
+        with transaction.atomic():
+            return SyncRun.objects.create(
+                connection=connection, trigger=trigger, started_at=now, heartbeat_at=now
+            )
+    except IntegrityError:
+        raise SyncAlreadyRunning(f"A sync of “{connection.name}” is already running.") from None
+
+
+def beat_sync_run(run: SyncRun, *, now: datetime) -> None:
+    """Tell other workers this run is alive."""
+    SyncRun.objects.filter(pk=run.pk, outcome=SyncRun.Outcome.RUNNING).update(heartbeat_at=now)
+
+
+def finish_sync_run(
+    run: SyncRun,
+    *,
+    outcome: str,
+    now: datetime,
+    counts: dict[str, int],
+    http_requests: int,
+    error: str = "",
+    failed_accounts: list[str] | None = None,
+) -> SyncRun:
+    """Record the end of a run on the run and on its connection, then tell listeners."""
+    run.outcome = outcome
+    run.finished_at = now
+    run.heartbeat_at = now
+    run.counts = counts
+    run.http_requests = http_requests
+    run.error = error
+    run.failed_accounts = failed_accounts or []
+    run.save(
+        update_fields=[
+            "outcome", "finished_at", "heartbeat_at", "counts", "http_requests", "error",
+            "failed_accounts",
+        ]
+    )  # fmt: skip
+    updates: dict[str, Any] = {
+        "next_sync_at": now + timedelta(minutes=settings.KEEPIT_SYNC_INTERVAL_MINUTES),
+        "last_sync_started_at": run.started_at,
+    }
+    if outcome in (SyncRun.Outcome.SUCCEEDED, SyncRun.Outcome.PARTIAL):
+        updates["last_success_at"] = now
+    if error:
+        updates["last_error"] = error
+        updates["last_error_at"] = now
+    elif outcome == SyncRun.Outcome.SUCCEEDED:
+        updates["last_error"] = ""
+    Connection.objects.filter(pk=run.connection_id).update(**updates)
+    connection = run.connection
+    transaction.on_commit(
+        partial(sync_finished.send, sender=Connection, connection=connection, run=run)
+    )
+    return run
+
 
 logger = logging.getLogger(__name__)
 

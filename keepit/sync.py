@@ -1,9 +1,612 @@
-"""The Keepit sync (filled in by the sync issue)."""
+"""The Keepit sync: child accounts, connectors, backup status and audit events.
+
+One run, in a fixed order:
+
+1. **Claim** the connection (a `running` SyncRun row; the database refuses a second).
+2. **Load from Keepit**: child accounts (one call); then, with bounded concurrency, each
+   account's connectors and backup summary, then each live connector's health.
+3. **Load ours** keyed by Keepit ids: links, connectors, statuses (one query each).
+4. **Diff and apply** in bulk: account links and customers, connectors, statuses. Only
+   rows that differ are written, so a run against unchanged data writes nothing.
+   What Keepit stopped reporting is marked `removed_at`, never deleted; what could not
+   be read (an account whose calls failed) is left as it was.
+5. **Audit log**: pages streamed from the stored cursor minus an overlap (first run: the
+   last 14 days) by a reader thread into a bounded queue; the main thread inserts each
+   batch with two queries (which keys exist, insert the rest). Memory stays flat.
+6. **Record** the run: outcome, counts, HTTP requests, error sentence; then listeners
+   (alerts) are told after commit.
+
+Failures: a failed child-account read fails the run and writes nothing; failures of
+single accounts make the run `partial`, naming them, and leave their data untouched.
+"""
 
 from __future__ import annotations
 
-from integrations.models import Connection, SyncRun
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from backups.models import BackupAuditEvent, BackupConnector, BackupConnectorStatus
+from customers.models import Customer
+from customers.names import normalize_company_name
+from integrations.models import AccountLink, Connection, SyncRun
+from integrations.services import beat_sync_run, claim_sync_run, finish_sync_run
+
+from .client import KeepitClient
+from .exceptions import KeepitError
+from .mapping import audit_category, backup_status, connector_kind
+from .schemas import AuditRecord, BackupSummary, ChildAccount, Connector, ConnectorHealth
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 1000
+AUDIT_QUEUE_BATCHES = 4
+HEARTBEAT_SECONDS = 15.0
+# last_seen_at / checked_at are refreshed at most this often when nothing else changes,
+# so a sync against unchanged data writes no row.
+SEEN_RESOLUTION = timedelta(hours=24)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+Progress = Callable[[str, int, int], None]
 
 
-def sync_connection(connection: Connection, *, trigger: str) -> SyncRun:
-    raise NotImplementedError("The Keepit sync is not built yet.")
+@dataclass
+class AccountData:
+    """What Keepit said about one child account (None where the read failed)."""
+
+    account: ChildAccount
+    connectors: list[Connector] | None = None
+    summary: dict[str, BackupSummary] = field(default_factory=dict)
+    health: dict[str, ConnectorHealth] = field(default_factory=dict)
+    error: str = ""
+
+
+@dataclass
+class SyncCounts:
+    accounts_seen: int = 0
+    accounts_linked: int = 0
+    customers_created: int = 0
+    accounts_ambiguous: int = 0
+    accounts_removed: int = 0
+    connectors_added: int = 0
+    connectors_updated: int = 0
+    connectors_removed: int = 0
+    status_changes: int = 0
+    events_seen: int = 0
+    events_added: int = 0
+    own_reads_added: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class KeepitSync:
+    """One sync of one connection. Use `sync_connection()`."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        run: SyncRun,
+        client: KeepitClient,
+        *,
+        now: datetime,
+        progress: Progress | None = None,
+    ) -> None:
+        self.connection = connection
+        self.run = run
+        self.client = client
+        self.now = now
+        self.progress = progress or (lambda phase, done, total: None)
+        self.counts = SyncCounts()
+        self.failed_accounts: dict[str, str] = {}
+        self.parent_guid = str(connection.config.get("account_guid", ""))
+        self._last_beat = time.monotonic()
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _beat(self) -> None:
+        if time.monotonic() - self._last_beat >= HEARTBEAT_SECONDS:
+            self._last_beat = time.monotonic()
+            beat_sync_run(self.run, now=timezone.now())
+
+    def _fan_out(self, phase: str, func: Callable[[T], R], items: list[T]) -> Iterator[tuple[T, R]]:
+        """Run `func` over `items` with bounded concurrency, yielding in completion order
+        on the calling thread (which keeps the heartbeat and progress)."""
+        total = len(items)
+        self.progress(phase, 0, total)
+        workers = max(1, settings.KEEPIT_HTTP_CONCURRENCY)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keepit") as pool:
+            futures = {pool.submit(func, item): item for item in items}
+            for done, future in enumerate(as_completed(futures), start=1):
+                yield futures[future], future.result()
+                if done % 50 == 0 or done == total:
+                    self.progress(phase, done, total)
+                    self._beat()
+
+    # --- phase 2: load from Keepit -------------------------------------------------------
+
+    def load_accounts(self) -> list[AccountData]:
+        children = self.client.child_accounts(self.parent_guid)
+        self.counts.accounts_seen = len(children)
+
+        def read_account(child: ChildAccount) -> AccountData:
+            data = AccountData(child)
+            try:
+                data.connectors = self.client.connectors(child.id)
+                data.summary = {s.guid: s for s in self.client.backup_summary(child.id)}
+            except KeepitError as exc:
+                data.connectors = None
+                data.error = str(exc)
+            return data
+
+        accounts = [data for _, data in self._fan_out("accounts", read_account, children)]
+        by_guid = {data.account.id: data for data in accounts}
+        health_jobs = [
+            (data.account.id, connector.guid)
+            for data in accounts
+            if data.connectors is not None
+            for connector in data.connectors
+        ]
+
+        def read_health(job: tuple[str, str]) -> ConnectorHealth | KeepitError:
+            try:
+                return self.client.connector_health(job[0], job[1])
+            except KeepitError as exc:
+                return exc
+
+        for (account_guid, connector_guid), result in self._fan_out(
+            "health", read_health, health_jobs
+        ):
+            data = by_guid[account_guid]
+            if isinstance(result, KeepitError):
+                data.error = data.error or str(result)
+            else:
+                data.health[connector_guid] = result
+        for data in accounts:
+            if data.error:
+                self.failed_accounts[data.account.id] = (
+                    f"{data.account.display_name} ({data.account.id}): {data.error}"
+                )
+        return accounts
+
+    # --- phase 3/4: accounts -> links and customers ----------------------------------------
+
+    def apply_accounts(self, accounts: list[AccountData]) -> dict[str, AccountLink]:
+        now = self.now
+        links = {
+            link.external_id: link
+            for link in AccountLink.objects.filter(connection=self.connection)
+        }
+        seen = {data.account.id for data in accounts}
+        # Accounts that need a customer: new ones, and unlinked/ambiguous ones (a
+        # customer may have been added or renamed since). Manual and excluded: never.
+        wanted: dict[str, ChildAccount] = {}
+        for data in accounts:
+            link = links.get(data.account.id)
+            if link is None or link.state in (
+                AccountLink.State.UNLINKED,
+                AccountLink.State.AMBIGUOUS,
+            ):
+                wanted[data.account.id] = data.account
+        names = {normalize_company_name(a.display_name) for a in wanted.values()}
+        candidates: dict[str, list[Customer]] = {}
+        for customer in Customer.objects.filter(normalized_name__in=names).order_by("id"):
+            candidates.setdefault(customer.normalized_name, []).append(customer)
+        # One new customer per normalised name, shared by every account that carries it.
+        to_create: dict[str, Customer] = {}
+        for account in wanted.values():
+            key = normalize_company_name(account.display_name)
+            if key not in candidates and key not in to_create:
+                to_create[key] = Customer(name=account.display_name[:255], normalized_name=key)
+        if to_create:
+            Customer.objects.bulk_create(list(to_create.values()), batch_size=BATCH_SIZE)
+            self.counts.customers_created = len(to_create)
+
+        changed: list[AccountLink] = []
+        created: list[AccountLink] = []
+        for data in accounts:
+            account = data.account
+            link = links.get(account.id)
+            fresh = link is None
+            if link is None:
+                link = AccountLink(
+                    connection=self.connection, external_id=account.id,
+                    first_seen_at=now, last_seen_at=now,
+                )  # fmt: skip
+            before = _link_state(link)
+            link.company_name = account.company_name[:255]
+            link.contact_name = account.full_name[:255]
+            link.email = account.email[:255]
+            link.removed_at = None
+            if account.id in wanted:
+                key = normalize_company_name(account.display_name)
+                matches = candidates.get(key, [])
+                if len(matches) == 1:
+                    customer = matches[0]
+                    link.customer = customer
+                    link.state = AccountLink.State.LINKED
+                    link.method = (
+                        AccountLink.Method.EXACT
+                        if customer.name.strip().casefold() == account.display_name.casefold()
+                        else AccountLink.Method.NORMALISED
+                    )
+                    self.counts.accounts_linked += 1
+                elif len(matches) > 1:
+                    link.customer = None
+                    link.state = AccountLink.State.AMBIGUOUS
+                    link.method = ""
+                else:
+                    link.customer = to_create[key]
+                    link.state = AccountLink.State.LINKED
+                    link.method = AccountLink.Method.CREATED
+            if link.state == AccountLink.State.AMBIGUOUS:
+                self.counts.accounts_ambiguous += 1
+            if fresh:
+                created.append(link)
+            elif _link_state(link) != before or now - link.last_seen_at >= SEEN_RESOLUTION:
+                link.last_seen_at = now
+                changed.append(link)
+        for link in links.values():
+            if link.external_id not in seen and link.removed_at is None:
+                link.removed_at = now
+                changed.append(link)
+                self.counts.accounts_removed += 1
+        AccountLink.objects.bulk_create(created, batch_size=BATCH_SIZE)
+        AccountLink.objects.bulk_update(
+            changed,
+            ["company_name", "contact_name", "email", "customer", "method", "state",
+             "last_seen_at", "removed_at", "updated_at"],
+            batch_size=BATCH_SIZE,
+        )  # fmt: skip
+        return {
+            link.external_id: link
+            for link in AccountLink.objects.filter(connection=self.connection)
+        }
+
+    # --- phase 3/4: connectors and statuses --------------------------------------------------
+
+    def apply_connectors(
+        self, accounts: list[AccountData], links: dict[str, AccountLink]
+    ) -> dict[str, BackupConnector]:
+        now = self.now
+        existing = {
+            c.external_id: c for c in BackupConnector.objects.filter(connection=self.connection)
+        }
+        statuses = {
+            s.connector_id: s
+            for s in BackupConnectorStatus.objects.filter(connector__connection=self.connection)
+        }
+        readable = {d.account.id for d in accounts if d.connectors is not None}
+        listed = {d.account.id for d in accounts}
+        created: list[BackupConnector] = []
+        changed: list[BackupConnector] = []
+        reported: set[str] = set()
+        for data in accounts:
+            if data.connectors is None:
+                continue  # a failed read never removes or changes anything
+            link = links[data.account.id]
+            customer_id = link.customer_id if link.state == AccountLink.State.LINKED else None
+            for item in data.connectors:
+                reported.add(item.guid)
+                desired = {
+                    "account_link_id": link.pk,
+                    "customer_id": customer_id,
+                    "name": item.name[:255] or item.guid,
+                    "kind": connector_kind(item),
+                    "vendor_type": item.vendor_type[:64],
+                    "accessible": item.accessible,
+                    "deletion_scheduled_at": item.deletion_deadline,
+                    "vendor_created_at": item.created,
+                    "removed_at": None,
+                }
+                connector = existing.get(item.guid)
+                if connector is None:
+                    created.append(
+                        BackupConnector(
+                            connection=self.connection, external_id=item.guid,
+                            first_seen_at=now, last_seen_at=now, **desired,
+                        )
+                    )  # fmt: skip
+                    continue
+                differs = any(getattr(connector, k) != v for k, v in desired.items())
+                if differs or now - connector.last_seen_at >= SEEN_RESOLUTION:
+                    for key, value in desired.items():
+                        setattr(connector, key, value)
+                    connector.last_seen_at = now
+                    changed.append(connector)
+                    if differs:
+                        self.counts.connectors_updated += 1
+        link_guid_by_pk = {link.pk: guid for guid, link in links.items()}
+        for connector in existing.values():
+            if connector.removed_at is not None or connector.external_id in reported:
+                continue
+            account_guid = link_guid_by_pk.get(connector.account_link_id or -1, "")
+            # Removed only when we know: its account was read, or is no longer listed.
+            if account_guid in readable or account_guid not in listed:
+                connector.removed_at = now
+                changed.append(connector)
+                self.counts.connectors_removed += 1
+        BackupConnector.objects.bulk_create(created, batch_size=BATCH_SIZE)
+        self.counts.connectors_added = len(created)
+        BackupConnector.objects.bulk_update(
+            changed,
+            ["account_link", "customer", "name", "kind", "vendor_type", "accessible",
+             "deletion_scheduled_at", "vendor_created_at", "removed_at", "last_seen_at",
+             "updated_at"],
+            batch_size=BATCH_SIZE,
+        )  # fmt: skip
+        connectors = {
+            c.external_id: c for c in BackupConnector.objects.filter(connection=self.connection)
+        }
+        self._apply_statuses(accounts, connectors, statuses)
+        return connectors
+
+    def _apply_statuses(
+        self,
+        accounts: list[AccountData],
+        connectors: dict[str, BackupConnector],
+        statuses: dict[int, BackupConnectorStatus],
+    ) -> None:
+        now = self.now
+        created: list[BackupConnectorStatus] = []
+        changed: list[BackupConnectorStatus] = []
+        for data in accounts:
+            if data.connectors is None:
+                continue
+            for item in data.connectors:
+                health = data.health.get(item.guid)
+                if health is None:
+                    continue  # health unreadable: keep the last known status
+                summary = data.summary.get(item.guid)
+                desired = {
+                    "status": backup_status(summary, health),
+                    "health": health.health[:32],
+                    "reason": health.reason[:64],
+                    "last_backup_at": summary.last_snapshot_time if summary else None,
+                    "last_success_at": summary.last_complete_snapshot_time if summary else None,
+                    "last_snapshot_size": summary.last_snapshot_size if summary else None,
+                }
+                connector = connectors[item.guid]
+                status = statuses.get(connector.pk)
+                if status is None:
+                    created.append(
+                        BackupConnectorStatus(
+                            connector=connector, checked_at=now, status_changed_at=now, **desired
+                        )
+                    )
+                    self.counts.status_changes += 1
+                    continue
+                differs = any(getattr(status, k) != v for k, v in desired.items())
+                if not differs and now - status.checked_at < SEEN_RESOLUTION:
+                    continue
+                if status.status != desired["status"]:
+                    status.status_changed_at = now
+                    self.counts.status_changes += 1
+                for key, value in desired.items():
+                    setattr(status, key, value)
+                status.checked_at = now
+                changed.append(status)
+        BackupConnectorStatus.objects.bulk_create(created, batch_size=BATCH_SIZE)
+        BackupConnectorStatus.objects.bulk_update(
+            changed,
+            ["status", "health", "reason", "last_backup_at", "last_success_at",
+             "last_snapshot_size", "checked_at", "status_changed_at"],
+            batch_size=BATCH_SIZE,
+        )  # fmt: skip
+
+    # --- phase 5: audit log -------------------------------------------------------------------
+
+    def audit_window(self) -> tuple[datetime, datetime]:
+        end = self.now
+        oldest = end - timedelta(days=settings.KEEPIT_AUDIT_WINDOW_DAYS)
+        cursor_text = self.connection.sync_state.get("audit_cursor")
+        start = oldest
+        if cursor_text:
+            cursor = datetime.fromisoformat(cursor_text)
+            start = max(oldest, cursor - timedelta(minutes=settings.KEEPIT_AUDIT_OVERLAP_MINUTES))
+        return start, end
+
+    def sync_audit(
+        self, links: dict[str, AccountLink], connectors: dict[str, BackupConnector]
+    ) -> str:
+        """Stream the audit log into backup_audit_events; returns an error or ""."""
+        start, end = self.audit_window()
+        customer_by_account = {
+            guid: link.customer_id
+            for guid, link in links.items()
+            if link.state == AccountLink.State.LINKED
+        }
+        connector_by_guid = {guid: c.pk for guid, c in connectors.items()}
+        batches: queue.Queue[list[AuditRecord] | BaseException | None] = queue.Queue(
+            maxsize=AUDIT_QUEUE_BATCHES
+        )
+
+        def reader() -> None:
+            batch: list[AuditRecord] = []
+            try:
+                for record in self.client.audit_records(
+                    self.parent_guid, start=start, end=end, recursive=True
+                ):
+                    batch.append(record)
+                    if len(batch) >= BATCH_SIZE:
+                        batches.put(batch)
+                        batch = []
+                if batch:
+                    batches.put(batch)
+                batches.put(None)
+            except BaseException as exc:  # handed to the main thread, which decides
+                batches.put(exc)
+
+        thread = threading.Thread(target=reader, name="keepit-audit-reader", daemon=True)
+        thread.start()
+        error = ""
+        while True:
+            item = batches.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                if not isinstance(item, KeepitError):
+                    thread.join()
+                    raise item
+                error = str(item)
+                break
+            self._insert_events(item, customer_by_account, connector_by_guid)
+            self.progress("audit events", self.counts.events_seen, 0)
+            self._beat()
+        thread.join()
+        if not error:
+            state = dict(self.connection.sync_state)
+            state["audit_cursor"] = end.isoformat()
+            self.connection.sync_state = state
+            Connection.objects.filter(pk=self.connection.pk).update(sync_state=state)
+        return error
+
+    def _insert_events(
+        self,
+        records: list[AuditRecord],
+        customer_by_account: dict[str, int | None],
+        connector_by_guid: dict[str, int],
+    ) -> None:
+        self.counts.events_seen += len(records)
+        by_key: dict[str, AuditRecord] = {}
+        for record in records:
+            if record.time is not None:
+                by_key.setdefault(record.dedup_key, record)
+        existing = set(
+            BackupAuditEvent.objects.filter(
+                connection=self.connection, dedup_key__in=list(by_key)
+            ).values_list("dedup_key", flat=True)
+        )
+        own_login = self.client.login
+        rows = []
+        for key, record in by_key.items():
+            if key in existing:
+                continue
+            assert record.time is not None
+            own = bool(own_login) and record.token == own_login
+            rows.append(
+                BackupAuditEvent(
+                    connection=self.connection,
+                    customer_id=customer_by_account.get(record.account),
+                    connector_id=connector_by_guid.get(record.device) if record.device else None,
+                    account_external_id=record.account[:100],
+                    connector_external_id=record.device[:100],
+                    occurred_at=record.time,
+                    category=audit_category(record.area),
+                    area=record.area[:120],
+                    message=record.message,
+                    actor=record.token[:255],
+                    succeeded=record.succeeded,
+                    allowed=record.allowed,
+                    client_ip=record.client_ip[:64],
+                    operation=record.acl[:120],
+                    method=record.method[:16],
+                    metadata=record.metadata,
+                    is_own_read=own,
+                    dedup_key=key,
+                )
+            )
+            if own:
+                self.counts.own_reads_added += 1
+        # ignore_conflicts: a concurrent writer (there is none, by the claim) or a key
+        # repeated across the batch boundary can never fail the run.
+        BackupAuditEvent.objects.bulk_create(rows, batch_size=BATCH_SIZE, ignore_conflicts=True)
+        self.counts.events_added += len(rows)
+
+    # --- the run ---------------------------------------------------------------------------
+
+    def execute(self) -> tuple[str, str]:
+        """Run phases 2-5; returns (outcome, error sentence)."""
+        from .provider import KeepitProvider
+
+        describe = KeepitProvider().describe_error
+        region = str(self.connection.config.get("region", ""))
+        try:
+            accounts = self.load_accounts()
+        except KeepitError as exc:
+            return SyncRun.Outcome.FAILED, describe(exc, region=region)
+        with transaction.atomic():
+            links = self.apply_accounts(accounts)
+            connectors = self.apply_connectors(accounts, links)
+        audit_error = self.sync_audit(links, connectors)
+        problems = []
+        if self.failed_accounts:
+            problems.append(
+                f"{len(self.failed_accounts)} account(s) could not be read: "
+                + "; ".join(sorted(self.failed_accounts.values())[:5])
+            )
+        if audit_error:
+            problems.append(f"The audit log could not be read completely: {audit_error}")
+        if problems:
+            return SyncRun.Outcome.PARTIAL, " ".join(problems)
+        return SyncRun.Outcome.SUCCEEDED, ""
+
+
+def _link_state(link: AccountLink) -> tuple[Any, ...]:
+    return (link.company_name, link.contact_name, link.email, link.customer_id, link.method,
+            link.state, link.removed_at)  # fmt: skip
+
+
+def sync_connection(
+    connection: Connection,
+    *,
+    trigger: str = SyncRun.Trigger.SCHEDULE,
+    client: KeepitClient | None = None,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+) -> SyncRun:
+    """Sync one Keepit connection and return its finished run.
+
+    Raises `SyncAlreadyRunning` when another sync of the connection holds the claim.
+    """
+    from integrations.crypto import SecretDecryptionError
+
+    from .provider import KeepitConnectionSettings
+
+    started = now or timezone.now()
+    run = claim_sync_run(connection, trigger=trigger, now=started)
+    own_client = client is None
+    if client is None:
+        try:
+            client = KeepitConnectionSettings.from_connection(connection).client()
+        except (SecretDecryptionError, ValueError) as exc:
+            return finish_sync_run(
+                run, outcome=SyncRun.Outcome.FAILED, now=timezone.now(), counts={},
+                http_requests=0, error=f"The stored Keepit settings cannot be used: {exc}",
+            )  # fmt: skip
+    sync = KeepitSync(connection, run, client, now=started, progress=progress)
+    try:
+        outcome, error = sync.execute()
+    except Exception as exc:
+        logger.exception("Keepit sync of connection %s failed unexpectedly", connection.pk)
+        finish_sync_run(
+            run, outcome=SyncRun.Outcome.FAILED, now=timezone.now(),
+            counts=sync.counts.as_dict(), http_requests=client.request_count,
+            error=f"The sync stopped on an unexpected error ({type(exc).__name__}); "
+            "see the worker log.",
+        )  # fmt: skip
+        raise
+    finally:
+        if own_client:
+            client.close()
+    return finish_sync_run(
+        run,
+        outcome=outcome,
+        now=timezone.now(),
+        counts=sync.counts.as_dict(),
+        http_requests=client.request_count,
+        error=error,
+        failed_accounts=sorted(sync.failed_accounts),
+    )

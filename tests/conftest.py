@@ -45,10 +45,20 @@ def database_url() -> str:
 
 
 @pytest.fixture(scope="session")
+def worker_sandbox() -> Iterator[Any]:
+    """A Keepit sandbox on real time, known to the worker process."""
+    from keepit.sandbox import KeepitSandbox, SandboxConfig
+
+    with KeepitSandbox(SandboxConfig(accounts=6, events_per_account_per_day=4)) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
 def celery_worker_process(
-    django_db_setup: None, django_db_blocker: Any
+    django_db_setup: None, django_db_blocker: Any, worker_sandbox: Any
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A real `celery worker` process on the Redis broker, using the test database."""
+    """A real `celery worker` process on the Redis broker, using the test database and
+    the worker sandbox."""
     from vectis.celery import app
 
     app.control.purge()  # drop messages left by an earlier, interrupted run
@@ -71,7 +81,11 @@ def celery_worker_process(
             f"test-worker-{os.getpid()}@%h",
         ],
         cwd=ROOT,
-        env=subprocess_env(DATABASE_URL=database_url(), CELERY_TASK_ALWAYS_EAGER="false"),
+        env=subprocess_env(
+            DATABASE_URL=database_url(),
+            CELERY_TASK_ALWAYS_EAGER="false",
+            KEEPIT_BASE_URL_TEMPLATE=worker_sandbox.base_url_template,
+        ),
         stdout=log,
         stderr=subprocess.STDOUT,
     )

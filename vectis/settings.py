@@ -196,6 +196,11 @@ KEEPIT_READ_TIMEOUT: float = env.float("KEEPIT_READ_TIMEOUT", default=30.0)
 KEEPIT_MAX_ATTEMPTS: int = env.int("KEEPIT_MAX_ATTEMPTS", default=4)
 KEEPIT_RETRY_BUDGET_SECONDS: float = env.float("KEEPIT_RETRY_BUDGET_SECONDS", default=60.0)
 KEEPIT_HTTP_CONCURRENCY: int = env.int("KEEPIT_HTTP_CONCURRENCY", default=8)
+# Audit history read on a first sync, and the overlap re-read before the stored cursor.
+KEEPIT_AUDIT_WINDOW_DAYS: int = env.int("KEEPIT_AUDIT_WINDOW_DAYS", default=14)
+KEEPIT_AUDIT_OVERLAP_MINUTES: int = env.int("KEEPIT_AUDIT_OVERLAP_MINUTES", default=60)
+# A running sync whose heartbeat is older than this is taken as crashed (abandoned).
+VECTIS_SYNC_STALE_SECONDS: int = env.int("VECTIS_SYNC_STALE_SECONDS", default=300)
 
 # --- Logging ----------------------------------------------------------------------------
 LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO")

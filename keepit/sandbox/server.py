@@ -214,6 +214,9 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
             self._text(404, "Not found")
             return
         guid = segments[1]
+        if guid in self.server.failing_accounts:
+            self._text(503, "Service temporarily unavailable")
+            return
         account = msp.account(guid)
         if account is None:
             # Keepit: the account must belong to the token or be a descendant of it.
@@ -430,6 +433,8 @@ class KeepitSandboxServer(ThreadingHTTPServer):
         self.requests_served = 0
         # What clients sent, so tests can prove Vectis only ever reads.
         self.methods: Counter[str] = Counter()
+        # Accounts whose calls answer 503 until removed (partial-failure tests).
+        self.failing_accounts: set[str] = set()
         self.non_get_paths: set[str] = set()
 
     def count_request(self, method: str, path: str) -> None:

@@ -315,7 +315,8 @@ def test_nothing_in_the_code_base_sends_a_write_to_keepit() -> None:
     """Read-only by construction: outside the client's audit filter, no code names a
     write method in an HTTP call."""
     write_call = re.compile(
-        r"""\.(post|put|patch|delete)\(|request\(\s*["'](POST|PUT|PATCH|DELETE)["']|"""
+        r"""\b(requests|\w*session\w*|\w*http\w*)\.(post|put|patch|delete)\(|"""
+        r"""request\(\s*["'](POST|PUT|PATCH|DELETE)["']|"""
         r"""method\s*=\s*["'](POST|PUT|PATCH|DELETE)["']""",
         re.IGNORECASE,
     )

@@ -1,0 +1,68 @@
+"""The scheduled path, end to end: beat's task → Redis → a real worker → the tables."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from backups.models import BackupAuditEvent, BackupConnector, BackupConnectorStatus
+from integrations.models import Connection, SyncRun
+from integrations.tasks import sync_connection, sync_due_connections
+from keepit.sandbox import KeepitSandbox
+
+
+def sandbox_connection(sandbox: KeepitSandbox, *, enabled: bool = True) -> Connection:
+    connection = Connection(
+        provider="keepit",
+        name="Worker sandbox",
+        enabled=enabled,
+        config={
+            "region": "us-dc",
+            "account_guid": sandbox.msp.parent.guid,
+            "username": sandbox.config.username,
+            "token_login": "",
+        },
+    )
+    connection.set_secrets({"password": sandbox.config.password})
+    connection.save()
+    return connection
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_the_beat_task_syncs_due_connections_through_a_real_worker(
+    celery_worker_process: subprocess.Popen[bytes], worker_sandbox: KeepitSandbox
+) -> None:
+    connection = sandbox_connection(worker_sandbox)
+    result = sync_due_connections.delay()
+    assert result.get(timeout=30) == {"enqueued": [connection.pk]}
+    deadline = time.monotonic() + 60
+    run = None
+    while time.monotonic() < deadline:
+        run = SyncRun.objects.filter(connection=connection).exclude(outcome="running").first()
+        if run is not None:
+            break
+        time.sleep(0.3)
+    assert run is not None, "the worker did not finish the sync within 60 s"
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+    assert run.trigger == SyncRun.Trigger.SCHEDULE
+    assert BackupConnector.objects.filter(connection=connection).count() > 0
+    assert BackupConnectorStatus.objects.filter(connector__connection=connection).count() > 0
+    assert BackupAuditEvent.objects.filter(connection=connection).count() > 0
+    connection.refresh_from_db()
+    assert connection.next_sync_at is not None
+    # Not due any more: the next beat tick enqueues nothing.
+    assert sync_due_connections.delay().get(timeout=30) == {"enqueued": []}
+
+
+@pytest.mark.django_db
+def test_disabled_or_missing_connections_are_skipped(worker_sandbox: KeepitSandbox) -> None:
+    disabled = sandbox_connection(worker_sandbox, enabled=False)
+    assert sync_connection.apply(args=(disabled.pk, "schedule")).get()["skipped"] == (
+        "the connection is disabled"
+    )
+    assert sync_connection.apply(args=(999999, "schedule")).get()["skipped"] == (
+        "the connection no longer exists"
+    )

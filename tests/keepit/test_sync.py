@@ -1,0 +1,519 @@
+"""The Keepit sync against the sandbox over loopback, into PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.db import connection as db
+from django.test.utils import CaptureQueriesContext
+from pytest_django.fixtures import Settings
+
+from backups.models import (
+    AuditCategory,
+    BackupAuditEvent,
+    BackupConnector,
+    BackupConnectorStatus,
+    BackupStatus,
+    ConnectorKind,
+)
+from customers.models import Customer
+from integrations.models import AccountLink, Connection, SyncRun
+from integrations.services import SyncAlreadyRunning
+from keepit.mapping import audit_category, backup_status
+from keepit.sandbox import KeepitSandbox, SandboxConfig
+from keepit.schemas import BackupSummary, ConnectorHealth
+from keepit.sync import sync_connection
+
+START = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def make_sandbox(**config: Any) -> KeepitSandbox:
+    defaults: dict[str, Any] = {"accounts": 8, "connectors_per_account": 4,
+                                "events_per_account_per_day": 6}  # fmt: skip
+    defaults.update(config)
+    return KeepitSandbox(SandboxConfig(**defaults), start=START, speed=0).start()
+
+
+@pytest.fixture
+def quiet_sandbox() -> Iterator[KeepitSandbox]:
+    """No own-read audit records: Keepit's data stays the same between syncs."""
+    sandbox = make_sandbox(own_read_audit=False)
+    yield sandbox
+    sandbox.stop()
+
+
+def connect(sandbox: KeepitSandbox, settings: Settings, *, token: bool = True) -> Connection:
+    settings.KEEPIT_BASE_URL_TEMPLATE = sandbox.base_url_template
+    settings.KEEPIT_MAX_ATTEMPTS = 2
+    settings.KEEPIT_RETRY_BUDGET_SECONDS = 3
+    connection = Connection(
+        provider="keepit",
+        name="Sandbox",
+        enabled=True,
+        config={
+            "region": "us-dc",
+            "account_guid": sandbox.msp.parent.guid,
+            "username": sandbox.config.username,
+            "token_login": sandbox.config.token_login if token else "",
+        },
+    )
+    secrets = {"password": sandbox.config.password}
+    if token:
+        secrets["token_password"] = sandbox.config.token_password
+    connection.set_secrets(secrets)
+    connection.save()
+    return connection
+
+
+def sync(connection: Connection, sandbox: KeepitSandbox) -> SyncRun:
+    connection.refresh_from_db()
+    return sync_connection(connection, now=sandbox.clock.now_datetime())
+
+
+def snapshot() -> dict[str, set[tuple[Any, ...]]]:
+    """Every row's id and xmin (its version) in the synced tables."""
+    tables = {
+        "customers": "id", "integration_account_links": "id", "backup_connectors": "id",
+        "backup_connector_status": "connector_id", "backup_audit_events": "id",
+    }  # fmt: skip
+    result = {}
+    with db.cursor() as cursor:
+        for table, key in tables.items():
+            cursor.execute(f"SELECT {key}, xmin::text FROM {table}")  # noqa: S608
+            result[table] = set(cursor.fetchall())
+    return result
+
+
+# --- a first sync ------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_first_sync_writes_customers_connectors_statuses_and_events(
+    sandbox: KeepitSandbox, settings: Settings
+) -> None:
+    connection = connect(sandbox, settings)
+    run = sync(connection, sandbox)
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+    msp = sandbox.msp
+    assert AccountLink.objects.count() == 8
+    # Duplicated and differently written company names share a customer; the empty
+    # company name falls back to the contact's name.
+    names = set(Customer.objects.values_list("name", flat=True))
+    assert msp.accounts[7].company_name == ""
+    assert msp.accounts[7].full_name in names
+    assert len(names) == Customer.objects.count() < 8
+    live = [c for a in msp.accounts for c in msp.connectors[a.guid] if c.type != "system"]
+    assert BackupConnector.objects.count() == len(live)
+    assert not BackupConnector.objects.filter(vendor_type="system").exists()
+    okta = BackupConnector.objects.filter(vendor_type="dsl/okta").first()
+    assert okta is None or okta.kind == ConnectorKind.OKTA
+    m365 = sum(1 for c in live if c.type == "o365-admin")
+    assert BackupConnector.objects.filter(kind=ConnectorKind.M365).count() == m365 >= 8
+    assert BackupConnectorStatus.objects.count() == len(live)
+    counts = run.counts
+    assert counts["accounts_seen"] == 8
+    assert counts["connectors_added"] == len(live)
+    assert counts["events_added"] == BackupAuditEvent.objects.count() > 8 * 6 * 13
+    assert run.http_requests == 1 + 8 * 2 + len(live) + counts["events_seen"] // 498 + 1
+    connection.refresh_from_db()
+    assert connection.last_success_at is not None
+    assert connection.next_sync_at == run.finished_at + timedelta(minutes=15)  # type: ignore[operator]
+
+
+@pytest.mark.django_db
+def test_statuses_follow_keepit_health_and_the_backup_summary(
+    settings: Settings,
+) -> None:
+    sandbox = make_sandbox(accounts=40)
+    try:
+        connection = connect(sandbox, settings)
+        sync(connection, sandbox)
+        now = sandbox.clock.now()
+        msp = sandbox.msp
+        rows = {
+            s.connector.external_id: s
+            for s in BackupConnectorStatus.objects.select_related("connector")
+        }
+        seen_statuses = set()
+        for account in msp.accounts:
+            for sim in msp.connectors[account.guid]:
+                if sim.type == "system":
+                    continue
+                state = msp.backup_state(sim, now)
+                row = rows[sim.guid]
+                seen_statuses.add(row.status)
+                assert row.health == state.health
+                assert row.reason == state.reason
+                if state.last_complete is None:
+                    assert row.last_success_at is None
+                else:
+                    assert row.last_success_at == datetime.fromtimestamp(state.last_complete, UTC)
+                if state.last_snapshot is not None:
+                    assert row.last_backup_at == datetime.fromtimestamp(state.last_snapshot, UTC)
+        assert seen_statuses == {"ok", "warning", "failed", "onboarding"}
+    finally:
+        sandbox.stop()
+
+
+@pytest.mark.parametrize(
+    ("complete", "health", "reason", "status"),
+    [
+        (True, "healthy", "", BackupStatus.OK),
+        (True, "unhealthy", "NOCHECKIN", BackupStatus.WARNING),
+        (True, "critical", "CLOUDNOCHECKIN", BackupStatus.FAILED),
+        (True, "critical", "BADTOKEN", BackupStatus.FAILED),
+        (True, "degraded", "", BackupStatus.UNKNOWN),
+        (False, "healthy", "", BackupStatus.ONBOARDING),
+        (False, "critical", "CLOUDNOCHECKIN", BackupStatus.ONBOARDING),
+        (False, "critical", "BADLOGIN", BackupStatus.FAILED),
+        (None, "healthy", "", BackupStatus.ONBOARDING),
+    ],
+)
+def test_status_mapping(complete: bool | None, health: str, reason: str, status: str) -> None:
+    summary = None
+    if complete is not None:
+        summary = BackupSummary(
+            guid="c",
+            last_snapshot_time=START,
+            last_complete_snapshot_time=START if complete else None,
+            last_snapshot_size=1,
+            size_change=0,
+        )
+    assert backup_status(summary, ConnectorHealth(health, reason)) == status
+
+
+@pytest.mark.parametrize(
+    ("area", "category"),
+    [
+        ("User events", AuditCategory.USER),
+        ("Account events", AuditCategory.ACCOUNT),
+        ("Subaccount events", AuditCategory.ACCOUNT),
+        ("Backup/Restore", AuditCategory.RECOVERY),
+        ("Connector events", AuditCategory.CONNECTOR),
+        ("Recovery", AuditCategory.RECOVERY),
+        ("Security", AuditCategory.SECURITY),
+        ("Compliance", AuditCategory.COMPLIANCE),
+        ("Connection events", AuditCategory.CONNECTION),
+        ("Reporting", AuditCategory.REPORTING),
+        ("Miscellaneous", AuditCategory.OTHER),
+        ("", AuditCategory.OTHER),
+    ],
+)
+def test_audit_areas_map_to_categories(area: str, category: str) -> None:
+    assert audit_category(area) == category
+
+
+# --- matching accounts to customers --------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_accounts_link_exactly_by_normalised_name_or_not_at_all_when_ambiguous(
+    sandbox: KeepitSandbox, settings: Settings
+) -> None:
+    msp = sandbox.msp
+    exact = Customer.objects.create(name=msp.accounts[0].company_name)
+    base = msp.accounts[1].company_name  # e.g. "Fabrikam Inc."
+    loose = Customer.objects.create(name=base.upper().replace("INC.", "").strip() + " LLC")
+    twins = [Customer.objects.create(name=msp.accounts[2].company_name + " Ltd"),
+             Customer.objects.create(name=msp.accounts[2].company_name.upper())]  # fmt: skip
+    connection = connect(sandbox, settings)
+    run = sync(connection, sandbox)
+    links = {link.external_id: link for link in AccountLink.objects.all()}
+    first, second, third = (links[msp.accounts[i].guid] for i in range(3))
+    assert (first.customer_id, first.method) == (exact.pk, AccountLink.Method.EXACT)
+    assert (second.customer_id, second.method) == (loose.pk, AccountLink.Method.NORMALISED)
+    assert third.customer_id is None
+    assert third.state == AccountLink.State.AMBIGUOUS
+    # Accounts 2 and 3 share the normalised name, so both are ambiguous, neither guessed.
+    assert links[msp.accounts[3].guid].state == AccountLink.State.AMBIGUOUS
+    assert run.counts["accounts_ambiguous"] == 2
+    assert not BackupConnector.objects.filter(account_link=third).exclude(customer=None).exists()
+    created = links[msp.accounts[4].guid]
+    assert created.method == AccountLink.Method.CREATED
+    assert created.customer is not None
+    assert created.customer.name == msp.accounts[4].company_name
+    # Existing customers are never renamed.
+    assert Customer.objects.get(pk=loose.pk).name == loose.name
+    assert {c.name for c in twins} <= set(Customer.objects.values_list("name", flat=True))
+
+
+@pytest.mark.django_db
+def test_a_manual_link_is_never_changed_by_a_sync(
+    sandbox: KeepitSandbox, settings: Settings
+) -> None:
+    connection = connect(sandbox, settings)
+    sync(connection, sandbox)
+    chosen = Customer.objects.create(name="Hand-picked customer")
+    guid = sandbox.msp.accounts[0].guid
+    AccountLink.objects.filter(external_id=guid).update(
+        customer=chosen, method=AccountLink.Method.MANUAL, state=AccountLink.State.LINKED
+    )
+    sync(connection, sandbox)
+    link = AccountLink.objects.get(external_id=guid)
+    assert (link.customer_id, link.method) == (chosen.pk, AccountLink.Method.MANUAL)
+    connectors = BackupConnector.objects.filter(account_link=link)
+    assert connectors.exists()
+    assert set(connectors.values_list("customer_id", flat=True)) == {chosen.pk}
+
+
+# --- connectors coming and going --------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_connectors_keepit_stops_reporting_are_marked_removed_and_come_back(
+    sandbox: KeepitSandbox, settings: Settings
+) -> None:
+    connection = connect(sandbox, settings)
+    sync(connection, sandbox)
+    account = sandbox.msp.accounts[1]
+    gone = sandbox.msp.connectors[account.guid].pop(0)
+    run = sync(connection, sandbox)
+    row = BackupConnector.objects.get(external_id=gone.guid)
+    assert row.removed_at is not None
+    assert run.counts["connectors_removed"] == 1
+    assert BackupConnector.objects.filter(removed_at__isnull=True).count() == (
+        BackupConnector.objects.count() - 1
+    )
+    sandbox.msp.connectors[account.guid].insert(0, gone)
+    sync(connection, sandbox)
+    row.refresh_from_db()
+    assert row.removed_at is None
+    assert BackupConnectorStatus.objects.filter(connector=row).exists()
+
+
+# --- audit log --------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_audit_events_are_deduplicated_across_overlapping_windows_and_the_cursor_advances(
+    sandbox: KeepitSandbox, settings: Settings
+) -> None:
+    connection = connect(sandbox, settings)
+    first = sync(connection, sandbox)
+    connection.refresh_from_db()
+    assert connection.sync_state["audit_cursor"] == START.isoformat()
+    total = BackupAuditEvent.objects.count()
+    sandbox.advance(timedelta(minutes=15))
+    second = sync(connection, sandbox)
+    connection.refresh_from_db()
+    assert connection.sync_state["audit_cursor"] == (START + timedelta(minutes=15)).isoformat()
+    # The second window re-read the 60-minute overlap: those records were not inserted again.
+    assert second.counts["events_seen"] > second.counts["events_added"]
+    assert BackupAuditEvent.objects.count() == total + second.counts["events_added"]
+    keys = BackupAuditEvent.objects.values_list("dedup_key", flat=True)
+    assert len(set(keys)) == len(keys)
+    assert first.counts["events_seen"] > 8 * 6 * 13  # the first run read 14 days
+    oldest = BackupAuditEvent.objects.order_by("occurred_at").first()
+    assert oldest is not None
+    assert oldest.occurred_at >= START - timedelta(days=14)
+
+
+@pytest.mark.django_db
+def test_events_link_to_customers_and_connectors_and_failures_are_kept(
+    sandbox: KeepitSandbox, settings: Settings
+) -> None:
+    connection = connect(sandbox, settings)
+    sync(connection, sandbox)
+    with_device = BackupAuditEvent.objects.exclude(connector_external_id="")
+    assert with_device.exists()
+    assert not with_device.filter(connector=None).exists()
+    customer_events = BackupAuditEvent.objects.exclude(customer=None)
+    assert customer_events.count() > 0
+    assert BackupAuditEvent.objects.filter(
+        succeeded=False, category=AuditCategory.RECOVERY
+    ).exists()
+    assert BackupAuditEvent.objects.filter(
+        category=AuditCategory.OTHER, area="Miscellaneous"
+    ).exists()
+
+
+@pytest.mark.django_db
+def test_vectis_own_api_reads_are_stored_but_marked(
+    sandbox: KeepitSandbox, settings: Settings
+) -> None:
+    connection = connect(sandbox, settings)
+    sync(connection, sandbox)
+    sandbox.advance(timedelta(minutes=15))
+    run = sync(connection, sandbox)
+    own = BackupAuditEvent.objects.filter(is_own_read=True)
+    assert own.count() == run.counts["own_reads_added"] > 0
+    assert set(own.values_list("actor", flat=True)) == {sandbox.config.token_login}
+    others = BackupAuditEvent.objects.filter(is_own_read=False)
+    assert not others.filter(actor=sandbox.config.token_login).exists()
+
+
+# --- idempotency, failures, concurrency ----------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_second_sync_of_unchanged_data_writes_no_row(
+    quiet_sandbox: KeepitSandbox, settings: Settings
+) -> None:
+    connection = connect(quiet_sandbox, settings)
+    sync(connection, quiet_sandbox)
+    before = snapshot()
+    run = sync(connection, quiet_sandbox)
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED
+    assert snapshot() == before
+    assert run.counts["events_added"] == 0
+    assert run.counts["connectors_added"] == run.counts["connectors_updated"] == 0
+    assert run.counts["status_changes"] == 0
+    assert SyncRun.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_a_failing_account_makes_the_run_partial_and_loses_nothing(
+    sandbox: KeepitSandbox, settings: Settings
+) -> None:
+    connection = connect(sandbox, settings)
+    sync(connection, sandbox)
+    broken = sandbox.msp.accounts[3]
+    before = set(
+        BackupConnector.objects.filter(account_link__external_id=broken.guid).values_list(
+            "external_id", "removed_at", "name"
+        )
+    )
+    statuses_before = BackupConnectorStatus.objects.count()
+    sandbox.server.failing_accounts.add(broken.guid)
+    sandbox.msp.connectors[sandbox.msp.accounts[4].guid].pop()  # a real change elsewhere
+    run = sync(connection, sandbox)
+    assert run.outcome == SyncRun.Outcome.PARTIAL
+    assert run.failed_accounts == [broken.guid]
+    assert "1 account(s) could not be read" in run.error
+    assert (broken.company_name or broken.full_name) in run.error
+    after = set(
+        BackupConnector.objects.filter(account_link__external_id=broken.guid).values_list(
+            "external_id", "removed_at", "name"
+        )
+    )
+    assert after == before
+    assert BackupConnectorStatus.objects.count() == statuses_before
+    assert run.counts["connectors_removed"] == 1  # the other account was still written
+    connection.refresh_from_db()
+    assert connection.last_error == run.error
+
+
+@pytest.mark.django_db
+def test_a_failed_customer_list_fails_the_run_with_a_sentence(
+    sandbox: KeepitSandbox, settings: Settings
+) -> None:
+    connection = connect(sandbox, settings)
+    connection.set_secrets({"password": "wrong", "token_password": "wrong"})
+    connection.save()
+    run = sync(connection, sandbox)
+    assert run.outcome == SyncRun.Outcome.FAILED
+    assert run.error.startswith("Keepit refused the credentials (region us-dc)")
+    assert Customer.objects.count() == 0
+    connection.refresh_from_db()
+    assert connection.is_failing()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_syncs_started_together_run_once(settings: Settings) -> None:
+    sandbox = make_sandbox(accounts=4)
+    sandbox.server.latency = 0.02
+    try:
+        connection = connect(sandbox, settings)
+        barrier = threading.Barrier(2)
+        results: list[str] = []
+
+        def attempt() -> None:
+            from django.db import connections
+
+            barrier.wait()
+            try:
+                run = sync_connection(
+                    Connection.objects.get(pk=connection.pk), now=sandbox.clock.now_datetime()
+                )
+                results.append(run.outcome)
+            except SyncAlreadyRunning:
+                results.append("already running")
+            finally:
+                connections.close_all()
+
+        threads = [threading.Thread(target=attempt) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert sorted(results) == ["already running", "succeeded"]
+        assert SyncRun.objects.count() == 1
+    finally:
+        sandbox.stop()
+
+
+@pytest.mark.django_db
+def test_a_crashed_run_does_not_block_the_next(sandbox: KeepitSandbox, settings: Settings) -> None:
+    connection = connect(sandbox, settings)
+    long_ago = sandbox.clock.now_datetime() - timedelta(minutes=30)
+    crashed = SyncRun.objects.create(connection=connection, started_at=long_ago,
+                                     heartbeat_at=long_ago)  # fmt: skip
+    run = sync(connection, sandbox)
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED
+    crashed.refresh_from_db()
+    assert crashed.outcome == SyncRun.Outcome.ABANDONED
+    assert "stopped" in crashed.error
+    # A live run (recent heartbeat) still blocks.
+    SyncRun.objects.create(connection=connection, started_at=sandbox.clock.now_datetime(),
+                           heartbeat_at=sandbox.clock.now_datetime())  # fmt: skip
+    with pytest.raises(SyncAlreadyRunning):
+        sync(connection, sandbox)
+
+
+@pytest.mark.django_db
+def test_the_query_count_does_not_grow_with_the_number_of_accounts(settings: Settings) -> None:
+    counts = []
+    for accounts in (5, 40):
+        sandbox = make_sandbox(accounts=accounts, events_per_account_per_day=0,
+                               own_read_audit=False)  # fmt: skip
+        try:
+            Connection.objects.all().delete()
+            Customer.objects.all().delete()
+            connection = connect(sandbox, settings)
+            with CaptureQueriesContext(db) as first:
+                sync(connection, sandbox)
+            with CaptureQueriesContext(db) as again:
+                sync(connection, sandbox)
+            counts.append((len(first.captured_queries), len(again.captured_queries)))
+        finally:
+            sandbox.stop()
+    assert counts[0] == counts[1]
+    assert counts[0][0] < 40
+
+
+@pytest.mark.django_db
+def test_audit_inserts_take_a_constant_number_of_queries_per_batch(
+    sandbox: KeepitSandbox, settings: Settings
+) -> None:
+    connection = connect(sandbox, settings)
+    with CaptureQueriesContext(db) as queries:
+        run = sync(connection, sandbox)
+    event_queries = [q for q in queries.captured_queries if "backup_audit_events" in q["sql"]]
+    batches = -(-run.counts["events_seen"] // 1000)
+    assert len(event_queries) <= 2 * batches
+
+
+# --- operators --------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_keepit_sync_command_prints_a_summary_and_fails_loudly(
+    sandbox: KeepitSandbox, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from django.core.management import CommandError, call_command
+
+    connection = connect(sandbox, settings)
+    call_command("keepit_sync", "--connection", str(connection.pk))
+    out = capsys.readouterr().out
+    assert "Succeeded in" in out
+    assert "accounts: 8 seen" in out
+    connection.set_secrets({"password": "wrong"})
+    connection.config = {**connection.config, "token_login": ""}
+    connection.save()
+    with pytest.raises(CommandError, match="did not succeed"):
+        call_command("keepit_sync", "--connection", str(connection.pk))
+    assert "Keepit refused the credentials" in capsys.readouterr().out
