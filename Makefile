@@ -40,8 +40,14 @@ run: prepare
 	@echo "Vectis: http://127.0.0.1:8000/admin/  (user admin; password printed above on first run, also in var/admin-password.txt)"
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
 
-# Until the Keepit sandbox lands, the demo is Vectis on its own.
-demo: run
+demo: prepare
+	KEEPIT_BASE_URL_TEMPLATE="http://127.0.0.1:$(SANDBOX_PORT)/{region}" \
+		$(BIN)/python manage.py keepit_demo_setup
+	@echo "Vectis: http://127.0.0.1:8000/admin/  (user admin; password printed above on first run, also in var/admin-password.txt)"
+	@echo "Keepit sandbox: http://127.0.0.1:$(SANDBOX_PORT)/us-dc (a simulated MSP with 40 customers)"
+	PATH="$(CURDIR)/$(BIN):$$PATH" SANDBOX_PORT=$(SANDBOX_PORT) \
+		KEEPIT_BASE_URL_TEMPLATE="http://127.0.0.1:$(SANDBOX_PORT)/{region}" \
+		$(BIN)/honcho start -f Procfile.demo
 
 test: $(VENV)/.dev-installed
 	$(BIN)/pytest

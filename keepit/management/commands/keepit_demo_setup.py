@@ -1,0 +1,53 @@
+"""`manage.py keepit_demo_setup`: point Vectis at the local Keepit sandbox (for `make demo`)."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import transaction
+
+from keepit.models import KeepitConnection
+from keepit.sandbox.simulation import SandboxConfig, make_guid
+
+DEMO_NAME = "Keepit sandbox (demo)"
+
+
+class Command(BaseCommand):
+    help = (
+        "Create (or refresh) an enabled Keepit connection to the sandbox that `make demo` "
+        "starts, using the sandbox's API token, and queue its first sync."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        defaults = SandboxConfig()
+        parser.add_argument("--seed", type=int, default=defaults.seed, help="The sandbox's seed.")
+        parser.add_argument("--region", default=defaults.region, help="The sandbox's region.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from integrations.tasks import sync_connection
+
+        defaults = SandboxConfig()
+        guid = make_guid(options["seed"], "parent")
+        with transaction.atomic():
+            connection = KeepitConnection.objects.filter(name=DEMO_NAME).first()
+            if connection is None:
+                connection = KeepitConnection(name=DEMO_NAME)
+            connection.enabled = True
+            connection.config = {
+                "region": options["region"],
+                "account_guid": guid,
+                "username": defaults.username,
+                "token_login": defaults.token_login,
+            }
+            connection.set_secrets(
+                {"password": defaults.password, "token_password": defaults.token_password}
+            )
+            connection.next_sync_at = None
+            connection.save()
+            transaction.on_commit(partial(sync_connection.delay, connection.pk, "manual"))
+        self.stdout.write(
+            f"Keepit connection \u201c{DEMO_NAME}\u201d (ID {connection.pk}) points at the "
+            f"sandbox account {guid}; its first sync is queued."
+        )
