@@ -125,6 +125,10 @@ class BackupConnectorStatus(models.Model):
     )
     health = models.CharField(max_length=32, blank=True, default="")
     reason = models.CharField(max_length=64, blank=True, default="")
+    # The vendor's reason in words, and whether it means a failure someone must fix
+    # (lost authentication, revoked token, quota, configuration) — set by the provider.
+    reason_text = models.CharField(max_length=255, blank=True, default="")
+    reason_is_failure = models.BooleanField(default=False)
     last_backup_at = models.DateTimeField(null=True, blank=True)
     last_success_at = models.DateTimeField(null=True, blank=True)
     last_snapshot_size = models.BigIntegerField(null=True, blank=True)

@@ -46,7 +46,13 @@ from integrations.services import beat_sync_run, claim_sync_run, finish_sync_run
 
 from .client import KeepitClient
 from .exceptions import KeepitError
-from .mapping import audit_category, backup_status, connector_kind
+from .mapping import (
+    FAILURE_REASONS,
+    audit_category,
+    backup_status,
+    connector_kind,
+    reason_text,
+)
 from .schemas import AuditRecord, BackupSummary, ChildAccount, Connector, ConnectorHealth
 
 logger = logging.getLogger(__name__)
@@ -384,6 +390,8 @@ class KeepitSync:
                     "status": backup_status(summary, health),
                     "health": health.health[:32],
                     "reason": health.reason[:64],
+                    "reason_text": reason_text(health.reason)[:255],
+                    "reason_is_failure": health.reason in FAILURE_REASONS,
                     "last_backup_at": summary.last_snapshot_time if summary else None,
                     "last_success_at": summary.last_complete_snapshot_time if summary else None,
                     "last_snapshot_size": summary.last_snapshot_size if summary else None,
@@ -411,7 +419,8 @@ class KeepitSync:
         BackupConnectorStatus.objects.bulk_create(created, batch_size=BATCH_SIZE)
         BackupConnectorStatus.objects.bulk_update(
             changed,
-            ["status", "health", "reason", "last_backup_at", "last_success_at",
+            ["status", "health", "reason", "reason_text", "reason_is_failure",
+             "last_backup_at", "last_success_at",
              "last_snapshot_size", "checked_at", "status_changed_at"],
             batch_size=BATCH_SIZE,
         )  # fmt: skip
@@ -537,7 +546,7 @@ class KeepitSync:
         # Only constants and placeholders are formatted in; every value is a parameter.
         table, columns = BackupAuditEvent._meta.db_table, ", ".join(EVENT_COLUMNS)
         values = ", ".join([placeholders] * len(rows))
-        sql = f"INSERT INTO {table} ({columns}) VALUES {values} "  # noqa: S608
+        sql = f"INSERT INTO {table} ({columns}) VALUES {values} "
         sql += "ON CONFLICT (connection_id, dedup_key) DO NOTHING RETURNING dedup_key"
         with db_connection.cursor() as cursor:
             cursor.execute(sql, [value for row in rows for value in row])

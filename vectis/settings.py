@@ -183,6 +183,18 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": timedelta(minutes=KEEPIT_SYNC_INTERVAL_MINUTES),
         "options": {"expires": KEEPIT_SYNC_INTERVAL_MINUTES * 60},
     },
+    # Staleness is the absence of a signal: evaluate on a timer too, not only after syncs.
+    "alerts-evaluate": {
+        "task": "alerts.tasks.evaluate_alerts",
+        "schedule": timedelta(minutes=5),
+        "options": {"expires": 5 * 60},
+    },
+    # Retry e-mails the SMTP server did not take.
+    "alerts-send-pending": {
+        "task": "alerts.tasks.send_pending_notifications",
+        "schedule": timedelta(minutes=1),
+        "options": {"expires": 60},
+    },
 }
 
 # --- Keepit -----------------------------------------------------------------------------

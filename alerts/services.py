@@ -1,0 +1,437 @@
+"""Alert evaluation, the user actions on alerts, and the e-mails.
+
+`evaluate(now=...)` reads every condition (alerts/evaluation.py), then claims each state
+change with one conditional statement per rule — INSERT … ON CONFLICT DO NOTHING for
+openings, UPDATE … WHERE <old state> … RETURNING for resolutions and reminders — and
+records an `AlertEvent` only for the rows it changed itself. `notify(now=...)` claims
+unnotified events the same way, writes one `AlertNotification` per recipient, and
+`send_due(now=...)` delivers them (claim, send, record; failures wait with backoff).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.db import connection as db
+from django.db import transaction
+from django.db.models import Q
+from django.template.loader import render_to_string
+
+from backups.models import BackupConnector, ConnectorKind
+
+from .evaluation import Condition, rule_conditions, sync_stale_conditions
+from .models import SENDING_TIMEOUT, Alert, AlertEvent, AlertNotification, AlertRule
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluationResult:
+    opened: list[Alert] = field(default_factory=list)
+    resolved: list[Alert] = field(default_factory=list)
+    reminded: list[Alert] = field(default_factory=list)
+    notifications: list[AlertNotification] = field(default_factory=list)
+    sent: int = 0
+    failed: int = 0
+
+
+# --- claiming state changes ------------------------------------------------------------------
+
+
+def _returning(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    with db.cursor() as cursor:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+
+
+ALERTS = Alert._meta.db_table
+EVENTS = AlertEvent._meta.db_table
+
+
+def _ids_placeholder(ids: Sequence[Any]) -> str:
+    return ", ".join(["%s"] * len(ids))
+
+
+def _open(conditions: list[Condition], rule: AlertRule | None, *, now: datetime) -> list[int]:
+    """Insert an open alert per condition; the partial unique index on unresolved keys
+    makes a concurrent evaluation's insert a no-op. Returns the ids this call created."""
+    if not conditions:
+        return []
+    keys = [c.key for c in conditions]
+    previous: dict[str, int] = {}
+    for key, pk in (
+        Alert.objects.filter(key__in=keys, resolved_at__isnull=False)
+        .order_by("key", "resolved_at", "id")
+        .values_list("key", "pk")
+    ):
+        previous[key] = pk  # the latest resolved alert of the same condition
+    now_db = db.ops.adapt_datetimefield_value(now)
+    columns = ("key", "kind", "rule_id", "connector_id", "connection_id", "state", "summary",
+               "reason", "opened_at", "last_seen_at", "last_notified_at", "previous_id",
+               "acknowledged_by", "acknowledge_note", "snoozed_by", "snooze_reason")  # fmt: skip
+    rows = [
+        (
+            c.key,
+            c.kind,
+            rule.pk if rule else None,
+            c.connector_id,
+            c.connection_id,
+            Alert.State.OPEN,
+            c.summary,
+            c.reason,
+            now_db,
+            now_db,
+            now_db,
+            previous.get(c.key),
+            "",
+            "",
+            "",
+            "",
+        )
+        for c in conditions
+    ]
+    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    sql = (
+        f"INSERT INTO {Alert._meta.db_table} ({', '.join(columns)}) "
+        f"VALUES {', '.join([placeholders] * len(rows))} "
+        "ON CONFLICT (key) WHERE resolved_at IS NULL DO NOTHING RETURNING id"
+    )
+    return [row[0] for row in _returning(sql, [v for row in rows for v in row])]
+
+
+def _resolve(alert_ids: Sequence[int], *, now: datetime) -> list[int]:
+    if not alert_ids:
+        return []
+    sql = (
+        f"UPDATE {Alert._meta.db_table} SET state = %s, resolved_at = %s "
+        f"WHERE id IN ({_ids_placeholder(alert_ids)}) AND resolved_at IS NULL RETURNING id"
+    )
+    now_db = db.ops.adapt_datetimefield_value(now)
+    return [row[0] for row in _returning(sql, [Alert.State.RESOLVED, now_db, *alert_ids])]
+
+
+def _remind(alert_ids: Sequence[int], *, now: datetime, cutoff: datetime) -> list[int]:
+    """Claim reminders: open (not acknowledged, not snoozed) alerts last notified before
+    the cutoff."""
+    if not alert_ids:
+        return []
+    now_db, cutoff_db = (db.ops.adapt_datetimefield_value(t) for t in (now, cutoff))
+    sql = (
+        f"UPDATE {Alert._meta.db_table} SET last_notified_at = %s "
+        f"WHERE id IN ({_ids_placeholder(alert_ids)}) AND state = %s AND resolved_at IS NULL "
+        "AND (snoozed_until IS NULL OR snoozed_until <= %s) AND last_notified_at <= %s "
+        "RETURNING id"
+    )
+    params = [now_db, *alert_ids, Alert.State.OPEN, now_db, cutoff_db]
+    return [row[0] for row in _returning(sql, params)]
+
+
+def _record(kind: str, alert_ids: Iterable[int], *, now: datetime, notified: bool = False,
+            by: str = "", note: str = "") -> None:  # fmt: skip
+    AlertEvent.objects.bulk_create(
+        [
+            AlertEvent(
+                alert_id=pk,
+                kind=kind,
+                at=now,
+                by=by,
+                note=note,
+                notified_at=now if notified else None,
+            )
+            for pk in alert_ids
+        ]
+    )
+
+
+def _apply(
+    conditions: list[Condition],
+    unresolved: Q,
+    rule: AlertRule | None,
+    *,
+    now: datetime,
+    result: EvaluationResult,
+    silent_resolve: bool = False,
+) -> None:
+    current = {c.key: c for c in conditions}
+    open_alerts = dict(
+        Alert.objects.filter(unresolved, resolved_at__isnull=True).values_list("key", "pk")
+    )
+    opened = _open([c for k, c in current.items() if k not in open_alerts], rule, now=now)
+    _record(AlertEvent.Kind.OPENED, opened, now=now)
+    gone = [pk for key, pk in open_alerts.items() if key not in current]
+    resolved = _resolve(gone, now=now)
+    _record(AlertEvent.Kind.RESOLVED, resolved, now=now, notified=silent_resolve)
+    still = [pk for key, pk in open_alerts.items() if key in current]
+    reminded: list[int] = []
+    if rule is not None and rule.reminder_hours and still:
+        cutoff = now - timedelta(hours=rule.reminder_hours)
+        reminded = _remind(still, now=now, cutoff=cutoff)
+        _record(AlertEvent.Kind.REMINDER, reminded, now=now)
+    if still:
+        Alert.objects.filter(pk__in=still).update(last_seen_at=now)
+    result.opened += Alert.objects.filter(pk__in=opened)
+    result.resolved += Alert.objects.filter(pk__in=resolved)
+    result.reminded += Alert.objects.filter(pk__in=reminded)
+
+
+def evaluate(*, now: datetime, send: bool = True) -> EvaluationResult:
+    """Evaluate every rule and the sync-stale check, then e-mail what changed."""
+    result = EvaluationResult()
+    with transaction.atomic():
+        for rule in AlertRule.objects.order_by("id"):
+            if not rule.enabled:
+                # A disabled rule's alerts end quietly.
+                _apply([], Q(rule=rule), rule, now=now, result=result, silent_resolve=True)
+                continue
+            _apply(rule_conditions(rule, now=now), Q(rule=rule), rule, now=now, result=result)
+        _apply(sync_stale_conditions(now=now), Q(kind=Alert.Kind.SYNC_STALE), None, now=now,
+               result=result)  # fmt: skip
+    result.notifications = notify(now=now)
+    if send:
+        result.sent, result.failed = send_due(now=now)
+    return result
+
+
+# --- user actions ------------------------------------------------------------------------------
+
+
+def acknowledge(alert_ids: Sequence[int], *, by: str, note: str, now: datetime) -> int:
+    """Open alerts become acknowledged (no reminders; the resolved notice still goes)."""
+    with transaction.atomic():
+        changed = list(
+            Alert.objects.filter(pk__in=alert_ids, state=Alert.State.OPEN).values_list(
+                "pk", flat=True
+            )
+        )
+        count = Alert.objects.filter(pk__in=changed, state=Alert.State.OPEN).update(
+            state=Alert.State.ACKNOWLEDGED, acknowledged_at=now, acknowledged_by=by,
+            acknowledge_note=note,
+        )  # fmt: skip
+        _record(AlertEvent.Kind.ACKNOWLEDGED, changed[:count], now=now, notified=True, by=by,
+                note=note)  # fmt: skip
+    return count
+
+
+def snooze(
+    alert_ids: Sequence[int], *, until: datetime, reason: str, by: str, now: datetime
+) -> int:
+    """No reminders until `until`; a snoozed alert that resolves still says so."""
+    with transaction.atomic():
+        ids = list(
+            Alert.objects.filter(pk__in=alert_ids, resolved_at__isnull=True).values_list(
+                "pk", flat=True
+            )
+        )
+        Alert.objects.filter(pk__in=ids).update(
+            snoozed_until=until, snoozed_at=now, snoozed_by=by, snooze_reason=reason
+        )
+        _record(AlertEvent.Kind.SNOOZED, ids, now=now, notified=True, by=by,
+                note=f"until {until:%Y-%m-%d %H:%M} UTC: {reason}")  # fmt: skip
+    return len(ids)
+
+
+def unsnooze(alert_ids: Sequence[int], *, by: str, now: datetime) -> int:
+    with transaction.atomic():
+        ids = list(
+            Alert.objects.filter(pk__in=alert_ids, snoozed_until__isnull=False).values_list(
+                "pk", flat=True
+            )
+        )
+        Alert.objects.filter(pk__in=ids).update(snoozed_until=None)
+        _record(AlertEvent.Kind.UNSNOOZED, ids, now=now, notified=True, by=by)
+    return len(ids)
+
+
+# --- e-mail --------------------------------------------------------------------------------
+
+
+def _claim_events(now: datetime) -> list[int]:
+    kinds = [str(kind) for kind in AlertEvent.NOTIFIED_KINDS]
+    sql = (
+        f"UPDATE {AlertEvent._meta.db_table} SET notified_at = %s "
+        f"WHERE notified_at IS NULL AND kind IN ({_ids_placeholder(kinds)}) RETURNING id"
+    )
+    return [row[0] for row in _returning(sql, [db.ops.adapt_datetimefield_value(now), *kinds])]
+
+
+def _hours_ago(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return ""
+    hours = int((now - moment).total_seconds() // 3600)
+    if hours < 1:
+        return "less than an hour ago"
+    return "1 hour ago" if hours == 1 else f"{hours} hours ago"
+
+
+def _item(event: AlertEvent, now: datetime) -> dict[str, Any]:
+    alert = event.alert
+    base = settings.VECTIS_BASE_URL.rstrip("/")
+    item: dict[str, Any] = {
+        "event": event.kind,
+        "kind": alert.kind,
+        "alert_url": f"{base}/admin/alerts/alert/{alert.pk}/change/",
+        "summary": alert.summary,
+        "snoozed": alert.is_snoozed(now),
+    }
+    connector: BackupConnector | None = alert.connector
+    if connector is not None:
+        status = getattr(connector, "backup_status", None)
+        customer = connector.customer
+        last_success = status.last_success_at if status else None
+        item.update(
+            customer=customer.name if customer else "Unlinked Keepit account",
+            customer_url=f"{base}/admin/customers/customer/{customer.pk}/change/" if customer
+            else "",
+            connector=connector.name,
+            connector_kind=str(dict(ConnectorKind.choices).get(connector.kind, connector.kind)),
+            last_success=f"{last_success:%Y-%m-%d %H:%M} UTC" if last_success else "never",
+            last_success_ago=_hours_ago(last_success, now),
+            reason=(status.reason_text or status.reason) if status else "",
+            sort=(0 if alert.kind == Alert.Kind.BACKUP_FAILED else 1,
+                  last_success.timestamp() if last_success else 0),
+        )  # fmt: skip
+    elif alert.connection is not None:
+        connection = alert.connection
+        last = connection.last_success_at
+        item.update(
+            customer="Vectis",
+            customer_url="",
+            connector=connection.name,
+            connector_kind="Keepit sync",
+            last_success=f"{last:%Y-%m-%d %H:%M} UTC" if last else "never",
+            last_success_ago=_hours_ago(last, now),
+            reason=connection.last_error,
+            sort=(2, last.timestamp() if last else 0),
+        )
+    return item
+
+
+KIND_NOUNS = {
+    Alert.Kind.BACKUP_STALE: ("backup stale", "backups stale"),
+    Alert.Kind.BACKUP_FAILED: ("backup failed", "backups failed"),
+    Alert.Kind.SYNC_STALE: ("sync stale", "syncs stale"),
+}
+
+
+def _clean_header(text: str) -> str:
+    """Untrusted names must not break or inject mail headers."""
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+
+
+def build_subject(items: list[dict[str, Any]]) -> str:
+    active = [i for i in items if i["event"] != AlertEvent.Kind.RESOLVED]
+    resolved = [i for i in items if i["event"] == AlertEvent.Kind.RESOLVED]
+    parts = []
+    for kind in (Alert.Kind.BACKUP_FAILED, Alert.Kind.BACKUP_STALE, Alert.Kind.SYNC_STALE):
+        count = sum(1 for i in active if i["kind"] == kind)
+        if count:
+            singular, plural = KIND_NOUNS[kind]
+            parts.append(f"{count} {singular if count == 1 else plural}")
+    if resolved:
+        parts.append(f"{len(resolved)} resolved")
+    worst = min(active or resolved, key=lambda i: i.get("sort", (9, 0)))
+    subject = (
+        f"[Vectis] {', '.join(parts)} — {worst.get('customer', '')}: {worst.get('connector', '')}"
+    )
+    return _clean_header(subject)[:250]
+
+
+def notify(*, now: datetime) -> list[AlertNotification]:
+    """Claim unnotified events and write one message per recipient grouping them."""
+    with transaction.atomic():
+        event_ids = _claim_events(now)
+        if not event_ids:
+            return []
+        events = list(
+            AlertEvent.objects.filter(pk__in=event_ids).select_related(
+                "alert__rule", "alert__connector__customer", "alert__connector__backup_status",
+                "alert__connection",
+            )
+        )  # fmt: skip
+        everyone = sorted(
+            {r for rule in AlertRule.objects.filter(enabled=True) for r in rule.recipient_list}
+        )
+        per_recipient: dict[str, list[AlertEvent]] = defaultdict(list)
+        for event in events:
+            rule = event.alert.rule
+            if rule is None:
+                recipients = everyone  # the sync-stale check concerns everybody
+            elif event.kind == AlertEvent.Kind.RESOLVED and not rule.send_resolved:
+                continue
+            else:
+                recipients = rule.recipient_list
+            for recipient in recipients:
+                per_recipient[recipient].append(event)
+        notifications = []
+        for recipient, recipient_events in sorted(per_recipient.items()):
+            items = sorted((_item(e, now) for e in recipient_events),
+                           key=lambda i: i.get("sort", (9, 0)))  # fmt: skip
+            context = {
+                "new": [i for i in items if i["event"] == AlertEvent.Kind.OPENED],
+                "reminders": [i for i in items if i["event"] == AlertEvent.Kind.REMINDER],
+                "resolved": [i for i in items if i["event"] == AlertEvent.Kind.RESOLVED],
+                "base_url": settings.VECTIS_BASE_URL.rstrip("/"),
+                "now": now,
+            }
+            notification = AlertNotification.objects.create(
+                recipient=recipient,
+                subject=build_subject(items),
+                body_text=render_to_string("emails/alerts-body.txt", context),
+                body_html=render_to_string("emails/alerts-body.html", context),
+                created_at=now,
+                next_attempt_at=now,
+            )
+            notification.events.set(recipient_events)
+            notifications.append(notification)
+    return notifications
+
+
+def send_due(*, now: datetime) -> tuple[int, int]:
+    """Send every message that is due; returns (sent, failed). Each message is claimed
+    first (pending -> sending), so two senders never send the same message."""
+    due = AlertNotification.objects.filter(
+        Q(status=AlertNotification.Status.PENDING, next_attempt_at__lte=now)
+        | Q(status=AlertNotification.Status.SENDING, claimed_at__lt=now - SENDING_TIMEOUT)
+    ).order_by("next_attempt_at", "id")
+    sent = failed = 0
+    mail = get_connection()
+    for notification in due:
+        claimed = AlertNotification.objects.filter(
+            pk=notification.pk, status=notification.status, claimed_at=notification.claimed_at
+        ).update(status=AlertNotification.Status.SENDING, claimed_at=now)
+        if claimed != 1:
+            continue  # another sender has it
+        message = EmailMultiAlternatives(
+            subject=notification.subject,
+            body=notification.body_text,
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            to=[notification.recipient],
+            connection=mail,
+        )
+        message.attach_alternative(notification.body_html, "text/html")
+        try:
+            message.send()
+        except Exception as exc:  # SMTP and socket errors alike: wait and retry
+            attempts = notification.attempts + 1
+            AlertNotification.objects.filter(pk=notification.pk).update(
+                status=AlertNotification.Status.PENDING, attempts=attempts,
+                error=f"{type(exc).__name__}: {exc}"[:1000],
+                next_attempt_at=now + AlertNotification.backoff(attempts),
+            )  # fmt: skip
+            logger.warning("Alert e-mail %s to %s not sent yet: %s", notification.pk,
+                           notification.recipient, exc)  # fmt: skip
+            failed += 1
+            continue
+        AlertNotification.objects.filter(pk=notification.pk).update(
+            status=AlertNotification.Status.SENT, attempts=notification.attempts + 1,
+            sent_at=now, error="",
+        )  # fmt: skip
+        sent += 1
+    return sent, failed

@@ -1,0 +1,475 @@
+"""Alert rules, the alert lifecycle and the e-mails, on PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import pytest
+import time_machine
+from django.contrib.auth.models import User
+from django.core import mail
+from django.core.mail import EmailMultiAlternatives
+from django.core.management import call_command
+from django.db import connection as db
+from django.db import connections
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from pytest_django.fixtures import Settings
+
+from alerts import services
+from alerts.models import Alert, AlertEvent, AlertNotification, AlertRule
+from backups.models import (
+    AuditCategory,
+    BackupAuditEvent,
+    BackupConnector,
+    BackupConnectorStatus,
+    BackupStatus,
+)
+from customers.models import Customer
+from integrations.models import Connection
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+pytestmark = pytest.mark.django_db
+
+
+def keepit_connection(**fields: Any) -> Connection:
+    """Disabled unless a test says otherwise, so only the sync-stale tests see that check."""
+    values: dict[str, Any] = {"provider": "keepit", "name": "Keepit US", "enabled": False,
+                              "last_success_at": NOW - timedelta(minutes=5)}  # fmt: skip
+    values.update(fields)
+    return Connection.objects.create(**values)
+
+
+def connector(
+    customer: Customer | None,
+    *,
+    name: str = "Microsoft 365",
+    kind: str = "m365",
+    last_success: datetime | None = NOW - timedelta(hours=2),
+    first_seen: datetime = NOW - timedelta(days=30),
+    status: str = BackupStatus.OK,
+    reason: str = "",
+    reason_text: str = "",
+    failure: bool = False,
+    removed: bool = False,
+    connection: Connection | None = None,
+) -> BackupConnector:
+    conn = connection or Connection.objects.filter(provider="keepit").first() or keepit_connection()
+    item = BackupConnector.objects.create(
+        connection=conn, customer=customer, external_id=f"{name}-{BackupConnector.objects.count()}",
+        name=name, kind=kind, vendor_type="o365-admin", first_seen_at=first_seen,
+        last_seen_at=NOW, removed_at=NOW if removed else None,
+    )  # fmt: skip
+    BackupConnectorStatus.objects.create(
+        connector=item, status=status, health="healthy", reason=reason, reason_text=reason_text,
+        reason_is_failure=failure, last_success_at=last_success, last_backup_at=last_success,
+        checked_at=NOW,
+    )  # fmt: skip
+    return item
+
+
+def stale_rule(**fields: Any) -> AlertRule:
+    values: dict[str, Any] = {"name": "Stale backups", "kind": AlertRule.Kind.BACKUP_STALE,
+                              "recipients": "tech@msp.example"}  # fmt: skip
+    values.update(fields)
+    return AlertRule.objects.create(**values)
+
+
+def failed_rule(**fields: Any) -> AlertRule:
+    values: dict[str, Any] = {"name": "Failed backups", "kind": AlertRule.Kind.BACKUP_FAILED,
+                              "recipients": "tech@msp.example"}  # fmt: skip
+    values.update(fields)
+    return AlertRule.objects.create(**values)
+
+
+def failure_event(item: BackupConnector, *, at: datetime, category: str = AuditCategory.RECOVERY,
+                  succeeded: bool = False) -> None:  # fmt: skip
+    BackupAuditEvent.objects.create(
+        connection=item.connection, customer=item.customer, connector=item, occurred_at=at,
+        category=category, area="Backup/Restore", message="Restore job failed",
+        succeeded=succeeded, dedup_key=f"k{BackupAuditEvent.objects.count()}",
+    )  # fmt: skip
+
+
+def html_of(message: Any) -> str:
+    """The HTML alternative of a sent message."""
+    multi = cast(EmailMultiAlternatives, message)
+    content, mimetype = multi.alternatives[0]
+    assert mimetype == "text/html"
+    return str(content)
+
+
+def evaluate(now: datetime = NOW) -> services.EvaluationResult:
+    return services.evaluate(now=now)
+
+
+@pytest.fixture
+def contoso() -> Customer:
+    return Customer.objects.create(name="Contoso Ltd")
+
+
+# --- Backup Stale ------------------------------------------------------------------------
+
+
+def test_it_opens_one_alert_when_a_backup_goes_stale_at_the_threshold_and_not_before(
+    contoso: Customer,
+) -> None:
+    stale_rule()
+    item = connector(contoso, last_success=NOW - timedelta(hours=48) + timedelta(minutes=1))
+    assert evaluate().opened == []
+    later = NOW + timedelta(minutes=2)
+    result = evaluate(later)
+    assert [a.connector_id for a in result.opened] == [item.pk]
+    assert (
+        result.opened[0].summary == "Contoso Ltd: Microsoft 365 — no complete backup for 48 hours"
+    )
+    assert len(mail.outbox) == 1
+
+
+def test_the_threshold_is_configurable_per_rule(contoso: Customer) -> None:
+    stale_rule(threshold_hours=12)
+    connector(contoso, last_success=NOW - timedelta(hours=13))
+    assert len(evaluate().opened) == 1
+
+
+def test_onboarding_connectors_get_a_grace_period(contoso: Customer) -> None:
+    stale_rule()
+    connector(contoso, last_success=None, status=BackupStatus.ONBOARDING,
+              first_seen=NOW - timedelta(hours=71))  # fmt: skip
+    assert evaluate().opened == []
+    result = evaluate(NOW + timedelta(hours=2))
+    assert len(result.opened) == 1
+    assert "no complete backup since it was added" in result.opened[0].summary
+
+
+def test_removed_connectors_never_alert(contoso: Customer) -> None:
+    stale_rule()
+    failed_rule()
+    gone = connector(contoso, last_success=NOW - timedelta(days=9), removed=True,
+                     status=BackupStatus.FAILED, reason="BADTOKEN", failure=True)  # fmt: skip
+    failure_event(gone, at=NOW - timedelta(hours=1))
+    assert evaluate().opened == []
+    assert mail.outbox == []
+
+
+# --- Backup Failed -----------------------------------------------------------------------
+
+
+def test_a_failure_event_inside_the_lookback_fires_and_outside_does_not(contoso: Customer) -> None:
+    failed_rule()
+    inside = connector(contoso, name="Inside")
+    outside = connector(contoso, name="Outside")
+    succeeded = connector(contoso, name="Succeeded")
+    other_category = connector(contoso, name="User event")
+    failure_event(inside, at=NOW - timedelta(hours=23))
+    failure_event(outside, at=NOW - timedelta(hours=25))
+    failure_event(succeeded, at=NOW - timedelta(hours=1), succeeded=True)
+    failure_event(other_category, at=NOW - timedelta(hours=1), category=AuditCategory.USER)
+    connector_failure = connector(contoso, name="Connector failure")
+    failure_event(connector_failure, at=NOW - timedelta(hours=2), category=AuditCategory.CONNECTOR)
+    opened = {a.connector_id for a in evaluate().opened}
+    assert opened == {inside.pk, connector_failure.pk}
+
+
+def test_a_failed_status_with_a_failure_reason_fires_and_says_which(contoso: Customer) -> None:
+    failed_rule()
+    lost = "Keepit lost access: the authorization expired or was revoked"
+    item = connector(
+        contoso, status=BackupStatus.FAILED, reason="BADTOKEN", failure=True, reason_text=lost
+    )
+    connector(contoso, name="Late only", status=BackupStatus.FAILED, reason="CLOUDNOCHECKIN",
+              failure=False)  # fmt: skip
+    result = evaluate()
+    assert [a.connector_id for a in result.opened] == [item.pk]
+    message = mail.outbox[0]
+    assert "Keepit lost access: the authorization expired or was revoked" in message.body
+
+
+def test_the_failed_status_option_can_be_turned_off(contoso: Customer) -> None:
+    failed_rule(include_failed_status=False)
+    connector(contoso, status=BackupStatus.FAILED, reason="BADTOKEN", failure=True)
+    assert evaluate().opened == []
+
+
+def test_scope_limits_rules_to_chosen_customers_and_kinds(contoso: Customer) -> None:
+    fabrikam = Customer.objects.create(name="Fabrikam")
+    rule = stale_rule(connector_kinds=["m365"])
+    rule.customers.set([contoso])
+    old = NOW - timedelta(days=5)
+    wanted = connector(contoso, last_success=old)
+    connector(contoso, name="Okta", kind="okta", last_success=old)
+    connector(fabrikam, last_success=old)
+    assert [a.connector_id for a in evaluate().opened] == [wanted.pk]
+
+
+# --- lifecycle ---------------------------------------------------------------------------
+
+
+def test_one_alert_per_condition_across_many_evaluations(contoso: Customer) -> None:
+    stale_rule()
+    connector(contoso, last_success=NOW - timedelta(days=3))
+    for minutes in range(0, 60, 5):
+        evaluate(NOW + timedelta(minutes=minutes))
+    assert Alert.objects.count() == 1
+    assert len(mail.outbox) == 1
+
+
+def test_acknowledge_snooze_and_the_resolved_notice_while_snoozed(contoso: Customer) -> None:
+    stale_rule(reminder_hours=4)
+    item = connector(contoso, last_success=NOW - timedelta(days=3))
+    alert = evaluate().opened[0]
+    services.snooze([alert.pk], until=NOW + timedelta(days=2), reason="Customer migrating",
+                    by="tech", now=NOW)  # fmt: skip
+    assert evaluate(NOW + timedelta(hours=5)).reminded == []  # snoozed: no reminder
+    BackupConnectorStatus.objects.filter(connector=item).update(
+        last_success_at=NOW + timedelta(hours=6)
+    )
+    result = evaluate(NOW + timedelta(hours=7))
+    assert [a.pk for a in result.resolved] == [alert.pk]
+    resolved_mail = mail.outbox[-1]
+    assert resolved_mail.subject.startswith("[Vectis] 1 resolved")
+    assert "was snoozed" in resolved_mail.body
+    history = list(Alert.objects.get(pk=alert.pk).events.values_list("kind", flat=True))
+    assert history == ["opened", "snoozed", "resolved"]
+
+
+def test_acknowledged_alerts_get_no_reminders_but_open_ones_do(contoso: Customer) -> None:
+    stale_rule(reminder_hours=4)
+    first = connector(contoso, name="First", last_success=NOW - timedelta(days=3))
+    connector(contoso, name="Second", last_success=NOW - timedelta(days=3))
+    opened = evaluate().opened
+    acknowledged = next(a for a in opened if a.connector_id == first.pk)
+    assert services.acknowledge([acknowledged.pk], by="tech", note="On it", now=NOW) == 1
+    assert evaluate(NOW + timedelta(hours=3)).reminded == []
+    reminded = evaluate(NOW + timedelta(hours=4, minutes=1)).reminded
+    assert [a.connector.name for a in reminded] == ["Second"]  # type: ignore[union-attr]
+    assert "Still open" in html_of(mail.outbox[-1])
+    alert = Alert.objects.get(pk=acknowledged.pk)
+    assert (alert.state, alert.acknowledged_by, alert.acknowledge_note) == (
+        Alert.State.ACKNOWLEDGED,
+        "tech",
+        "On it",
+    )
+
+
+def test_a_condition_that_returns_opens_a_new_alert_linked_to_the_previous(
+    contoso: Customer,
+) -> None:
+    stale_rule()
+    item = connector(contoso, last_success=NOW - timedelta(days=3))
+    first = evaluate().opened[0]
+    BackupConnectorStatus.objects.filter(connector=item).update(last_success_at=NOW)
+    assert len(evaluate(NOW + timedelta(hours=1)).resolved) == 1
+    later = NOW + timedelta(days=3)
+    second = evaluate(later).opened[0]
+    assert second.pk != first.pk
+    assert second.previous_id == first.pk
+    assert Alert.objects.filter(resolved_at__isnull=True).count() == 1
+
+
+def test_sync_stale_is_the_monitor_watching_itself(contoso: Customer) -> None:
+    stale_rule(recipients="tech@msp.example, boss@msp.example")
+    connection = keepit_connection(enabled=True, last_success_at=NOW - timedelta(minutes=61),
+                                   last_error="Keepit refused the credentials")  # fmt: skip
+    result = evaluate()
+    assert [(a.kind, a.connection_id) for a in result.opened] == [(Alert.Kind.SYNC_STALE,
+                                                                  connection.pk)]  # fmt: skip
+    assert sorted(m.to[0] for m in mail.outbox) == ["boss@msp.example", "tech@msp.example"]
+    assert "1 sync stale" in mail.outbox[0].subject
+    assert "Keepit refused the credentials" in mail.outbox[0].body
+    Connection.objects.filter(pk=connection.pk).update(last_success_at=NOW + timedelta(minutes=1))
+    assert len(evaluate(NOW + timedelta(minutes=2)).resolved) == 1
+
+
+def test_healthy_fresh_syncs_do_not_alert() -> None:
+    stale_rule()
+    keepit_connection(enabled=True, last_success_at=NOW - timedelta(minutes=59))
+    assert evaluate().opened == []
+
+
+def test_disabled_rules_do_not_alert_and_their_alerts_end_quietly(contoso: Customer) -> None:
+    rule = stale_rule()
+    connector(contoso, last_success=NOW - timedelta(days=3))
+    evaluate()
+    AlertRule.objects.filter(pk=rule.pk).update(enabled=False)
+    sent_before = len(mail.outbox)
+    assert len(evaluate(NOW + timedelta(minutes=5)).resolved) == 1
+    assert len(mail.outbox) == sent_before
+
+
+# --- e-mails -------------------------------------------------------------------------------
+
+
+def test_one_message_per_recipient_groups_what_changed(contoso: Customer) -> None:
+    stale_rule(recipients="tech@msp.example")
+    failed_rule(recipients="tech@msp.example, noc@msp.example")
+    connector(contoso, name="Microsoft 365", last_success=NOW - timedelta(days=3))
+    connector(contoso, name="Entra ID", kind="entra_id", last_success=NOW - timedelta(days=4))
+    connector(contoso, name="Okta", kind="okta", status=BackupStatus.FAILED, reason="BADLOGIN",
+              failure=True, reason_text="Keepit lost access: the login was rejected")  # fmt: skip
+    evaluate()
+    by_recipient = {m.to[0]: m for m in mail.outbox}
+    assert sorted(by_recipient) == ["noc@msp.example", "tech@msp.example"]
+    tech = by_recipient["tech@msp.example"]
+    assert tech.subject == "[Vectis] 1 backup failed, 2 backups stale — Contoso Ltd: Okta"
+    assert by_recipient["noc@msp.example"].subject == "[Vectis] 1 backup failed — Contoso Ltd: Okta"
+    html = html_of(tech)
+    assert cast(EmailMultiAlternatives, tech).alternatives[0][1] == "text/html"
+    for text in ("Contoso Ltd", "Microsoft 365", "Entra ID", "Microsoft Entra ID", "72 hours ago",
+                 "/admin/customers/customer/", "/admin/alerts/alert/"):  # fmt: skip
+        assert text in tech.body
+        assert text in html
+    assert "2026-11-23 12:00 UTC" in tech.body  # the absolute time of the last success
+
+
+def test_untrusted_names_are_escaped_and_cannot_inject_headers() -> None:
+    evil = Customer.objects.create(name="Evil <script>alert(1)</script>\r\nBcc: victim@x.example")
+    stale_rule()
+    connector(evil, name="M365 <b>bold</b>", last_success=NOW - timedelta(days=3))
+    evaluate()
+    message = mail.outbox[0]
+    assert "\n" not in message.subject
+    assert "\r" not in message.subject
+    assert message.bcc == []
+    assert "Bcc" not in message.extra_headers
+    html = html_of(message)
+    assert "<script>" not in html
+    assert "&lt;script&gt;" in html
+    assert "&lt;b&gt;bold&lt;/b&gt;" in html
+
+
+class BrokenBackend:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def send_messages(self, messages: list[Any]) -> int:
+        raise ConnectionRefusedError("SMTP server down")
+
+
+def test_a_failed_delivery_is_logged_retried_with_backoff_and_sent_once(
+    contoso: Customer, settings: Settings
+) -> None:
+    stale_rule()
+    connector(contoso, last_success=NOW - timedelta(days=3))
+    settings.EMAIL_BACKEND = "tests.alerts.test_alerts.BrokenBackend"
+    result = evaluate()
+    assert (result.sent, result.failed) == (0, 1)
+    notification = AlertNotification.objects.get()
+    assert notification.status == AlertNotification.Status.PENDING
+    assert "SMTP server down" in notification.error
+    assert notification.next_attempt_at == NOW + timedelta(minutes=1)
+    assert services.send_due(now=NOW + timedelta(seconds=30)) == (0, 0)  # not due yet
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    assert services.send_due(now=NOW + timedelta(minutes=1)) == (1, 0)
+    assert services.send_due(now=NOW + timedelta(minutes=10)) == (0, 0)
+    assert len(mail.outbox) == 1
+    notification.refresh_from_db()
+    assert (notification.status, notification.attempts) == (AlertNotification.Status.SENT, 2)
+    assert list(notification.events.values_list("kind", flat=True)) == ["opened"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_evaluations_at_once_send_one_email() -> None:
+    customer = Customer.objects.create(name="Contoso Ltd")
+    stale_rule()
+    for index in range(20):
+        connector(customer, name=f"Connector {index}", last_success=NOW - timedelta(days=3))
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            barrier.wait()
+            services.evaluate(now=NOW)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert Alert.objects.count() == 20
+    assert AlertEvent.objects.filter(kind="opened").count() == 20
+    assert len(mail.outbox) == 1
+    assert "20 backups stale" in mail.outbox[0].subject
+
+
+def test_the_evaluation_query_count_does_not_grow_with_connectors(contoso: Customer) -> None:
+    stale_rule()
+    failed_rule()
+    counts = []
+    for size in (3, 40):
+        BackupConnector.objects.all().delete()
+        for index in range(size):
+            item = connector(contoso, name=f"C{size}-{index}", last_success=NOW - timedelta(days=3))
+            failure_event(item, at=NOW - timedelta(hours=1))
+        with CaptureQueriesContext(db) as opening:
+            services.evaluate(now=NOW, send=False)
+        with CaptureQueriesContext(db) as steady:
+            services.evaluate(now=NOW + timedelta(minutes=5), send=False)
+        counts.append((len(opening.captured_queries), len(steady.captured_queries)))
+        Alert.objects.all().delete()
+    assert counts[0] == counts[1]
+
+
+# --- operators and the admin ------------------------------------------------------------
+
+
+def test_evaluate_alerts_command_reports_what_it_did(
+    contoso: Customer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stale_rule()
+    connector(contoso, last_success=NOW - timedelta(days=3))
+    with time_machine.travel(NOW, tick=False):
+        call_command("evaluate_alerts")
+    out = capsys.readouterr().out
+    assert "Opened: 1" in out
+    assert "Contoso Ltd: Microsoft 365 — no complete backup for 72 hours" in out
+    assert "E-mails sent: 1" in out
+
+
+def test_the_new_rule_page_offers_the_two_types(client: Client, admin_user: User) -> None:
+    client.force_login(admin_user)
+    html = client.get("/admin/alerts/alertrule/add/").content.decode()
+    assert "Backup Stale" in html
+    assert "Backup Failed" in html
+    response = client.post("/admin/alerts/alertrule/add/", {
+        "name": "Stale", "kind": "backup_stale", "enabled": "on", "threshold_hours": "36",
+        "onboarding_grace_hours": "72", "lookback_hours": "24", "recipients": "a@b.example, c@d",
+        "send_resolved": "on",
+    })  # fmt: skip
+    assert response.status_code == 200
+    assert "Not an e-mail address: c@d" in response.content.decode()
+
+
+def test_alerts_can_be_acknowledged_and_snoozed_in_the_admin(
+    client: Client, admin_user: User, contoso: Customer
+) -> None:
+    stale_rule()
+    connector(contoso, last_success=NOW - timedelta(days=3))
+    alert = evaluate().opened[0]
+    client.force_login(admin_user)
+    url = "/admin/alerts/alert/"
+    page = client.post(url, {"action": "snooze_action", "_selected_action": [alert.pk]})
+    assert "Snooze until" in page.content.decode()
+    until = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d %H:%M")
+    client.post(url, {"action": "snooze_action", "_selected_action": [alert.pk], "apply": "1",
+                      "until": until, "reason": "Migration weekend"})  # fmt: skip
+    client.post(url, {"action": "acknowledge_action", "_selected_action": [alert.pk],
+                      "apply": "1", "note": "Called the customer"})  # fmt: skip
+    alert.refresh_from_db()
+    assert alert.state == Alert.State.ACKNOWLEDGED
+    assert alert.snooze_reason == "Migration weekend"
+    assert alert.snoozed_by == "admin"
+    detail = client.get(f"/admin/alerts/alert/{alert.pk}/change/").content.decode()
+    assert "Called the customer" in detail
+    assert "tech@msp.example" in detail  # the e-mail sent for it
+    listing = client.get(url + "?state__exact=acknowledged").content.decode()
+    assert "Contoso Ltd: Microsoft 365" in listing

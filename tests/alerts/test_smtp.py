@@ -1,0 +1,136 @@
+"""End to end: a sandbox sync, an evaluation, and real SMTP to a local server (aiosmtpd)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import socket
+from collections.abc import Iterator
+from datetime import timedelta
+from email.message import Message
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from pytest_django.fixtures import Settings
+
+from alerts import services
+from alerts.models import AlertNotification, AlertRule
+from integrations.models import Connection
+from keepit.sandbox import KeepitSandbox
+from keepit.sync import sync_connection
+
+
+class Inbox:
+    """An aiosmtpd handler that keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(
+            email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+        )
+        return "250 Message accepted for delivery"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class SmtpServer:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.inbox = Inbox()
+        self.controller: Controller | None = None
+
+    def start(self) -> None:
+        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+
+@pytest.fixture
+def smtp(settings: Settings) -> Iterator[SmtpServer]:
+    server = SmtpServer(free_port())
+    server.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = server.port
+    settings.EMAIL_USE_TLS = False
+    settings.EMAIL_HOST_USER = ""
+    settings.EMAIL_HOST_PASSWORD = ""
+    settings.EMAIL_TIMEOUT = 3
+    yield server
+    server.stop()
+
+
+def synced_sandbox(sandbox: KeepitSandbox, settings: Settings) -> None:
+    settings.KEEPIT_BASE_URL_TEMPLATE = sandbox.base_url_template
+    connection = Connection(
+        provider="keepit", name="Sandbox", enabled=True,
+        config={"region": "us-dc", "account_guid": sandbox.msp.parent.guid,
+                "username": sandbox.config.username, "token_login": ""},
+    )  # fmt: skip
+    connection.set_secrets({"password": sandbox.config.password})
+    connection.save()
+    run = sync_connection(connection, now=sandbox.clock.now_datetime())
+    assert run.outcome == "succeeded", run.error
+
+
+@pytest.mark.django_db
+def test_alerts_after_a_sandbox_sync_arrive_over_real_smtp(
+    sandbox: KeepitSandbox, settings: Settings, smtp: SmtpServer
+) -> None:
+    synced_sandbox(sandbox, settings)
+    AlertRule.objects.create(name="Stale", kind=AlertRule.Kind.BACKUP_STALE,
+                             recipients="tech@msp.example")  # fmt: skip
+    AlertRule.objects.create(name="Failed", kind=AlertRule.Kind.BACKUP_FAILED,
+                             recipients="tech@msp.example")  # fmt: skip
+    result = services.evaluate(now=sandbox.clock.now_datetime())
+    assert result.opened
+    assert result.sent == 1
+    assert len(smtp.inbox.messages) == 1
+    message = smtp.inbox.messages[0]
+    assert message["To"] == "tech@msp.example"
+    assert str(message["Subject"]).strip().startswith("[Vectis] ")
+    assert message.is_multipart()
+    types = [part.get_content_type() for part in message.walk()]
+    assert "text/plain" in types
+    assert "text/html" in types
+    plain = next(p for p in message.walk() if p.get_content_type() == "text/plain")
+    text = plain.get_content()  # type: ignore[attr-defined]
+    assert "Last successful backup:" in text
+    assert "Keepit says:" in text
+
+
+@pytest.mark.django_db
+def test_an_email_held_while_smtp_is_down_is_delivered_once_when_it_returns(
+    sandbox: KeepitSandbox, settings: Settings, smtp: SmtpServer
+) -> None:
+    synced_sandbox(sandbox, settings)
+    AlertRule.objects.create(name="Stale", kind=AlertRule.Kind.BACKUP_STALE,
+                             recipients="tech@msp.example")  # fmt: skip
+    now = sandbox.clock.now_datetime()
+    smtp.stop()
+    result = services.evaluate(now=now)
+    assert (result.sent, result.failed) == (0, 1)
+    notification = AlertNotification.objects.get()
+    assert notification.status == AlertNotification.Status.PENDING
+    assert notification.error
+    # An hour of outage: every retry fails, nothing is lost.
+    for minutes in (1, 3, 7, 15, 31, 61):
+        services.send_due(now=now + timedelta(minutes=minutes))
+    assert AlertNotification.objects.get().status == AlertNotification.Status.PENDING
+    smtp.start()
+    assert services.send_due(now=now + timedelta(minutes=120)) == (1, 0)
+    assert services.send_due(now=now + timedelta(minutes=180)) == (0, 0)
+    assert len(smtp.inbox.messages) == 1
+    assert str(smtp.inbox.messages[0]["Subject"]).strip() == notification.subject
+    assert AlertNotification.objects.get().status == AlertNotification.Status.SENT
