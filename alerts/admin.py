@@ -40,10 +40,19 @@ class AlertRuleForm(forms.ModelForm[AlertRule]):
     class Meta:
         model = AlertRule
         fields = [
-            "name", "kind", "enabled", "threshold_hours", "onboarding_grace_hours",
-            "lookback_hours", "include_failed_status", "customers", "connector_kinds",
-            "recipients", "send_resolved", "reminder_hours",
-        ]  # fmt: skip
+            "name",
+            "kind",
+            "enabled",
+            "threshold_hours",
+            "onboarding_grace_hours",
+            "lookback_hours",
+            "include_failed_status",
+            "customers",
+            "connector_kinds",
+            "recipients",
+            "send_resolved",
+            "reminder_hours",
+        ]
         widgets = {"recipients": forms.Textarea(attrs={"rows": 3})}
 
 
@@ -108,8 +117,16 @@ class AcknowledgeForm(forms.Form):
 
 @admin.register(Alert)
 class AlertAdmin(admin.ModelAdmin[Alert]):
-    list_display = ["summary", "kind", "state_badge", "customer", "connector_kind", "opened_at",
-                    "last_seen_at", "snoozed_until"]  # fmt: skip
+    list_display = [
+        "summary",
+        "kind",
+        "state_badge",
+        "customer",
+        "connector_kind",
+        "opened_at",
+        "last_seen_at",
+        "snoozed_until",
+    ]
     list_filter = ["state", "kind", "rule", "connector__customer", "connector__kind"]
     list_select_related = ["connector__customer", "rule"]
     search_fields = ["summary", "connector__name", "connector__customer__name"]
@@ -117,10 +134,25 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
     inlines = [AlertEventInline]
     actions = ["acknowledge_action", "snooze_action", "unsnooze_action"]
     readonly_fields = [
-        "summary", "kind", "state", "rule", "connector", "connection", "reason", "opened_at",
-        "last_seen_at", "resolved_at", "acknowledged_at", "acknowledged_by", "acknowledge_note",
-        "snoozed_until", "snoozed_by", "snooze_reason", "previous", "emails",
-    ]  # fmt: skip
+        "summary",
+        "kind",
+        "state",
+        "rule",
+        "connector",
+        "connection",
+        "reason",
+        "opened_at",
+        "last_seen_at",
+        "resolved_at",
+        "acknowledged_at",
+        "acknowledged_by",
+        "acknowledge_note",
+        "snoozed_until",
+        "snoozed_by",
+        "snooze_reason",
+        "previous",
+        "emails",
+    ]
     fields = list(readonly_fields)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -169,9 +201,11 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
         form = AcknowledgeForm(request.POST if "apply" in request.POST else None)
         if "apply" in request.POST and form.is_valid():
             count = services.acknowledge(
-                list(queryset.values_list("pk", flat=True)), by=self._user(request),
-                note=form.cleaned_data["note"], now=timezone.now(),
-            )  # fmt: skip
+                list(queryset.values_list("pk", flat=True)),
+                by=self._user(request),
+                note=form.cleaned_data["note"],
+                now=timezone.now(),
+            )
             self.message_user(request, f"{count} alert(s) acknowledged.", messages.SUCCESS)
             return None
         return self._intermediate(request, queryset, form, "acknowledge_action", "Acknowledge")
@@ -181,9 +215,12 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
         form = SnoozeForm(request.POST if "apply" in request.POST else None)
         if "apply" in request.POST and form.is_valid():
             count = services.snooze(
-                list(queryset.values_list("pk", flat=True)), until=form.cleaned_data["until"],
-                reason=form.cleaned_data["reason"], by=self._user(request), now=timezone.now(),
-            )  # fmt: skip
+                list(queryset.values_list("pk", flat=True)),
+                until=form.cleaned_data["until"],
+                reason=form.cleaned_data["reason"],
+                by=self._user(request),
+                now=timezone.now(),
+            )
             self.message_user(request, f"{count} alert(s) snoozed.", messages.SUCCESS)
             return None
         return self._intermediate(request, queryset, form, "snooze_action", "Snooze")
@@ -195,8 +232,14 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
         )
         self.message_user(request, f"{count} alert(s) unsnoozed.", messages.SUCCESS)
 
-    def _intermediate(self, request: HttpRequest, queryset: QuerySet[Alert], form: forms.Form,
-                      action: str, verb: str) -> TemplateResponse:  # fmt: skip
+    def _intermediate(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Alert],
+        form: forms.Form,
+        action: str,
+        verb: str,
+    ) -> TemplateResponse:
         context = {
             **self.admin_site.each_context(request),
             "title": f"{verb} alerts",
@@ -215,8 +258,17 @@ class AlertNotificationAdmin(admin.ModelAdmin[AlertNotification]):
     list_display = ["created_at", "recipient", "subject", "status", "attempts", "sent_at", "error"]
     list_filter = ["status"]
     search_fields = ["recipient", "subject"]
-    readonly_fields = ["recipient", "subject", "status", "attempts", "error", "created_at",
-                       "next_attempt_at", "sent_at", "body_text"]  # fmt: skip
+    readonly_fields = [
+        "recipient",
+        "subject",
+        "status",
+        "attempts",
+        "error",
+        "created_at",
+        "next_attempt_at",
+        "sent_at",
+        "body_text",
+    ]
     fields = list(readonly_fields)
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -105,10 +105,15 @@ def failed_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
         .annotate(has_failure_event=Exists(failures))
         .filter(condition)
         .values_list(
-            "pk", "name", "customer__name", "has_failure_event", "backup_status__reason",
-            "backup_status__reason_text", "backup_status__status",
+            "pk",
+            "name",
+            "customer__name",
+            "has_failure_event",
+            "backup_status__reason",
+            "backup_status__reason_text",
+            "backup_status__status",
         )
-    )  # fmt: skip
+    )
     conditions = []
     for pk, name, customer, has_event, reason, reason_text, _status in rows:
         subject = f"{customer}: {name}" if customer else name

@@ -133,12 +133,15 @@ class Alert(models.Model):
 
     key = models.CharField(max_length=64)
     kind = models.CharField(max_length=16, choices=Kind.choices)
-    rule = models.ForeignKey(AlertRule, null=True, blank=True, on_delete=models.CASCADE,
-                             related_name="alerts")  # fmt: skip
-    connector = models.ForeignKey(BackupConnector, null=True, blank=True,
-                                  on_delete=models.CASCADE, related_name="alerts")  # fmt: skip
-    connection = models.ForeignKey(Connection, null=True, blank=True, on_delete=models.CASCADE,
-                                   related_name="alerts")  # fmt: skip
+    rule = models.ForeignKey(
+        AlertRule, null=True, blank=True, on_delete=models.CASCADE, related_name="alerts"
+    )
+    connector = models.ForeignKey(
+        BackupConnector, null=True, blank=True, on_delete=models.CASCADE, related_name="alerts"
+    )
+    connection = models.ForeignKey(
+        Connection, null=True, blank=True, on_delete=models.CASCADE, related_name="alerts"
+    )
     state = models.CharField(max_length=16, choices=State.choices, default=State.OPEN)
     summary = models.CharField(max_length=255, blank=True, default="")
     reason = models.CharField(max_length=64, blank=True, default="")
@@ -153,8 +156,9 @@ class Alert(models.Model):
     snoozed_at = models.DateTimeField(null=True, blank=True)
     snoozed_by = models.CharField(max_length=150, blank=True, default="")
     snooze_reason = models.TextField(blank=True, default="")
-    previous = models.OneToOneField("self", null=True, blank=True, on_delete=models.SET_NULL,
-                                    related_name="next")  # fmt: skip
+    previous = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="next"
+    )
 
     class Meta:
         db_table = "alerts"

@@ -73,9 +73,24 @@ def _open(conditions: list[Condition], rule: AlertRule | None, *, now: datetime)
     ):
         previous[key] = pk  # the latest resolved alert of the same condition
     now_db = db.ops.adapt_datetimefield_value(now)
-    columns = ("key", "kind", "rule_id", "connector_id", "connection_id", "state", "summary",
-               "reason", "opened_at", "last_seen_at", "last_notified_at", "previous_id",
-               "acknowledged_by", "acknowledge_note", "snoozed_by", "snooze_reason")  # fmt: skip
+    columns = (
+        "key",
+        "kind",
+        "rule_id",
+        "connector_id",
+        "connection_id",
+        "state",
+        "summary",
+        "reason",
+        "opened_at",
+        "last_seen_at",
+        "last_notified_at",
+        "previous_id",
+        "acknowledged_by",
+        "acknowledge_note",
+        "snoozed_by",
+        "snooze_reason",
+    )
     rows = [
         (
             c.key,
@@ -133,8 +148,15 @@ def _remind(alert_ids: Sequence[int], *, now: datetime, cutoff: datetime) -> lis
     return [row[0] for row in _returning(sql, params)]
 
 
-def _record(kind: str, alert_ids: Iterable[int], *, now: datetime, notified: bool = False,
-            by: str = "", note: str = "") -> None:  # fmt: skip
+def _record(
+    kind: str,
+    alert_ids: Iterable[int],
+    *,
+    now: datetime,
+    notified: bool = False,
+    by: str = "",
+    note: str = "",
+) -> None:
     AlertEvent.objects.bulk_create(
         [
             AlertEvent(
@@ -191,8 +213,13 @@ def evaluate(*, now: datetime, send: bool = True) -> EvaluationResult:
                 _apply([], Q(rule=rule), rule, now=now, result=result, silent_resolve=True)
                 continue
             _apply(rule_conditions(rule, now=now), Q(rule=rule), rule, now=now, result=result)
-        _apply(sync_stale_conditions(now=now), Q(kind=Alert.Kind.SYNC_STALE), None, now=now,
-               result=result)  # fmt: skip
+        _apply(
+            sync_stale_conditions(now=now),
+            Q(kind=Alert.Kind.SYNC_STALE),
+            None,
+            now=now,
+            result=result,
+        )
     result.notifications = notify(now=now)
     if send:
         result.sent, result.failed = send_due(now=now)
@@ -211,11 +238,14 @@ def acknowledge(alert_ids: Sequence[int], *, by: str, note: str, now: datetime) 
             )
         )
         count = Alert.objects.filter(pk__in=changed, state=Alert.State.OPEN).update(
-            state=Alert.State.ACKNOWLEDGED, acknowledged_at=now, acknowledged_by=by,
+            state=Alert.State.ACKNOWLEDGED,
+            acknowledged_at=now,
+            acknowledged_by=by,
             acknowledge_note=note,
-        )  # fmt: skip
-        _record(AlertEvent.Kind.ACKNOWLEDGED, changed[:count], now=now, notified=True, by=by,
-                note=note)  # fmt: skip
+        )
+        _record(
+            AlertEvent.Kind.ACKNOWLEDGED, changed[:count], now=now, notified=True, by=by, note=note
+        )
     return count
 
 
@@ -232,8 +262,14 @@ def snooze(
         Alert.objects.filter(pk__in=ids).update(
             snoozed_until=until, snoozed_at=now, snoozed_by=by, snooze_reason=reason
         )
-        _record(AlertEvent.Kind.SNOOZED, ids, now=now, notified=True, by=by,
-                note=f"until {until:%Y-%m-%d %H:%M} UTC: {reason}")  # fmt: skip
+        _record(
+            AlertEvent.Kind.SNOOZED,
+            ids,
+            now=now,
+            notified=True,
+            by=by,
+            note=f"until {until:%Y-%m-%d %H:%M} UTC: {reason}",
+        )
     return len(ids)
 
 
@@ -287,16 +323,19 @@ def _item(event: AlertEvent, now: datetime) -> dict[str, Any]:
         last_success = status.last_success_at if status else None
         item.update(
             customer=customer.name if customer else "Unlinked Keepit account",
-            customer_url=f"{base}/admin/customers/customer/{customer.pk}/change/" if customer
+            customer_url=f"{base}/admin/customers/customer/{customer.pk}/change/"
+            if customer
             else "",
             connector=connector.name,
             connector_kind=str(dict(ConnectorKind.choices).get(connector.kind, connector.kind)),
             last_success=f"{last_success:%Y-%m-%d %H:%M} UTC" if last_success else "never",
             last_success_ago=_hours_ago(last_success, now),
             reason=(status.reason_text or status.reason) if status else "",
-            sort=(0 if alert.kind == Alert.Kind.BACKUP_FAILED else 1,
-                  last_success.timestamp() if last_success else 0),
-        )  # fmt: skip
+            sort=(
+                0 if alert.kind == Alert.Kind.BACKUP_FAILED else 1,
+                last_success.timestamp() if last_success else 0,
+            ),
+        )
     elif alert.connection is not None:
         connection = alert.connection
         last = connection.last_success_at
@@ -351,10 +390,12 @@ def notify(*, now: datetime) -> list[AlertNotification]:
             return []
         events = list(
             AlertEvent.objects.filter(pk__in=event_ids).select_related(
-                "alert__rule", "alert__connector__customer", "alert__connector__backup_status",
+                "alert__rule",
+                "alert__connector__customer",
+                "alert__connector__backup_status",
                 "alert__connection",
             )
-        )  # fmt: skip
+        )
         everyone = sorted(
             {r for rule in AlertRule.objects.filter(enabled=True) for r in rule.recipient_list}
         )
@@ -371,8 +412,9 @@ def notify(*, now: datetime) -> list[AlertNotification]:
                 per_recipient[recipient].append(event)
         notifications = []
         for recipient, recipient_events in sorted(per_recipient.items()):
-            items = sorted((_item(e, now) for e in recipient_events),
-                           key=lambda i: i.get("sort", (9, 0)))  # fmt: skip
+            items = sorted(
+                (_item(e, now) for e in recipient_events), key=lambda i: i.get("sort", (9, 0))
+            )
             context = {
                 "new": [i for i in items if i["event"] == AlertEvent.Kind.OPENED],
                 "reminders": [i for i in items if i["event"] == AlertEvent.Kind.REMINDER],
@@ -421,17 +463,24 @@ def send_due(*, now: datetime) -> tuple[int, int]:
         except Exception as exc:  # SMTP and socket errors alike: wait and retry
             attempts = notification.attempts + 1
             AlertNotification.objects.filter(pk=notification.pk).update(
-                status=AlertNotification.Status.PENDING, attempts=attempts,
+                status=AlertNotification.Status.PENDING,
+                attempts=attempts,
                 error=f"{type(exc).__name__}: {exc}"[:1000],
                 next_attempt_at=now + AlertNotification.backoff(attempts),
-            )  # fmt: skip
-            logger.warning("Alert e-mail %s to %s not sent yet: %s", notification.pk,
-                           notification.recipient, exc)  # fmt: skip
+            )
+            logger.warning(
+                "Alert e-mail %s to %s not sent yet: %s",
+                notification.pk,
+                notification.recipient,
+                exc,
+            )
             failed += 1
             continue
         AlertNotification.objects.filter(pk=notification.pk).update(
-            status=AlertNotification.Status.SENT, attempts=notification.attempts + 1,
-            sent_at=now, error="",
-        )  # fmt: skip
+            status=AlertNotification.Status.SENT,
+            attempts=notification.attempts + 1,
+            sent_at=now,
+            error="",
+        )
         sent += 1
     return sent, failed

@@ -35,9 +35,12 @@ sys.path.insert(0, str(ROOT))
 
 START = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 DATA_TABLES = (
-    "customers", "integration_account_links", "backup_connectors", "backup_connector_status",
+    "customers",
+    "integration_account_links",
+    "backup_connectors",
+    "backup_connector_status",
     "backup_audit_events",
-)  # fmt: skip
+)
 WRITE_RE = re.compile(r"^\s*(INSERT INTO|UPDATE|DELETE FROM)\s+\"?(\w+)\"?", re.IGNORECASE)
 
 
@@ -209,36 +212,58 @@ def child_naive(args: argparse.Namespace) -> dict[str, Any]:
                 defaults={"name": child.display_name},
             )
             link, _ = AccountLink.objects.update_or_create(
-                connection=connection, external_id=child.id,
-                defaults={"company_name": child.company_name, "customer": customer,
-                          "state": "linked", "first_seen_at": now, "last_seen_at": now},
-            )  # fmt: skip
+                connection=connection,
+                external_id=child.id,
+                defaults={
+                    "company_name": child.company_name,
+                    "customer": customer,
+                    "state": "linked",
+                    "first_seen_at": now,
+                    "last_seen_at": now,
+                },
+            )
             summary = {s.guid: s for s in client.backup_summary(child.id)}
             for item in client.connectors(child.id):
                 health = client.connector_health(child.id, item.guid)
                 connector, _ = BackupConnector.objects.update_or_create(
-                    connection=connection, external_id=item.guid,
-                    defaults={"customer": customer, "account_link": link, "name": item.name,
-                              "kind": connector_kind(item), "vendor_type": item.vendor_type,
-                              "first_seen_at": now, "last_seen_at": now},
-                )  # fmt: skip
+                    connection=connection,
+                    external_id=item.guid,
+                    defaults={
+                        "customer": customer,
+                        "account_link": link,
+                        "name": item.name,
+                        "kind": connector_kind(item),
+                        "vendor_type": item.vendor_type,
+                        "first_seen_at": now,
+                        "last_seen_at": now,
+                    },
+                )
                 entry = summary.get(item.guid)
                 BackupConnectorStatus.objects.update_or_create(
                     connector=connector,
-                    defaults={"status": backup_status(entry, health), "health": health.health,
-                              "reason": health.reason, "checked_at": now,
-                              "last_backup_at": entry.last_snapshot_time if entry else None,
-                              "last_success_at": entry.last_complete_snapshot_time
-                              if entry else None},
-                )  # fmt: skip
+                    defaults={
+                        "status": backup_status(entry, health),
+                        "health": health.health,
+                        "reason": health.reason,
+                        "checked_at": now,
+                        "last_backup_at": entry.last_snapshot_time if entry else None,
+                        "last_success_at": entry.last_complete_snapshot_time if entry else None,
+                    },
+                )
         for record in client.audit_records(args.parent, start=now - timedelta(days=14), end=now):
             BackupAuditEvent.objects.update_or_create(
-                connection=connection, dedup_key=record.dedup_key,
-                defaults={"occurred_at": record.time, "area": record.area,
-                          "category": audit_category(record.area), "message": record.message,
-                          "actor": record.token, "succeeded": record.succeeded,
-                          "account_external_id": record.account},
-            )  # fmt: skip
+                connection=connection,
+                dedup_key=record.dedup_key,
+                defaults={
+                    "occurred_at": record.time,
+                    "area": record.area,
+                    "category": audit_category(record.area),
+                    "message": record.message,
+                    "actor": record.token,
+                    "succeeded": record.succeeded,
+                    "account_external_id": record.account,
+                },
+            )
     seconds = round(time.perf_counter() - started, 2)
     return {
         "seconds": seconds,
@@ -262,20 +287,38 @@ def recreate_database(name: str) -> None:
         cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         cursor.execute(f'CREATE DATABASE "{name}"')
     admin.close()
-    env = {**os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{name}",
-           "DJANGO_SETTINGS_MODULE": "vectis.settings_test"}  # fmt: skip
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env,
-                   check=True)  # fmt: skip
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{name}",
+        "DJANGO_SETTINGS_MODULE": "vectis.settings_test",
+    }
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True
+    )
 
 
 class Sandbox:
     def __init__(self, args: argparse.Namespace, *, accounts: int, start: datetime) -> None:
         command = [
-            sys.executable, "manage.py", "keepit_sandbox", "--port", str(args.port),
-            "--accounts", str(accounts), "--connectors-per-account", str(args.connectors),
-            "--events-per-account-per-day", str(args.events), "--latency-ms", str(args.latency_ms),
-            "--speed", "0", "--start", start.isoformat(), "--no-own-read-audit",
-        ]  # fmt: skip
+            sys.executable,
+            "manage.py",
+            "keepit_sandbox",
+            "--port",
+            str(args.port),
+            "--accounts",
+            str(accounts),
+            "--connectors-per-account",
+            str(args.connectors),
+            "--events-per-account-per-day",
+            str(args.events),
+            "--latency-ms",
+            str(args.latency_ms),
+            "--speed",
+            "0",
+            "--start",
+            start.isoformat(),
+            "--no-own-read-audit",
+        ]
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": "vectis.settings_test"}
         self.process = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
@@ -294,20 +337,35 @@ class Sandbox:
         self.process.wait(timeout=30)
 
 
-def run_child(args: argparse.Namespace, phase: str, *, database: str, sandbox: Sandbox,
-              now: datetime) -> dict[str, Any]:  # fmt: skip
+def run_child(
+    args: argparse.Namespace, phase: str, *, database: str, sandbox: Sandbox, now: datetime
+) -> dict[str, Any]:
     command = [
-        sys.executable, __file__, "--child", phase, "--database", database,
-        "--template", sandbox.template, "--parent", sandbox.parent, "--now", now.isoformat(),
-    ]  # fmt: skip
+        sys.executable,
+        __file__,
+        "--child",
+        phase,
+        "--database",
+        database,
+        "--template",
+        sandbox.template,
+        "--parent",
+        sandbox.parent,
+        "--now",
+        now.isoformat(),
+    ]
     print(f"  {phase} …", file=sys.stderr, flush=True)
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"{phase} failed:\n{result.stderr[-4000:]}")
     figures: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    print(f"  {phase}: {figures['seconds']} s, {figures['http_requests']} requests, "
-          f"{figures['sql_queries']} queries, {figures['row_writes']} rows written, "
-          f"peak RSS {figures['peak_rss_mb']} MB", file=sys.stderr, flush=True)  # fmt: skip
+    print(
+        f"  {phase}: {figures['seconds']} s, {figures['http_requests']} requests, "
+        f"{figures['sql_queries']} queries, {figures['row_writes']} rows written, "
+        f"peak RSS {figures['peak_rss_mb']} MB",
+        file=sys.stderr,
+        flush=True,
+    )
     return figures
 
 
@@ -317,9 +375,13 @@ def main() -> int:
     parser.add_argument("--connectors", type=int, default=4)
     parser.add_argument("--events", type=int, default=25, help="audit records per account per day")
     parser.add_argument("--latency-ms", type=int, default=20)
-    parser.add_argument("--naive-accounts", type=int, default=200,
-                        help="accounts for the naive baseline; its figures are scaled to "
-                             "--accounts (0: run it at full size)")  # fmt: skip
+    parser.add_argument(
+        "--naive-accounts",
+        type=int,
+        default=200,
+        help="accounts for the naive baseline; its figures are scaled to "
+        "--accounts (0: run it at full size)",
+    )
     parser.add_argument("--port", type=int, default=9310)
     parser.add_argument("--child", choices=["floor", "sync", "naive"], help=argparse.SUPPRESS)
     parser.add_argument("--database", default="vectis_bench", help=argparse.SUPPRESS)
@@ -333,25 +395,32 @@ def main() -> int:
         print(json.dumps(handler(args)))
         return 0
 
-    print(f"Sandbox: {args.accounts} accounts x {args.connectors} connectors, {args.events} "
-          f"audit records/account/day, {args.latency_ms} ms latency", file=sys.stderr)  # fmt: skip
+    print(
+        f"Sandbox: {args.accounts} accounts x {args.connectors} connectors, {args.events} "
+        f"audit records/account/day, {args.latency_ms} ms latency",
+        file=sys.stderr,
+    )
     recreate_database("vectis_bench")
     results: dict[str, Any] = {}
     sandbox = Sandbox(args, accounts=args.accounts, start=START)
     try:
-        results["floor"] = run_child(args, "floor", database="vectis_bench", sandbox=sandbox,
-                                     now=START)  # fmt: skip
-        results["initial"] = run_child(args, "sync", database="vectis_bench", sandbox=sandbox,
-                                       now=START)  # fmt: skip
+        results["floor"] = run_child(
+            args, "floor", database="vectis_bench", sandbox=sandbox, now=START
+        )
+        results["initial"] = run_child(
+            args, "sync", database="vectis_bench", sandbox=sandbox, now=START
+        )
     finally:
         sandbox.stop()
     later = START + timedelta(minutes=15)
     sandbox = Sandbox(args, accounts=args.accounts, start=later)
     try:
-        results["incremental"] = run_child(args, "sync", database="vectis_bench",
-                                           sandbox=sandbox, now=later)  # fmt: skip
-        results["no_change"] = run_child(args, "sync", database="vectis_bench", sandbox=sandbox,
-                                         now=later)  # fmt: skip
+        results["incremental"] = run_child(
+            args, "sync", database="vectis_bench", sandbox=sandbox, now=later
+        )
+        results["no_change"] = run_child(
+            args, "sync", database="vectis_bench", sandbox=sandbox, now=later
+        )
     finally:
         sandbox.stop()
 
@@ -359,8 +428,7 @@ def main() -> int:
     recreate_database("vectis_bench_naive")
     sandbox = Sandbox(args, accounts=naive_accounts, start=START)
     try:
-        naive = run_child(args, "naive", database="vectis_bench_naive", sandbox=sandbox,
-                          now=START)  # fmt: skip
+        naive = run_child(args, "naive", database="vectis_bench_naive", sandbox=sandbox, now=START)
     finally:
         sandbox.stop()
     scale = args.accounts / naive_accounts

@@ -76,10 +76,15 @@ def finish_sync_run(
     run.failed_accounts = failed_accounts or []
     run.save(
         update_fields=[
-            "outcome", "finished_at", "heartbeat_at", "counts", "http_requests", "error",
+            "outcome",
+            "finished_at",
+            "heartbeat_at",
+            "counts",
+            "http_requests",
+            "error",
             "failed_accounts",
         ]
-    )  # fmt: skip
+    )
     updates: dict[str, Any] = {
         "next_sync_at": now + timedelta(minutes=settings.KEEPIT_SYNC_INTERVAL_MINUTES),
         "last_sync_started_at": run.started_at,

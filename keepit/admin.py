@@ -37,8 +37,14 @@ RECENT_RUNS = 10
 class KeepitConnectionAdmin(admin.ModelAdmin[KeepitConnection]):
     form = KeepitConnectionForm
     change_form_template = "admin/keepit/keepitconnection/change_form.html"
-    list_display = ["name", "region_display", "account_display", "enabled", "state_display",
-                    "last_success_display"]  # fmt: skip
+    list_display = [
+        "name",
+        "region_display",
+        "account_display",
+        "enabled",
+        "state_display",
+        "last_success_display",
+    ]
     list_filter = ["enabled"]
     search_fields = ["name"]
     actions = None
@@ -188,8 +194,9 @@ class KeepitConnectionAdmin(admin.ModelAdmin[KeepitConnection]):
             if name != "name"  # a missing name does not stop a test
         ]
         if problems:
-            return JsonResponse({"ok": False, "message": problems[0], "details": problems[1:],
-                                 "warnings": []})  # fmt: skip
+            return JsonResponse(
+                {"ok": False, "message": problems[0], "details": problems[1:], "warnings": []}
+            )
         result = get_provider("keepit").test_connection(
             config=form.config_values(), secrets=form.effective_secrets()
         )

@@ -129,9 +129,10 @@ class KeepitProvider(Provider):
             )
         except KeepitError as exc:
             return ConnectionTestResult(
-                ok=False, message=self.describe_error(exc, region=settings.region),
+                ok=False,
+                message=self.describe_error(exc, region=settings.region),
                 credential_kind=credentials.kind,
-            )  # fmt: skip
+            )
         finally:
             client.close()
         details = [_credential_sentence(credentials)]

@@ -220,9 +220,15 @@ class AuditRecord:
     def dedup_key(self) -> str:
         """A deterministic hash over the identifying fields, trimmed (keepit-api.md)."""
         parts = (
-            self.raw_time, self.account, self.token, self.acl, self.method, self.message,
-            self.client_ip, self.device,
-        )  # fmt: skip
+            self.raw_time,
+            self.account,
+            self.token,
+            self.acl,
+            self.method,
+            self.message,
+            self.client_ip,
+            self.device,
+        )
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
     @classmethod

@@ -66,11 +66,26 @@ SEEN_RESOLUTION = timedelta(hours=24)
 
 # Columns written by the audit insert, in order (see KeepitSync._insert_events).
 EVENT_COLUMNS = (
-    "connection_id", "customer_id", "connector_id", "account_external_id",
-    "connector_external_id", "occurred_at", "category", "area", "message", "actor",
-    "succeeded", "allowed", "client_ip", "operation", "method", "metadata", "is_own_read",
-    "dedup_key", "created_at",
-)  # fmt: skip
+    "connection_id",
+    "customer_id",
+    "connector_id",
+    "account_external_id",
+    "connector_external_id",
+    "occurred_at",
+    "category",
+    "area",
+    "message",
+    "actor",
+    "succeeded",
+    "allowed",
+    "client_ip",
+    "operation",
+    "method",
+    "metadata",
+    "is_own_read",
+    "dedup_key",
+    "created_at",
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -238,9 +253,11 @@ class KeepitSync:
             fresh = link is None
             if link is None:
                 link = AccountLink(
-                    connection=self.connection, external_id=account.id,
-                    first_seen_at=now, last_seen_at=now,
-                )  # fmt: skip
+                    connection=self.connection,
+                    external_id=account.id,
+                    first_seen_at=now,
+                    last_seen_at=now,
+                )
             before = _link_state(link)
             link.company_name = account.company_name[:255]
             link.contact_name = account.full_name[:255]
@@ -282,10 +299,19 @@ class KeepitSync:
         AccountLink.objects.bulk_create(created, batch_size=BATCH_SIZE)
         AccountLink.objects.bulk_update(
             changed,
-            ["company_name", "contact_name", "email", "customer", "method", "state",
-             "last_seen_at", "removed_at", "updated_at"],
+            [
+                "company_name",
+                "contact_name",
+                "email",
+                "customer",
+                "method",
+                "state",
+                "last_seen_at",
+                "removed_at",
+                "updated_at",
+            ],
             batch_size=BATCH_SIZE,
-        )  # fmt: skip
+        )
         return {
             link.external_id: link
             for link in AccountLink.objects.filter(connection=self.connection)
@@ -331,10 +357,13 @@ class KeepitSync:
                 if connector is None:
                     created.append(
                         BackupConnector(
-                            connection=self.connection, external_id=item.guid,
-                            first_seen_at=now, last_seen_at=now, **desired,
+                            connection=self.connection,
+                            external_id=item.guid,
+                            first_seen_at=now,
+                            last_seen_at=now,
+                            **desired,
                         )
-                    )  # fmt: skip
+                    )
                     continue
                 differs = any(getattr(connector, k) != v for k, v in desired.items())
                 if differs or now - connector.last_seen_at >= SEEN_RESOLUTION:
@@ -358,11 +387,21 @@ class KeepitSync:
         self.counts.connectors_added = len(created)
         BackupConnector.objects.bulk_update(
             changed,
-            ["account_link", "customer", "name", "kind", "vendor_type", "accessible",
-             "deletion_scheduled_at", "vendor_created_at", "removed_at", "last_seen_at",
-             "updated_at"],
+            [
+                "account_link",
+                "customer",
+                "name",
+                "kind",
+                "vendor_type",
+                "accessible",
+                "deletion_scheduled_at",
+                "vendor_created_at",
+                "removed_at",
+                "last_seen_at",
+                "updated_at",
+            ],
             batch_size=BATCH_SIZE,
-        )  # fmt: skip
+        )
         connectors = {
             c.external_id: c for c in BackupConnector.objects.filter(connection=self.connection)
         }
@@ -419,11 +458,20 @@ class KeepitSync:
         BackupConnectorStatus.objects.bulk_create(created, batch_size=BATCH_SIZE)
         BackupConnectorStatus.objects.bulk_update(
             changed,
-            ["status", "health", "reason", "reason_text", "reason_is_failure",
-             "last_backup_at", "last_success_at",
-             "last_snapshot_size", "checked_at", "status_changed_at"],
+            [
+                "status",
+                "health",
+                "reason",
+                "reason_text",
+                "reason_is_failure",
+                "last_backup_at",
+                "last_success_at",
+                "last_snapshot_size",
+                "checked_at",
+                "status_changed_at",
+            ],
             batch_size=BATCH_SIZE,
-        )  # fmt: skip
+        )
 
     # --- phase 5: audit log -------------------------------------------------------------------
 
@@ -584,8 +632,15 @@ class KeepitSync:
 
 
 def _link_state(link: AccountLink) -> tuple[Any, ...]:
-    return (link.company_name, link.contact_name, link.email, link.customer_id, link.method,
-            link.state, link.removed_at)  # fmt: skip
+    return (
+        link.company_name,
+        link.contact_name,
+        link.email,
+        link.customer_id,
+        link.method,
+        link.state,
+        link.removed_at,
+    )
 
 
 def sync_connection(
@@ -612,20 +667,27 @@ def sync_connection(
             client = KeepitConnectionSettings.from_connection(connection).client()
         except (SecretDecryptionError, ValueError) as exc:
             return finish_sync_run(
-                run, outcome=SyncRun.Outcome.FAILED, now=timezone.now(), counts={},
-                http_requests=0, error=f"The stored Keepit settings cannot be used: {exc}",
-            )  # fmt: skip
+                run,
+                outcome=SyncRun.Outcome.FAILED,
+                now=timezone.now(),
+                counts={},
+                http_requests=0,
+                error=f"The stored Keepit settings cannot be used: {exc}",
+            )
     sync = KeepitSync(connection, run, client, now=started, progress=progress)
     try:
         outcome, error = sync.execute()
     except Exception as exc:
         logger.exception("Keepit sync of connection %s failed unexpectedly", connection.pk)
         finish_sync_run(
-            run, outcome=SyncRun.Outcome.FAILED, now=timezone.now(),
-            counts=sync.counts.as_dict(), http_requests=client.request_count,
+            run,
+            outcome=SyncRun.Outcome.FAILED,
+            now=timezone.now(),
+            counts=sync.counts.as_dict(),
+            http_requests=client.request_count,
             error=f"The sync stopped on an unexpected error ({type(exc).__name__}); "
             "see the worker log.",
-        )  # fmt: skip
+        )
         raise
     finally:
         if own_client:

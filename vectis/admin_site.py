@@ -33,9 +33,31 @@ class VectisAdminSite(admin.AdminSite):
     def get_urls(self) -> list[URLResolver | URLPattern]:
         from integrations.views import integrations_overview
 
-        # Admin → Integrations is the provider cards page, not a plain model list.
+        from .pages import account_review, dashboard
+
+        # Admin → Integrations is the provider cards page and Admin → Backups the backup
+        # health dashboard, not plain model lists.
         overview = self.admin_view(partial(integrations_overview, site=self))
-        return [path("integrations/", overview, name="integrations_overview"), *super().get_urls()]
+        return [
+            path("integrations/", overview, name="integrations_overview"),
+            path("backups/", self.admin_view(partial(dashboard, site=self)), name="dashboard"),
+            path(
+                "account-links/review/",
+                self.admin_view(partial(account_review, site=self)),
+                name="account_review",
+            ),
+            *super().get_urls(),
+        ]
+
+    def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        from django.utils import timezone
+
+        from .pages import dashboard_summary
+
+        context = dict(extra_context or {})
+        if request.user.has_perm("backups.view_backupconnector"):
+            context["health"] = dashboard_summary(now=timezone.now())
+        return super().index(request, context)
 
     def get_app_list(self, request: HttpRequest, app_label: str | None = None) -> list[Any]:
         apps = super().get_app_list(request, app_label)

@@ -152,8 +152,9 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
 
     def _inject(self, fault: str) -> bool:
         if fault == "429":
-            self._send(429, "Too many requests", content_type="text/plain",
-                       headers={"Retry-After": "1"})  # fmt: skip
+            self._send(
+                429, "Too many requests", content_type="text/plain", headers={"Retry-After": "1"}
+            )
         elif fault == "503":
             self._text(503, "Service temporarily unavailable")
         elif fault == "drop":
@@ -287,9 +288,10 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
                 + "</user>"
             )
         self._send(
-            200, "<users>" + "".join(items) + "</users>",
+            200,
+            "<users>" + "".join(items) + "</users>",
             headers={"X-Total-Count": str(len(msp.accounts))},
-        )  # fmt: skip
+        )
 
     def _devices(self, guid: str, version: int, *, include_deleted: bool) -> None:
         msp = self.server.msp
@@ -375,9 +377,10 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
         if offset + len(records) < total:
             headers["next-offset"] = str(offset + len(records))
         self._send(
-            200, "<audit>" + "".join(_record_xml(r) for r in records) + "</audit>",
+            200,
+            "<audit>" + "".join(_record_xml(r) for r in records) + "</audit>",
             headers=headers,
-        )  # fmt: skip
+        )
 
 
 def _parse(value: str | None, *, default: float) -> float:
@@ -390,10 +393,19 @@ def _record_xml(record: dict[str, str]) -> str:
     parts = [
         _element(name, record[name])
         for name in (
-            "time", "account", "company", "area", "message", "acl", "method", "allowed",
-            "succeeded", "client-ip", "token",
+            "time",
+            "account",
+            "company",
+            "area",
+            "message",
+            "acl",
+            "method",
+            "allowed",
+            "succeeded",
+            "client-ip",
+            "token",
         )
-    ]  # fmt: skip
+    ]
     if record.get("device"):
         parts.append(_element("device", record["device"]))
     if record.get("_meta"):

@@ -37,8 +37,12 @@ pytestmark = pytest.mark.django_db
 
 def keepit_connection(**fields: Any) -> Connection:
     """Disabled unless a test says otherwise, so only the sync-stale tests see that check."""
-    values: dict[str, Any] = {"provider": "keepit", "name": "Keepit US", "enabled": False,
-                              "last_success_at": NOW - timedelta(minutes=5)}  # fmt: skip
+    values: dict[str, Any] = {
+        "provider": "keepit",
+        "name": "Keepit US",
+        "enabled": False,
+        "last_success_at": NOW - timedelta(minutes=5),
+    }
     values.update(fields)
     return Connection.objects.create(**values)
 
@@ -59,39 +63,68 @@ def connector(
 ) -> BackupConnector:
     conn = connection or Connection.objects.filter(provider="keepit").first() or keepit_connection()
     item = BackupConnector.objects.create(
-        connection=conn, customer=customer, external_id=f"{name}-{BackupConnector.objects.count()}",
-        name=name, kind=kind, vendor_type="o365-admin", first_seen_at=first_seen,
-        last_seen_at=NOW, removed_at=NOW if removed else None,
-    )  # fmt: skip
+        connection=conn,
+        customer=customer,
+        external_id=f"{name}-{BackupConnector.objects.count()}",
+        name=name,
+        kind=kind,
+        vendor_type="o365-admin",
+        first_seen_at=first_seen,
+        last_seen_at=NOW,
+        removed_at=NOW if removed else None,
+    )
     BackupConnectorStatus.objects.create(
-        connector=item, status=status, health="healthy", reason=reason, reason_text=reason_text,
-        reason_is_failure=failure, last_success_at=last_success, last_backup_at=last_success,
+        connector=item,
+        status=status,
+        health="healthy",
+        reason=reason,
+        reason_text=reason_text,
+        reason_is_failure=failure,
+        last_success_at=last_success,
+        last_backup_at=last_success,
         checked_at=NOW,
-    )  # fmt: skip
+    )
     return item
 
 
 def stale_rule(**fields: Any) -> AlertRule:
-    values: dict[str, Any] = {"name": "Stale backups", "kind": AlertRule.Kind.BACKUP_STALE,
-                              "recipients": "tech@msp.example"}  # fmt: skip
+    values: dict[str, Any] = {
+        "name": "Stale backups",
+        "kind": AlertRule.Kind.BACKUP_STALE,
+        "recipients": "tech@msp.example",
+    }
     values.update(fields)
     return AlertRule.objects.create(**values)
 
 
 def failed_rule(**fields: Any) -> AlertRule:
-    values: dict[str, Any] = {"name": "Failed backups", "kind": AlertRule.Kind.BACKUP_FAILED,
-                              "recipients": "tech@msp.example"}  # fmt: skip
+    values: dict[str, Any] = {
+        "name": "Failed backups",
+        "kind": AlertRule.Kind.BACKUP_FAILED,
+        "recipients": "tech@msp.example",
+    }
     values.update(fields)
     return AlertRule.objects.create(**values)
 
 
-def failure_event(item: BackupConnector, *, at: datetime, category: str = AuditCategory.RECOVERY,
-                  succeeded: bool = False) -> None:  # fmt: skip
+def failure_event(
+    item: BackupConnector,
+    *,
+    at: datetime,
+    category: str = AuditCategory.RECOVERY,
+    succeeded: bool = False,
+) -> None:
     BackupAuditEvent.objects.create(
-        connection=item.connection, customer=item.customer, connector=item, occurred_at=at,
-        category=category, area="Backup/Restore", message="Restore job failed",
-        succeeded=succeeded, dedup_key=f"k{BackupAuditEvent.objects.count()}",
-    )  # fmt: skip
+        connection=item.connection,
+        customer=item.customer,
+        connector=item,
+        occurred_at=at,
+        category=category,
+        area="Backup/Restore",
+        message="Restore job failed",
+        succeeded=succeeded,
+        dedup_key=f"k{BackupAuditEvent.objects.count()}",
+    )
 
 
 def html_of(message: Any) -> str:
@@ -137,8 +170,12 @@ def test_the_threshold_is_configurable_per_rule(contoso: Customer) -> None:
 
 def test_onboarding_connectors_get_a_grace_period(contoso: Customer) -> None:
     stale_rule()
-    connector(contoso, last_success=None, status=BackupStatus.ONBOARDING,
-              first_seen=NOW - timedelta(hours=71))  # fmt: skip
+    connector(
+        contoso,
+        last_success=None,
+        status=BackupStatus.ONBOARDING,
+        first_seen=NOW - timedelta(hours=71),
+    )
     assert evaluate().opened == []
     result = evaluate(NOW + timedelta(hours=2))
     assert len(result.opened) == 1
@@ -148,8 +185,14 @@ def test_onboarding_connectors_get_a_grace_period(contoso: Customer) -> None:
 def test_removed_connectors_never_alert(contoso: Customer) -> None:
     stale_rule()
     failed_rule()
-    gone = connector(contoso, last_success=NOW - timedelta(days=9), removed=True,
-                     status=BackupStatus.FAILED, reason="BADTOKEN", failure=True)  # fmt: skip
+    gone = connector(
+        contoso,
+        last_success=NOW - timedelta(days=9),
+        removed=True,
+        status=BackupStatus.FAILED,
+        reason="BADTOKEN",
+        failure=True,
+    )
     failure_event(gone, at=NOW - timedelta(hours=1))
     assert evaluate().opened == []
     assert mail.outbox == []
@@ -180,8 +223,13 @@ def test_a_failed_status_with_a_failure_reason_fires_and_says_which(contoso: Cus
     item = connector(
         contoso, status=BackupStatus.FAILED, reason="BADTOKEN", failure=True, reason_text=lost
     )
-    connector(contoso, name="Late only", status=BackupStatus.FAILED, reason="CLOUDNOCHECKIN",
-              failure=False)  # fmt: skip
+    connector(
+        contoso,
+        name="Late only",
+        status=BackupStatus.FAILED,
+        reason="CLOUDNOCHECKIN",
+        failure=False,
+    )
     result = evaluate()
     assert [a.connector_id for a in result.opened] == [item.pk]
     message = mail.outbox[0]
@@ -221,8 +269,9 @@ def test_acknowledge_snooze_and_the_resolved_notice_while_snoozed(contoso: Custo
     stale_rule(reminder_hours=4)
     item = connector(contoso, last_success=NOW - timedelta(days=3))
     alert = evaluate().opened[0]
-    services.snooze([alert.pk], until=NOW + timedelta(days=2), reason="Customer migrating",
-                    by="tech", now=NOW)  # fmt: skip
+    services.snooze(
+        [alert.pk], until=NOW + timedelta(days=2), reason="Customer migrating", by="tech", now=NOW
+    )
     assert evaluate(NOW + timedelta(hours=5)).reminded == []  # snoozed: no reminder
     BackupConnectorStatus.objects.filter(connector=item).update(
         last_success_at=NOW + timedelta(hours=6)
@@ -272,11 +321,15 @@ def test_a_condition_that_returns_opens_a_new_alert_linked_to_the_previous(
 
 def test_sync_stale_is_the_monitor_watching_itself(contoso: Customer) -> None:
     stale_rule(recipients="tech@msp.example, boss@msp.example")
-    connection = keepit_connection(enabled=True, last_success_at=NOW - timedelta(minutes=61),
-                                   last_error="Keepit refused the credentials")  # fmt: skip
+    connection = keepit_connection(
+        enabled=True,
+        last_success_at=NOW - timedelta(minutes=61),
+        last_error="Keepit refused the credentials",
+    )
     result = evaluate()
-    assert [(a.kind, a.connection_id) for a in result.opened] == [(Alert.Kind.SYNC_STALE,
-                                                                  connection.pk)]  # fmt: skip
+    assert [(a.kind, a.connection_id) for a in result.opened] == [
+        (Alert.Kind.SYNC_STALE, connection.pk)
+    ]
     assert sorted(m.to[0] for m in mail.outbox) == ["boss@msp.example", "tech@msp.example"]
     assert "1 sync stale" in mail.outbox[0].subject
     assert "Keepit refused the credentials" in mail.outbox[0].body
@@ -308,8 +361,15 @@ def test_one_message_per_recipient_groups_what_changed(contoso: Customer) -> Non
     failed_rule(recipients="tech@msp.example, noc@msp.example")
     connector(contoso, name="Microsoft 365", last_success=NOW - timedelta(days=3))
     connector(contoso, name="Entra ID", kind="entra_id", last_success=NOW - timedelta(days=4))
-    connector(contoso, name="Okta", kind="okta", status=BackupStatus.FAILED, reason="BADLOGIN",
-              failure=True, reason_text="Keepit lost access: the login was rejected")  # fmt: skip
+    connector(
+        contoso,
+        name="Okta",
+        kind="okta",
+        status=BackupStatus.FAILED,
+        reason="BADLOGIN",
+        failure=True,
+        reason_text="Keepit lost access: the login was rejected",
+    )
     evaluate()
     by_recipient = {m.to[0]: m for m in mail.outbox}
     assert sorted(by_recipient) == ["noc@msp.example", "tech@msp.example"]
@@ -318,8 +378,15 @@ def test_one_message_per_recipient_groups_what_changed(contoso: Customer) -> Non
     assert by_recipient["noc@msp.example"].subject == "[Vectis] 1 backup failed — Contoso Ltd: Okta"
     html = html_of(tech)
     assert cast(EmailMultiAlternatives, tech).alternatives[0][1] == "text/html"
-    for text in ("Contoso Ltd", "Microsoft 365", "Entra ID", "Microsoft Entra ID", "72 hours ago",
-                 "/admin/customers/customer/", "/admin/alerts/alert/"):  # fmt: skip
+    for text in (
+        "Contoso Ltd",
+        "Microsoft 365",
+        "Entra ID",
+        "Microsoft Entra ID",
+        "72 hours ago",
+        "/admin/customers/customer/",
+        "/admin/alerts/alert/",
+    ):
         assert text in tech.body
         assert text in html
     assert "2026-11-23 12:00 UTC" in tech.body  # the absolute time of the last success
@@ -440,11 +507,19 @@ def test_the_new_rule_page_offers_the_two_types(client: Client, admin_user: User
     html = client.get("/admin/alerts/alertrule/add/").content.decode()
     assert "Backup Stale" in html
     assert "Backup Failed" in html
-    response = client.post("/admin/alerts/alertrule/add/", {
-        "name": "Stale", "kind": "backup_stale", "enabled": "on", "threshold_hours": "36",
-        "onboarding_grace_hours": "72", "lookback_hours": "24", "recipients": "a@b.example, c@d",
-        "send_resolved": "on",
-    })  # fmt: skip
+    response = client.post(
+        "/admin/alerts/alertrule/add/",
+        {
+            "name": "Stale",
+            "kind": "backup_stale",
+            "enabled": "on",
+            "threshold_hours": "36",
+            "onboarding_grace_hours": "72",
+            "lookback_hours": "24",
+            "recipients": "a@b.example, c@d",
+            "send_resolved": "on",
+        },
+    )
     assert response.status_code == 200
     assert "Not an e-mail address: c@d" in response.content.decode()
 
@@ -460,10 +535,25 @@ def test_alerts_can_be_acknowledged_and_snoozed_in_the_admin(
     page = client.post(url, {"action": "snooze_action", "_selected_action": [alert.pk]})
     assert "Snooze until" in page.content.decode()
     until = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d %H:%M")
-    client.post(url, {"action": "snooze_action", "_selected_action": [alert.pk], "apply": "1",
-                      "until": until, "reason": "Migration weekend"})  # fmt: skip
-    client.post(url, {"action": "acknowledge_action", "_selected_action": [alert.pk],
-                      "apply": "1", "note": "Called the customer"})  # fmt: skip
+    client.post(
+        url,
+        {
+            "action": "snooze_action",
+            "_selected_action": [alert.pk],
+            "apply": "1",
+            "until": until,
+            "reason": "Migration weekend",
+        },
+    )
+    client.post(
+        url,
+        {
+            "action": "acknowledge_action",
+            "_selected_action": [alert.pk],
+            "apply": "1",
+            "note": "Called the customer",
+        },
+    )
     alert.refresh_from_db()
     assert alert.state == Alert.State.ACKNOWLEDGED
     assert alert.snooze_reason == "Migration weekend"

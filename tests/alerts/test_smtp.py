@@ -74,10 +74,16 @@ def smtp(settings: Settings) -> Iterator[SmtpServer]:
 def synced_sandbox(sandbox: KeepitSandbox, settings: Settings) -> None:
     settings.KEEPIT_BASE_URL_TEMPLATE = sandbox.base_url_template
     connection = Connection(
-        provider="keepit", name="Sandbox", enabled=True,
-        config={"region": "us-dc", "account_guid": sandbox.msp.parent.guid,
-                "username": sandbox.config.username, "token_login": ""},
-    )  # fmt: skip
+        provider="keepit",
+        name="Sandbox",
+        enabled=True,
+        config={
+            "region": "us-dc",
+            "account_guid": sandbox.msp.parent.guid,
+            "username": sandbox.config.username,
+            "token_login": "",
+        },
+    )
     connection.set_secrets({"password": sandbox.config.password})
     connection.save()
     run = sync_connection(connection, now=sandbox.clock.now_datetime())
@@ -89,10 +95,12 @@ def test_alerts_after_a_sandbox_sync_arrive_over_real_smtp(
     sandbox: KeepitSandbox, settings: Settings, smtp: SmtpServer
 ) -> None:
     synced_sandbox(sandbox, settings)
-    AlertRule.objects.create(name="Stale", kind=AlertRule.Kind.BACKUP_STALE,
-                             recipients="tech@msp.example")  # fmt: skip
-    AlertRule.objects.create(name="Failed", kind=AlertRule.Kind.BACKUP_FAILED,
-                             recipients="tech@msp.example")  # fmt: skip
+    AlertRule.objects.create(
+        name="Stale", kind=AlertRule.Kind.BACKUP_STALE, recipients="tech@msp.example"
+    )
+    AlertRule.objects.create(
+        name="Failed", kind=AlertRule.Kind.BACKUP_FAILED, recipients="tech@msp.example"
+    )
     result = services.evaluate(now=sandbox.clock.now_datetime())
     assert result.opened
     assert result.sent == 1
@@ -115,8 +123,9 @@ def test_an_email_held_while_smtp_is_down_is_delivered_once_when_it_returns(
     sandbox: KeepitSandbox, settings: Settings, smtp: SmtpServer
 ) -> None:
     synced_sandbox(sandbox, settings)
-    AlertRule.objects.create(name="Stale", kind=AlertRule.Kind.BACKUP_STALE,
-                             recipients="tech@msp.example")  # fmt: skip
+    AlertRule.objects.create(
+        name="Stale", kind=AlertRule.Kind.BACKUP_STALE, recipients="tech@msp.example"
+    )
     now = sandbox.clock.now_datetime()
     smtp.stop()
     result = services.evaluate(now=now)

@@ -310,10 +310,12 @@ def test_test_connection_uses_stored_secrets_for_blank_fields(
             {"region": "de-fr"},
             "Region de-fr does not host this account: these credentials work in region us-dc",
         ),
-        ({"account_guid": "zzzzzz-zzzzzz-zzzzzz"}, "The account GUID zzzzzz-zzzzzz-zzzzzz is not "
-                                                   "visible to these credentials."),
+        (
+            {"account_guid": "zzzzzz-zzzzzz-zzzzzz"},
+            "The account GUID zzzzzz-zzzzzz-zzzzzz is not visible to these credentials.",
+        ),
     ],
-)  # fmt: skip
+)
 def test_test_connection_failures_are_one_specific_sentence(
     admin_client_logged_in: Client,
     sandbox_settings: KeepitSandbox,

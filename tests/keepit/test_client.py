@@ -286,8 +286,9 @@ def test_audit_log_follows_next_offset_through_short_pages_and_streams() -> None
 
 @responses.activate
 def test_audit_stops_when_next_offset_does_not_advance() -> None:
-    responses.put(f"{BASE}/audit/filter/pretty", body=fixture("audit_page1.xml"),
-                  headers={"next-offset": "0"})  # fmt: skip
+    responses.put(
+        f"{BASE}/audit/filter/pretty", body=fixture("audit_page1.xml"), headers={"next-offset": "0"}
+    )
     records = list(
         make_client().audit_records(
             PARENT, start=datetime(2026, 11, 1, tzinfo=UTC), end=datetime(2026, 11, 2, tzinfo=UTC)
@@ -322,8 +323,9 @@ def test_dedup_key_ignores_fractional_seconds_and_whitespace_but_not_content() -
 
 @responses.activate
 def test_401_with_a_plain_text_body_is_an_authentication_error() -> None:
-    responses.get(f"{BASE}/users/", body=fixture("auth_error.txt"), status=401,
-                  content_type="text/plain")  # fmt: skip
+    responses.get(
+        f"{BASE}/users/", body=fixture("auth_error.txt"), status=401, content_type="text/plain"
+    )
     with pytest.raises(KeepitAuthError) as caught:
         make_client().who_am_i()
     assert caught.value.status == 401
@@ -417,8 +419,12 @@ def test_credentials_never_appear_in_reprs_or_errors() -> None:
 
 def test_the_client_refuses_any_write_request() -> None:
     client = make_client()
-    for method, path in [("POST", "/users/x/tokens/"), ("PUT", "/users/x/devices/y"),
-                         ("DELETE", "/users/x"), ("PATCH", "/users/x")]:  # fmt: skip
+    for method, path in [
+        ("POST", "/users/x/tokens/"),
+        ("PUT", "/users/x/devices/y"),
+        ("DELETE", "/users/x"),
+        ("PATCH", "/users/x"),
+    ]:
         with pytest.raises(Exception, match="read-only"):
             client._request(method, path, accept=None)
 

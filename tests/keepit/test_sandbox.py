@@ -52,8 +52,9 @@ def client_for(
 def test_username_and_password_and_the_api_token_both_work(sandbox: KeepitSandbox) -> None:
     parent = sandbox.msp.parent.guid
     assert client_for(sandbox).who_am_i() == parent
-    by_token = client_for(sandbox, username="", password="", token_login=TOKEN[0],
-                          token_password=TOKEN[1])  # fmt: skip
+    by_token = client_for(
+        sandbox, username="", password="", token_login=TOKEN[0], token_password=TOKEN[1]
+    )
     assert by_token.who_am_i() == parent
     assert by_token.credential_kind == "api_token"
 
@@ -281,17 +282,36 @@ def test_the_same_seed_gives_the_same_data() -> None:
 
 def test_the_sandbox_command_serves_the_api_and_documents_its_flags() -> None:
     help_text = subprocess.run(
-        [sys.executable, "manage.py", "keepit_sandbox", "--help"], cwd=ROOT, env=subprocess_env(),
-        capture_output=True, text=True, check=True, timeout=60,
-    ).stdout  # fmt: skip
-    for flag in ("--port", "--accounts", "--connectors-per-account", "--events-per-account-per-day",
-                 "--seed", "--speed", "--latency-ms", "--fault-rate", "--username",
-                 "--token-login", "--no-own-read-audit", "--region"):  # fmt: skip
+        [sys.executable, "manage.py", "keepit_sandbox", "--help"],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    for flag in (
+        "--port",
+        "--accounts",
+        "--connectors-per-account",
+        "--events-per-account-per-day",
+        "--seed",
+        "--speed",
+        "--latency-ms",
+        "--fault-rate",
+        "--username",
+        "--token-login",
+        "--no-own-read-audit",
+        "--region",
+    ):
         assert flag in help_text
     process = subprocess.Popen(
         [sys.executable, "manage.py", "keepit_sandbox", "--port", "0", "--accounts", "50"],
-        cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stdout is not None
         banner = process.stdout.readline()
@@ -302,9 +322,11 @@ def test_the_sandbox_command_serves_the_api_and_documents_its_flags() -> None:
         response = requests.get(f"{url.group(0)}/users/", auth=USER, timeout=5)
         assert response.text == f"<user><id>{guid.group(1)}</id></user>"
         children = requests.get(
-            f"{url.group(0)}/users/{guid.group(1)}/users", auth=USER, timeout=5,
+            f"{url.group(0)}/users/{guid.group(1)}/users",
+            auth=USER,
+            timeout=5,
             headers={"Accept": "application/vnd.keepit.v1+xml"},
-        )  # fmt: skip
+        )
         assert children.text.count("<user>") == 50
     finally:
         process.terminate()

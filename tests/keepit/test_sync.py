@@ -32,8 +32,11 @@ START = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
 def make_sandbox(**config: Any) -> KeepitSandbox:
-    defaults: dict[str, Any] = {"accounts": 8, "connectors_per_account": 4,
-                                "events_per_account_per_day": 6}  # fmt: skip
+    defaults: dict[str, Any] = {
+        "accounts": 8,
+        "connectors_per_account": 4,
+        "events_per_account_per_day": 6,
+    }
     defaults.update(config)
     return KeepitSandbox(SandboxConfig(**defaults), start=START, speed=0).start()
 
@@ -77,9 +80,12 @@ def sync(connection: Connection, sandbox: KeepitSandbox) -> SyncRun:
 def snapshot() -> dict[str, set[tuple[Any, ...]]]:
     """Every row's id and xmin (its version) in the synced tables."""
     tables = {
-        "customers": "id", "integration_account_links": "id", "backup_connectors": "id",
-        "backup_connector_status": "connector_id", "backup_audit_events": "id",
-    }  # fmt: skip
+        "customers": "id",
+        "integration_account_links": "id",
+        "backup_connectors": "id",
+        "backup_connector_status": "connector_id",
+        "backup_audit_events": "id",
+    }
     result = {}
     with db.cursor() as cursor:
         for table, key in tables.items():
@@ -218,8 +224,10 @@ def test_accounts_link_exactly_by_normalised_name_or_not_at_all_when_ambiguous(
     exact = Customer.objects.create(name=msp.accounts[0].company_name)
     base = msp.accounts[1].company_name  # e.g. "Fabrikam Inc."
     loose = Customer.objects.create(name=base.upper().replace("INC.", "").strip() + " LLC")
-    twins = [Customer.objects.create(name=msp.accounts[2].company_name + " Ltd"),
-             Customer.objects.create(name=msp.accounts[2].company_name.upper())]  # fmt: skip
+    twins = [
+        Customer.objects.create(name=msp.accounts[2].company_name + " Ltd"),
+        Customer.objects.create(name=msp.accounts[2].company_name.upper()),
+    ]
     connection = connect(sandbox, settings)
     run = sync(connection, sandbox)
     links = {link.external_id: link for link in AccountLink.objects.all()}
@@ -450,16 +458,20 @@ def test_two_syncs_started_together_run_once(settings: Settings) -> None:
 def test_a_crashed_run_does_not_block_the_next(sandbox: KeepitSandbox, settings: Settings) -> None:
     connection = connect(sandbox, settings)
     long_ago = sandbox.clock.now_datetime() - timedelta(minutes=30)
-    crashed = SyncRun.objects.create(connection=connection, started_at=long_ago,
-                                     heartbeat_at=long_ago)  # fmt: skip
+    crashed = SyncRun.objects.create(
+        connection=connection, started_at=long_ago, heartbeat_at=long_ago
+    )
     run = sync(connection, sandbox)
     assert run.outcome == SyncRun.Outcome.SUCCEEDED
     crashed.refresh_from_db()
     assert crashed.outcome == SyncRun.Outcome.ABANDONED
     assert "stopped" in crashed.error
     # A live run (recent heartbeat) still blocks.
-    SyncRun.objects.create(connection=connection, started_at=sandbox.clock.now_datetime(),
-                           heartbeat_at=sandbox.clock.now_datetime())  # fmt: skip
+    SyncRun.objects.create(
+        connection=connection,
+        started_at=sandbox.clock.now_datetime(),
+        heartbeat_at=sandbox.clock.now_datetime(),
+    )
     with pytest.raises(SyncAlreadyRunning):
         sync(connection, sandbox)
 
@@ -468,8 +480,9 @@ def test_a_crashed_run_does_not_block_the_next(sandbox: KeepitSandbox, settings:
 def test_the_query_count_does_not_grow_with_the_number_of_accounts(settings: Settings) -> None:
     counts = []
     for accounts in (5, 40):
-        sandbox = make_sandbox(accounts=accounts, events_per_account_per_day=0,
-                               own_read_audit=False)  # fmt: skip
+        sandbox = make_sandbox(
+            accounts=accounts, events_per_account_per_day=0, own_read_audit=False
+        )
         try:
             Connection.objects.all().delete()
             Customer.objects.all().delete()

@@ -22,8 +22,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         result = evaluate(now=timezone.now(), send=not options["no_send"])
-        for label, alerts in (("Opened", result.opened), ("Reminded", result.reminded),
-                              ("Resolved", result.resolved)):  # fmt: skip
+        for label, alerts in (
+            ("Opened", result.opened),
+            ("Reminded", result.reminded),
+            ("Resolved", result.resolved),
+        ):
             self.stdout.write(f"{label}: {len(alerts)}")
             for alert in alerts:
                 self.stdout.write(f"  - {alert.summary}")

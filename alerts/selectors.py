@@ -1,0 +1,36 @@
+"""Reads of alerts that the pages share."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db.models import OuterRef, QuerySet, Subquery
+
+from .models import Alert, AlertEvent
+
+
+def open_alerts() -> QuerySet[Alert]:
+    return Alert.objects.filter(resolved_at__isnull=True)
+
+
+def open_alert_for_connector() -> Subquery:
+    """Annotation: the id of a connector's newest unresolved alert (or NULL)."""
+    return Subquery(
+        open_alerts().filter(connector_id=OuterRef("pk")).order_by("-opened_at").values("pk")[:1]
+    )
+
+
+def customer_alert_events(
+    customer_id: int, *, newest: datetime | None, oldest: datetime | None
+) -> QuerySet[AlertEvent]:
+    """Openings and resolutions of a customer's alerts within a time range (for the
+    timeline)."""
+    events = AlertEvent.objects.filter(
+        alert__connector__customer_id=customer_id,
+        kind__in=[AlertEvent.Kind.OPENED, AlertEvent.Kind.RESOLVED],
+    ).select_related("alert__connector")
+    if newest is not None:
+        events = events.filter(at__lte=newest)
+    if oldest is not None:
+        events = events.filter(at__gte=oldest)
+    return events.order_by("-at", "-id")

@@ -1,0 +1,148 @@
+"""Reads of the backup inventory that the pages share: status counts, the attention list,
+backup freshness and customer timelines. Each is a fixed number of queries, whatever
+the number of rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db.models import Case, Count, F, IntegerField, Q, QuerySet, Value, When
+
+from .models import BackupAuditEvent, BackupConnector, BackupStatus
+
+# Worst first: the order of the attention list.
+STATUS_SEVERITY = {
+    BackupStatus.FAILED: 0,
+    BackupStatus.WARNING: 1,
+    BackupStatus.UNKNOWN: 2,
+    BackupStatus.ONBOARDING: 3,
+    BackupStatus.OK: 4,
+}
+STATUS_ORDER = [
+    BackupStatus.FAILED,
+    BackupStatus.WARNING,
+    BackupStatus.UNKNOWN,
+    BackupStatus.ONBOARDING,
+    BackupStatus.OK,
+]
+
+
+def live_connectors() -> QuerySet[BackupConnector]:
+    """Connectors Keepit still reports (removed ones are history)."""
+    return BackupConnector.objects.filter(removed_at__isnull=True)
+
+
+def effective_status() -> Case:
+    """A connector without a status row (never read) counts as unknown."""
+    return Case(
+        When(backup_status__isnull=True, then=Value(BackupStatus.UNKNOWN)),
+        default=F("backup_status__status"),
+    )
+
+
+def severity() -> Case:
+    return Case(
+        *[When(status_now=status, then=Value(rank)) for status, rank in STATUS_SEVERITY.items()],
+        default=Value(9),
+        output_field=IntegerField(),
+    )
+
+
+def status_counts(connectors: QuerySet[BackupConnector] | None = None) -> dict[str, int]:
+    """Live connectors per status, every status present (zeros included)."""
+    source = connectors if connectors is not None else live_connectors()
+    rows = (
+        source.annotate(status_now=effective_status()).values("status_now").annotate(n=Count("id"))
+    )
+    counts = {str(status): 0 for status in STATUS_ORDER}
+    for row in rows:
+        counts[row["status_now"]] = row["n"]
+    return counts
+
+
+def connector_health_list(
+    *,
+    statuses: list[str] | None = None,
+    kind: str = "",
+    customer_id: int | None = None,
+    search: str = "",
+) -> QuerySet[BackupConnector]:
+    """Live connectors with their status, worst and oldest (last success) first."""
+    connectors = (
+        live_connectors()
+        .select_related("customer", "backup_status", "account_link")
+        .annotate(status_now=effective_status())
+        .annotate(severity=severity())
+    )
+    if statuses:
+        connectors = connectors.filter(status_now__in=statuses)
+    if kind:
+        connectors = connectors.filter(kind=kind)
+    if customer_id:
+        connectors = connectors.filter(customer_id=customer_id)
+    if search:
+        connectors = connectors.filter(
+            Q(name__icontains=search)
+            | Q(customer__name__icontains=search)
+            | Q(external_id__iexact=search)
+            | Q(backup_status__reason_text__icontains=search)
+        )
+    return connectors.order_by(
+        "severity", F("backup_status__last_success_at").asc(nulls_first=True), "name", "id"
+    )
+
+
+@dataclass(frozen=True)
+class FreshnessBucket:
+    label: str
+    count: int
+    percent: float
+    tone: str
+
+
+FRESHNESS_EDGES: list[tuple[str, float | None, str]] = [
+    ("< 24 h", 24, "ok"),
+    ("24-48 h", 48, "warning"),
+    ("2-3 days", 72, "failed"),
+    ("3-7 days", 168, "failed"),
+    ("> 7 days", None, "failed"),
+]
+
+
+def backup_freshness(*, now: datetime) -> list[FreshnessBucket]:
+    """Live connectors by hours since their last complete backup, in one query."""
+    aggregates = {
+        "never": Count("id", filter=Q(backup_status__last_success_at__isnull=True)),
+    }
+    lower: float = 0
+    for index, (_label, upper, _tone) in enumerate(FRESHNESS_EDGES):
+        condition = Q(backup_status__last_success_at__lte=now - timedelta(hours=lower))
+        if upper is not None:
+            condition &= Q(backup_status__last_success_at__gt=now - timedelta(hours=upper))
+        aggregates[f"b{index}"] = Count("id", filter=condition)
+        lower = upper or 0
+    # Backups stamped in the future (clock skew) count as fresh.
+    aggregates["future"] = Count("id", filter=Q(backup_status__last_success_at__gt=now))
+    totals = live_connectors().aggregate(**aggregates)
+    counts = [totals[f"b{i}"] for i in range(len(FRESHNESS_EDGES))]
+    counts[0] += totals["future"]
+    labels = [(label, tone) for label, _upper, tone in FRESHNESS_EDGES] + [("never", "onboarding")]
+    values = [*counts, totals["never"]]
+    biggest = max(values) or 1
+    return [
+        FreshnessBucket(label, count, round(100 * count / biggest, 1), tone)
+        for (label, tone), count in zip(labels, values, strict=True)
+    ]
+
+
+def customer_timeline(
+    customer_id: int, *, categories: list[str] | None = None, include_own_reads: bool = False
+) -> QuerySet[BackupAuditEvent]:
+    """A customer's audit events, newest first (index audit_customer_time_idx)."""
+    events = BackupAuditEvent.objects.filter(customer_id=customer_id).select_related("connector")
+    if categories:
+        events = events.filter(category__in=categories)
+    if not include_own_reads:
+        events = events.filter(is_own_read=False)
+    return events.order_by("-occurred_at", "-id")

@@ -1,0 +1,351 @@
+"""The daily pages: dashboard, customers, customer page, review, CSV exports."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.contrib.contenttypes.models import ContentType
+from django.db import connection as db
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from pytest_django.fixtures import Settings
+
+from alerts.models import AlertRule
+from alerts.services import evaluate
+from backups.models import BackupAuditEvent, BackupConnector, BackupStatus
+from backups.selectors import status_counts
+from customers.models import Customer
+from integrations.models import AccountLink, Connection
+from keepit.sandbox import KeepitSandbox, SandboxConfig
+from keepit.sync import sync_connection
+from tests.keepit.test_sync import START
+
+pytestmark = pytest.mark.django_db
+
+
+def synced(settings: Settings, accounts: int = 8) -> KeepitSandbox:
+    sandbox = KeepitSandbox(
+        SandboxConfig(accounts=accounts, events_per_account_per_day=6), start=START, speed=0
+    ).start()
+    settings.KEEPIT_BASE_URL_TEMPLATE = sandbox.base_url_template
+    connection = Connection(
+        provider="keepit",
+        name="Sandbox",
+        enabled=True,
+        config={
+            "region": "us-dc",
+            "account_guid": sandbox.msp.parent.guid,
+            "username": sandbox.config.username,
+            "token_login": "",
+        },
+    )
+    connection.set_secrets({"password": sandbox.config.password})
+    connection.save()
+    run = sync_connection(connection, now=sandbox.clock.now_datetime())
+    assert run.outcome == "succeeded", run.error
+    AlertRule.objects.create(name="Stale", kind="backup_stale", recipients="t@msp.example")
+    AlertRule.objects.create(name="Failed", kind="backup_failed", recipients="t@msp.example")
+    evaluate(now=sandbox.clock.now_datetime(), send=False)
+    return sandbox
+
+
+@pytest.fixture
+def admin_client(client: Client, admin_user: User) -> Client:
+    client.force_login(admin_user)
+    return client
+
+
+def queries_for(client: Client, url: str) -> int:
+    ContentType.objects.clear_cache()  # process-wide caches would hide queries
+    with CaptureQueriesContext(db) as captured:
+        response = client.get(url)
+    assert response.status_code == 200, url
+    return len(captured.captured_queries)
+
+
+def test_the_dashboard_counts_connectors_by_status_and_lists_those_needing_attention(
+    admin_client: Client, settings: Settings
+) -> None:
+    sandbox = synced(settings)
+    try:
+        html = admin_client.get("/admin/backups/").content.decode()
+        counts = status_counts()
+        for status, count in counts.items():
+            assert f'data-testid="count-{status}">{count}<' in html
+        not_ok = BackupConnector.objects.filter(removed_at=None).exclude(
+            backup_status__status=BackupStatus.OK
+        )
+        assert html.count("<tr data-status=") == not_ok.count()
+        assert 'data-status="ok"' not in html.split('id="attention-list"')[1]
+        failed = admin_client.get("/admin/backups/?status=failed").content.decode()
+        assert (
+            failed.split('id="attention-list"')[1].count('<tr data-status="failed"')
+            == counts["failed"]
+        )
+        assert 'data-testid="count-alerts"' in html
+        assert "Backup freshness" in html
+    finally:
+        sandbox.stop()
+
+
+def test_the_admin_home_starts_with_the_health_panel(
+    admin_client: Client, settings: Settings
+) -> None:
+    sandbox = synced(settings)
+    try:
+        html = admin_client.get("/admin/").content.decode()
+        assert html.index("Backup health") < html.index("Integrations")
+        assert 'data-testid="count-failed"' in html
+    finally:
+        sandbox.stop()
+
+
+def test_pages_take_a_constant_number_of_queries(admin_client: Client, settings: Settings) -> None:
+    results = []
+    for accounts in (4, 30):
+        Connection.objects.all().delete()
+        Customer.objects.all().delete()
+        AlertRule.objects.all().delete()
+        sandbox = synced(settings, accounts=accounts)
+        try:
+            customer = Customer.objects.filter(connectors__isnull=False).first()
+            assert customer is not None
+            link = AccountLink.objects.first()
+            assert link is not None
+            AccountLink.objects.filter(pk=link.pk).update(
+                state=AccountLink.State.AMBIGUOUS, customer=None
+            )
+            results.append(
+                [
+                    queries_for(admin_client, "/admin/backups/"),
+                    queries_for(admin_client, "/admin/backups/?status=failed&kind=m365&q=a"),
+                    queries_for(admin_client, "/admin/"),
+                    queries_for(admin_client, "/admin/customers/customer/"),
+                    queries_for(admin_client, f"/admin/customers/customer/{customer.pk}/change/"),
+                    queries_for(admin_client, "/admin/account-links/review/"),
+                    queries_for(admin_client, "/admin/account-links/review/?tab=linked"),
+                ]
+            )
+        finally:
+            sandbox.stop()
+    assert results[0] == results[1]
+
+
+def test_the_customers_list_summarises_backup_health(
+    admin_client: Client, settings: Settings
+) -> None:
+    sandbox = synced(settings)
+    try:
+        html = admin_client.get("/admin/customers/customer/").content.decode()
+        for customer in Customer.objects.all():
+            assert customer.name.replace("&", "&amp;").replace("'", "&#x27;") in html
+        assert "Worst status" in html
+        assert "Open alerts" in html
+        failed_only = admin_client.get("/admin/customers/customer/?worst=0").content.decode()
+        assert "vx-failed" in failed_only
+    finally:
+        sandbox.stop()
+
+
+def test_the_customer_page_shows_connectors_alerts_and_a_filterable_timeline(
+    admin_client: Client, settings: Settings
+) -> None:
+    sandbox = synced(settings)
+    try:
+        customer = (
+            Customer.objects.filter(connectors__alerts__isnull=False).distinct().first()
+            or Customer.objects.filter(connectors__isnull=False).first()
+        )
+        assert customer is not None
+        url = f"/admin/customers/customer/{customer.pk}/change/"
+        html = admin_client.get(url).content.decode()
+        for connector in customer.connectors.filter(removed_at=None):
+            assert connector.name.replace("&", "&amp;").replace("'", "&#x27;") in html
+        timeline = html.split('id="timeline"')[1]
+        categories = set(
+            BackupAuditEvent.objects.filter(customer=customer, is_own_read=False).values_list(
+                "category", flat=True
+            )[:50]
+        )
+        assert len(categories) > 1
+        chosen = sorted(categories)[0]
+        filtered = admin_client.get(f"{url}?category={chosen}").content.decode()
+        rows = filtered.split('id="timeline"')[1].split("</table>")[0]
+        assert f'data-category="{chosen}"' in rows
+        assert all(f'data-category="{c}"' not in rows for c in categories - {chosen})
+        assert timeline.count("<tr") > rows.count("<tr")
+    finally:
+        sandbox.stop()
+
+
+def test_vectis_own_reads_are_hidden_from_the_timeline_by_default(
+    admin_client: Client, settings: Settings
+) -> None:
+    customer = Customer.objects.create(name="Contoso")
+    connection = Connection.objects.create(provider="keepit", name="k")
+    now = timezone.now()
+    for own, message in ((True, "API call GET /users/x/devices"), (False, "User signed in")):
+        BackupAuditEvent.objects.create(
+            connection=connection,
+            customer=customer,
+            occurred_at=now,
+            category="user",
+            area="User events",
+            message=message,
+            is_own_read=own,
+            dedup_key=message,
+        )
+    url = f"/admin/customers/customer/{customer.pk}/change/"
+    html = admin_client.get(url).content.decode()
+    assert "User signed in" in html
+    assert "API call GET" not in html
+    assert "API call GET" in admin_client.get(url + "?own=1").content.decode()
+
+
+def test_untrusted_strings_from_keepit_are_escaped(admin_client: Client) -> None:
+    customer = Customer.objects.create(name="<img src=x onerror=alert(1)>")
+    connection = Connection.objects.create(provider="keepit", name="k")
+    now = timezone.now()
+    BackupConnector.objects.create(
+        connection=connection,
+        customer=customer,
+        external_id="c",
+        name="<script>x()</script>",
+        first_seen_at=now,
+        last_seen_at=now,
+    )
+    BackupAuditEvent.objects.create(
+        connection=connection,
+        customer=customer,
+        occurred_at=now,
+        message="<b>bold</b>",
+        dedup_key="d",
+    )
+    for url in (
+        "/admin/backups/",
+        "/admin/customers/customer/",
+        f"/admin/customers/customer/{customer.pk}/change/",
+    ):
+        html = admin_client.get(url).content.decode()
+        assert "<script>x()</script>" not in html
+        assert "<img src=x" not in html
+        assert "<b>bold</b>" not in html
+
+
+def parse_csv(response: Any) -> list[dict[str, str]]:
+    body = b"".join(response.streaming_content).decode()
+    return list(csv.DictReader(io.StringIO(body)))
+
+
+def test_the_connectors_csv_follows_the_filters(admin_client: Client, settings: Settings) -> None:
+    sandbox = synced(settings)
+    try:
+        response = admin_client.get("/admin/backups/?status=failed&format=csv")
+        assert response["Content-Type"].startswith("text/csv")
+        rows = parse_csv(response)
+        assert len(rows) == status_counts()["failed"] > 0
+        assert {r["status"] for r in rows} == {"failed"}
+        assert set(rows[0]) >= {
+            "customer",
+            "connector",
+            "kind",
+            "status",
+            "reason",
+            "last_successful_backup",
+        }
+        everything = parse_csv(admin_client.get("/admin/backups/?format=csv"))
+        assert len(everything) == sum(n for s, n in status_counts().items() if s != "ok")
+    finally:
+        sandbox.stop()
+
+
+def test_the_timeline_csv_parses(admin_client: Client, settings: Settings) -> None:
+    sandbox = synced(settings)
+    try:
+        customer = Customer.objects.filter(audit_events__isnull=False).distinct().first()
+        assert customer is not None
+        rows = parse_csv(
+            admin_client.get(f"/admin/customers/customer/{customer.pk}/change/?format=csv")
+        )
+        expected = BackupAuditEvent.objects.filter(customer=customer, is_own_read=False)
+        assert len(rows) == expected.count()
+        newest = expected.order_by("-occurred_at").first()
+        assert newest is not None
+        assert rows[0]["occurred_at"] == newest.occurred_at.isoformat()
+        recovery = parse_csv(
+            admin_client.get(
+                f"/admin/customers/customer/{customer.pk}/change/?format=csv&category=recovery"
+            )
+        )
+        assert {r["category"] for r in recovery} <= {"recovery"}
+    finally:
+        sandbox.stop()
+
+
+def test_the_review_links_an_ambiguous_account_and_the_next_sync_keeps_it(
+    admin_client: Client, settings: Settings
+) -> None:
+    Customer.objects.create(name="Northwind Traders Inc")
+    Customer.objects.create(name="Northwind Traders Ltd")
+    sandbox = synced(settings)
+    try:
+        ambiguous = AccountLink.objects.filter(state=AccountLink.State.AMBIGUOUS)
+        assert ambiguous.exists()
+        link = ambiguous.first()
+        assert link is not None
+        html = admin_client.get("/admin/account-links/review/").content.decode()
+        assert link.display_name in html
+        assert "(100%, same normalised name)" in html
+        chosen = Customer.objects.get(name="Northwind Traders Ltd")
+        response = admin_client.post(
+            "/admin/account-links/review/",
+            {"link": link.pk, "action": "link", "customer": chosen.pk},
+        )
+        assert response.status_code == 302
+        link.refresh_from_db()
+        assert (link.customer_id, link.method) == (chosen.pk, AccountLink.Method.MANUAL)
+        assert set(
+            BackupConnector.objects.filter(account_link=link).values_list("customer_id", flat=True)
+        ) == {chosen.pk}
+        connection = Connection.objects.get()
+        sandbox.advance(timedelta(minutes=15))
+        sync_connection(connection, now=sandbox.clock.now_datetime())
+        link.refresh_from_db()
+        assert (link.customer_id, link.method) == (chosen.pk, AccountLink.Method.MANUAL)
+    finally:
+        sandbox.stop()
+
+
+def test_excluded_accounts_keep_their_data_out_of_customers(
+    admin_client: Client, settings: Settings
+) -> None:
+    sandbox = synced(settings)
+    try:
+        link = AccountLink.objects.filter(state=AccountLink.State.LINKED).first()
+        assert link is not None
+        admin_client.post("/admin/account-links/review/", {"link": link.pk, "action": "exclude"})
+        assert not BackupConnector.objects.filter(account_link=link).exclude(customer=None).exists()
+        sandbox.advance(timedelta(minutes=15))
+        sync_connection(Connection.objects.get(), now=sandbox.clock.now_datetime())
+        link.refresh_from_db()
+        assert link.state == AccountLink.State.EXCLUDED
+        assert not BackupConnector.objects.filter(account_link=link).exclude(customer=None).exists()
+        admin_client.post("/admin/account-links/review/", {"link": link.pk, "action": "include"})
+        sync_connection(Connection.objects.get(), now=sandbox.clock.now_datetime())
+        link.refresh_from_db()
+        assert link.state == AccountLink.State.LINKED
+    finally:
+        sandbox.stop()
+
+
+def test_pages_need_permission(client: Client) -> None:
+    staff = User.objects.create_user("viewer", password="pw", is_staff=True)
+    client.force_login(staff)
+    assert client.get("/admin/backups/").status_code == 403
+    assert client.get("/admin/account-links/review/").status_code == 403

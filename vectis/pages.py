@@ -1,0 +1,485 @@
+"""The daily pages: backup health dashboard, customer page, account-link review, CSV.
+
+They live in the project package because they compose every app (backups, alerts,
+integrations, customers), while the apps themselves depend on each other one way only.
+Every page is a fixed number of queries, whatever the number of rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.contrib.admin import AdminSite
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import (
+    Case,
+    Count,
+    IntegerField,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+
+from alerts.models import AlertEvent
+from alerts.selectors import customer_alert_events, open_alert_for_connector, open_alerts
+from backups import services as backup_services
+from backups.models import AuditCategory, BackupConnector, BackupStatus, ConnectorKind
+from backups.selectors import (
+    STATUS_ORDER,
+    STATUS_SEVERITY,
+    backup_freshness,
+    connector_health_list,
+    customer_timeline,
+    status_counts,
+)
+from customers.models import Customer
+from customers.names import normalize_company_name
+from integrations.models import AccountLink
+
+PAGE_SIZE = 50
+REVIEW_PAGE_SIZE = 25
+TIMELINE_PAGE_SIZE = 50
+REFRESH_CHOICES = (0, 60, 300)
+STATUS_LABELS = dict(BackupStatus.choices)
+KIND_LABELS = dict(ConnectorKind.choices)
+BADGE = {
+    BackupStatus.OK: "vx-ok",
+    BackupStatus.WARNING: "vx-warning",
+    BackupStatus.FAILED: "vx-failed",
+    BackupStatus.ONBOARDING: "vx-onboarding",
+    BackupStatus.UNKNOWN: "vx-unknown",
+}
+
+
+def _require(request: HttpRequest, *perms: str) -> None:
+    if not request.user.has_perms(perms):
+        raise PermissionDenied
+
+
+# --- dashboard ---------------------------------------------------------------------------------
+
+
+def _dashboard_filters(request: HttpRequest) -> dict[str, Any]:
+    statuses = [s for s in request.GET.getlist("status") if s in STATUS_LABELS]
+    kind = request.GET.get("kind", "")
+    customer = request.GET.get("customer", "")
+    return {
+        "statuses": statuses,
+        "kind": kind if kind in KIND_LABELS else "",
+        "customer_id": int(customer) if customer.isdigit() else None,
+        "search": request.GET.get("q", "").strip()[:100],
+    }
+
+
+def _attention_list(filters: dict[str, Any]) -> QuerySet[BackupConnector]:
+    statuses = filters["statuses"] or [s for s in STATUS_ORDER if s != BackupStatus.OK]
+    return connector_health_list(
+        statuses=statuses,
+        kind=filters["kind"],
+        customer_id=filters["customer_id"],
+        search=filters["search"],
+    ).annotate(open_alert_id=open_alert_for_connector())
+
+
+def dashboard_summary(*, now: datetime) -> dict[str, Any]:
+    counts = status_counts()
+    return {
+        "status_cards": [
+            {"status": s, "label": STATUS_LABELS[s], "count": counts[s], "badge": BADGE[s]}
+            for s in (
+                BackupStatus.FAILED,
+                BackupStatus.WARNING,
+                BackupStatus.UNKNOWN,
+                BackupStatus.ONBOARDING,
+                BackupStatus.OK,
+            )
+        ],
+        "open_alert_count": open_alerts().count(),
+        "freshness": backup_freshness(now=now),
+        "connector_total": sum(counts.values()),
+    }
+
+
+def dashboard(request: HttpRequest, *, site: AdminSite) -> HttpResponseBase:
+    _require(request, "backups.view_backupconnector")
+    filters = _dashboard_filters(request)
+    connectors = _attention_list(filters)
+    if request.GET.get("format") == "csv":
+        return _connectors_csv(connectors)
+    page = Paginator(connectors, PAGE_SIZE).get_page(request.GET.get("page"))
+    refresh = request.GET.get("refresh", "")
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        **site.each_context(request),
+        "view_health": dashboard_summary(now=timezone.now()),
+        "title": "Backup health",
+        "page": page,
+        "rows": [_connector_row(c) for c in page.object_list],
+        "filters": filters,
+        "status_choices": [(s, STATUS_LABELS[s]) for s in STATUS_ORDER],
+        "kind_choices": ConnectorKind.choices,
+        "refresh": int(refresh) if refresh.isdigit() and int(refresh) in REFRESH_CHOICES else 0,
+        "refresh_choices": REFRESH_CHOICES,
+        "query_string": query.urlencode(),
+        "csv_url": "?"
+        + urlencode([*((k, v) for k, vs in query.lists() for v in vs), ("format", "csv")]),
+        "filter_customer": Customer.objects.filter(pk=filters["customer_id"]).first()
+        if filters["customer_id"]
+        else None,
+    }
+    return TemplateResponse(request, "admin/backups/dashboard.html", context)
+
+
+def _connector_row(connector: BackupConnector) -> dict[str, Any]:
+    status_row = getattr(connector, "backup_status", None)
+    status = getattr(connector, "status_now", None) or (
+        status_row.status if status_row else BackupStatus.UNKNOWN
+    )
+    return {
+        "connector": connector,
+        "customer": connector.customer,
+        "account": connector.account_link,
+        "status": status,
+        "status_label": STATUS_LABELS.get(status, status),
+        "badge": BADGE.get(status, "vx-unknown"),
+        "kind_label": KIND_LABELS.get(connector.kind, connector.kind),
+        "last_success": status_row.last_success_at if status_row else None,
+        "last_backup": status_row.last_backup_at if status_row else None,
+        "reason": (status_row.reason_text or status_row.reason) if status_row else "",
+        "open_alert_id": getattr(connector, "open_alert_id", None),
+    }
+
+
+def _csv_response(
+    filename: str, header: list[str], rows: Iterator[list[Any]]
+) -> StreamingHttpResponse:
+    class Echo:
+        def write(self, value: str) -> str:
+            return value
+
+    writer = csv.writer(Echo())
+
+    def lines() -> Iterator[str]:
+        yield writer.writerow(header)
+        for row in rows:
+            yield writer.writerow(row)
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.isoformat() if moment else ""
+
+
+def _connectors_csv(connectors: QuerySet[BackupConnector]) -> StreamingHttpResponse:
+    def rows() -> Iterator[list[Any]]:
+        for connector in connectors.iterator(chunk_size=2000):
+            row = _connector_row(connector)
+            yield [
+                row["customer"].name if row["customer"] else "",
+                connector.name,
+                row["kind_label"],
+                connector.vendor_type,
+                row["status"],
+                row["reason"],
+                _iso(row["last_success"]),
+                _iso(row["last_backup"]),
+                connector.external_id,
+                row["open_alert_id"] or "",
+            ]
+
+    header = [
+        "customer",
+        "connector",
+        "kind",
+        "vendor_type",
+        "status",
+        "reason",
+        "last_successful_backup",
+        "last_backup",
+        "keepit_connector_guid",
+        "open_alert",
+    ]
+    return _csv_response(f"vectis-connectors-{timezone.now():%Y%m%d-%H%M}.csv", header, rows())
+
+
+# --- customers ---------------------------------------------------------------------------------
+
+
+def customers_with_health(customers: QuerySet[Customer]) -> QuerySet[Customer]:
+    """Worst status, live connectors and open alerts per customer, as subqueries."""
+    live = BackupConnector.objects.filter(customer_id=OuterRef("pk"), removed_at__isnull=True)
+    worst = (
+        live.annotate(
+            rank=Case(
+                When(backup_status__isnull=True, then=Value(STATUS_SEVERITY[BackupStatus.UNKNOWN])),
+                *[When(backup_status__status=s, then=Value(r)) for s, r in STATUS_SEVERITY.items()],
+                default=Value(9),
+                output_field=IntegerField(),
+            )
+        )
+        .order_by()
+        .values("customer_id")
+        .annotate(worst=Min("rank"))
+        .values("worst")
+    )
+    connector_count = live.order_by().values("customer_id").annotate(n=Count("id")).values("n")
+    alert_count = (
+        open_alerts()
+        .filter(connector__customer_id=OuterRef("pk"))
+        .order_by()
+        .values("connector__customer_id")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    return customers.annotate(
+        worst_rank=Subquery(worst),
+        connector_count=Coalesce(Subquery(connector_count), 0),
+        open_alert_count=Coalesce(Subquery(alert_count), 0),
+    )
+
+
+RANK_STATUS = {rank: status for status, rank in STATUS_SEVERITY.items()}
+
+
+def customer_page_context(request: HttpRequest, customer: Customer) -> dict[str, Any]:
+    """Account links, connectors, open alerts and the timeline of one customer."""
+    connectors = list(
+        connector_health_list(customer_id=customer.pk).annotate(
+            open_alert_id=open_alert_for_connector()
+        )
+    )
+    categories = [c for c in request.GET.getlist("category") if c in dict(AuditCategory.choices)]
+    show_alerts = "alerts" in request.GET.getlist("category") or not categories
+    include_own = request.GET.get("own") == "1"
+    events = customer_timeline(customer.pk, categories=categories, include_own_reads=include_own)
+    page = Paginator(events, TIMELINE_PAGE_SIZE).get_page(request.GET.get("page"))
+    audit = list(page.object_list)
+    timeline: list[dict[str, Any]] = [
+        {
+            "type": "event",
+            "at": e.occurred_at,
+            "event": e,
+            "failure": e.succeeded is False or e.allowed is False,
+        }
+        for e in audit
+    ]
+    if show_alerts:
+        newest = None if page.number == 1 else (audit[0].occurred_at if audit else None)
+        oldest = audit[-1].occurred_at if audit and page.has_next() else None
+        for alert_event in customer_alert_events(customer.pk, newest=newest, oldest=oldest)[:200]:
+            timeline.append(
+                {
+                    "type": "alert",
+                    "at": alert_event.at,
+                    "alert_event": alert_event,
+                    "failure": alert_event.kind == AlertEvent.Kind.OPENED,
+                }
+            )
+    timeline.sort(key=lambda item: item["at"], reverse=True)
+    query = request.GET.copy()
+    query.pop("page", None)
+    export = request.GET.copy()
+    export["format"] = "csv"
+    return {
+        "customer_links": list(
+            AccountLink.objects.filter(customer=customer).select_related("connection")
+        ),
+        "customer_connectors": [_connector_row(c) for c in connectors],
+        "customer_status_counts": _count_rows(connectors),
+        "customer_alerts": list(
+            open_alerts().filter(connector__customer=customer).select_related("connector", "rule")
+        ),
+        "timeline": timeline,
+        "timeline_page": page,
+        "timeline_categories": [(c, label) for c, label in AuditCategory.choices],
+        "selected_categories": categories
+        + (["alerts"] if "alerts" in request.GET.getlist("category") else []),
+        "include_own_reads": include_own,
+        "timeline_query": query.urlencode(),
+        "timeline_csv": "?" + export.urlencode(),
+    }
+
+
+def _count_rows(connectors: Sequence[BackupConnector]) -> list[dict[str, Any]]:
+    counts: dict[str, int] = {}
+    for connector in connectors:
+        status = getattr(connector, "status_now", BackupStatus.UNKNOWN)
+        counts[status] = counts.get(status, 0) + 1
+    return [
+        {"label": STATUS_LABELS[s], "count": counts[s], "badge": BADGE[s]}
+        for s in STATUS_ORDER
+        if counts.get(s)
+    ]
+
+
+def customer_timeline_csv(request: HttpRequest, customer: Customer) -> StreamingHttpResponse:
+    categories = [c for c in request.GET.getlist("category") if c in dict(AuditCategory.choices)]
+    events = customer_timeline(
+        customer.pk, categories=categories, include_own_reads=request.GET.get("own") == "1"
+    )
+
+    def rows() -> Iterator[list[Any]]:
+        for event in events.iterator(chunk_size=2000):
+            yield [
+                event.occurred_at.isoformat(),
+                event.category,
+                event.area,
+                event.message,
+                event.actor,
+                "" if event.succeeded is None else str(event.succeeded).lower(),
+                event.connector.name if event.connector else "",
+                event.client_ip,
+                str(event.is_own_read).lower(),
+            ]
+
+    header = [
+        "occurred_at",
+        "category",
+        "area",
+        "message",
+        "actor",
+        "succeeded",
+        "connector",
+        "client_ip",
+        "vectis_own_read",
+    ]
+    slug = normalize_company_name(customer.name).replace(" ", "-") or "customer"
+    return _csv_response(f"vectis-timeline-{slug}.csv", header, rows())
+
+
+# --- account-link review -------------------------------------------------------------------------
+
+REVIEW_STATES = {
+    "review": [AccountLink.State.UNLINKED, AccountLink.State.AMBIGUOUS],
+    "excluded": [AccountLink.State.EXCLUDED],
+    "linked": [AccountLink.State.LINKED],
+}
+
+
+def _suggestions(links: list[AccountLink]) -> dict[int, list[dict[str, Any]]]:
+    """Normalised and close matches with a score (0-100), from one query of customers."""
+    customers = list(Customer.objects.values_list("pk", "name", "normalized_name"))
+    by_normalized: dict[str, list[tuple[int, str]]] = {}
+    for pk, name, normalized in customers:
+        by_normalized.setdefault(normalized, []).append((pk, name))
+    names = list(by_normalized)
+    result: dict[int, list[dict[str, Any]]] = {}
+    for link in links:
+        key = normalize_company_name(link.display_name)
+        found: list[dict[str, Any]] = [
+            {"pk": pk, "name": name, "score": 100, "why": "same normalised name"}
+            for pk, name in by_normalized.get(key, [])
+        ]
+        for close in difflib.get_close_matches(key, names, n=5, cutoff=0.6):
+            if close == key:
+                continue
+            score = round(100 * difflib.SequenceMatcher(None, key, close).ratio())
+            found += [
+                {"pk": pk, "name": name, "score": score, "why": "similar name"}
+                for pk, name in by_normalized[close]
+            ]
+        result[link.pk] = found[:8]
+    return result
+
+
+def account_review(request: HttpRequest, *, site: AdminSite) -> HttpResponse:
+    _require(request, "integrations.view_accountlink")
+    if request.method == "POST":
+        return _review_action(request)
+    tab = request.GET.get("tab", "review")
+    states = REVIEW_STATES.get(tab, REVIEW_STATES["review"])
+    links = (
+        AccountLink.objects.filter(state__in=states, removed_at__isnull=True)
+        .select_related("customer", "connection")
+        .annotate(
+            connector_count=Count("connectors", filter=Q(connectors__removed_at__isnull=True))
+        )
+        .order_by("company_name", "id")
+    )
+    search = request.GET.get("q", "").strip()
+    if search:
+        links = links.filter(
+            Q(company_name__icontains=search)
+            | Q(contact_name__icontains=search)
+            | Q(external_id__iexact=search)
+        )
+    page = Paginator(links, REVIEW_PAGE_SIZE).get_page(request.GET.get("page"))
+    rows = list(page.object_list)
+    suggestions = _suggestions(rows)
+    counts = dict(
+        AccountLink.objects.filter(removed_at__isnull=True)
+        .values_list("state")
+        .annotate(n=Count("id"))
+    )
+    context = {
+        **site.each_context(request),
+        "title": "Keepit accounts to review",
+        "tab": tab,
+        "page": page,
+        "rows": [{"link": link, "suggestions": suggestions.get(link.pk, [])} for link in rows],
+        "review_count": counts.get("unlinked", 0) + counts.get("ambiguous", 0),
+        "excluded_count": counts.get("excluded", 0),
+        "linked_count": counts.get("linked", 0),
+        "search": search,
+        "can_change": request.user.has_perm("integrations.change_accountlink"),
+    }
+    return TemplateResponse(request, "admin/review.html", context)
+
+
+def _review_action(request: HttpRequest) -> HttpResponse:
+    _require(request, "integrations.change_accountlink")
+    link = get_object_or_404(AccountLink, pk=request.POST.get("link", ""))
+    action = request.POST.get("action", "")
+    name = link.display_name
+    if action == "link":
+        chosen = request.POST.get("customer") or request.POST.get("customer_id") or ""
+        customer = Customer.objects.filter(pk=int(chosen)).first() if chosen.isdigit() else None
+        if customer is None:
+            messages.error(request, f"Choose a customer to link \u201c{name}\u201d to.")
+        else:
+            backup_services.link_account(link, customer)
+            messages.success(
+                request,
+                f"\u201c{name}\u201d is now linked to \u201c{customer}\u201d; "
+                "syncs will keep this link.",
+            )
+    elif action == "create":
+        customer = backup_services.create_customer_for_account(link)
+        messages.success(
+            request, f"Created customer \u201c{customer}\u201d for \u201c{name}\u201d."
+        )
+    elif action == "exclude":
+        backup_services.exclude_account(link)
+        messages.success(
+            request, f"\u201c{name}\u201d is excluded; its data stays out of customers."
+        )
+    elif action == "include":
+        backup_services.include_account(link)
+        messages.success(
+            request, f"\u201c{name}\u201d is included again; the next sync matches it."
+        )
+    else:
+        messages.error(request, "Unknown action.")
+    return HttpResponseRedirect(request.POST.get("next") or reverse("admin:account_review"))
