@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SANDBOX_PORT ?= 9100
 
 .DEFAULT_GOAL := help
-.PHONY: help prepare run demo test lint format bench check-migrations clean
+.PHONY: help prepare run demo test lint format bench bench-pages check-migrations clean
 
 help:
 	@echo "make demo   - Vectis + a simulated Keepit MSP at http://127.0.0.1:8000/admin/"
@@ -13,6 +13,7 @@ help:
 	@echo "make test   - the whole test suite (needs PostgreSQL, Redis and /usr/bin/chromium)"
 	@echo "make lint   - ruff and mypy"
 	@echo "make bench  - the sync benchmark against a large sandbox MSP (needs PostgreSQL)"
+	@echo "make bench-pages - page render times with 8,000 connectors and 500,000 events"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +67,9 @@ check-migrations: $(VENV)/.dev-installed
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/sync_bench.py
+
+bench-pages: $(VENV)/.dev-installed
+	$(BIN)/python bench/pages_bench.py
 
 clean:
 	rm -rf var/celery var/celerybeat-schedule*

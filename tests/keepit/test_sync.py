@@ -530,3 +530,51 @@ def test_keepit_sync_command_prints_a_summary_and_fails_loudly(
     with pytest.raises(CommandError, match="did not succeed"):
         call_command("keepit_sync", "--connection", str(connection.pk))
     assert "Keepit refused the credentials" in capsys.readouterr().out
+
+
+@pytest.mark.django_db
+def test_keepit_connection_command_adds_tests_lists_and_toggles(
+    sandbox: KeepitSandbox,
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from django.core.management import CommandError, call_command
+
+    settings.KEEPIT_BASE_URL_TEMPLATE = sandbox.base_url_template
+    monkeypatch.setenv("KEEPIT_TOKEN_LOGIN", sandbox.config.token_login)
+    monkeypatch.setenv("KEEPIT_TOKEN_PASSWORD", sandbox.config.token_password)
+    call_command(
+        "keepit_connection",
+        "add",
+        "--name",
+        "Keepit US",
+        "--enable",
+        "--url",
+        f"https://us-dc.keepit.com/users/{sandbox.msp.parent.guid}",
+    )
+    out = capsys.readouterr().out
+    assert "Connected to Keepit (us-dc). 8 customer accounts visible" in out
+    connection = Connection.objects.get()
+    assert connection.enabled
+    assert connection.secrets == {"token_password": sandbox.config.token_password}
+    call_command("keepit_connection", "list")
+    assert "Keepit US" in capsys.readouterr().out
+    call_command("keepit_connection", "disable", str(connection.pk))
+    connection.refresh_from_db()
+    assert not connection.enabled
+    call_command("keepit_connection", "test", str(connection.pk))
+    assert "Connected to Keepit" in capsys.readouterr().out
+    monkeypatch.setenv("KEEPIT_TOKEN_PASSWORD", "wrong")
+    with pytest.raises(CommandError, match="Test connection failed: Keepit refused"):
+        call_command(
+            "keepit_connection",
+            "add",
+            "--name",
+            "Bad",
+            "--region",
+            "us-dc",
+            "--account-guid",
+            sandbox.msp.parent.guid,
+        )
+    assert Connection.objects.count() == 1
