@@ -199,31 +199,9 @@ def seed() -> dict[str, int]:
                     NOW,
                 )
             )
-    insert_rows(
-        "backup_audit_events",
-        (
-            "connection_id",
-            "customer_id",
-            "connector_id",
-            "account_external_id",
-            "connector_external_id",
-            "occurred_at",
-            "category",
-            "area",
-            "message",
-            "actor",
-            "succeeded",
-            "allowed",
-            "client_ip",
-            "operation",
-            "method",
-            "metadata",
-            "is_own_read",
-            "dedup_key",
-            "created_at",
-        ),
-        event_rows,
-    )
+    from keepit.sync import EVENT_COLUMNS
+
+    insert_rows("backup_audit_events", EVENT_COLUMNS, event_rows)
     rule = AlertRule.objects.create(name="Stale", kind="backup_stale", recipients="t@x.example")
     Alert.objects.bulk_create(
         [

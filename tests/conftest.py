@@ -14,6 +14,8 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 
+from integrations.models import Connection
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
 
@@ -126,3 +128,24 @@ def sandbox() -> Iterator[Any]:
         speed=0,
     ) as running:
         yield running
+
+
+def sandbox_connection(sandbox: Any, *, token: bool = False, enabled: bool = True) -> Connection:
+    """A saved Keepit connection to a sandbox's MSP (username/password or its API token)."""
+    connection = Connection(
+        provider="keepit",
+        name="Sandbox",
+        enabled=enabled,
+        config={
+            "region": sandbox.config.region,
+            "account_guid": sandbox.msp.parent.guid,
+            "username": sandbox.config.username,
+            "token_login": sandbox.config.token_login if token else "",
+        },
+    )
+    secrets = {"password": sandbox.config.password}
+    if token:
+        secrets["token_password"] = sandbox.config.token_password
+    connection.set_secrets(secrets)
+    connection.save()
+    return connection

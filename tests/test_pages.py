@@ -24,6 +24,7 @@ from customers.models import Customer
 from integrations.models import AccountLink, Connection
 from keepit.sandbox import KeepitSandbox, SandboxConfig
 from keepit.sync import sync_connection
+from tests.conftest import sandbox_connection
 from tests.keepit.test_sync import START
 
 pytestmark = pytest.mark.django_db
@@ -34,19 +35,7 @@ def synced(settings: Settings, accounts: int = 8) -> KeepitSandbox:
         SandboxConfig(accounts=accounts, events_per_account_per_day=6), start=START, speed=0
     ).start()
     settings.KEEPIT_BASE_URL_TEMPLATE = sandbox.base_url_template
-    connection = Connection(
-        provider="keepit",
-        name="Sandbox",
-        enabled=True,
-        config={
-            "region": "us-dc",
-            "account_guid": sandbox.msp.parent.guid,
-            "username": sandbox.config.username,
-            "token_login": "",
-        },
-    )
-    connection.set_secrets({"password": sandbox.config.password})
-    connection.save()
+    connection = sandbox_connection(sandbox)
     run = sync_connection(connection, now=sandbox.clock.now_datetime())
     assert run.outcome == "succeeded", run.error
     AlertRule.objects.create(name="Stale", kind="backup_stale", recipients="t@msp.example")

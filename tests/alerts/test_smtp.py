@@ -16,9 +16,9 @@ from pytest_django.fixtures import Settings
 
 from alerts import services
 from alerts.models import AlertNotification, AlertRule
-from integrations.models import Connection
 from keepit.sandbox import KeepitSandbox
 from keepit.sync import sync_connection
+from tests.conftest import sandbox_connection
 
 
 class Inbox:
@@ -73,19 +73,7 @@ def smtp(settings: Settings) -> Iterator[SmtpServer]:
 
 def synced_sandbox(sandbox: KeepitSandbox, settings: Settings) -> None:
     settings.KEEPIT_BASE_URL_TEMPLATE = sandbox.base_url_template
-    connection = Connection(
-        provider="keepit",
-        name="Sandbox",
-        enabled=True,
-        config={
-            "region": "us-dc",
-            "account_guid": sandbox.msp.parent.guid,
-            "username": sandbox.config.username,
-            "token_login": "",
-        },
-    )
-    connection.set_secrets({"password": sandbox.config.password})
-    connection.save()
+    connection = sandbox_connection(sandbox)
     run = sync_connection(connection, now=sandbox.clock.now_datetime())
     assert run.outcome == "succeeded", run.error
 

@@ -19,25 +19,14 @@ from integrations.models import AccountLink, Connection
 from keepit.sandbox import KeepitSandbox
 from keepit.sync import sync_connection
 from tests.browser.conftest import Shots, log_in
+from tests.conftest import sandbox_connection
 
 pytestmark = pytest.mark.browser
 
 
 def sync_sandbox(sandbox: KeepitSandbox, settings: Settings) -> Connection:
     settings.KEEPIT_BASE_URL_TEMPLATE = sandbox.base_url_template
-    connection = Connection(
-        provider="keepit",
-        name="Sandbox",
-        enabled=True,
-        config={
-            "region": "us-dc",
-            "account_guid": sandbox.msp.parent.guid,
-            "username": sandbox.config.username,
-            "token_login": "",
-        },
-    )
-    connection.set_secrets({"password": sandbox.config.password})
-    connection.save()
+    connection = sandbox_connection(sandbox)
     assert sync_connection(connection, now=sandbox.clock.now_datetime()).outcome == "succeeded"
     AlertRule.objects.create(name="Stale", kind="backup_stale", recipients="t@msp.example")
     evaluate(now=sandbox.clock.now_datetime(), send=False)

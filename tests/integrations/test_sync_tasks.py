@@ -8,26 +8,10 @@ import time
 import pytest
 
 from backups.models import BackupAuditEvent, BackupConnector, BackupConnectorStatus
-from integrations.models import Connection, SyncRun
+from integrations.models import SyncRun
 from integrations.tasks import sync_connection, sync_due_connections
 from keepit.sandbox import KeepitSandbox
-
-
-def sandbox_connection(sandbox: KeepitSandbox, *, enabled: bool = True) -> Connection:
-    connection = Connection(
-        provider="keepit",
-        name="Worker sandbox",
-        enabled=enabled,
-        config={
-            "region": "us-dc",
-            "account_guid": sandbox.msp.parent.guid,
-            "username": sandbox.config.username,
-            "token_login": "",
-        },
-    )
-    connection.set_secrets({"password": sandbox.config.password})
-    connection.save()
-    return connection
+from tests.conftest import sandbox_connection
 
 
 @pytest.mark.worker

@@ -27,6 +27,7 @@ from keepit.mapping import audit_category, backup_status
 from keepit.sandbox import KeepitSandbox, SandboxConfig
 from keepit.schemas import BackupSummary, ConnectorHealth
 from keepit.sync import sync_connection
+from tests.conftest import sandbox_connection
 
 START = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -53,22 +54,7 @@ def connect(sandbox: KeepitSandbox, settings: Settings, *, token: bool = True) -
     settings.KEEPIT_BASE_URL_TEMPLATE = sandbox.base_url_template
     settings.KEEPIT_MAX_ATTEMPTS = 2
     settings.KEEPIT_RETRY_BUDGET_SECONDS = 3
-    connection = Connection(
-        provider="keepit",
-        name="Sandbox",
-        enabled=True,
-        config={
-            "region": "us-dc",
-            "account_guid": sandbox.msp.parent.guid,
-            "username": sandbox.config.username,
-            "token_login": sandbox.config.token_login if token else "",
-        },
-    )
-    secrets = {"password": sandbox.config.password}
-    if token:
-        secrets["token_password"] = sandbox.config.token_password
-    connection.set_secrets(secrets)
-    connection.save()
+    connection: Connection = sandbox_connection(sandbox, token=token)
     return connection
 
 

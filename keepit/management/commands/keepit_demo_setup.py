@@ -51,3 +51,19 @@ class Command(BaseCommand):
             f"Keepit connection \u201c{DEMO_NAME}\u201d (ID {connection.pk}) points at the "
             f"sandbox account {guid}; its first sync is queued."
         )
+        self._demo_rules()
+
+    def _demo_rules(self) -> None:
+        """Two alert rules so the demo shows alerts (e-mails go to the console backend)."""
+        from alerts.models import AlertRule
+
+        if AlertRule.objects.exists():
+            return
+        for kind, name in (
+            (AlertRule.Kind.BACKUP_STALE, "Backups stale for 48 hours"),
+            (AlertRule.Kind.BACKUP_FAILED, "Backups failing"),
+        ):
+            AlertRule.objects.create(name=name, kind=kind, recipients="admin@localhost")
+        self.stdout.write(
+            "Added two alert rules (Backup Stale, Backup Failed) for admin@localhost."
+        )
