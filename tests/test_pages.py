@@ -338,3 +338,33 @@ def test_pages_need_permission(client: Client) -> None:
     client.force_login(staff)
     assert client.get("/admin/backups/").status_code == 403
     assert client.get("/admin/account-links/review/").status_code == 403
+
+
+def test_review_suggests_same_and_similar_names_with_a_score() -> None:
+    from vectis.pages import _suggestions
+
+    exact = Customer.objects.create(name="Contoso, Inc.")
+    typo = Customer.objects.create(name="Contosso Ltd")
+    Customer.objects.create(name="Fabrikam")
+    for index in range(300):
+        Customer.objects.create(name=f"Customer {index}")
+    connection = Connection.objects.create(provider="keepit", name="k")
+    now = timezone.now()
+    link = AccountLink.objects.create(
+        connection=connection,
+        external_id="a",
+        company_name="CONTOSO LLC",
+        first_seen_at=now,
+        last_seen_at=now,
+    )
+    suggestions = _suggestions([link])[link.pk]
+    assert suggestions[0] == {
+        "pk": exact.pk,
+        "name": "Contoso, Inc.",
+        "score": 100,
+        "why": "same normalised name",
+    }
+    assert suggestions[1]["pk"] == typo.pk
+    assert suggestions[1]["why"] == "similar name"
+    assert 80 <= suggestions[1]["score"] < 100
+    assert len(suggestions) == 2

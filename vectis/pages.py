@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -378,13 +379,27 @@ REVIEW_STATES = {
 }
 
 
+def _trigrams(text: str) -> set[str]:
+    padded = f"  {text} "
+    return {padded[i : i + 3] for i in range(len(padded) - 2)}
+
+
 def _suggestions(links: list[AccountLink]) -> dict[int, list[dict[str, Any]]]:
-    """Normalised and close matches with a score (0-100), from one query of customers."""
-    customers = list(Customer.objects.values_list("pk", "name", "normalized_name"))
+    """Normalised and close matches with a score (0-100), from one query of customers.
+
+    Close matches are scored with difflib, but only for the few names that share the
+    most distinctive trigrams with the account's name: scoring every customer for every
+    account costs seconds with thousands of customers.
+    """
     by_normalized: dict[str, list[tuple[int, str]]] = {}
-    for pk, name, normalized in customers:
+    for pk, name, normalized in Customer.objects.values_list("pk", "name", "normalized_name"):
         by_normalized.setdefault(normalized, []).append((pk, name))
     names = list(by_normalized)
+    postings: dict[str, list[int]] = {}
+    for index, name in enumerate(names):
+        for trigram in _trigrams(name):
+            postings.setdefault(trigram, []).append(index)
+    too_common = max(50, len(names) // 5)
     result: dict[int, list[dict[str, Any]]] = {}
     for link in links:
         key = normalize_company_name(link.display_name)
@@ -392,12 +407,22 @@ def _suggestions(links: list[AccountLink]) -> dict[int, list[dict[str, Any]]]:
             {"pk": pk, "name": name, "score": 100, "why": "same normalised name"}
             for pk, name in by_normalized.get(key, [])
         ]
-        for close in difflib.get_close_matches(key, names, n=5, cutoff=0.6):
+        shared: Counter[int] = Counter()
+        for trigram in _trigrams(key):
+            posting = postings.get(trigram, [])
+            if len(posting) <= too_common:
+                shared.update(posting)
+        scored = []
+        for index, _count in shared.most_common(20):
+            close = names[index]
             if close == key:
                 continue
-            score = round(100 * difflib.SequenceMatcher(None, key, close).ratio())
+            ratio = difflib.SequenceMatcher(None, key, close).ratio()
+            if ratio >= 0.6:
+                scored.append((ratio, close))
+        for ratio, close in sorted(scored, reverse=True)[:5]:
             found += [
-                {"pk": pk, "name": name, "score": score, "why": "similar name"}
+                {"pk": pk, "name": name, "score": round(100 * ratio), "why": "similar name"}
                 for pk, name in by_normalized[close]
             ]
         result[link.pk] = found[:8]
