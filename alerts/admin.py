@@ -127,7 +127,14 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
         "last_seen_at",
         "snoozed_until",
     ]
-    list_filter = ["state", "kind", "rule", "connector__customer", "connector__kind"]
+    # Only customers that have alerts: a list of every customer would swamp the sidebar.
+    list_filter = [
+        "state",
+        "kind",
+        "rule",
+        ("connector__customer", admin.RelatedOnlyFieldListFilter),
+        "connector__kind",
+    ]
     list_select_related = ["connector__customer", "rule"]
     search_fields = ["summary", "connector__name", "connector__customer__name"]
     date_hierarchy = "opened_at"

@@ -12,6 +12,7 @@ from functools import lru_cache
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.views.decorators.debug import sensitive_variables
 
 
 class SecretDecryptionError(Exception):
@@ -35,6 +36,7 @@ def fernet() -> MultiFernet:
     return _fernet_for(tuple(settings.VECTIS_ENCRYPTION_KEYS))
 
 
+@sensitive_variables()
 def encrypt_secrets(values: dict[str, str]) -> str:
     """Encrypt a dict of secret strings into one token (empty dict -> empty string)."""
     clean = {key: value for key, value in values.items() if value}
@@ -43,6 +45,7 @@ def encrypt_secrets(values: dict[str, str]) -> str:
     return fernet().encrypt(json.dumps(clean, sort_keys=True).encode()).decode()
 
 
+@sensitive_variables()
 def decrypt_secrets(token: str) -> dict[str, str]:
     if not token:
         return {}

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.db import models
 from django.db.models import Q
+from django.views.decorators.debug import sensitive_variables
 
 from customers.models import Customer
 
@@ -51,6 +52,7 @@ class Connection(models.Model):
     def secrets(self) -> dict[str, str]:
         return decrypt_secrets(self.secrets_ciphertext)
 
+    @sensitive_variables("values")
     def set_secrets(self, values: dict[str, str]) -> None:
         self.secrets_ciphertext = encrypt_secrets(values)
 

@@ -30,6 +30,7 @@ from xml.etree.ElementTree import Element
 from xml.sax.saxutils import escape
 
 import requests
+from django.views.decorators.debug import sensitive_variables
 from requests.adapters import HTTPAdapter
 
 from .exceptions import (
@@ -109,6 +110,7 @@ class KeepitCredentials:
     kind: Literal["api_token", "username_password"]
 
     @classmethod
+    @sensitive_variables("password", "token_password")
     def choose(
         cls, *, username: str, password: str, token_login: str, token_password: str
     ) -> KeepitCredentials:

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django import forms
+from django.views.decorators.debug import sensitive_variables
 
 from .client import ACCOUNT_GUID_RE, KNOWN_REGIONS, REGION_RE
 from .models import KeepitConnection
@@ -170,6 +171,7 @@ class KeepitConnectionForm(forms.ModelForm[KeepitConnection]):
         if not data.get("account_guid") and "account_guid" not in self.errors:
             data["account_guid"] = guid
 
+    @sensitive_variables("data", "secrets")
     def effective_secrets(self) -> dict[str, str]:
         """Stored secrets, replaced by typed ones, minus the ones asked to be cleared."""
         data = self.cleaned_data
@@ -181,6 +183,7 @@ class KeepitConnectionForm(forms.ModelForm[KeepitConnection]):
                 secrets[name] = data[name]
         return {key: value for key, value in secrets.items() if value}
 
+    @sensitive_variables("data", "secrets")
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         self._fill_from_url(data)

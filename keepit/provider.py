@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from integrations.base import ConnectionTestResult, Provider
 
@@ -50,6 +51,7 @@ class KeepitConnectionSettings:
     token_password: str
 
     @classmethod
+    @sensitive_variables("secrets")
     def from_values(
         cls, config: dict[str, Any], secrets: dict[str, str]
     ) -> KeepitConnectionSettings:
@@ -103,6 +105,7 @@ class KeepitProvider(Provider):
 
     # --- Test connection -------------------------------------------------------------------
 
+    @sensitive_variables("secrets")
     def test_connection(
         self, *, config: dict[str, Any], secrets: dict[str, str]
     ) -> ConnectionTestResult:

@@ -411,3 +411,42 @@ def test_the_keepit_card_shows_the_state_of_its_connections(
     assert card_state(admin_client_logged_in) == "Failing"
     Connection.objects.filter(pk=connection.pk).update(enabled=False)
     assert card_state(admin_client_logged_in) == "Disabled"
+
+
+def test_error_reports_never_show_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected error inside Test connection or the form: the report Django would
+    e-mail to admins (frames with their local variables) holds no secret."""
+    import sys
+
+    from django.views.debug import ExceptionReporter
+
+    from keepit.provider import KeepitConnectionSettings, KeepitProvider
+
+    def explode(self: Any, **overrides: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(KeepitConnectionSettings, "client", explode)
+
+    # Secrets are passed as temporaries so that only the code under test holds them in
+    # local variables (the report also shows this test's frames).
+    def test_connection() -> None:
+        KeepitProvider().test_connection(
+            config={"region": "us-dc", "account_guid": "g", "username": "u", "token_login": "t"},
+            secrets={"password": PASSWORD, "token_password": TOKEN_PASSWORD},
+        )
+
+    def store_unserialisable_secret() -> None:
+        Connection(provider="keepit").set_secrets(
+            {"password": PASSWORD, "broken": object()}  # type: ignore[dict-item]
+        )
+
+    reports = []
+    for attempt in (test_connection, store_unserialisable_secret):
+        try:
+            attempt()
+        except Exception:
+            reports.append(ExceptionReporter(None, *sys.exc_info()).get_traceback_html())
+    assert len(reports) == 2
+    for report in reports:
+        assert PASSWORD not in report
+        assert TOKEN_PASSWORD not in report
