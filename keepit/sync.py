@@ -289,11 +289,12 @@ class KeepitSync:
             if fresh:
                 created.append(link)
             elif _link_state(link) != before or now - link.last_seen_at >= SEEN_RESOLUTION:
-                link.last_seen_at = now
+                link.last_seen_at = link.updated_at = now
                 changed.append(link)
         for link in links.values():
             if link.external_id not in seen and link.removed_at is None:
-                link.removed_at = now
+                # bulk_update does not run auto_now; stamp what changed ourselves.
+                link.removed_at = link.updated_at = now
                 changed.append(link)
                 self.counts.accounts_removed += 1
         AccountLink.objects.bulk_create(created, batch_size=BATCH_SIZE)
@@ -369,7 +370,7 @@ class KeepitSync:
                 if differs or now - connector.last_seen_at >= SEEN_RESOLUTION:
                     for key, value in desired.items():
                         setattr(connector, key, value)
-                    connector.last_seen_at = now
+                    connector.last_seen_at = connector.updated_at = now
                     changed.append(connector)
                     if differs:
                         self.counts.connectors_updated += 1
@@ -380,7 +381,7 @@ class KeepitSync:
             account_guid = link_guid_by_pk.get(connector.account_link_id or -1, "")
             # Removed only when we know: its account was read, or is no longer listed.
             if account_guid in readable or account_guid not in listed:
-                connector.removed_at = now
+                connector.removed_at = connector.updated_at = now
                 changed.append(connector)
                 self.counts.connectors_removed += 1
         BackupConnector.objects.bulk_create(created, batch_size=BATCH_SIZE)

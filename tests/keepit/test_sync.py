@@ -268,6 +268,7 @@ def test_connectors_keepit_stops_reporting_are_marked_removed_and_come_back(
     run = sync(connection, sandbox)
     row = BackupConnector.objects.get(external_id=gone.guid)
     assert row.removed_at is not None
+    assert row.updated_at == row.removed_at  # bulk writes still stamp updated_at
     assert run.counts["connectors_removed"] == 1
     assert BackupConnector.objects.filter(removed_at__isnull=True).count() == (
         BackupConnector.objects.count() - 1
