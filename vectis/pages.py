@@ -13,7 +13,6 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.admin import AdminSite
@@ -129,6 +128,8 @@ def dashboard(request: HttpRequest, *, site: AdminSite) -> HttpResponseBase:
     refresh = request.GET.get("refresh", "")
     query = request.GET.copy()
     query.pop("page", None)
+    export = query.copy()
+    export["format"] = "csv"
     context = {
         **site.each_context(request),
         "view_health": dashboard_summary(now=timezone.now()),
@@ -141,8 +142,7 @@ def dashboard(request: HttpRequest, *, site: AdminSite) -> HttpResponseBase:
         "refresh": int(refresh) if refresh.isdigit() and int(refresh) in REFRESH_CHOICES else 0,
         "refresh_choices": REFRESH_CHOICES,
         "query_string": query.urlencode(),
-        "csv_url": "?"
-        + urlencode([*((k, v) for k, vs in query.lists() for v in vs), ("format", "csv")]),
+        "csv_url": "?" + export.urlencode(),
         "filter_customer": Customer.objects.filter(pk=filters["customer_id"]).first()
         if filters["customer_id"]
         else None,
