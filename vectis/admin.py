@@ -97,4 +97,5 @@ class CustomerAdmin(admin.ModelAdmin[Customer]):
         # The customer page: connectors, open alerts and the timeline under the form.
         if obj is not None and request.method == "GET":
             context.update(customer_page_context(request, obj))
+            context["title"] = obj.name
         return super().render_change_form(request, context, add, change, form_url, obj)
