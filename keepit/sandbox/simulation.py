@@ -349,9 +349,16 @@ class SandboxMsp:
     _own_reads_lock: threading.Lock = field(init=False)
     _queries: OrderedDict[tuple[str, ...], _AuditQuery] = field(init=False)
 
+    @property
+    def anchor(self) -> float:
+        """Midnight (UTC) of the day the sandbox started: what "two days ago" in the
+        generated data is relative to. Day-aligned, so a sandbox restarted later the same
+        day (or with --start moved on) serves the same MSP, only further in time."""
+        return (self.clock.start // DAY) * DAY
+
     def __post_init__(self) -> None:
         seed = self.config.seed
-        start = self.clock.start
+        start = self.anchor
         self.parent = SimAccount(
             index=-1,
             guid=make_guid(seed, "parent"),
@@ -406,7 +413,7 @@ class SandboxMsp:
             company_name=company,
             full_name=f"{first} {last}",
             email=f"it@{slug or 'customer'}{i}.example.com",
-            created=self.clock.start - (60 + _hash_int(seed, "created", i) % 1500) * DAY,
+            created=self.anchor - (60 + _hash_int(seed, "created", i) % 1500) * DAY,
         )
 
     def _make_connectors(self, account: SimAccount) -> list[SimConnector]:
@@ -429,7 +436,7 @@ class SandboxMsp:
         return result
 
     def _make_connector(self, account: SimAccount, j: int, kind: tuple[str, str]) -> SimConnector:
-        seed, start = self.config.seed, self.clock.start
+        seed, start = self.config.seed, self.anchor
         guid = make_guid(seed, "connector", account.index, j)
         h = _hash_int(seed, "scenario", guid)
         bucket = h % 100

@@ -356,3 +356,26 @@ def test_nothing_in_the_code_base_sends_a_write_to_keepit() -> None:
     # The only PUT the client can send is the audit filter: one guard, one call.
     assert len(puts) == 2
     assert '"PUT",\n                AUDIT_FILTER_PATH' in client_source
+
+
+def test_a_sandbox_started_later_the_same_day_serves_the_same_msp() -> None:
+    earlier = KeepitSandbox(SandboxConfig(accounts=30), start=WINDOW_END, speed=0)
+    later = KeepitSandbox(
+        SandboxConfig(accounts=30), start=WINDOW_END + timedelta(minutes=15), speed=0
+    )
+    try:
+        first, second = earlier.msp, later.msp
+        assert [a.created for a in first.accounts] == [a.created for a in second.accounts]
+        for account in first.accounts:
+            before = [
+                (c.guid, c.created, c.stopped_at, c.scenario)
+                for c in first.connectors[account.guid]
+            ]
+            after = [
+                (c.guid, c.created, c.stopped_at, c.scenario)
+                for c in second.connectors[account.guid]
+            ]
+            assert before == after
+    finally:
+        earlier.server.server_close()
+        later.server.server_close()
