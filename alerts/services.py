@@ -230,23 +230,25 @@ def evaluate(*, now: datetime, send: bool = True) -> EvaluationResult:
 
 
 def acknowledge(alert_ids: Sequence[int], *, by: str, note: str, now: datetime) -> int:
-    """Open alerts become acknowledged (no reminders; the resolved notice still goes)."""
+    """Open alerts become acknowledged (no reminders; the resolved notice still goes).
+    Claimed like every state change: only the rows this call changed get a history entry."""
+    if not alert_ids:
+        return 0
     with transaction.atomic():
-        changed = list(
-            Alert.objects.filter(pk__in=alert_ids, state=Alert.State.OPEN).values_list(
-                "pk", flat=True
-            )
-        )
-        count = Alert.objects.filter(pk__in=changed, state=Alert.State.OPEN).update(
-            state=Alert.State.ACKNOWLEDGED,
-            acknowledged_at=now,
-            acknowledged_by=by,
-            acknowledge_note=note,
-        )
-        _record(
-            AlertEvent.Kind.ACKNOWLEDGED, changed[:count], now=now, notified=True, by=by, note=note
-        )
-    return count
+        ids = _ids_placeholder(alert_ids)
+        sql = f"UPDATE {ALERTS} SET state = %s, acknowledged_at = %s, acknowledged_by = %s, "
+        sql += f"acknowledge_note = %s WHERE id IN ({ids}) AND state = %s RETURNING id"
+        params = [
+            Alert.State.ACKNOWLEDGED,
+            db.ops.adapt_datetimefield_value(now),
+            by,
+            note,
+            *alert_ids,
+            Alert.State.OPEN,
+        ]
+        changed = [row[0] for row in _returning(sql, params)]
+        _record(AlertEvent.Kind.ACKNOWLEDGED, changed, now=now, notified=True, by=by, note=note)
+    return len(changed)
 
 
 def snooze(

@@ -8,8 +8,6 @@ them; nothing here knows about Keepit. Connectors a vendor stops reporting are m
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from django.db import models
 from django.db.models import Q
 
@@ -109,10 +107,6 @@ class BackupConnector(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    @property
-    def is_removed(self) -> bool:
-        return self.removed_at is not None
-
 
 class BackupConnectorStatus(models.Model):
     """The latest backup status of one connector (one row per connector)."""
@@ -147,11 +141,6 @@ class BackupConnectorStatus(models.Model):
 
     def __str__(self) -> str:
         return f"{self.connector_id}: {self.status}"
-
-    def hours_since_success(self, now: datetime) -> float | None:
-        if self.last_success_at is None:
-            return None
-        return (now - self.last_success_at).total_seconds() / 3600
 
 
 class BackupAuditEvent(models.Model):

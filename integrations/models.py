@@ -8,9 +8,6 @@ decrypted just before a provider calls its vendor.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 from django.db import models
 from django.db.models import Q
 from django.views.decorators.debug import sensitive_variables
@@ -55,9 +52,6 @@ class Connection(models.Model):
     @sensitive_variables("values")
     def set_secrets(self, values: dict[str, str]) -> None:
         self.secrets_ciphertext = encrypt_secrets(values)
-
-    def has_secret(self, key: str) -> bool:
-        return bool(self.secrets_ciphertext) and bool(self.secrets.get(key))
 
     def is_failing(self) -> bool:
         """The last attempt failed after (or without) the last success."""
@@ -178,12 +172,3 @@ class SyncRun(models.Model):
         if self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
-
-    def count(self, key: str) -> int:
-        value: Any = self.counts.get(key, 0)
-        return int(value)
-
-    def is_stale(self, now: datetime, stale_after_seconds: float) -> bool:
-        return self.outcome == self.Outcome.RUNNING and (
-            (now - self.heartbeat_at).total_seconds() > stale_after_seconds
-        )

@@ -130,26 +130,28 @@ class KeepitConnectionAdmin(admin.ModelAdmin[KeepitConnection]):
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
-        context = dict(extra_context or {})
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: KeepitConnection | None = None,
+    ) -> HttpResponse:
+        # The connection's state and recent runs, from the object the view already loaded.
         context["keepit_regions"] = KNOWN_REGIONS
-        if object_id:
-            connection = self.get_object(request, object_id)
-            if connection is not None:
-                context["connection_state"] = connection
-                context["recent_runs"] = list(
-                    SyncRun.objects.filter(connection_id=connection.pk).order_by("-started_at")[
-                        :RECENT_RUNS
-                    ]
-                )
-                context["sync_url"] = reverse(
-                    "admin:keepit_keepitconnection_sync", args=[connection.pk]
-                )
-                context["test_url"] = reverse(
-                    "admin:keepit_keepitconnection_test", args=[connection.pk]
-                )
-        if "test_url" not in context:
-            context["test_url"] = reverse("admin:keepit_keepitconnection_test_new")
-        return super().changeform_view(request, object_id, form_url, context)
+        context["test_url"] = reverse("admin:keepit_keepitconnection_test_new")
+        if obj is not None and obj.pk:
+            context["connection_state"] = obj
+            context["recent_runs"] = list(
+                SyncRun.objects.filter(connection_id=obj.pk).order_by("-started_at")[:RECENT_RUNS]
+            )
+            context["sync_url"] = reverse("admin:keepit_keepitconnection_sync", args=[obj.pk])
+            context["test_url"] = reverse("admin:keepit_keepitconnection_test", args=[obj.pk])
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     # --- Test connection and Sync now ----------------------------------------------------
 

@@ -368,3 +368,12 @@ def test_review_suggests_same_and_similar_names_with_a_score() -> None:
     assert suggestions[1]["why"] == "similar name"
     assert 80 <= suggestions[1]["score"] < 100
     assert len(suggestions) == 2
+
+
+def test_the_dashboard_refreshes_itself_for_a_wall_screen(admin_client: Client) -> None:
+    assert 'http-equiv="refresh"' not in admin_client.get("/admin/backups/").content.decode()
+    html = admin_client.get("/admin/backups/?refresh=60").content.decode()
+    assert '<meta http-equiv="refresh" content="60">' in html
+    assert (
+        'http-equiv="refresh"' not in admin_client.get("/admin/backups/?refresh=7").content.decode()
+    )

@@ -19,16 +19,12 @@ from django.contrib.admin import AdminSite
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import (
-    Case,
     Count,
-    IntegerField,
     Min,
     OuterRef,
     Q,
     QuerySet,
     Subquery,
-    Value,
-    When,
 )
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
@@ -48,6 +44,8 @@ from backups.selectors import (
     backup_freshness,
     connector_health_list,
     customer_timeline,
+    effective_status,
+    severity,
     status_counts,
 )
 from customers.models import Customer
@@ -232,14 +230,7 @@ def customers_with_health(customers: QuerySet[Customer]) -> QuerySet[Customer]:
     """Worst status, live connectors and open alerts per customer, as subqueries."""
     live = BackupConnector.objects.filter(customer_id=OuterRef("pk"), removed_at__isnull=True)
     worst = (
-        live.annotate(
-            rank=Case(
-                When(backup_status__isnull=True, then=Value(STATUS_SEVERITY[BackupStatus.UNKNOWN])),
-                *[When(backup_status__status=s, then=Value(r)) for s, r in STATUS_SEVERITY.items()],
-                default=Value(9),
-                output_field=IntegerField(),
-            )
-        )
+        live.annotate(status_now=effective_status(), rank=severity())
         .order_by()
         .values("customer_id")
         .annotate(worst=Min("rank"))

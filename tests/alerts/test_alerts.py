@@ -292,6 +292,9 @@ def test_acknowledged_alerts_get_no_reminders_but_open_ones_do(contoso: Customer
     opened = evaluate().opened
     acknowledged = next(a for a in opened if a.connector_id == first.pk)
     assert services.acknowledge([acknowledged.pk], by="tech", note="On it", now=NOW) == 1
+    # A second acknowledgement (another tab, another technician) changes nothing.
+    assert services.acknowledge([acknowledged.pk], by="other", note="Me too", now=NOW) == 0
+    assert acknowledged.events.filter(kind="acknowledged").count() == 1
     assert evaluate(NOW + timedelta(hours=3)).reminded == []
     reminded = evaluate(NOW + timedelta(hours=4, minutes=1)).reminded
     assert [a.connector.name for a in reminded] == ["Second"]  # type: ignore[union-attr]

@@ -450,3 +450,52 @@ def test_error_reports_never_show_secrets(monkeypatch: pytest.MonkeyPatch) -> No
     for report in reports:
         assert PASSWORD not in report
         assert TOKEN_PASSWORD not in report
+
+
+def test_the_connection_page_shows_its_state_and_recent_runs(
+    admin_client_logged_in: Client, sandbox_settings: KeepitSandbox
+) -> None:
+    from keepit.sync import sync_connection
+
+    sandbox = sandbox_settings
+    connection = create_connection(admin_client_logged_in, **sandbox_form(sandbox))
+    url = reverse("admin:keepit_keepitconnection_change", args=[connection.pk])
+    assert "No sync has run yet." in admin_client_logged_in.get(url).content.decode()
+    sync_connection(connection, now=sandbox.clock.now_datetime())
+    connection.set_secrets({"password": "wrong"})
+    connection.save()
+    failed = sync_connection(connection, now=sandbox.clock.now_datetime())
+    html = admin_client_logged_in.get(url).content.decode()
+    assert "Last successful sync:" in html
+    assert html.count('<td><span class="vx-badge') == 2  # two runs listed
+    assert ">Succeeded<" in html
+    assert ">Failed<" in html
+    assert failed.error.startswith("Keepit refused the credentials")
+    assert "Last error" in html
+    assert failed.error.split(":")[0] in html
+
+
+def test_secrets_never_reach_the_logs(
+    admin_client_logged_in: Client,
+    sandbox_settings: KeepitSandbox,
+    settings: SettingsWrapper,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from keepit.sync import sync_connection
+
+    sandbox = sandbox_settings
+    settings.KEEPIT_RETRY_BUDGET_SECONDS = 5
+    caplog.set_level("DEBUG")
+    values = sandbox_form(
+        sandbox,
+        token_login=sandbox.config.token_login,
+        token_password=sandbox.config.token_password,
+    )
+    post_test(admin_client_logged_in, **values)
+    connection = create_connection(admin_client_logged_in, **values)
+    sandbox.inject("503", "429", "drop")  # retries are logged
+    sync_connection(connection, now=sandbox.clock.now_datetime())
+    post_test(admin_client_logged_in, **sandbox_form(sandbox, password="Wr0ng-" + PASSWORD))
+    assert "retry" in caplog.text
+    for secret in (sandbox.config.password, sandbox.config.token_password, PASSWORD):
+        assert secret not in caplog.text
