@@ -42,6 +42,9 @@ run: prepare
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
 
 demo: prepare
+	@# Commands run by hand in this folder (keepit_sync, keepit_connection ...) read .env:
+	@# point them at the sandbox too.
+	$(PYTHON) scripts/make_env.py .env --set "KEEPIT_BASE_URL_TEMPLATE=http://127.0.0.1:$(SANDBOX_PORT)/{region}"
 	KEEPIT_BASE_URL_TEMPLATE="http://127.0.0.1:$(SANDBOX_PORT)/{region}" \
 		$(BIN)/python manage.py keepit_demo_setup
 	@echo "Vectis: http://127.0.0.1:8000/admin/  (user admin; password printed above on first run, also in var/admin-password.txt)"

@@ -3,19 +3,25 @@ the e-mails sent for them."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.views.decorators.http import require_POST
 
 from backups.models import ConnectorKind
+from integrations.admin import HistoryAdmin
 
 from . import services
 from .models import Alert, AlertEvent, AlertNotification, AlertRule
@@ -95,12 +101,19 @@ class AlertEventInline(admin.TabularInline[AlertEvent, Alert]):
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
 
 class SnoozeForm(forms.Form):
     until = forms.DateTimeField(
-        label="Snooze until (UTC)",
-        help_text="YYYY-MM-DD HH:MM",
-        initial=lambda: (timezone.now() + timedelta(days=1)).strftime("%Y-%m-%d %H:%M"),
+        label="Snooze until",
+        help_text="Your time zone; YYYY-MM-DD HH:MM.",
+        initial=lambda: (timezone.localtime() + timedelta(days=1)).replace(second=0, microsecond=0),
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
     )
     reason = forms.CharField(label="Reason", widget=forms.Textarea(attrs={"rows": 2}))
 
@@ -115,8 +128,64 @@ class AcknowledgeForm(forms.Form):
     note = forms.CharField(label="Note", required=False, widget=forms.Textarea(attrs={"rows": 2}))
 
 
+def quick_snoozes(now: datetime) -> list[tuple[str, str, datetime]]:
+    """The one-click snooze choices: (value, label, until) in the viewer's time zone."""
+    local = timezone.localtime(now)
+    tomorrow_nine = (local + timedelta(days=1)).replace(hour=9, minute=0, second=0, microsecond=0)
+    return [
+        ("4h", "4 hours", now + timedelta(hours=4)),
+        ("tomorrow", f"Until tomorrow {tomorrow_nine:%H:%M}", tomorrow_nine),
+        ("week", "1 week", now + timedelta(weeks=1)),
+    ]
+
+
+class AlertStatusFilter(admin.SimpleListFilter):
+    """The alert list opens on what is still open; resolved alerts are one click away."""
+
+    title = "status"
+    parameter_name = "status"
+    DEFAULT = "unresolved"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            (self.DEFAULT, "Open or acknowledged"),
+            ("open", "Open"),
+            ("acknowledged", "Acknowledged"),
+            ("snoozed", "Snoozed"),
+            ("resolved", "Resolved"),
+            ("all", "All"),
+        ]
+
+    def value(self) -> str:
+        return super().value() or self.DEFAULT
+
+    def choices(self, changelist: Any) -> Any:
+        for lookup, title in self.lookup_choices:
+            yield {
+                "selected": self.value() == str(lookup),
+                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title,
+            }
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value == self.DEFAULT:
+            return queryset.filter(resolved_at__isnull=True)
+        if value in (Alert.State.OPEN, Alert.State.ACKNOWLEDGED):
+            return queryset.filter(state=value, resolved_at__isnull=True)
+        if value == "snoozed":
+            return queryset.filter(resolved_at__isnull=True, snoozed_until__gt=timezone.now())
+        if value == "resolved":
+            return queryset.filter(resolved_at__isnull=False)
+        return queryset
+
+
 @admin.register(Alert)
 class AlertAdmin(admin.ModelAdmin[Alert]):
+    """Alerts are looked at and triaged (acknowledge, snooze, unsnooze), never edited
+    or deleted: the list actions and the buttons on the alert page both call the same
+    services, and both need the "change alert" permission."""
+
     list_display = [
         "summary",
         "kind",
@@ -129,7 +198,7 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
     ]
     # Only customers that have alerts: a list of every customer would swamp the sidebar.
     list_filter = [
-        "state",
+        AlertStatusFilter,
         "kind",
         "rule",
         ("connector__customer", admin.RelatedOnlyFieldListFilter),
@@ -140,8 +209,10 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
     date_hierarchy = "opened_at"
     inlines = [AlertEventInline]
     actions = ["acknowledge_action", "snooze_action", "unsnooze_action"]
+    change_form_template = "admin/alerts/alert/change_form.html"
     readonly_fields = [
         "summary",
+        "detail",
         "kind",
         "state",
         "rule",
@@ -165,6 +236,15 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # the alert page is a view; triage has its own permission check
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_triage_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("alerts.change_alert")
+
     @admin.display(description="State", ordering="state")
     def state_badge(self, alert: Alert) -> str:
         return format_html(
@@ -179,7 +259,7 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
             return alert.connector.customer.name
         return ""
 
-    @admin.display(description="Kind")
+    @admin.display(description="Connector kind")
     def connector_kind(self, alert: Alert) -> str:
         return alert.connector.get_kind_display() if alert.connector else ""
 
@@ -201,7 +281,9 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
     def _user(self, request: HttpRequest) -> str:
         return request.user.get_username()
 
-    @admin.action(description="Acknowledge selected alerts")
+    # --- list actions --------------------------------------------------------------------
+
+    @admin.action(description="Acknowledge selected alerts", permissions=["triage"])
     def acknowledge_action(
         self, request: HttpRequest, queryset: QuerySet[Alert]
     ) -> HttpResponse | None:
@@ -217,7 +299,7 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
             return None
         return self._intermediate(request, queryset, form, "acknowledge_action", "Acknowledge")
 
-    @admin.action(description="Snooze selected alerts")
+    @admin.action(description="Snooze selected alerts", permissions=["triage"])
     def snooze_action(self, request: HttpRequest, queryset: QuerySet[Alert]) -> HttpResponse | None:
         form = SnoozeForm(request.POST if "apply" in request.POST else None)
         if "apply" in request.POST and form.is_valid():
@@ -232,7 +314,7 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
             return None
         return self._intermediate(request, queryset, form, "snooze_action", "Snooze")
 
-    @admin.action(description="Unsnooze selected alerts")
+    @admin.action(description="Unsnooze selected alerts", permissions=["triage"])
     def unsnooze_action(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
         count = services.unsnooze(
             list(queryset.values_list("pk", flat=True)), by=self._user(request), now=timezone.now()
@@ -259,13 +341,98 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
         }
         return TemplateResponse(request, "admin/alerts/alert/action_form.html", context)
 
+    # --- triage on the alert page (the page the e-mails link to) -------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/triage/", wrap(self.triage_view), name="alerts_alert_triage"),
+            *super().get_urls(),
+        ]
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Alert | None = None,
+    ) -> HttpResponse:
+        if obj is not None:
+            now = timezone.now()
+            context.update(
+                alert=obj,
+                can_triage=self.has_triage_permission(request) and obj.resolved_at is None,
+                is_snoozed=obj.is_snoozed(now),
+                quick_snoozes=quick_snoozes(now),
+                snooze_form=SnoozeForm(),
+                acknowledge_form=AcknowledgeForm(),
+                triage_url=reverse("admin:alerts_alert_triage", args=[obj.pk]),
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    @method_decorator(require_POST)
+    def triage_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        alert = get_object_or_404(Alert, pk=object_id)
+        if not self.has_triage_permission(request):
+            raise PermissionDenied
+        page = reverse("admin:alerts_alert_change", args=[alert.pk])
+        now = timezone.now()
+        action = request.POST.get("triage", "")
+        by = self._user(request)
+        if action == "acknowledge":
+            form = AcknowledgeForm(request.POST)
+            note = form.cleaned_data["note"] if form.is_valid() else ""
+            done = services.acknowledge([alert.pk], by=by, note=note, now=now)
+            text = "Alert acknowledged: no more reminders." if done else "Already acknowledged."
+            self.message_user(request, text, messages.SUCCESS if done else messages.INFO)
+        elif action == "snooze":
+            until = self._snooze_until(request, now)
+            if until is None:
+                return HttpResponseRedirect(page)
+            services.snooze(
+                [alert.pk],
+                until=until,
+                reason=request.POST.get("reason", "").strip(),
+                by=by,
+                now=now,
+            )
+            local = timezone.localtime(until)
+            self.message_user(
+                request, f"Snoozed until {local:%Y-%m-%d %H:%M %Z}.", messages.SUCCESS
+            )
+        elif action == "unsnooze":
+            done = services.unsnooze([alert.pk], by=by, now=now)
+            self.message_user(
+                request, "Unsnoozed." if done else "It was not snoozed.", messages.SUCCESS
+            )
+        else:
+            self.message_user(request, "Unknown action.", messages.ERROR)
+        return HttpResponseRedirect(page)
+
+    def _snooze_until(self, request: HttpRequest, now: datetime) -> datetime | None:
+        quick = {value: until for value, _label, until in quick_snoozes(now)}
+        choice = request.POST.get("quick", "")
+        if choice in quick:
+            return quick[choice]
+        form = SnoozeForm({"until": request.POST.get("until", ""), "reason": "x"})
+        if form.is_valid():
+            until: datetime = form.cleaned_data["until"]
+            return until
+        errors = "; ".join(str(e) for e in form.errors.get("until", []))
+        self.message_user(request, f"Snooze until: {errors}", messages.ERROR)
+        return None
+
 
 @admin.register(AlertNotification)
-class AlertNotificationAdmin(admin.ModelAdmin[AlertNotification]):
+class AlertNotificationAdmin(HistoryAdmin[AlertNotification]):
+    """The delivery log: every message, as it was written before sending."""
+
     list_display = ["created_at", "recipient", "subject", "status", "attempts", "sent_at", "error"]
     list_filter = ["status"]
     search_fields = ["recipient", "subject"]
-    readonly_fields = [
+    fields = [
         "recipient",
         "subject",
         "status",
@@ -274,12 +441,6 @@ class AlertNotificationAdmin(admin.ModelAdmin[AlertNotification]):
         "created_at",
         "next_attempt_at",
         "sent_at",
+        "failed_at",
         "body_text",
     ]
-    fields = list(readonly_fields)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

@@ -10,9 +10,11 @@ class AlertsConfig(AppConfig):
     verbose_name = "Alerts"
 
     def ready(self) -> None:
+        from backups.signals import account_excluded
         from integrations.signals import sync_finished
 
         sync_finished.connect(_evaluate_after_sync, dispatch_uid="alerts-evaluate-after-sync")
+        account_excluded.connect(_end_excluded_alerts, dispatch_uid="alerts-account-excluded")
 
 
 def _evaluate_after_sync(sender: Any, **kwargs: Any) -> None:
@@ -20,3 +22,12 @@ def _evaluate_after_sync(sender: Any, **kwargs: Any) -> None:
     from .tasks import evaluate_alerts
 
     evaluate_alerts.delay()
+
+
+def _end_excluded_alerts(sender: Any, *, link: Any, by: str = "", **kwargs: Any) -> None:
+    """An excluded account's open alerts end at once, without a "resolved" e-mail."""
+    from django.utils import timezone
+
+    from .services import resolve_for_excluded_account
+
+    resolve_for_excluded_account(link, now=timezone.now(), by=by)

@@ -6,10 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.conf import settings
+from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 
 from backups.models import AuditCategory, BackupAuditEvent, BackupConnector, BackupStatus
-from integrations.models import Connection
+from integrations.models import AccountLink, Connection
+from integrations.services import degraded_filter
 
 from .models import Alert, AlertRule
 
@@ -28,6 +30,8 @@ class Condition:
     reason: str = ""
     connector_id: int | None = None
     connection_id: int | None = None
+    # Why, in words (kept on the alert and carried by every message about it).
+    detail: str = ""
 
 
 def rule_key(rule: AlertRule, connector_id: int) -> str:
@@ -38,11 +42,20 @@ def sync_key(connection_id: int) -> str:
     return f"sync:{connection_id}"
 
 
+def degraded_key(connection_id: int) -> str:
+    return f"degraded:{connection_id}"
+
+
+def _utc(moment: datetime) -> str:
+    return f"{moment:%Y-%m-%d %H:%M} UTC"
+
+
 def _scoped_connectors(rule: AlertRule) -> QuerySet[BackupConnector]:
-    # Removed connectors, and connectors Keepit is deleting, never alert.
+    # Removed connectors, connectors Keepit is deleting and connectors of excluded
+    # accounts never alert.
     connectors = BackupConnector.objects.filter(
         removed_at__isnull=True, deletion_scheduled_at__isnull=True
-    )
+    ).exclude(account_link__state=AccountLink.State.EXCLUDED)
     if rule.connector_kinds:
         connectors = connectors.filter(kind__in=rule.connector_kinds)
     # A subquery, not a Python list: the scope costs no extra round trip.
@@ -64,15 +77,25 @@ def stale_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
             Q(backup_status__last_success_at__lt=stale_before)
             | Q(backup_status__last_success_at__isnull=True, first_seen_at__lt=grace_before)
         )
-        .values_list("pk", "name", "customer__name", "backup_status__last_success_at")
+        .values_list(
+            "pk", "name", "customer__name", "backup_status__last_success_at", "first_seen_at"
+        )
     )
     conditions = []
-    for pk, name, customer, last_success in rows:
+    for pk, name, customer, last_success, first_seen in rows:
         if last_success is None:
             what = "no complete backup since it was added"
+            detail = (
+                f"No complete backup since the connector was added ({_utc(first_seen)}); "
+                f"new connectors get {rule.onboarding_grace_hours} h to finish their first."
+            )
         else:
             hours = int((now - last_success).total_seconds() // 3600)
             what = f"no complete backup for {hours} hours"
+            detail = (
+                f"No complete backup since {_utc(last_success)} "
+                f"(the rule allows {rule.threshold_hours} h)."
+            )
         subject = f"{customer}: {name}" if customer else name
         conditions.append(
             Condition(
@@ -80,6 +103,7 @@ def stale_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
                 kind=Alert.Kind.BACKUP_STALE,
                 summary=f"{subject} — {what}"[:255],
                 connector_id=pk,
+                detail=detail,
             )
         )
     return conditions
@@ -95,6 +119,7 @@ def failed_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
         occurred_at__gte=now - timedelta(hours=rule.lookback_hours),
         occurred_at__lte=now,
     )
+    latest = failures.order_by("-occurred_at", "-id")
     condition = Q(Exists(failures))
     if rule.include_failed_status:
         condition |= Q(
@@ -102,22 +127,34 @@ def failed_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
         )
     rows = (
         _scoped_connectors(rule)
-        .annotate(has_failure_event=Exists(failures))
+        .annotate(
+            failure_message=Subquery(latest.values("message")[:1]),
+            failure_at=Subquery(latest.values("occurred_at")[:1]),
+        )
         .filter(condition)
         .values_list(
             "pk",
             "name",
             "customer__name",
-            "has_failure_event",
+            "failure_message",
+            "failure_at",
             "backup_status__reason",
             "backup_status__reason_text",
             "backup_status__status",
+            "backup_status__reason_is_failure",
         )
     )
     conditions = []
-    for pk, name, customer, has_event, reason, reason_text, _status in rows:
+    for pk, name, customer, message, failed_at, reason, reason_text, status, needs in rows:
         subject = f"{customer}: {name}" if customer else name
-        what = "a failure in the Keepit audit log" if has_event else (reason_text or reason)
+        reasons = []
+        if failed_at is not None:
+            reasons.append(
+                f"Failed in the Keepit audit log at {_utc(failed_at)}: \u201c{message}\u201d."
+            )
+        if rule.include_failed_status and status == BackupStatus.FAILED and needs:
+            reasons.append(f"Keepit says: {reason_text or reason}.")
+        what = "a failure in the Keepit audit log" if failed_at else (reason_text or reason)
         conditions.append(
             Condition(
                 key=rule_key(rule, pk),
@@ -125,6 +162,7 @@ def failed_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
                 summary=f"{subject} — {what}"[:255],
                 reason=reason or "",
                 connector_id=pk,
+                detail=" ".join(reasons),
             )
         )
     return conditions
@@ -140,9 +178,7 @@ def sync_stale_conditions(*, now: datetime) -> list[Condition]:
     conditions = []
     for connection in rows:
         since = (
-            f"since {connection.last_success_at:%Y-%m-%d %H:%M} UTC"
-            if connection.last_success_at
-            else "ever"
+            f"since {_utc(connection.last_success_at)}" if connection.last_success_at else "ever"
         )
         conditions.append(
             Condition(
@@ -150,6 +186,30 @@ def sync_stale_conditions(*, now: datetime) -> list[Condition]:
                 kind=Alert.Kind.SYNC_STALE,
                 summary=f"{connection.name}: no successful sync {since}"[:255],
                 connection_id=connection.pk,
+                detail=connection.last_error,
+            )
+        )
+    return conditions
+
+
+def sync_degraded_conditions(*, now: datetime) -> list[Condition]:
+    """Enabled connections whose last runs were all partial: each run "succeeded", so
+    the sync never goes stale, yet some accounts have not been read for hours."""
+    runs = settings.VECTIS_DEGRADED_AFTER_PARTIAL_RUNS
+    conditions = []
+    for connection in Connection.objects.filter(degraded_filter(), enabled=True):
+        conditions.append(
+            Condition(
+                key=degraded_key(connection.pk),
+                kind=Alert.Kind.SYNC_DEGRADED,
+                summary=(
+                    f"{connection.name}: the last {connection.partial_runs_in_row} syncs could "
+                    "not read every account"
+                )[:255],
+                connection_id=connection.pk,
+                detail=(
+                    f"{runs} or more syncs in a row ended partial. {connection.last_error}"
+                ).strip(),
             )
         )
     return conditions

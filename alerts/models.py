@@ -125,6 +125,7 @@ class Alert(models.Model):
         BACKUP_STALE = "backup_stale", "Backup stale"
         BACKUP_FAILED = "backup_failed", "Backup failed"
         SYNC_STALE = "sync_stale", "Sync stale"
+        SYNC_DEGRADED = "sync_degraded", "Sync degraded"
 
     class State(models.TextChoices):
         OPEN = "open", "Open"
@@ -145,6 +146,9 @@ class Alert(models.Model):
     state = models.CharField(max_length=16, choices=State.choices, default=State.OPEN)
     summary = models.CharField(max_length=255, blank=True, default="")
     reason = models.CharField(max_length=64, blank=True, default="")
+    # Why it is open, in words: the vendor's reason, the failed audit event, the age of
+    # the last complete backup, or the accounts a degraded sync cannot read.
+    detail = models.TextField(blank=True, default="")
     opened_at = models.DateTimeField()
     last_seen_at = models.DateTimeField()
     last_notified_at = models.DateTimeField(null=True, blank=True)
@@ -223,6 +227,8 @@ class AlertNotification(models.Model):
         PENDING = "pending", "Waiting to send"
         SENDING = "sending", "Sending"
         SENT = "sent", "Sent"
+        # The SMTP server refused it for good (5xx), or it was retried too long.
+        FAILED = "failed", "Failed"
 
     recipient = models.CharField(max_length=254)
     subject = models.CharField(max_length=255)
@@ -236,6 +242,7 @@ class AlertNotification(models.Model):
     next_attempt_at = models.DateTimeField()
     claimed_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "alert_notifications"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db.models import OuterRef, QuerySet, Subquery
 
-from .models import Alert, AlertEvent
+from .models import Alert, AlertEvent, AlertNotification
+
+# The admin home shows e-mails that failed for good this recently.
+FAILED_DELIVERY_WINDOW = timedelta(days=7)
 
 
 def open_alerts() -> QuerySet[Alert]:
@@ -34,3 +37,10 @@ def customer_alert_events(
     if oldest is not None:
         events = events.filter(at__gte=oldest)
     return events.order_by("-at", "-id")
+
+
+def failed_deliveries(*, now: datetime) -> int:
+    """Alert e-mails that failed for good in the last week (shown on the admin home)."""
+    return AlertNotification.objects.filter(
+        status=AlertNotification.Status.FAILED, failed_at__gte=now - FAILED_DELIVERY_WINDOW
+    ).count()

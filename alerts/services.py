@@ -11,6 +11,7 @@ unnotified events the same way, writes one `AlertNotification` per recipient, an
 from __future__ import annotations
 
 import logging
+import smtplib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,8 +26,14 @@ from django.db.models import Q
 from django.template.loader import render_to_string
 
 from backups.models import BackupConnector, ConnectorKind
+from integrations.models import AccountLink
 
-from .evaluation import Condition, rule_conditions, sync_stale_conditions
+from .evaluation import (
+    Condition,
+    rule_conditions,
+    sync_degraded_conditions,
+    sync_stale_conditions,
+)
 from .models import SENDING_TIMEOUT, Alert, AlertEvent, AlertNotification, AlertRule
 
 logger = logging.getLogger(__name__)
@@ -82,6 +89,7 @@ def _open(conditions: list[Condition], rule: AlertRule | None, *, now: datetime)
         "state",
         "summary",
         "reason",
+        "detail",
         "opened_at",
         "last_seen_at",
         "last_notified_at",
@@ -101,6 +109,7 @@ def _open(conditions: list[Condition], rule: AlertRule | None, *, now: datetime)
             Alert.State.OPEN,
             c.summary,
             c.reason,
+            c.detail,
             now_db,
             now_db,
             now_db,
@@ -189,7 +198,24 @@ def _apply(
     _record(AlertEvent.Kind.OPENED, opened, now=now)
     gone = [pk for key, pk in open_alerts.items() if key not in current]
     resolved = _resolve(gone, now=now)
-    _record(AlertEvent.Kind.RESOLVED, resolved, now=now, notified=silent_resolve)
+    # Alerts that ended because their account was excluded end quietly: an exclusion
+    # is a decision, not a recovery, and must not send a "resolved" storm.
+    excluded = (
+        set(
+            Alert.objects.filter(
+                pk__in=resolved, connector__account_link__state=AccountLink.State.EXCLUDED
+            ).values_list("pk", flat=True)
+        )
+        if resolved and not silent_resolve
+        else set()
+    )
+    _record(
+        AlertEvent.Kind.RESOLVED,
+        [pk for pk in resolved if pk not in excluded],
+        now=now,
+        notified=silent_resolve,
+    )
+    _record(AlertEvent.Kind.RESOLVED, excluded, now=now, notified=True, note=EXCLUDED_NOTE)
     still = [pk for key, pk in open_alerts.items() if key in current]
     reminded: list[int] = []
     if rule is not None and rule.reminder_hours and still:
@@ -220,10 +246,38 @@ def evaluate(*, now: datetime, send: bool = True) -> EvaluationResult:
             now=now,
             result=result,
         )
+        _apply(
+            sync_degraded_conditions(now=now),
+            Q(kind=Alert.Kind.SYNC_DEGRADED),
+            None,
+            now=now,
+            result=result,
+        )
     result.notifications = notify(now=now)
     if send:
         result.sent, result.failed = send_due(now=now)
     return result
+
+
+EXCLUDED_NOTE = "The account was excluded from monitoring; resolved without a notice."
+
+
+def resolve_quietly(alert_ids: Sequence[int], *, now: datetime, by: str, note: str) -> int:
+    """End open alerts without a "resolved" message (claimed like every change)."""
+    with transaction.atomic():
+        resolved = _resolve(list(alert_ids), now=now)
+        _record(AlertEvent.Kind.RESOLVED, resolved, now=now, notified=True, by=by, note=note)
+    return len(resolved)
+
+
+def resolve_for_excluded_account(link: AccountLink, *, now: datetime, by: str = "") -> int:
+    """An excluded account's open alerts end at once, quietly, with a note."""
+    ids = list(
+        Alert.objects.filter(connector__account_link=link, resolved_at__isnull=True).values_list(
+            "pk", flat=True
+        )
+    )
+    return resolve_quietly(ids, now=now, by=by, note=EXCLUDED_NOTE) if ids else 0
 
 
 # --- user actions ------------------------------------------------------------------------------
@@ -308,14 +362,22 @@ def _hours_ago(moment: datetime | None, now: datetime) -> str:
     return "1 hour ago" if hours == 1 else f"{hours} hours ago"
 
 
+KIND_LABELS = dict(Alert.Kind.choices)
+
+
 def _item(event: AlertEvent, now: datetime) -> dict[str, Any]:
+    """One row of a message: one alert (one rule and one connector), with its kind and
+    the reason it is open, so every part of the message says why."""
     alert = event.alert
     base = settings.VECTIS_BASE_URL.rstrip("/")
     item: dict[str, Any] = {
         "event": event.kind,
         "kind": alert.kind,
+        "kind_label": str(KIND_LABELS.get(alert.kind, alert.kind)),
+        "rule": alert.rule.name if alert.rule else "Built-in sync check",
         "alert_url": f"{base}/admin/alerts/alert/{alert.pk}/change/",
         "summary": alert.summary,
+        "why": alert.detail,
         "snoozed": alert.is_snoozed(now),
     }
     connector: BackupConnector | None = alert.connector
@@ -323,6 +385,7 @@ def _item(event: AlertEvent, now: datetime) -> dict[str, Any]:
         status = getattr(connector, "backup_status", None)
         customer = connector.customer
         last_success = status.last_success_at if status else None
+        reason = (status.reason_text or status.reason) if status else ""
         item.update(
             customer=customer.name if customer else "Unlinked Keepit account",
             customer_url=f"{base}/admin/customers/customer/{customer.pk}/change/"
@@ -332,12 +395,17 @@ def _item(event: AlertEvent, now: datetime) -> dict[str, Any]:
             connector_kind=str(dict(ConnectorKind.choices).get(connector.kind, connector.kind)),
             last_success=f"{last_success:%Y-%m-%d %H:%M} UTC" if last_success else "never",
             last_success_ago=_hours_ago(last_success, now),
-            reason=(status.reason_text or status.reason) if status else "",
+            reason=reason,
             sort=(
                 0 if alert.kind == Alert.Kind.BACKUP_FAILED else 1,
                 last_success.timestamp() if last_success else 0,
             ),
         )
+        if alert.kind == Alert.Kind.BACKUP_STALE and last_success is not None:
+            hours = int((now - last_success).total_seconds() // 3600)
+            item["why"] = f"No complete backup for {hours} hours (since {item['last_success']})."
+        elif not item["why"]:
+            item["why"] = reason or alert.summary
     elif alert.connection is not None:
         connection = alert.connection
         last = connection.last_success_at
@@ -349,15 +417,18 @@ def _item(event: AlertEvent, now: datetime) -> dict[str, Any]:
             last_success=f"{last:%Y-%m-%d %H:%M} UTC" if last else "never",
             last_success_ago=_hours_ago(last, now),
             reason=connection.last_error,
+            why=alert.detail or connection.last_error or alert.summary,
             sort=(2, last.timestamp() if last else 0),
         )
     return item
 
 
+# In the subject's order: failures first.
 KIND_NOUNS = {
-    Alert.Kind.BACKUP_STALE: ("backup stale", "backups stale"),
     Alert.Kind.BACKUP_FAILED: ("backup failed", "backups failed"),
+    Alert.Kind.BACKUP_STALE: ("backup stale", "backups stale"),
     Alert.Kind.SYNC_STALE: ("sync stale", "syncs stale"),
+    Alert.Kind.SYNC_DEGRADED: ("sync degraded", "syncs degraded"),
 }
 
 
@@ -370,7 +441,7 @@ def build_subject(items: list[dict[str, Any]]) -> str:
     active = [i for i in items if i["event"] != AlertEvent.Kind.RESOLVED]
     resolved = [i for i in items if i["event"] == AlertEvent.Kind.RESOLVED]
     parts = []
-    for kind in (Alert.Kind.BACKUP_FAILED, Alert.Kind.BACKUP_STALE, Alert.Kind.SYNC_STALE):
+    for kind in KIND_NOUNS:
         count = sum(1 for i in active if i["kind"] == kind)
         if count:
             singular, plural = KIND_NOUNS[kind]
@@ -437,15 +508,38 @@ def notify(*, now: datetime) -> list[AlertNotification]:
     return notifications
 
 
+def _delivery_failure(exc: Exception) -> tuple[bool, str]:
+    """(permanent, sentence) for an SMTP failure. A 5xx answer is the server's final
+    word (unknown user, rejected sender, refused content): trying again cannot help. 4xx
+    answers and network errors are temporary."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        answers = list(exc.recipients.values())
+        text = "; ".join(
+            f"{code} {message.decode(errors='replace') if isinstance(message, bytes) else message}"
+            for code, message in answers
+        )
+        permanent = bool(answers) and all(code >= 500 for code, _message in answers)
+        return permanent, f"The mail server refused the recipient: {text}"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        message = exc.smtp_error
+        text = message.decode(errors="replace") if isinstance(message, bytes) else str(message)
+        return exc.smtp_code >= 500, f"The mail server answered {exc.smtp_code} {text}"
+    return False, f"{type(exc).__name__}: {exc}"
+
+
 def send_due(*, now: datetime) -> tuple[int, int]:
     """Send every message that is due; returns (sent, failed). Each message is claimed
-    first (pending -> sending), so two senders never send the same message."""
+    first (pending -> sending), so two senders never send the same message. A permanent
+    refusal (5xx) fails the message at once; temporary ones are retried with backoff up
+    to VECTIS_EMAIL_MAX_ATTEMPTS attempts or VECTIS_EMAIL_MAX_AGE_HOURS hours."""
     due = AlertNotification.objects.filter(
         Q(status=AlertNotification.Status.PENDING, next_attempt_at__lte=now)
         | Q(status=AlertNotification.Status.SENDING, claimed_at__lt=now - SENDING_TIMEOUT)
     ).order_by("next_attempt_at", "id")
     sent = failed = 0
     mail = get_connection()
+    max_attempts = settings.VECTIS_EMAIL_MAX_ATTEMPTS
+    max_age = timedelta(hours=settings.VECTIS_EMAIL_MAX_AGE_HOURS)
     for notification in due:
         claimed = AlertNotification.objects.filter(
             pk=notification.pk, status=notification.status, claimed_at=notification.claimed_at
@@ -460,27 +554,49 @@ def send_due(*, now: datetime) -> tuple[int, int]:
             connection=mail,
         )
         message.attach_alternative(notification.body_html, "text/html")
+        attempts = notification.attempts + 1
         try:
             message.send()
-        except Exception as exc:  # SMTP and socket errors alike: wait and retry
-            attempts = notification.attempts + 1
-            AlertNotification.objects.filter(pk=notification.pk).update(
-                status=AlertNotification.Status.PENDING,
-                attempts=attempts,
-                error=f"{type(exc).__name__}: {exc}"[:1000],
-                next_attempt_at=now + AlertNotification.backoff(attempts),
-            )
-            logger.warning(
-                "Alert e-mail %s to %s not sent yet: %s",
-                notification.pk,
-                notification.recipient,
-                exc,
-            )
+        except Exception as exc:  # SMTP and socket errors alike: decide, then record
+            permanent, sentence = _delivery_failure(exc)
+            gave_up = attempts >= max_attempts or now - notification.created_at >= max_age
+            if permanent or gave_up:
+                if not permanent:
+                    sentence = (
+                        f"Gave up after {attempts} attempts over "
+                        f"{_hours_ago(notification.created_at, now).removesuffix(' ago')}: "
+                        f"{sentence}"
+                    )
+                AlertNotification.objects.filter(pk=notification.pk).update(
+                    status=AlertNotification.Status.FAILED,
+                    attempts=attempts,
+                    error=sentence[:1000],
+                    failed_at=now,
+                )
+                logger.error(
+                    "Alert e-mail %s to %s failed for good: %s",
+                    notification.pk,
+                    notification.recipient,
+                    sentence,
+                )
+            else:
+                AlertNotification.objects.filter(pk=notification.pk).update(
+                    status=AlertNotification.Status.PENDING,
+                    attempts=attempts,
+                    error=sentence[:1000],
+                    next_attempt_at=now + AlertNotification.backoff(attempts),
+                )
+                logger.warning(
+                    "Alert e-mail %s to %s not sent yet: %s",
+                    notification.pk,
+                    notification.recipient,
+                    sentence,
+                )
             failed += 1
             continue
         AlertNotification.objects.filter(pk=notification.pk).update(
             status=AlertNotification.Status.SENT,
-            attempts=notification.attempts + 1,
+            attempts=attempts,
             sent_at=now,
             error="",
         )

@@ -195,6 +195,14 @@ class BackupAuditEvent(models.Model):
             models.Index(
                 fields=["occurred_at"], condition=Q(succeeded=False), name="audit_failure_time_idx"
             ),
+            # The sync's relink pass: events stored before their connector was known.
+            models.Index(
+                fields=["connection", "connector_external_id"],
+                condition=Q(connector__isnull=True) & ~Q(connector_external_id=""),
+                name="audit_unlinked_connector_idx",
+            ),
+            # Moving an account's events to its customer (account links, relinking).
+            models.Index(fields=["connection", "account_external_id"], name="audit_account_idx"),
         ]
 
     def __str__(self) -> str:

@@ -9,6 +9,8 @@ from datetime import datetime, timedelta
 
 from django.db.models import Case, Count, F, IntegerField, Q, QuerySet, Value, When
 
+from integrations.models import AccountLink
+
 from .models import BackupAuditEvent, BackupConnector, BackupStatus
 
 # Worst first: the order of the attention list.
@@ -29,8 +31,11 @@ STATUS_ORDER = [
 
 
 def live_connectors() -> QuerySet[BackupConnector]:
-    """Connectors Keepit still reports (removed ones are history)."""
-    return BackupConnector.objects.filter(removed_at__isnull=True)
+    """Connectors the vendor still reports (removed ones are history), of accounts that
+    are monitored (an excluded account's connectors are out of every count and list)."""
+    return BackupConnector.objects.filter(removed_at__isnull=True).exclude(
+        account_link__state=AccountLink.State.EXCLUDED
+    )
 
 
 def effective_status() -> Case:
@@ -61,22 +66,12 @@ def status_counts(connectors: QuerySet[BackupConnector] | None = None) -> dict[s
     return counts
 
 
-def connector_health_list(
-    *,
-    statuses: list[str] | None = None,
-    kind: str = "",
-    customer_id: int | None = None,
-    search: str = "",
+def filtered_connectors(
+    *, kind: str = "", customer_id: int | None = None, search: str = ""
 ) -> QuerySet[BackupConnector]:
-    """Live connectors with their status, worst and oldest (last success) first."""
-    connectors = (
-        live_connectors()
-        .select_related("customer", "backup_status", "account_link")
-        .annotate(status_now=effective_status())
-        .annotate(severity=severity())
-    )
-    if statuses:
-        connectors = connectors.filter(status_now__in=statuses)
+    """Live connectors selected by kind, customer and a search (no annotations, so the
+    counts, the chart and the list can all start from it)."""
+    connectors = live_connectors()
     if kind:
         connectors = connectors.filter(kind=kind)
     if customer_id:
@@ -88,6 +83,25 @@ def connector_health_list(
             | Q(external_id__iexact=search)
             | Q(backup_status__reason_text__icontains=search)
         )
+    return connectors
+
+
+def connector_health_list(
+    *,
+    statuses: list[str] | None = None,
+    kind: str = "",
+    customer_id: int | None = None,
+    search: str = "",
+) -> QuerySet[BackupConnector]:
+    """Live connectors with their status, worst and oldest (last success) first."""
+    connectors = (
+        filtered_connectors(kind=kind, customer_id=customer_id, search=search)
+        .select_related("customer", "backup_status", "account_link")
+        .annotate(status_now=effective_status())
+        .annotate(severity=severity())
+    )
+    if statuses:
+        connectors = connectors.filter(status_now__in=statuses)
     return connectors.order_by(
         "severity", F("backup_status__last_success_at").asc(nulls_first=True), "name", "id"
     )
@@ -110,8 +124,11 @@ FRESHNESS_EDGES: list[tuple[str, float | None, str]] = [
 ]
 
 
-def backup_freshness(*, now: datetime) -> list[FreshnessBucket]:
-    """Live connectors by hours since their last complete backup, in one query."""
+def backup_freshness(
+    *, now: datetime, connectors: QuerySet[BackupConnector] | None = None
+) -> list[FreshnessBucket]:
+    """Live connectors (or the given ones) by hours since their last complete backup, in
+    one query."""
     aggregates = {
         "never": Count("id", filter=Q(backup_status__last_success_at__isnull=True)),
     }
@@ -124,7 +141,8 @@ def backup_freshness(*, now: datetime) -> list[FreshnessBucket]:
         lower = upper or 0
     # Backups stamped in the future (clock skew) count as fresh.
     aggregates["future"] = Count("id", filter=Q(backup_status__last_success_at__gt=now))
-    totals = live_connectors().aggregate(**aggregates)
+    source = connectors if connectors is not None else live_connectors()
+    totals = source.order_by().aggregate(**aggregates)
     counts = [totals[f"b{i}"] for i in range(len(FRESHNESS_EDGES))]
     counts[0] += totals["future"]
     labels = [(label, tone) for label, _upper, tone in FRESHNESS_EDGES] + [("never", "onboarding")]

@@ -2,10 +2,13 @@
 
 A manual link is never changed by a sync (keepit/sync.py skips it). Linking moves the
 account's connectors and audit events to the customer at once, set-based, so pages do
-not wait for the next sync.
+not wait for the next sync. Excluding an account takes its connectors out of the
+dashboard and the alert rules; its open alerts end quietly (see `account_excluded`).
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 from django.db import transaction
 
@@ -13,6 +16,7 @@ from customers.models import Customer
 from integrations.models import AccountLink
 
 from .models import BackupAuditEvent, BackupConnector
+from .signals import account_excluded
 
 
 def _move_account_data(link: AccountLink, customer_id: int | None) -> None:
@@ -42,13 +46,15 @@ def create_customer_for_account(link: AccountLink) -> Customer:
 
 
 @transaction.atomic
-def exclude_account(link: AccountLink) -> AccountLink:
-    """Keep the account's data out of customers until it is included again."""
+def exclude_account(link: AccountLink, *, by: str = "") -> AccountLink:
+    """Keep the account's data out of customers, the dashboard and the alert rules until
+    it is included again."""
     link.customer = None
     link.method = ""
     link.state = AccountLink.State.EXCLUDED
     link.save(update_fields=["customer", "method", "state", "updated_at"])
     _move_account_data(link, None)
+    transaction.on_commit(partial(account_excluded.send, sender=AccountLink, link=link, by=by))
     return link
 
 

@@ -1,12 +1,36 @@
+"""Admin of the integrations framework: sync runs (history, view only), and the
+read-only base every history admin shares."""
+
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from django.contrib import admin
+from django.db.models import Model
+from django.http import HttpRequest
 
 from .models import SyncRun
 
+M = TypeVar("M", bound=Model)
+
+
+class HistoryAdmin(admin.ModelAdmin[M]):
+    """History is read-only: rows can be looked at, never added, edited or deleted in
+    the admin, by anyone (superusers included). What the sync and the alerts record is
+    the evidence an MSP shows its customers."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
 
 @admin.register(SyncRun)
-class SyncRunAdmin(admin.ModelAdmin[SyncRun]):
+class SyncRunAdmin(HistoryAdmin[SyncRun]):
     list_display = [
         "connection",
         "trigger",
@@ -14,9 +38,8 @@ class SyncRunAdmin(admin.ModelAdmin[SyncRun]):
         "started_at",
         "finished_at",
         "http_requests",
+        "error",
     ]
-    list_filter = ["outcome", "trigger"]
+    list_filter = ["outcome", "trigger", "connection"]
     list_select_related = ["connection"]
-
-    def has_add_permission(self, request: object) -> bool:
-        return False
+    date_hierarchy = "started_at"

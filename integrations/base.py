@@ -26,6 +26,9 @@ class ConnectionTestResult:
     warnings: list[str] = field(default_factory=list)
     credential_kind: str = ""
     checked_at: datetime | None = None
+    #: The credentials were refused in the configured region: offer the explicit
+    #: "Find my region" action (never run on its own: credentials go only where pointed).
+    suggest_find_region: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -34,6 +37,7 @@ class ConnectionTestResult:
             "details": self.details,
             "warnings": self.warnings,
             "credential_kind": self.credential_kind,
+            "suggest_find_region": self.suggest_find_region,
         }
 
 
@@ -45,9 +49,10 @@ class Provider:
     description: ClassVar[str]
     #: Short text mark shown on the card when there is no logo.
     mark: ClassVar[str]
-    #: Admin URL names of the provider's connection list and add form.
+    #: Admin URL names of the provider's connection list, add form and connection page.
     admin_changelist: ClassVar[str]
     admin_add: ClassVar[str]
+    admin_change: ClassVar[str]
 
     def test_connection(
         self, *, config: dict[str, Any], secrets: dict[str, str]

@@ -8,6 +8,7 @@ decrypted just before a provider calls its vendor.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.views.decorators.debug import sensitive_variables
@@ -31,6 +32,8 @@ class Connection(models.Model):
     last_success_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_error = models.TextField(blank=True, default="", editable=False)
     last_error_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Runs in a row that ended partial: a connection that never fully succeeds is Degraded.
+    partial_runs_in_row = models.PositiveIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -58,6 +61,22 @@ class Connection(models.Model):
         if self.last_error_at is None:
             return False
         return self.last_success_at is None or self.last_error_at > self.last_success_at
+
+    def is_degraded(self) -> bool:
+        """Its last runs (VECTIS_DEGRADED_AFTER_PARTIAL_RUNS of them) all ended partial:
+        part of the data has not been read for a while, though each run "succeeded"."""
+        return self.partial_runs_in_row >= settings.VECTIS_DEGRADED_AFTER_PARTIAL_RUNS
+
+    @property
+    def state(self) -> str:
+        """What the Integrations page and the admin home say about it."""
+        if not self.enabled:
+            return "Disabled"
+        if self.is_failing():
+            return "Failing"
+        if self.is_degraded():
+            return "Degraded"
+        return "Enabled"
 
 
 class AccountLink(models.Model):
@@ -165,7 +184,7 @@ class SyncRun(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Sync of {self.connection_id} at {self.started_at:%Y-%m-%d %H:%M}"
+        return f"Sync of {self.connection.name} at {self.started_at:%Y-%m-%d %H:%M} UTC"
 
     @property
     def duration_seconds(self) -> float | None:

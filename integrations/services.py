@@ -1,24 +1,37 @@
-"""Services of the integrations framework: which connections are due, enqueueing syncs."""
+"""Services of the integrations framework: the sync schedule, the run lifecycle (claim,
+timed heartbeat, finish) and the provider cards.
+
+The schedule: each enabled connection has `next_sync_at`, the slot of its next scheduled
+sync. Beat ticks every `VECTIS_SYNC_TICK_SECONDS`; a tick enqueues the connections whose
+slot has come and moves each slot on by whole intervals (claimed with a conditional
+UPDATE, so two ticks never enqueue one slot twice). Slots are anchored on the schedule,
+not on when a run happened to finish, so a connection starts a sync every interval (± one
+tick) and `next_sync_at` is always a future time the schedule keeps.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
+from types import TracebackType
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models import Count, F, Q
 from django.urls import reverse
 from django.utils import timezone
 
 from .base import Provider
 from .models import Connection, SyncRun
-from .registry import all_providers
+from .registry import UnknownProvider, all_providers, get_provider
 from .signals import sync_finished
+
+logger = logging.getLogger(__name__)
 
 ABANDONED_MESSAGE = (
     "The worker running this sync stopped (crash or restart) before it finished; "
@@ -56,6 +69,48 @@ def beat_sync_run(run: SyncRun, *, now: datetime) -> None:
     SyncRun.objects.filter(pk=run.pk, outcome=SyncRun.Outcome.RUNNING).update(heartbeat_at=now)
 
 
+class RunHeartbeat:
+    """Writes a running sync's heartbeat every `VECTIS_SYNC_HEARTBEAT_SECONDS` from a
+    background thread for as long as the run is alive (a context manager around it).
+
+    On a timer, not on progress: a Keepit that answers one request a second keeps the
+    run looking alive as surely as a fast one. The thread uses its own database
+    connection and closes it when the run ends.
+    """
+
+    def __init__(self, run: SyncRun, *, interval: float | None = None) -> None:
+        self.run = run
+        self.interval = interval or settings.VECTIS_SYNC_HEARTBEAT_SECONDS
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name=f"sync-heartbeat-{run.pk}", daemon=True
+        )
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    beat_sync_run(self.run, now=timezone.now())
+                except Exception:  # a lost database connection must not kill the sync
+                    logger.warning("Heartbeat of sync run %s not written", self.run.pk)
+                    connections.close_all()
+        finally:
+            connections.close_all()  # this thread's connections only
+
+    def __enter__(self) -> RunHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join(timeout=max(5.0, self.interval))
+
+
 def finish_sync_run(
     run: SyncRun,
     *,
@@ -66,7 +121,9 @@ def finish_sync_run(
     error: str = "",
     failed_accounts: list[str] | None = None,
 ) -> SyncRun:
-    """Record the end of a run on the run and on its connection, then tell listeners."""
+    """Record the end of a run on the run and on its connection, then tell listeners.
+
+    The schedule (`next_sync_at`) is not touched: it belongs to the beat tick."""
     run.outcome = outcome
     run.finished_at = now
     run.heartbeat_at = now
@@ -85,12 +142,13 @@ def finish_sync_run(
             "failed_accounts",
         ]
     )
-    updates: dict[str, Any] = {
-        "next_sync_at": now + timedelta(minutes=settings.KEEPIT_SYNC_INTERVAL_MINUTES),
-        "last_sync_started_at": run.started_at,
-    }
+    updates: dict[str, Any] = {"last_sync_started_at": run.started_at}
     if outcome in (SyncRun.Outcome.SUCCEEDED, SyncRun.Outcome.PARTIAL):
         updates["last_success_at"] = now
+    if outcome == SyncRun.Outcome.SUCCEEDED:
+        updates["partial_runs_in_row"] = 0
+    elif outcome == SyncRun.Outcome.PARTIAL:
+        updates["partial_runs_in_row"] = F("partial_runs_in_row") + 1
     if error:
         updates["last_error"] = error
         updates["last_error_at"] = now
@@ -104,28 +162,69 @@ def finish_sync_run(
     return run
 
 
-logger = logging.getLogger(__name__)
+# --- the schedule ------------------------------------------------------------------------
+
+
+def sync_interval() -> timedelta:
+    return timedelta(minutes=settings.KEEPIT_SYNC_INTERVAL_MINUTES)
+
+
+def _tick_tolerance() -> timedelta:
+    # A tick that comes a moment before the slot (beat's timer drifts) still takes it.
+    return timedelta(seconds=settings.VECTIS_SYNC_TICK_SECONDS) / 2
+
+
+def following_slot(slot: datetime | None, *, now: datetime) -> datetime:
+    """The slot after `slot`: whole intervals on from it, the first one after this tick
+    (slots missed while beat or the workers were down are skipped, not run back to back).
+    A connection without a slot (new, just enabled) starts its schedule now."""
+    interval = sync_interval()
+    if slot is None:
+        return now + interval
+    horizon = now + _tick_tolerance()
+    if slot + interval > horizon:
+        return slot + interval
+    missed = (horizon - slot) // interval
+    return slot + (missed + 1) * interval
 
 
 def connections_due_for_sync(*, now: datetime) -> list[Connection]:
-    """Enabled connections whose next sync time has come (or was never set)."""
+    """Enabled connections whose slot has come (or that have none yet)."""
     return list(
         Connection.objects.filter(enabled=True)
-        .filter(Q(next_sync_at__isnull=True) | Q(next_sync_at__lte=now))
+        .filter(Q(next_sync_at__isnull=True) | Q(next_sync_at__lte=now + _tick_tolerance()))
         .order_by("id")
     )
 
 
+def take_due_slots(*, now: datetime) -> list[int]:
+    """Claim the due slots: move each due connection's `next_sync_at` to its following
+    slot with a conditional UPDATE (only if nobody moved it first). Returns the ids of
+    the connections whose slot this call took."""
+    taken = []
+    for connection in connections_due_for_sync(now=now):
+        slot = connection.next_sync_at
+        unchanged = Q(next_sync_at=slot) if slot is not None else Q(next_sync_at__isnull=True)
+        moved = Connection.objects.filter(unchanged, pk=connection.pk, enabled=True).update(
+            next_sync_at=following_slot(slot, now=now)
+        )
+        if moved:
+            taken.append(connection.pk)
+    return taken
+
+
 def enqueue_due_syncs(*, now: datetime | None = None) -> dict[str, Any]:
-    """Enqueue one sync task per due connection; a slow one cannot hold up the others."""
+    """One beat tick: enqueue one sync task per due connection (a slow one cannot hold
+    up the others)."""
     from .tasks import sync_connection
 
     now = now or timezone.now()
-    due = connections_due_for_sync(now=now)
-    for connection in due:
-        transaction.on_commit(partial(sync_connection.delay, connection.pk, "schedule"))
-    logger.info("Enqueued %d due connection sync(s)", len(due))
-    return {"enqueued": [connection.pk for connection in due]}
+    due = take_due_slots(now=now)
+    for pk in due:
+        transaction.on_commit(partial(sync_connection.delay, pk, "schedule"))
+    if due:
+        logger.info("Enqueued %d due connection sync(s)", len(due))
+    return {"enqueued": due}
 
 
 @dataclass(frozen=True)
@@ -134,7 +233,7 @@ class ProviderCard:
     name: str
     mark: str
     description: str
-    state: str  # Not configured / Enabled / Disabled / Failing
+    state: str  # Not configured / Enabled / Disabled / Failing / Degraded
     summary: str
     configure_url: str
     can_configure: bool
@@ -144,34 +243,54 @@ class ProviderCard:
         return {
             "Enabled": "vx-ok",
             "Failing": "vx-failed",
+            "Degraded": "vx-warning",
             "Disabled": "vx-unknown",
         }.get(self.state, "vx-onboarding")
 
 
-def provider_cards(*, can_configure: Callable[[Provider], bool]) -> list[ProviderCard]:
-    """One card per registered provider with its state, in one query."""
-    failing = Q(last_error_at__isnull=False) & (
+def failing_filter() -> Q:
+    """Connections whose last attempt failed after (or without) their last success."""
+    return Q(last_error_at__isnull=False) & (
         Q(last_success_at__isnull=True) | Q(last_error_at__gt=F("last_success_at"))
     )
+
+
+def degraded_filter() -> Q:
+    return Q(partial_runs_in_row__gte=settings.VECTIS_DEGRADED_AFTER_PARTIAL_RUNS)
+
+
+def provider_cards(*, can_configure: Callable[[Provider], bool]) -> list[ProviderCard]:
+    """One card per registered provider with its state, in one query."""
+    enabled = Q(enabled=True)
     rows = {
         row["provider"]: row
         for row in Connection.objects.values("provider").annotate(
             total=Count("id"),
-            enabled_count=Count("id", filter=Q(enabled=True)),
-            failing_count=Count("id", filter=Q(enabled=True) & failing),
+            enabled_count=Count("id", filter=enabled),
+            failing_count=Count("id", filter=enabled & failing_filter()),
+            degraded_count=Count("id", filter=enabled & ~failing_filter() & degraded_filter()),
         )
     }
     cards = []
     for provider in all_providers():
-        row = rows.get(provider.kind, {"total": 0, "enabled_count": 0, "failing_count": 0})
-        total, enabled, failing_count = row["total"], row["enabled_count"], row["failing_count"]
+        empty = {"total": 0, "enabled_count": 0, "failing_count": 0, "degraded_count": 0}
+        row = rows.get(provider.kind, empty)
+        total, enabled_count = row["total"], row["enabled_count"]
+        failing, degraded = row["failing_count"], row["degraded_count"]
         if total == 0:
             state, summary = "Not configured", "No connection yet."
-        elif failing_count:
+        elif failing:
             state = "Failing"
-            summary = f"{failing_count} of {enabled} enabled connection(s) failing."
-        elif enabled:
-            state, summary = "Enabled", f"{enabled} of {total} connection(s) enabled."
+            summary = f"{failing} of {enabled_count} enabled connection(s) failing."
+        elif degraded:
+            state = "Degraded"
+            summary = (
+                f"{degraded} of {enabled_count} enabled connection(s) degraded: their last "
+                f"{settings.VECTIS_DEGRADED_AFTER_PARTIAL_RUNS} syncs could not read every "
+                "account."
+            )
+        elif enabled_count:
+            state, summary = "Enabled", f"{enabled_count} of {total} connection(s) enabled."
         else:
             state, summary = "Disabled", f"{total} connection(s), none enabled."
         url = reverse(provider.admin_changelist if total else provider.admin_add)
@@ -188,3 +307,60 @@ def provider_cards(*, can_configure: Callable[[Provider], bool]) -> list[Provide
             )
         )
     return cards
+
+
+# --- freshness --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConnectionFreshness:
+    """What a page says about one connection: how fresh its data is, and whether it is
+    healthy ("Data as of …")."""
+
+    pk: int
+    name: str
+    provider_name: str
+    state: str  # Enabled / Disabled / Failing / Degraded
+    last_success_at: datetime | None
+    last_error: str
+    url: str
+
+    @property
+    def badge_class(self) -> str:
+        return {
+            "Enabled": "vx-ok",
+            "Failing": "vx-failed",
+            "Degraded": "vx-warning",
+        }.get(self.state, "vx-unknown")
+
+    @property
+    def needs_attention(self) -> bool:
+        return self.state in ("Failing", "Degraded")
+
+
+def connection_freshness(
+    connection_ids: Collection[int] | None = None,
+) -> list[ConnectionFreshness]:
+    """Every connection (or the given ones) with its state and last successful sync,
+    in one query; failing and degraded ones first."""
+    connections = Connection.objects.order_by("name", "id")
+    if connection_ids is not None:
+        connections = connections.filter(pk__in=connection_ids)
+    rows = []
+    for connection in connections:
+        try:
+            provider = get_provider(connection.provider)
+        except UnknownProvider:
+            continue
+        rows.append(
+            ConnectionFreshness(
+                pk=connection.pk,
+                name=connection.name,
+                provider_name=provider.name,
+                state=connection.state,
+                last_success_at=connection.last_success_at,
+                last_error=connection.last_error,
+                url=reverse(provider.admin_change, args=[connection.pk]),
+            )
+        )
+    return sorted(rows, key=lambda row: (not row.needs_attention, row.name))

@@ -6,6 +6,7 @@ import logging
 from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -14,6 +15,7 @@ from django.forms import Form
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.utils.timesince import timesince
@@ -26,6 +28,7 @@ from integrations.registry import get_provider
 from .client import KNOWN_REGIONS
 from .forms import KeepitConnectionForm
 from .models import KeepitConnection
+from .provider import KeepitProvider
 
 logger = logging.getLogger(__name__)
 
@@ -96,13 +99,10 @@ class KeepitConnectionAdmin(admin.ModelAdmin[KeepitConnection]):
 
     @admin.display(description="State")
     def state_display(self, obj: KeepitConnection) -> str:
-        if obj.enabled and obj.is_failing():
-            badge, label = "vx-failed", "Failing"
-        elif obj.enabled:
-            badge, label = "vx-ok", "Enabled"
-        else:
-            badge, label = "vx-unknown", "Disabled"
-        return format_html('<span class="vx-badge {}">{}</span>', badge, label)
+        badge = {"Failing": "vx-failed", "Degraded": "vx-warning", "Enabled": "vx-ok"}.get(
+            obj.state, "vx-unknown"
+        )
+        return format_html('<span class="vx-badge {}">{}</span>', badge, obj.state)
 
     @admin.display(description="Last successful sync")
     def last_success_display(self, obj: KeepitConnection) -> str:
@@ -144,13 +144,20 @@ class KeepitConnectionAdmin(admin.ModelAdmin[KeepitConnection]):
         # The connection's state and recent runs, from the object the view already loaded.
         context["keepit_regions"] = KNOWN_REGIONS
         context["test_url"] = reverse("admin:keepit_keepitconnection_test_new")
+        context["find_region_url"] = reverse("admin:keepit_keepitconnection_find_region_new")
         if obj is not None and obj.pk:
             context["connection_state"] = obj
+            upcoming = obj.next_sync_at
+            context["next_sync_at"] = upcoming if upcoming and upcoming > timezone.now() else None
+            context["sync_interval_minutes"] = settings.KEEPIT_SYNC_INTERVAL_MINUTES
             context["recent_runs"] = list(
                 SyncRun.objects.filter(connection_id=obj.pk).order_by("-started_at")[:RECENT_RUNS]
             )
             context["sync_url"] = reverse("admin:keepit_keepitconnection_sync", args=[obj.pk])
             context["test_url"] = reverse("admin:keepit_keepitconnection_test", args=[obj.pk])
+            context["find_region_url"] = reverse(
+                "admin:keepit_keepitconnection_find_region", args=[obj.pk]
+            )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     # --- Test connection and Sync now ----------------------------------------------------
@@ -165,17 +172,21 @@ class KeepitConnectionAdmin(admin.ModelAdmin[KeepitConnection]):
                 wrap(self.test_connection_view),
                 name=f"{info}_test",
             ),
+            path("find-region/", wrap(self.find_region_view), name=f"{info}_find_region_new"),
+            path(
+                "<path:object_id>/find-region/",
+                wrap(self.find_region_view),
+                name=f"{info}_find_region",
+            ),
             path("<path:object_id>/sync/", wrap(self.sync_now_view), name=f"{info}_sync"),
             *super().get_urls(),
         ]
 
-    @method_decorator(require_POST)
-    @method_decorator(sensitive_post_parameters(*SECRET_POST_FIELDS))
-    def test_connection_view(
-        self, request: HttpRequest, object_id: str | None = None
-    ) -> JsonResponse:
-        """Test the values currently in the form, saved or not (blank secrets fall back to
-        the stored ones). Answers JSON for the in-page result."""
+    def _posted_form(
+        self, request: HttpRequest, object_id: str | None
+    ) -> KeepitConnectionForm | JsonResponse:
+        """The connection form bound to what the page holds now, saved or not (blank
+        secrets fall back to the stored ones), or the JSON answer that stops here."""
         connection: KeepitConnection | None = None
         if object_id is not None:
             connection = self.get_object(request, object_id)
@@ -188,7 +199,17 @@ class KeepitConnectionAdmin(admin.ModelAdmin[KeepitConnection]):
             allowed = self.has_add_permission(request)
         if not allowed:
             raise PermissionDenied
-        form = KeepitConnectionForm(request.POST, instance=connection or KeepitConnection())
+        return KeepitConnectionForm(request.POST, instance=connection or KeepitConnection())
+
+    @method_decorator(require_POST)
+    @method_decorator(sensitive_post_parameters(*SECRET_POST_FIELDS))
+    def test_connection_view(
+        self, request: HttpRequest, object_id: str | None = None
+    ) -> JsonResponse:
+        """Test the values currently in the form. Answers JSON for the in-page result."""
+        form = self._posted_form(request, object_id)
+        if isinstance(form, JsonResponse):
+            return form
         form.is_valid()
         problems = [
             f"{form.fields[name].label}: {errors[0]}" if name in form.fields else str(errors[0])
@@ -205,13 +226,32 @@ class KeepitConnectionAdmin(admin.ModelAdmin[KeepitConnection]):
         return JsonResponse(result.as_json())
 
     @method_decorator(require_POST)
+    @method_decorator(sensitive_post_parameters(*SECRET_POST_FIELDS))
+    def find_region_view(self, request: HttpRequest, object_id: str | None = None) -> JsonResponse:
+        """ "Find my region": the one place credentials are sent to other Keepit regions,
+        and only because the admin pressed the button."""
+        form = self._posted_form(request, object_id)
+        if isinstance(form, JsonResponse):
+            return form
+        form.is_valid()  # what is filled in is enough: region and GUID may still be empty
+        secrets = form.effective_secrets()
+        config = {
+            "username": str(form.cleaned_data.get("username", "")),
+            "token_login": str(form.cleaned_data.get("token_login", "")),
+        }
+        provider = get_provider("keepit")
+        assert isinstance(provider, KeepitProvider)
+        result = provider.find_region(config=config, secrets=secrets)
+        return JsonResponse(result.as_json())
+
+    @method_decorator(require_POST)
     def sync_now_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         connection = get_object_or_404(KeepitConnection, pk=object_id)
         if not self.has_change_permission(request, connection):
             raise PermissionDenied
         from integrations.tasks import sync_connection
 
-        KeepitConnection.objects.filter(pk=connection.pk).update(next_sync_at=None)
+        # The schedule stays as it is: a manual sync is one more, not a new schedule.
         transaction.on_commit(partial(sync_connection.delay, connection.pk, "manual"))
         messages.success(
             request,

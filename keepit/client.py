@@ -9,6 +9,11 @@
   `Retry-After`, within a cap on attempts and on total time; then `KeepitUnavailable`.
 - The only non-GET request it can send is the audit-log filter `PUT` (`_request` refuses
   anything else), so Vectis can never change anything in Keepit.
+- Every answer is read in chunks up to a size cap (`KEEPIT_MAX_RESPONSE_MB`): a hostile or
+  broken answer is refused while it arrives, before it can fill memory, and nothing from
+  it is used. An audit page with more records than asked for is refused too.
+- Basic auth is encoded as UTF-8, as Keepit's own client does (`requests` would use
+  Latin-1), so passwords such as `pæsswørd-Ø1` or `€…` work.
 - Results are typed dataclasses (keepit/schemas.py); XML is parsed with defusedxml.
 - Credentials never appear in reprs, logs or exception messages.
 """
@@ -21,7 +26,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -32,6 +37,7 @@ from xml.sax.saxutils import escape
 import requests
 from django.views.decorators.debug import sensitive_variables
 from requests.adapters import HTTPAdapter
+from requests.auth import HTTPBasicAuth
 
 from .exceptions import (
     KeepitAuthError,
@@ -76,12 +82,29 @@ AUDIT_PAGE_SIZE = 500
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 20.0
+READ_CHUNK_BYTES = 64 * 1024
+DEFAULT_MAX_RESPONSE_BYTES = 20 * 1024 * 1024
 
 
 def user_agent() -> str:
     from vectis import __version__
 
     return f"Vectis/{__version__}"
+
+
+@dataclass(frozen=True)
+class KeepitAnswer:
+    """A successful answer, read in full (and within the size cap)."""
+
+    status: int
+    headers: Mapping[str, str]
+    content: bytes
+
+
+class _AnswerTooLarge(Exception):
+    def __init__(self, size: int | None) -> None:
+        super().__init__(size)
+        self.size = size
 
 
 def validate_region(region: str) -> str:
@@ -154,6 +177,7 @@ class KeepitClient:
         max_attempts: int = 4,
         retry_budget_seconds: float = 60.0,
         pool_size: int = 8,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.region = validate_region(region)
@@ -162,10 +186,14 @@ class KeepitClient:
         self.timeout = (connect_timeout, read_timeout)
         self.max_attempts = max(1, max_attempts)
         self.retry_budget_seconds = retry_budget_seconds
+        self.max_response_bytes = max(1, max_response_bytes)
         self._sleep = sleep
         self._requests = _RequestCounter()
         self._session = requests.Session()
-        self._session.auth = (credentials.login, credentials.password)
+        # Bytes, so requests sends them as they are: UTF-8, like Keepit's own client.
+        self._session.auth = HTTPBasicAuth(
+            credentials.login.encode(), credentials.password.encode()
+        )
         self._session.headers["User-Agent"] = user_agent()
         # Our own retry loop handles retries (Retry-After, budget); the adapter never does.
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(pool_size, 1), max_retries=0)
@@ -188,6 +216,7 @@ class KeepitClient:
             "max_attempts": settings.KEEPIT_MAX_ATTEMPTS,
             "retry_budget_seconds": settings.KEEPIT_RETRY_BUDGET_SECONDS,
             "pool_size": settings.KEEPIT_HTTP_CONCURRENCY,
+            "max_response_bytes": int(settings.KEEPIT_MAX_RESPONSE_MB * 1024 * 1024),
         }
         options.update(overrides)
         return cls(
@@ -199,6 +228,7 @@ class KeepitClient:
             max_attempts=int(options["max_attempts"]),
             retry_budget_seconds=float(options["retry_budget_seconds"]),
             pool_size=int(options["pool_size"]),
+            max_response_bytes=int(options["max_response_bytes"]),
         )
 
     @property
@@ -300,6 +330,12 @@ class KeepitClient:
             )
             root = parse_xml(response.content, path=AUDIT_FILTER_PATH, expected_root="audit")
             records = root.findall("record")
+            if len(records) > page_size:
+                # Nothing of a page that breaks the paging contract is used.
+                raise KeepitProtocolError(
+                    f"Keepit sent {len(records)} audit records for a page of {page_size}",
+                    path=AUDIT_FILTER_PATH,
+                )
             for element in records:
                 yield AuditRecord.from_xml(element)
             if on_page is not None:
@@ -345,7 +381,7 @@ class KeepitClient:
         accept: str | None,
         params: dict[str, str] | None = None,
         body: bytes | None = None,
-    ) -> requests.Response:
+    ) -> KeepitAnswer:
         """Send one logical request, retrying transient failures within the budget."""
         # Read-only by construction: GET anything, PUT only the audit-log filter.
         if not (method == "GET" or (method == "PUT" and path == AUDIT_FILTER_PATH)):
@@ -363,20 +399,39 @@ class KeepitClient:
             retry_after: float | None = None
             try:
                 response = self._session.request(
-                    method, url, params=params, data=body, headers=headers, timeout=self.timeout
+                    method,
+                    url,
+                    params=params,
+                    data=body,
+                    headers=headers,
+                    timeout=self.timeout,
+                    stream=True,
                 )
+                try:
+                    status = response.status_code
+                    content = self._read_capped(response) if status < 300 else b""
+                finally:
+                    response.close()
+            except _AnswerTooLarge as exc:
+                cap = self.max_response_bytes / (1024 * 1024)
+                size = f" ({exc.size / (1024 * 1024):.0f} MB)" if exc.size else ""
+                raise KeepitProtocolError(
+                    f"Keepit's answer to {method} {path} is larger than the {cap:g} MB limit"
+                    f"{size}; it was refused and nothing from it was stored "
+                    "(KEEPIT_MAX_RESPONSE_MB)",
+                    path=path,
+                ) from None
             except requests.Timeout:
                 failure = "Keepit did not answer in time"
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
                 failure = "could not connect to Keepit"
             except requests.RequestException as exc:
                 raise KeepitUnavailable(
                     f"{method} {path} failed: {type(exc).__name__}", path=path
                 ) from None
             else:
-                status = response.status_code
                 if status < 300:
-                    return response
+                    return KeepitAnswer(status=status, headers=response.headers, content=content)
                 if status in (401, 403):
                     raise KeepitAuthError(
                         f"Keepit refused the credentials for {method} {path} (HTTP {status})",
@@ -394,7 +449,7 @@ class KeepitClient:
                         path=path,
                     )
                 failure = f"Keepit answered HTTP {status}"
-                retry_after = _retry_after_seconds(response)
+                retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
             elapsed = time.monotonic() - started
             remaining = self.retry_budget_seconds - elapsed
             delay = (
@@ -414,9 +469,25 @@ class KeepitClient:
             )
             self._sleep(delay)
 
+    def _read_capped(self, response: requests.Response) -> bytes:
+        """The body, read in chunks; more than `max_response_bytes` (announced or
+        arriving) stops the read at once."""
+        limit = self.max_response_bytes
+        declared = response.headers.get("Content-Length", "").strip()
+        if declared.isdigit() and int(declared) > limit:
+            raise _AnswerTooLarge(int(declared))
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_content(chunk_size=READ_CHUNK_BYTES):
+            size += len(chunk)
+            if size > limit:
+                raise _AnswerTooLarge(None)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
-def _int_header(response: requests.Response, name: str) -> int | None:
-    value = response.headers.get(name)
+
+def _int_header(answer: KeepitAnswer, name: str) -> int | None:
+    value = answer.headers.get(name)
     if value is None:
         return None
     try:
@@ -425,9 +496,8 @@ def _int_header(response: requests.Response, name: str) -> int | None:
         raise KeepitProtocolError(f"Keepit sent a non-numeric {name} header") from None
 
 
-def _retry_after_seconds(response: requests.Response) -> float | None:
+def _retry_after_seconds(value: str | None) -> float | None:
     """`Retry-After` as seconds (delta-seconds or an HTTP date), or None."""
-    value = response.headers.get("Retry-After")
     if not value:
         return None
     value = value.strip()

@@ -191,6 +191,7 @@ class KeepitConnectionForm(forms.ModelForm[KeepitConnection]):
             self.add_error("region", "Enter the region, e.g. us-dc (or paste the Keepit URL).")
         if not data.get("account_guid") and "account_guid" not in self.errors:
             self.add_error("account_guid", "Enter the account GUID (or paste the Keepit URL).")
+        self._refuse_duplicate(data)
         secrets = self.effective_secrets()
         username = data.get("username", "").strip()
         token_login = data.get("token_login", "").strip()
@@ -207,6 +208,23 @@ class KeepitConnectionForm(forms.ModelForm[KeepitConnection]):
                 "Fill Username and Password, or both API token fields (recommended)."
             )
         return data
+
+    def _refuse_duplicate(self, data: dict[str, Any]) -> None:
+        """One Keepit account, one connection: a second one would double every connector,
+        alert and e-mail."""
+        region, guid = data.get("region"), data.get("account_guid")
+        if not region or not guid:
+            return
+        same = KeepitConnection.objects.filter(
+            config__region=region, config__account_guid=guid
+        ).exclude(pk=self.instance.pk)
+        existing = same.order_by("id").first()
+        if existing is not None:
+            raise forms.ValidationError(
+                f"Keepit account {guid} in region {region} is already connected as "
+                f"“{existing.name}” (ID {existing.pk}). Edit that connection instead "
+                "of adding a second one: two would sync every connector twice."
+            )
 
     def config_values(self) -> dict[str, str]:
         data = self.cleaned_data

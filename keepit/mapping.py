@@ -5,6 +5,8 @@ Pure functions: connector kind, audit category, backup status.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from backups.models import AuditCategory, BackupStatus, ConnectorKind
 
 from .schemas import BackupSummary, Connector, ConnectorHealth
@@ -48,8 +50,6 @@ CATEGORY_KEYWORDS: list[tuple[tuple[str, ...], str]] = [
     (("account",), AuditCategory.ACCOUNT),
 ]
 
-# Health reason codes that mean a failure someone must fix (not just a late backup).
-FAILURE_REASONS = frozenset({"BADLOGIN", "NONADMINLOGIN", "BADTOKEN", "QUOTAVIOLATED", "CONFIG"})
 
 HEALTH_STATUS: dict[str, str] = {
     "healthy": BackupStatus.OK,
@@ -57,17 +57,124 @@ HEALTH_STATUS: dict[str, str] = {
     "critical": BackupStatus.FAILED,
 }
 
-REASON_TEXT: dict[str, str] = {
-    "OK": "Backing up normally",
-    "GENERIC": "Keepit reported a general error",
-    "NOCHECKIN": "No backup in the last 24 hours",
-    "CLOUDNOCHECKIN": "No backup in the last 48 hours",
-    "BADLOGIN": "Keepit lost access: the login was rejected",
-    "NONADMINLOGIN": "Keepit lost access: the login is not an administrator",
-    "BADTOKEN": "Keepit lost access: the authorization expired or was revoked",
-    "QUOTAVIOLATED": "Licence quota exceeded",
-    "CONFIG": "The connector's configuration is incomplete",
+
+@dataclass(frozen=True)
+class HealthReason:
+    """A Keepit health reason code in words, and whether an admin must act on it."""
+
+    code: str
+    sentence: str
+    needs_action: bool
+    known: bool = True
+
+
+# Keepit's HealthReason list (keepit-api.md Part C5, from Keepit's own client), each with
+# the sentence an MSP admin reads and whether someone must act (Keepit itself branches
+# on health, not on the reason; the "action" column is ours). Late backups (NOCHECKIN,
+# CLOUDNOCHECKIN) need no action of their own: the Backup Stale rule covers them.
+HEALTH_REASONS: dict[str, HealthReason] = {
+    reason.code: reason
+    for reason in (
+        HealthReason("OK", "Backing up normally", False),
+        HealthReason("GENERIC", "Keepit reports a problem with the account", True),
+        HealthReason("NOCHECKIN", "The connector did not check in as expected", False),
+        HealthReason("CLOUDNOCHECKIN", "The cloud connector did not check in as expected", False),
+        HealthReason("BADLOGIN", "Keepit lost access: the login was rejected", True),
+        HealthReason(
+            "NONADMINLOGIN",
+            "Keepit lost access: the login is invalid or has no administrator rights",
+            True,
+        ),
+        HealthReason(
+            "BADTOKEN", "Keepit lost access: the authorization expired or was revoked", True
+        ),
+        HealthReason(
+            "QUOTAVIOLATED", "A limit of the Keepit product (seats, storage) is exceeded", True
+        ),
+        HealthReason(
+            "INCOMPLETECONFIG_O365_ADMIN",
+            "Entra ID groups are missing from the backup configuration",
+            True,
+        ),
+        HealthReason(
+            "INCOMPLETECONFIG_AZURE_AD",
+            "Entra ID groups or administrative units are missing from the backup configuration",
+            True,
+        ),
+        HealthReason(
+            "INCOMPLETECONFIG_AZURE_DO",
+            "Azure DevOps organizations are missing from the backup configuration",
+            True,
+        ),
+        HealthReason(
+            "INCOMPLETECONFIG_GSUITE",
+            "Google Workspace groups or organizational units are missing from the backup "
+            "configuration",
+            True,
+        ),
+        HealthReason(
+            "INITIAL_CONFIGURATION_PENDING",
+            "No backup is scheduled: the connector was created but never configured",
+            True,
+        ),
+        HealthReason(
+            "MISSING_TEAMS_CHAT_APP_REGISTRATION",
+            "Teams chats are selected but the Entra ID app registration they need is missing",
+            True,
+        ),
+        HealthReason(
+            "MISSING_PLANS_PRESENT",
+            "Selected Microsoft data areas are unlicensed and are not backed up",
+            True,
+        ),
+        HealthReason(
+            "BLOCKEDBYEXTERNALQUOTA",
+            "The backup is blocked by a quota of the SaaS application (e.g. its API limit)",
+            True,
+        ),
+        HealthReason(
+            "GRACETIMERSTARTED", "A seat limit is exceeded and the grace period is running", True
+        ),
+        HealthReason(
+            "GRACETIMEREXPIRED", "A seat limit is exceeded and the grace period is over", True
+        ),
+        HealthReason(
+            "SMALLFILESBACKUP", "The backup is slowed down by very many small files", False
+        ),
+        HealthReason(
+            "THROTTLINGBACKUP",
+            "The backup is slowed down by throttling in the SaaS application",
+            False,
+        ),
+        HealthReason(
+            "EMPTY_ROOT",
+            "No organization or data was found: check the admin account's licence and access",
+            True,
+        ),
+        HealthReason(
+            "SNAPSHOT_CREATION_CONFLICT",
+            "Keepit reports a snapshot creation conflict (meaning not documented)",
+            True,
+        ),
+    )
 }
+
+
+def health_reason(code: str) -> HealthReason:
+    """The reason in words. No code: nothing to say. A code Keepit added after this list:
+    shown raw and counted as needing a look, never silently as fine."""
+    code = code.strip().upper()
+    if not code:
+        return HealthReason("", "", False)
+    known = HEALTH_REASONS.get(code)
+    if known is not None:
+        return known
+    return HealthReason(
+        code,
+        f"Keepit reason {code} (not known to Vectis: check the connector in Keepit)",
+        True,
+        known=False,
+    )
 
 
 def connector_kind(connector: Connector) -> str:
@@ -88,18 +195,19 @@ def backup_status(summary: BackupSummary | None, health: ConnectorHealth | None)
 
     healthy -> ok, unhealthy -> warning, critical -> failed; a connector without a
     complete snapshot is onboarding — unless Keepit reports it critical for a reason
-    that needs fixing (a connector that can never finish onboarding has failed).
+    that needs fixing (a connector that can never finish onboarding has failed). A
+    healthy connector with a reason code Vectis does not know is unknown: it needs a
+    look, and is never counted as OK.
     """
     onboarding = summary is None or summary.last_complete_snapshot_time is None
     if health is None:
         return BackupStatus.ONBOARDING if onboarding else BackupStatus.UNKNOWN
+    reason = health_reason(health.reason)
     if onboarding:
-        if health.health == "critical" and health.reason in FAILURE_REASONS:
+        if health.health == "critical" and reason.needs_action:
             return BackupStatus.FAILED
         return BackupStatus.ONBOARDING
-    return HEALTH_STATUS.get(health.health, BackupStatus.UNKNOWN)
-
-
-def reason_text(reason: str) -> str:
-    """The Keepit reason code in words (unknown codes as they are)."""
-    return REASON_TEXT.get(reason.upper(), reason) if reason else ""
+    status = HEALTH_STATUS.get(health.health, BackupStatus.UNKNOWN)
+    if status == BackupStatus.OK and not reason.known:
+        return BackupStatus.UNKNOWN
+    return status

@@ -86,6 +86,24 @@ class KeepitConnectionSettings:
         )
 
 
+@dataclass(frozen=True)
+class FindRegionResult:
+    region: str  # "" when no region accepted the credentials
+    message: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ok": bool(self.region), "region": self.region, "message": self.message}
+
+
+def unexpected_error_sentence(what: str, exc: BaseException) -> str:
+    """A sentence for an error nobody foresaw; the traceback goes to the log."""
+    return (
+        f"{what} stopped on an unexpected error ({type(exc).__name__}). Nothing was "
+        "changed. Try again; if it happens again, send the worker or web log of this "
+        "time to support."
+    )
+
+
 def _credential_sentence(credentials: KeepitCredentials) -> str:
     if credentials.kind == "api_token":
         return f"Signed in with the API token {credentials.login}."
@@ -102,6 +120,7 @@ class KeepitProvider(Provider):
     mark = "K"
     admin_changelist = "admin:keepit_keepitconnection_changelist"
     admin_add = "admin:keepit_keepitconnection_add"
+    admin_change = "admin:keepit_keepitconnection_change"
 
     # --- Test connection -------------------------------------------------------------------
 
@@ -109,6 +128,8 @@ class KeepitProvider(Provider):
     def test_connection(
         self, *, config: dict[str, Any], secrets: dict[str, str]
     ) -> ConnectionTestResult:
+        """Who am I -> the configured account -> its child accounts, in the configured
+        region only: credentials never go anywhere the admin did not point them."""
         settings = KeepitConnectionSettings.from_values(config, secrets)
         try:
             credentials = settings.credentials
@@ -117,6 +138,19 @@ class KeepitProvider(Provider):
                 ok=False,
                 message="Fill Username and Password, or both API token fields, then test again.",
             )
+        try:
+            return self._test(settings, credentials)
+        except Exception as exc:  # the admin gets a sentence, the log the traceback
+            logger.exception("Test connection failed unexpectedly")
+            return ConnectionTestResult(
+                ok=False,
+                message=unexpected_error_sentence("The test", exc),
+                credential_kind=credentials.kind,
+            )
+
+    def _test(
+        self, settings: KeepitConnectionSettings, credentials: KeepitCredentials
+    ) -> ConnectionTestResult:
         # One attempt: the admin is waiting, and a time-out must come back within the
         # configured timeout.
         client = settings.client(max_attempts=1)
@@ -127,8 +161,9 @@ class KeepitProvider(Provider):
         except KeepitAuthError as exc:
             return ConnectionTestResult(
                 ok=False,
-                message=self._auth_failure(exc, settings, credentials, client),
+                message=self._auth_failure(exc, settings, credentials),
                 credential_kind=credentials.kind,
+                suggest_find_region=exc.path == "/users/",
             )
         except KeepitError as exc:
             return ConnectionTestResult(
@@ -161,7 +196,6 @@ class KeepitProvider(Provider):
         exc: KeepitAuthError,
         settings: KeepitConnectionSettings,
         credentials: KeepitCredentials,
-        client: KeepitClient,
     ) -> str:
         if exc.path != "/users/":
             # The credentials work (who-am-I answered) but not for this GUID.
@@ -171,12 +205,6 @@ class KeepitProvider(Provider):
                 "(https://REGION.keepit.com/users/GUID), or use credentials of that account "
                 "or of its parent."
             )
-        other = self._region_accepting(settings, credentials)
-        if other:
-            return (
-                f"Region {settings.region} does not host this account: these credentials "
-                f"work in region {other} ({KNOWN_REGIONS[other]}). Set Region to {other}."
-            )
         what = (
             "API token login or API token password"
             if credentials.kind == "api_token"
@@ -184,15 +212,25 @@ class KeepitProvider(Provider):
         )
         return (
             f"Keepit refused the {what} in region {settings.region}. Check them (the "
-            "username is case-sensitive) and that the account lives in this region."
+            "username is case-sensitive) and that the account lives in this region; if it "
+            "may live in another one, press Find my region."
         )
 
-    def _region_accepting(
-        self, settings: KeepitConnectionSettings, credentials: KeepitCredentials
-    ) -> str:
-        """Ask the other known regions who-am-I (as Keepit's own tools do to find an
-        account's region); the first that accepts the credentials, or ""."""
-        candidates = [r for r in KNOWN_REGIONS if r != settings.region]
+    # --- Find my region ----------------------------------------------------------------------
+
+    @sensitive_variables("secrets")
+    def find_region(self, *, config: dict[str, Any], secrets: dict[str, str]) -> FindRegionResult:
+        """The explicit "Find my region" action: ask each known Keepit region once who the
+        credentials belong to (as Keepit's own tools find an account's region). Only ever
+        run when the admin presses the button."""
+        settings = KeepitConnectionSettings.from_values(config, secrets)
+        try:
+            credentials = settings.credentials
+        except ValueError:
+            return FindRegionResult(
+                region="",
+                message="Fill Username and Password, or both API token fields, then try again.",
+            )
 
         def accepts(region: str) -> bool:
             probe = KeepitClient.from_settings(
@@ -206,11 +244,35 @@ class KeepitProvider(Provider):
                 probe.close()
             return True
 
-        with ThreadPoolExecutor(max_workers=len(candidates)) as pool:
-            for region, ok in zip(candidates, pool.map(accepts, candidates), strict=True):
-                if ok:
-                    return region
-        return ""
+        regions = list(KNOWN_REGIONS)
+        try:
+            with ThreadPoolExecutor(max_workers=len(regions)) as pool:
+                accepted = [
+                    region
+                    for region, ok in zip(regions, pool.map(accepts, regions), strict=True)
+                    if ok
+                ]
+        except Exception as exc:
+            logger.exception("Find my region failed unexpectedly")
+            return FindRegionResult(region="", message=unexpected_error_sentence("The search", exc))
+        if not accepted:
+            return FindRegionResult(
+                region="",
+                message=(
+                    "No Keepit region accepts these credentials ("
+                    + ", ".join(regions)
+                    + " were asked once each). Check the username and password or the API "
+                    "token pair."
+                ),
+            )
+        region = accepted[0]
+        return FindRegionResult(
+            region=region,
+            message=(
+                f"These credentials work in region {region} ({KNOWN_REGIONS[region]}). Region "
+                f"is now set to {region}: press Test connection, then Save."
+            ),
+        )
 
     # --- errors ----------------------------------------------------------------------------
 

@@ -2,22 +2,30 @@
 
 One run, in a fixed order:
 
-1. **Claim** the connection (a `running` SyncRun row; the database refuses a second).
+1. **Claim** the connection (a `running` SyncRun row; the database refuses a second),
+   and keep its heartbeat on a timer (integrations.services.RunHeartbeat) while it runs.
 2. **Load from Keepit**: child accounts (one call); then, with bounded concurrency, each
    account's connectors and backup summary, then each live connector's health.
 3. **Load ours** keyed by Keepit ids: links, connectors, statuses (one query each).
 4. **Diff and apply** in bulk: account links and customers, connectors, statuses. Only
    rows that differ are written, so a run against unchanged data writes nothing.
    What Keepit stopped reporting is marked `removed_at`, never deleted; what could not
-   be read (an account whose calls failed) is left as it was.
-5. **Audit log**: pages streamed from the stored cursor minus an overlap (first run: the
-   last 14 days) by a reader thread into a bounded queue; the main thread inserts each
-   batch with two queries (which keys exist, insert the rest). Memory stays flat.
+   be read (an account whose calls failed) is left as it was. Audit events stored
+   before their connector was known are linked to it now (one bulk UPDATE), and events
+   of an account whose customer changed move with it.
+5. **Audit log**: the window (first run: the last 14 days; then the cursor minus an
+   overlap) is read in time slices, oldest first. Each slice's pages are streamed by a
+   reader thread into a bounded queue; the main thread inserts each batch in one
+   statement (ON CONFLICT DO NOTHING on the dedup key). After each slice the cursor is
+   committed, so a run that is killed, crashes or reaches its time limit resumes at the
+   last complete slice instead of re-reading 14 days. Memory stays flat.
 6. **Record** the run: outcome, counts, HTTP requests, error sentence; then listeners
    (alerts) are told after commit.
 
 Failures: a failed child-account read fails the run and writes nothing; failures of
-single accounts make the run `partial`, naming them, and leave their data untouched.
+single accounts make the run `partial`, naming them, and leave their data untouched;
+Celery's soft time limit ends the run `partial` with a sentence saying it will continue.
+Anything unexpected ends the run `failed` with a sentence (the traceback goes to the log).
 """
 
 from __future__ import annotations
@@ -26,13 +34,13 @@ import json
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection as db_connection
 from django.db import transaction
@@ -42,24 +50,20 @@ from backups.models import BackupAuditEvent, BackupConnector, BackupConnectorSta
 from customers.models import Customer
 from customers.names import normalize_company_name
 from integrations.models import AccountLink, Connection, SyncRun
-from integrations.services import beat_sync_run, claim_sync_run, finish_sync_run
+from integrations.services import RunHeartbeat, claim_sync_run, finish_sync_run
 
 from .client import KeepitClient
 from .exceptions import KeepitError
-from .mapping import (
-    FAILURE_REASONS,
-    audit_category,
-    backup_status,
-    connector_kind,
-    reason_text,
-)
+from .mapping import audit_category, backup_status, connector_kind, health_reason
 from .schemas import AuditRecord, BackupSummary, ChildAccount, Connector, ConnectorHealth
 
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 1000
 AUDIT_QUEUE_BATCHES = 4
-HEARTBEAT_SECONDS = 15.0
+# Keepit does not say whether the filter's bounds are inclusive: consecutive slices
+# overlap by this much so no boundary record falls between two (dedup drops the repeat).
+SLICE_OVERLAP = timedelta(seconds=1)
 # last_seen_at / checked_at are refreshed at most this often when nothing else changes,
 # so a sync against unchanged data writes no row.
 SEEN_RESOLUTION = timedelta(hours=24)
@@ -115,9 +119,12 @@ class SyncCounts:
     connectors_updated: int = 0
     connectors_removed: int = 0
     status_changes: int = 0
+    events_relinked: int = 0
     events_seen: int = 0
+    # Keepit's own events; Vectis's own API reads (which Keepit logs too) count apart.
     events_added: int = 0
     own_reads_added: int = 0
+    own_reads_skipped: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -143,14 +150,12 @@ class KeepitSync:
         self.counts = SyncCounts()
         self.failed_accounts: dict[str, str] = {}
         self.parent_guid = str(connection.config.get("account_guid", ""))
-        self._last_beat = time.monotonic()
+        # What the run is doing now, for the sentence when it is stopped half-way.
+        self.phase = "the customer accounts"
+        # Accounts whose customer changed in this run: their stored events move with them.
+        self.moved_accounts: dict[str, int | None] = {}
 
     # --- helpers -------------------------------------------------------------------------
-
-    def _beat(self) -> None:
-        if time.monotonic() - self._last_beat >= HEARTBEAT_SECONDS:
-            self._last_beat = time.monotonic()
-            beat_sync_run(self.run, now=timezone.now())
 
     def _fan_out(self, phase: str, func: Callable[[T], R], items: list[T]) -> Iterator[tuple[T, R]]:
         """Run `func` over `items` with bounded concurrency, yielding in completion order
@@ -164,7 +169,6 @@ class KeepitSync:
                 yield futures[future], future.result()
                 if done % 50 == 0 or done == total:
                     self.progress(phase, done, total)
-                    self._beat()
 
     # --- phase 2: load from Keepit -------------------------------------------------------
 
@@ -288,7 +292,10 @@ class KeepitSync:
                 self.counts.accounts_ambiguous += 1
             if fresh:
                 created.append(link)
-            elif _link_state(link) != before or now - link.last_seen_at >= SEEN_RESOLUTION:
+                continue
+            if link.customer_id != before[3]:
+                self.moved_accounts[link.external_id] = link.customer_id
+            if _link_state(link) != before or now - link.last_seen_at >= SEEN_RESOLUTION:
                 link.last_seen_at = link.updated_at = now
                 changed.append(link)
         for link in links.values():
@@ -426,12 +433,13 @@ class KeepitSync:
                 if health is None:
                     continue  # health unreadable: keep the last known status
                 summary = data.summary.get(item.guid)
+                reason = health_reason(health.reason)
                 desired = {
                     "status": backup_status(summary, health),
                     "health": health.health[:32],
                     "reason": health.reason[:64],
-                    "reason_text": reason_text(health.reason)[:255],
-                    "reason_is_failure": health.reason in FAILURE_REASONS,
+                    "reason_text": reason.sentence[:255],
+                    "reason_is_failure": reason.needs_action,
                     "last_backup_at": summary.last_snapshot_time if summary else None,
                     "last_success_at": summary.last_complete_snapshot_time if summary else None,
                     "last_snapshot_size": summary.last_snapshot_size if summary else None,
@@ -486,20 +494,67 @@ class KeepitSync:
             start = max(oldest, cursor - timedelta(minutes=settings.KEEPIT_AUDIT_OVERLAP_MINUTES))
         return start, end
 
+    def audit_slices(self) -> list[tuple[datetime, datetime]]:
+        """The window cut into `KEEPIT_AUDIT_SLICE_HOURS` slices, oldest first."""
+        start, end = self.audit_window()
+        step = timedelta(hours=settings.KEEPIT_AUDIT_SLICE_HOURS)
+        slices: list[tuple[datetime, datetime]] = []
+        while start < end:
+            stop = min(start + step, end)
+            slices.append((start - SLICE_OVERLAP if slices else start, stop))
+            start = stop
+        return slices
+
     def sync_audit(
         self, links: dict[str, AccountLink], connectors: dict[str, BackupConnector]
     ) -> str:
-        """Stream the audit log into backup_audit_events; returns an error or ""."""
-        start, end = self.audit_window()
+        """Read the audit log into backup_audit_events slice by slice, committing the
+        cursor after each; returns an error sentence or ""."""
         customer_by_account = {
             guid: link.customer_id
             for guid, link in links.items()
             if link.state == AccountLink.State.LINKED
         }
         connector_by_guid = {guid: c.pk for guid, c in connectors.items()}
+        slices = self.audit_slices()
+        for number, (start, end) in enumerate(slices, start=1):
+            self.phase = (
+                f"the audit log (slice {number} of {len(slices)}, from {start:%Y-%m-%d %H:%M} UTC)"
+            )
+            error = self._read_audit_slice(start, end, customer_by_account, connector_by_guid)
+            if error:
+                return error
+            self._commit_audit_cursor(end)
+        return ""
+
+    def _commit_audit_cursor(self, moment: datetime) -> None:
+        state = dict(self.connection.sync_state)
+        state["audit_cursor"] = moment.isoformat()
+        self.connection.sync_state = state
+        Connection.objects.filter(pk=self.connection.pk).update(sync_state=state)
+
+    def _read_audit_slice(
+        self,
+        start: datetime,
+        end: datetime,
+        customer_by_account: dict[str, int | None],
+        connector_by_guid: dict[str, int],
+    ) -> str:
+        """One slice: a reader thread streams its pages in batches through a bounded
+        queue while this thread inserts them."""
         batches: queue.Queue[list[AuditRecord] | BaseException | None] = queue.Queue(
             maxsize=AUDIT_QUEUE_BATCHES
         )
+        stop = threading.Event()
+
+        def hand_over(item: list[AuditRecord] | BaseException | None) -> bool:
+            while not stop.is_set():
+                try:
+                    batches.put(item, timeout=0.5)
+                    return True
+                except queue.Full:
+                    continue
+            return False
 
         def reader() -> None:
             batch: list[AuditRecord] = []
@@ -509,37 +564,34 @@ class KeepitSync:
                 ):
                     batch.append(record)
                     if len(batch) >= BATCH_SIZE:
-                        batches.put(batch)
+                        if not hand_over(batch):
+                            return
                         batch = []
-                if batch:
-                    batches.put(batch)
-                batches.put(None)
+                if batch and not hand_over(batch):
+                    return
+                hand_over(None)
             except BaseException as exc:  # handed to the main thread, which decides
-                batches.put(exc)
+                hand_over(exc)
 
         thread = threading.Thread(target=reader, name="keepit-audit-reader", daemon=True)
         thread.start()
-        error = ""
-        while True:
-            item = batches.get()
-            if item is None:
-                break
-            if isinstance(item, BaseException):
-                if not isinstance(item, KeepitError):
-                    thread.join()
-                    raise item
-                error = str(item)
-                break
-            self._insert_events(item, customer_by_account, connector_by_guid)
-            self.progress("audit events", self.counts.events_seen, 0)
-            self._beat()
-        thread.join()
-        if not error:
-            state = dict(self.connection.sync_state)
-            state["audit_cursor"] = end.isoformat()
-            self.connection.sync_state = state
-            Connection.objects.filter(pk=self.connection.pk).update(sync_state=state)
-        return error
+        try:
+            while True:
+                item = batches.get()
+                if item is None:
+                    return ""
+                if isinstance(item, BaseException):
+                    if not isinstance(item, KeepitError):
+                        raise item
+                    return str(item)
+                self._insert_events(item, customer_by_account, connector_by_guid)
+                self.progress("audit events", self.counts.events_seen, 0)
+        finally:
+            # However this ends (time limit, crash), the reader stops and lets go.
+            stop.set()
+            while not batches.empty():
+                batches.get_nowait()
+            thread.join(timeout=2)
 
     def _insert_events(
         self,
@@ -562,10 +614,14 @@ class KeepitSync:
         ops = db_connection.ops
         created = ops.adapt_datetimefield_value(self.now)
         own_login = self.client.login
+        store_own = settings.KEEPIT_STORE_OWN_READS
         rows: list[tuple[Any, ...]] = []
         own_keys: set[str] = set()
         for key, record in by_key.items():
             own = bool(own_login) and record.token == own_login
+            if own and not store_own:
+                self.counts.own_reads_skipped += 1
+                continue
             if own:
                 own_keys.add(key)
             rows.append(
@@ -591,6 +647,8 @@ class KeepitSync:
                     created,
                 )
             )
+        if not rows:
+            return
         placeholders = "(" + ", ".join(["%s"] * len(EVENT_COLUMNS)) + ")"
         # Only constants and placeholders are formatted in; every value is a parameter.
         table, columns = BackupAuditEvent._meta.db_table, ", ".join(EVENT_COLUMNS)
@@ -600,8 +658,9 @@ class KeepitSync:
         with db_connection.cursor() as cursor:
             cursor.execute(sql, [value for row in rows for value in row])
             inserted = [row[0] for row in cursor.fetchall()]
-        self.counts.events_added += len(inserted)
-        self.counts.own_reads_added += sum(1 for key in inserted if key in own_keys)
+        own_added = sum(1 for key in inserted if key in own_keys)
+        self.counts.own_reads_added += own_added
+        self.counts.events_added += len(inserted) - own_added
 
     # --- the run ---------------------------------------------------------------------------
 
@@ -615,9 +674,11 @@ class KeepitSync:
             accounts = self.load_accounts()
         except KeepitError as exc:
             return SyncRun.Outcome.FAILED, describe(exc, region=region)
+        self.phase = "the connectors and backup statuses"
         with transaction.atomic():
             links = self.apply_accounts(accounts)
             connectors = self.apply_connectors(accounts, links)
+            self.counts.events_relinked = relink_events(self.connection, self.moved_accounts)
         audit_error = self.sync_audit(links, connectors)
         problems = []
         if self.failed_accounts:
@@ -644,6 +705,38 @@ def _link_state(link: AccountLink) -> tuple[Any, ...]:
     )
 
 
+def relink_events(connection: Connection, moved_accounts: dict[str, int | None]) -> int:
+    """Give stored audit events what was not known when they were inserted: the
+    connector (its account's connector list could not be read then) and, for accounts
+    whose customer changed, the new customer. Two set-based UPDATEs, each served by a
+    partial index; returns the number of events that changed."""
+    table = BackupAuditEvent._meta.db_table
+    connectors = BackupConnector._meta.db_table
+    changed = 0
+    with db_connection.cursor() as cursor:
+        # Index audit_unlinked_connector_idx: only events still without their connector.
+        cursor.execute(
+            f"UPDATE {table} AS e SET connector_id = c.id FROM {connectors} AS c "
+            "WHERE e.connection_id = %s AND e.connector_id IS NULL "
+            "AND e.connector_external_id <> '' "
+            "AND c.connection_id = e.connection_id AND c.external_id = e.connector_external_id",
+            [connection.pk],
+        )
+        changed += int(cursor.rowcount)
+        if moved_accounts:
+            # Index audit_account_idx: the events of one account of one connection.
+            whens = " ".join(["WHEN %s THEN CAST(%s AS BIGINT)"] * len(moved_accounts))
+            accounts = ", ".join(["%s"] * len(moved_accounts))
+            params: list[Any] = [v for pair in moved_accounts.items() for v in pair]
+            cursor.execute(
+                f"UPDATE {table} SET customer_id = CASE account_external_id {whens} END "
+                f"WHERE connection_id = %s AND account_external_id IN ({accounts})",
+                [*params, connection.pk, *moved_accounts],
+            )
+            changed += int(cursor.rowcount)
+    return changed
+
+
 def sync_connection(
     connection: Connection,
     *,
@@ -658,7 +751,7 @@ def sync_connection(
     """
     from integrations.crypto import SecretDecryptionError
 
-    from .provider import KeepitConnectionSettings
+    from .provider import KeepitConnectionSettings, unexpected_error_sentence
 
     started = now or timezone.now()
     run = claim_sync_run(connection, trigger=trigger, now=started)
@@ -677,19 +770,20 @@ def sync_connection(
             )
     sync = KeepitSync(connection, run, client, now=started, progress=progress)
     try:
-        outcome, error = sync.execute()
+        with RunHeartbeat(run):
+            outcome, error = sync.execute()
+    except SoftTimeLimitExceeded:
+        outcome = SyncRun.Outcome.PARTIAL
+        error = (
+            f"The sync reached its time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s) while "
+            f"reading {sync.phase}. Everything read so far is kept, and the next sync "
+            "continues from there."
+        )
+        logger.warning("Keepit sync of connection %s: %s", connection.pk, error)
     except Exception as exc:
         logger.exception("Keepit sync of connection %s failed unexpectedly", connection.pk)
-        finish_sync_run(
-            run,
-            outcome=SyncRun.Outcome.FAILED,
-            now=timezone.now(),
-            counts=sync.counts.as_dict(),
-            http_requests=client.request_count,
-            error=f"The sync stopped on an unexpected error ({type(exc).__name__}); "
-            "see the worker log.",
-        )
-        raise
+        outcome = SyncRun.Outcome.FAILED
+        error = unexpected_error_sentence(f"The sync (while reading {sync.phase})", exc)
     finally:
         if own_client:
             client.close()

@@ -33,9 +33,15 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from alerts.models import AlertEvent
-from alerts.selectors import customer_alert_events, open_alert_for_connector, open_alerts
+from alerts.selectors import (
+    customer_alert_events,
+    failed_deliveries,
+    open_alert_for_connector,
+    open_alerts,
+)
 from backups import services as backup_services
 from backups.models import AuditCategory, BackupConnector, BackupStatus, ConnectorKind
 from backups.selectors import (
@@ -45,12 +51,15 @@ from backups.selectors import (
     connector_health_list,
     customer_timeline,
     effective_status,
+    filtered_connectors,
+    live_connectors,
     severity,
     status_counts,
 )
 from customers.models import Customer
 from customers.names import normalize_company_name
 from integrations.models import AccountLink
+from integrations.services import connection_freshness
 
 PAGE_SIZE = 50
 REVIEW_PAGE_SIZE = 25
@@ -75,30 +84,62 @@ def _require(request: HttpRequest, *perms: str) -> None:
 # --- dashboard ---------------------------------------------------------------------------------
 
 
+ALL_STATUSES = "all"
+
+
 def _dashboard_filters(request: HttpRequest) -> dict[str, Any]:
-    statuses = [s for s in request.GET.getlist("status") if s in STATUS_LABELS]
+    wanted = request.GET.getlist("status")
+    statuses = [s for s in wanted if s in STATUS_LABELS]
     kind = request.GET.get("kind", "")
     customer = request.GET.get("customer", "")
     return {
         "statuses": statuses,
+        # "all": every status; no status at all: what needs attention (the default).
+        "all_statuses": ALL_STATUSES in wanted and not statuses,
         "kind": kind if kind in KIND_LABELS else "",
         "customer_id": int(customer) if customer.isdigit() else None,
         "search": request.GET.get("q", "").strip()[:100],
     }
 
 
+def _is_filtered(filters: dict[str, Any]) -> bool:
+    return bool(filters["kind"] or filters["customer_id"] or filters["search"])
+
+
 def _attention_list(filters: dict[str, Any]) -> QuerySet[BackupConnector]:
-    statuses = filters["statuses"] or [s for s in STATUS_ORDER if s != BackupStatus.OK]
-    return connector_health_list(
-        statuses=statuses,
+    """The list under the tiles. By default what needs attention: every connector that
+    is not OK, and every one with an open alert (an OK status with a failed job in the
+    audit log is still a failure)."""
+    connectors = connector_health_list(
+        statuses=filters["statuses"] or None,
         kind=filters["kind"],
         customer_id=filters["customer_id"],
         search=filters["search"],
     ).annotate(open_alert_id=open_alert_for_connector())
+    if filters["statuses"] or filters["all_statuses"]:
+        return connectors
+    # status_now is OK only for a status row saying OK (no row counts as unknown).
+    return connectors.filter(
+        ~Q(backup_status__status=BackupStatus.OK) | Q(open_alert_id__isnull=False)
+    )
 
 
-def dashboard_summary(*, now: datetime) -> dict[str, Any]:
-    counts = status_counts()
+def dashboard_summary(*, now: datetime, filters: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Tiles and chart: fleet-wide, or for the connectors the filters select (they say
+    which)."""
+    scoped = filters is not None and _is_filtered(filters)
+    connectors = (
+        filtered_connectors(
+            kind=filters["kind"], customer_id=filters["customer_id"], search=filters["search"]
+        )
+        if filters is not None and scoped
+        else live_connectors()
+    )
+    counts = status_counts(connectors)
+    alerts = (
+        open_alerts().filter(connector__in=connectors.values("pk")) if scoped else open_alerts()
+    )
+    freshness = connection_freshness()
     return {
         "status_cards": [
             {"status": s, "label": STATUS_LABELS[s], "count": counts[s], "badge": BADGE[s]}
@@ -110,9 +151,14 @@ def dashboard_summary(*, now: datetime) -> dict[str, Any]:
                 BackupStatus.OK,
             )
         ],
-        "open_alert_count": open_alerts().count(),
-        "freshness": backup_freshness(now=now),
+        "open_alert_count": alerts.count(),
+        "freshness": backup_freshness(now=now, connectors=connectors),
         "connector_total": sum(counts.values()),
+        "scope": "matching the filters below" if scoped else "fleet-wide",
+        "connections": freshness,
+        "connections_attention": [c for c in freshness if c.needs_attention],
+        "setup_url": reverse("admin:integrations_overview"),
+        "failed_deliveries": failed_deliveries(now=now),
     }
 
 
@@ -130,7 +176,7 @@ def dashboard(request: HttpRequest, *, site: AdminSite) -> HttpResponseBase:
     export["format"] = "csv"
     context = {
         **site.each_context(request),
-        "view_health": dashboard_summary(now=timezone.now()),
+        "view_health": dashboard_summary(now=timezone.now(), filters=filters),
         "title": "Backup health",
         "page": page,
         "rows": [_connector_row(c) for c in page.object_list],
@@ -294,10 +340,11 @@ def customer_page_context(request: HttpRequest, customer: Customer) -> dict[str,
     query.pop("page", None)
     export = request.GET.copy()
     export["format"] = "csv"
+    links = list(AccountLink.objects.filter(customer=customer).select_related("connection"))
     return {
-        "customer_links": list(
-            AccountLink.objects.filter(customer=customer).select_related("connection")
-        ),
+        "customer_links": links,
+        "customer_connections": connection_freshness({link.connection_id for link in links}),
+        "setup_url": reverse("admin:integrations_overview"),
         "customer_connectors": [_connector_row(c) for c in connectors],
         "customer_status_counts": _count_rows(connectors),
         "customer_alerts": list(
@@ -487,9 +534,11 @@ def _review_action(request: HttpRequest) -> HttpResponse:
             request, f"Created customer \u201c{customer}\u201d for \u201c{name}\u201d."
         )
     elif action == "exclude":
-        backup_services.exclude_account(link)
+        backup_services.exclude_account(link, by=request.user.get_username())
         messages.success(
-            request, f"\u201c{name}\u201d is excluded; its data stays out of customers."
+            request,
+            f"\u201c{name}\u201d is excluded: its connectors are out of the dashboard and the "
+            "alert rules, and its open alerts ended without a notice.",
         )
     elif action == "include":
         backup_services.include_account(link)
@@ -498,4 +547,15 @@ def _review_action(request: HttpRequest) -> HttpResponse:
         )
     else:
         messages.error(request, "Unknown action.")
-    return HttpResponseRedirect(request.POST.get("next") or reverse("admin:account_review"))
+    return HttpResponseRedirect(safe_next(request, reverse("admin:account_review")))
+
+
+def safe_next(request: HttpRequest, fallback: str) -> str:
+    """The `next` the form carries if it stays on this site, else the fallback: a link
+    in a phishing e-mail must not turn Vectis into a redirector."""
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return fallback

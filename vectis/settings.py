@@ -73,6 +73,8 @@ INSTALLED_APPS = [
     "integrations",
     "keepit",
     "alerts",
+    # Login throttling (django-axes): repeated wrong passwords lock a user or an address out.
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -84,6 +86,14 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a lockout into the lockout page.
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    # First, so a locked-out user is refused before the password is even checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "vectis.urls"
@@ -174,14 +184,22 @@ if KEEPIT_SYNC_INTERVAL_MINUTES < 1:
     raise ImproperlyConfigured(
         "KEEPIT_SYNC_INTERVAL_MINUTES must be a whole number of minutes >= 1."
     )
+# Beat looks for due connections this often. Each connection keeps its own schedule
+# (`next_sync_at`, advanced slot by slot), so a sync starts every interval, ± one tick.
+VECTIS_SYNC_TICK_SECONDS: int = env.int("VECTIS_SYNC_TICK_SECONDS", default=60)
+if not 1 <= VECTIS_SYNC_TICK_SECONDS <= KEEPIT_SYNC_INTERVAL_MINUTES * 60:
+    raise ImproperlyConfigured(
+        "VECTIS_SYNC_TICK_SECONDS must be between 1 and the sync interval "
+        f"({KEEPIT_SYNC_INTERVAL_MINUTES * 60} seconds)."
+    )
 
-# The schedule is reviewed code. `expires` equals the interval so a backlog of missed
-# ticks (worker down) is dropped instead of running many syncs back to back.
+# The schedule is reviewed code. `expires` equals each entry's period, so a backlog of
+# missed ticks (worker down) is dropped instead of running many times back to back.
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "keepit-sync": {
         "task": "integrations.tasks.sync_due_connections",
-        "schedule": timedelta(minutes=KEEPIT_SYNC_INTERVAL_MINUTES),
-        "options": {"expires": KEEPIT_SYNC_INTERVAL_MINUTES * 60},
+        "schedule": timedelta(seconds=VECTIS_SYNC_TICK_SECONDS),
+        "options": {"expires": VECTIS_SYNC_TICK_SECONDS},
     },
     # Staleness is the absence of a signal: evaluate on a timer too, not only after syncs.
     "alerts-evaluate": {
@@ -211,8 +229,56 @@ KEEPIT_HTTP_CONCURRENCY: int = env.int("KEEPIT_HTTP_CONCURRENCY", default=8)
 # Audit history read on a first sync, and the overlap re-read before the stored cursor.
 KEEPIT_AUDIT_WINDOW_DAYS: int = env.int("KEEPIT_AUDIT_WINDOW_DAYS", default=14)
 KEEPIT_AUDIT_OVERLAP_MINUTES: int = env.int("KEEPIT_AUDIT_OVERLAP_MINUTES", default=60)
+# Cap on the size of one Keepit answer, enforced while it is read (a hostile or broken
+# answer is refused before it can fill memory).
+KEEPIT_MAX_RESPONSE_MB: float = env.float("KEEPIT_MAX_RESPONSE_MB", default=20.0)
+if KEEPIT_MAX_RESPONSE_MB <= 0:
+    raise ImproperlyConfigured("KEEPIT_MAX_RESPONSE_MB must be a positive number of megabytes.")
+# The audit window is read in slices of this many hours, oldest first; the cursor advances
+# after each, so a sync stopped half-way resumes where it stopped.
+KEEPIT_AUDIT_SLICE_HOURS: int = env.int("KEEPIT_AUDIT_SLICE_HOURS", default=6)
+if KEEPIT_AUDIT_SLICE_HOURS < 1:
+    raise ImproperlyConfigured("KEEPIT_AUDIT_SLICE_HOURS must be a whole number of hours >= 1.")
+# Keepit logs every API call, Vectis's own reads included; off stops storing those.
+KEEPIT_STORE_OWN_READS: bool = env.bool("KEEPIT_STORE_OWN_READS", default=True)
+# A running sync writes its heartbeat this often, on a timer, whatever Keepit is doing.
+VECTIS_SYNC_HEARTBEAT_SECONDS: float = env.float("VECTIS_SYNC_HEARTBEAT_SECONDS", default=15.0)
 # A running sync whose heartbeat is older than this is taken as crashed (abandoned).
 VECTIS_SYNC_STALE_SECONDS: int = env.int("VECTIS_SYNC_STALE_SECONDS", default=300)
+if VECTIS_SYNC_HEARTBEAT_SECONDS <= 0:
+    raise ImproperlyConfigured("VECTIS_SYNC_HEARTBEAT_SECONDS must be a positive number.")
+if VECTIS_SYNC_STALE_SECONDS < 3 * VECTIS_SYNC_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(
+        f"VECTIS_SYNC_STALE_SECONDS ({VECTIS_SYNC_STALE_SECONDS}) must be at least three "
+        f"heartbeats (3 x VECTIS_SYNC_HEARTBEAT_SECONDS = {3 * VECTIS_SYNC_HEARTBEAT_SECONDS:g}"
+        " s): with less, a live but slow sync would be taken as crashed and run twice."
+    )
+# A connection whose last N runs were all partial is Degraded, and alerts like a stale sync.
+VECTIS_DEGRADED_AFTER_PARTIAL_RUNS: int = env.int("VECTIS_DEGRADED_AFTER_PARTIAL_RUNS", default=3)
+
+# --- Alert e-mail delivery ----------------------------------------------------------------
+# A message the SMTP server keeps refusing with a temporary error is retried with backoff
+# up to this many attempts or this many hours, then marked failed (and shown as such).
+VECTIS_EMAIL_MAX_ATTEMPTS: int = env.int("VECTIS_EMAIL_MAX_ATTEMPTS", default=20)
+VECTIS_EMAIL_MAX_AGE_HOURS: int = env.int("VECTIS_EMAIL_MAX_AGE_HOURS", default=24)
+
+# --- Sign-in ----------------------------------------------------------------------------
+# django-axes: after this many wrong passwords in a row for a user, or from an address,
+# further attempts are refused (even with the right password) until the cool-off ends.
+AXES_FAILURE_LIMIT: int = env.int("VECTIS_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("VECTIS_LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "vectis.signin.lockout_response"
+# The client address (django-ipware): REMOTE_ADDR, or, behind VECTIS_PROXY_COUNT trusted
+# reverse proxies, X-Forwarded-For — never trusted without a proxy, as clients can forge it.
+VECTIS_PROXY_COUNT: int = env.int("VECTIS_PROXY_COUNT", default=0)
+AXES_IPWARE_META_PRECEDENCE_ORDER: tuple[str, ...]
+if VECTIS_PROXY_COUNT:
+    AXES_IPWARE_PROXY_COUNT = VECTIS_PROXY_COUNT
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR")
+else:
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)
 
 # --- Logging ----------------------------------------------------------------------------
 LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO")
@@ -222,8 +288,31 @@ LOGGING: dict[str, Any] = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    # django-axes reports every successful sign-in at INFO; lockouts come at WARNING.
+    "loggers": {"axes": {"level": "WARNING"}},
 }
 
-if not DEBUG:
-    SESSION_COOKIE_HTTPONLY = True
-    X_FRAME_OPTIONS = "DENY"
+# --- HTTPS in production ------------------------------------------------------------------
+# Safe defaults when DEBUG is off: HTTPS only, HSTS for a year, cookies never sent in
+# clear. Behind a TLS-terminating proxy set SECURE_PROXY_SSL_HEADER (see the README).
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_HSTS_SECONDS: int = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS: bool = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD: bool = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SECURE_SSL_REDIRECT: bool = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+# Load balancers and docker compose probe /healthz over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SESSION_COOKIE_SECURE: bool = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE: bool = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+# "HTTP_X_FORWARDED_PROTO,https": trust the proxy's header that the request came over HTTPS.
+_proxy_ssl_header: list[str] = env.list("SECURE_PROXY_SSL_HEADER", default=[])
+SECURE_PROXY_SSL_HEADER: tuple[str, str] | None = None
+if _proxy_ssl_header:
+    if len(_proxy_ssl_header) != 2:
+        raise ImproperlyConfigured(
+            "SECURE_PROXY_SSL_HEADER must be a header and a value, e.g. "
+            "HTTP_X_FORWARDED_PROTO,https"
+        )
+    SECURE_PROXY_SSL_HEADER = (_proxy_ssl_header[0], _proxy_ssl_header[1])

@@ -18,8 +18,12 @@ os.environ.setdefault(
     "dGVzdC1rZXktb25lLXRlc3Qta2V5LW9uZS10ZXN0LWs=,dGVzdC1rZXktdHdvLXRlc3Qta2V5LXR3by10ZXN0LWs=",
 )
 os.environ.setdefault("KEEPIT_BASE_URL_TEMPLATE", "http://127.0.0.1:9/{region}")
+# The test client and the browser tests speak plain HTTP to a local server.
+for _name in ("SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE"):
+    os.environ.setdefault(_name, "false")
+os.environ.setdefault("SECURE_HSTS_SECONDS", "0")
 
-from .settings import *  # noqa: F403
+from .settings import *  # noqa: E402, F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

@@ -11,9 +11,12 @@ The region is the first path segment (`KEEPIT_BASE_URL_TEMPLATE=http://127.0.0.1
 only the simulated region knows the MSP, any other answers as Keepit does for an account
 that is not there (401).
 
-Faults can be injected for tests (`inject`) or at random (`fault_rate`): 429 with
-Retry-After, 503, dropped connections, malformed XML, an XML bomb, an external entity,
-or a hang.
+Faults can be injected for tests (`inject`, optionally only for one route such as
+"audit" or "devices") or at random (`fault_rate`): 429 with Retry-After, 503, dropped
+connections, malformed XML, an XML bomb, an external entity, a hang, a huge answer
+(`huge:MB` with a Content-Length, `huge-stream:MB` without one, streamed so the sandbox
+itself stays small) and an audit page with more records than the `limit` asked for
+(`overfull`).
 """
 
 from __future__ import annotations
@@ -43,7 +46,21 @@ from .simulation import SandboxClock, SandboxConfig, SandboxMsp, iso
 logger = logging.getLogger(__name__)
 
 REGION_SEGMENT_RE = re.compile(r"^[a-z0-9-]{2,32}$")
-FAULT_KINDS = ("429", "503", "drop", "malformed", "xml-bomb", "xxe", "hang")
+FAULT_KINDS = (
+    "429",
+    "503",
+    "drop",
+    "malformed",
+    "xml-bomb",
+    "xxe",
+    "hang",
+    "huge",
+    "huge-stream",
+    "overfull",
+)
+# Which requests a route-targeted fault applies to (the first path segments after the
+# region, and the method).
+ROUTES = ("whoami", "account", "children", "devices", "summary", "health", "audit")
 DEFAULT_RANDOM_FAULTS = ("429", "503", "drop", "malformed")
 UNAUTHENTICATED = "Anonymous access denied - suggest authentication."
 BAD_CREDENTIALS = "User authentication error: Username or password is incorrect."
@@ -79,6 +96,8 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
     # Headers and body go out in two writes; without TCP_NODELAY, Nagle's algorithm and
     # delayed ACKs add ~40 ms to every keep-alive request.
     disable_nagle_algorithm = True
+    # Set per request by the "overfull" fault.
+    overfull = False
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("sandbox %s", format % args)
@@ -127,12 +146,6 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
     def _handle(self, method: str) -> None:
         sandbox = self.server
         body = self._read_body()
-        sandbox.count_request(method, self.path)
-        if sandbox.latency > 0:
-            time.sleep(sandbox.latency)
-        fault = sandbox.next_fault()
-        if fault is not None and self._inject(fault):
-            return
         parts = urlsplit(self.path)
         segments = [s for s in parts.path.split("/") if s]
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -143,6 +156,15 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
             and REGION_SEGMENT_RE.match(segments[0])
         ):
             region = segments.pop(0)
+        sandbox.count_request(method, self.path, region=region)
+        if sandbox.latency > 0:
+            time.sleep(sandbox.latency)
+        self.overfull = False
+        fault = sandbox.next_fault(_route_of(method, segments))
+        if fault == "overfull":
+            self.overfull = True  # the audit handler serves too many records
+        elif fault is not None and self._inject(fault):
+            return
         login = self._authenticate(region)
         if login is None:
             return
@@ -171,9 +193,38 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
             seconds = float(fault.partition(":")[2] or 30)
             time.sleep(seconds)
             self.close_connection = True
+        elif fault.startswith("huge"):
+            self._huge(float(fault.partition(":")[2] or 50), announce=fault.startswith("huge:"))
         else:
             return False
         return True
+
+    def _huge(self, megabytes: float, *, announce: bool) -> None:
+        """A well-formed audit answer of `megabytes`, written in chunks (never held in
+        memory), with or without a Content-Length."""
+        record = (
+            b"<record><time>2026-11-26T11:00:00Z</time><account>x</account>"
+            b"<area>User events</area><message>" + b"A" * 900 + b"</message></record>"
+        )
+        head, tail = b"<audit>", b"</audit>"
+        count = max(1, int(megabytes * 1024 * 1024) // len(record))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/xml")
+        if announce:
+            self.send_header("Content-Length", str(len(head) + count * len(record) + len(tail)))
+        else:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        block = record * 64
+        with contextlib.suppress(OSError):  # the client is expected to hang up early
+            self.wfile.write(head)
+            written = 0
+            while written < count:
+                batch = min(64, count - written)
+                self.wfile.write(block if batch == 64 else record * batch)
+                written += batch
+            self.wfile.write(tail)
 
     def _authenticate(self, region: str) -> str | None:
         header = self.headers.get("Authorization", "")
@@ -370,8 +421,9 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
         recursive = (root.findtext("recursive") or "").strip().lower() == "true"
         if offset == 0:
             self._own_read(login, "AuditFilter", "/audit/filter/pretty")
-        # Keepit returns two records fewer than asked for (KeepitTools notes it).
-        served = max(1, limit - 2)
+        # Keepit returns two records fewer than asked for (KeepitTools notes it); the
+        # "overfull" fault breaks that contract the other way.
+        served = limit + 3 if self.overfull else max(1, limit - 2)
         records, total = msp.audit_page(account, start, end, recursive, offset, served)
         headers = {}
         if offset + len(records) < total:
@@ -381,6 +433,26 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
             "<audit>" + "".join(_record_xml(r) for r in records) + "</audit>",
             headers=headers,
         )
+
+
+def _route_of(method: str, segments: list[str]) -> str:
+    """The route name of a request, for route-targeted faults."""
+    if method == "PUT" and segments[:2] == ["audit", "filter"]:
+        return "audit"
+    if segments == ["users"]:
+        return "whoami"
+    rest = segments[2:]
+    if not rest:
+        return "account"
+    if rest == ["users"]:
+        return "children"
+    if rest == ["devices"]:
+        return "devices"
+    if rest[:1] == ["monitoring"]:
+        return "summary"
+    if rest[-1:] == ["health"]:
+        return "health"
+    return "other"
 
 
 def _parse(value: str | None, *, default: float) -> float:
@@ -440,6 +512,7 @@ class KeepitSandboxServer(ThreadingHTTPServer):
         self.fault_rate = fault_rate
         self.fault_kinds = tuple(fault_kinds)
         self._faults: deque[str] = deque()
+        self._route_faults: dict[str, deque[str]] = {}
         self._lock = threading.Lock()
         self._random = random.Random(config.seed)
         self.requests_served = 0
@@ -448,28 +521,41 @@ class KeepitSandboxServer(ThreadingHTTPServer):
         # Accounts whose calls answer 503 until removed (partial-failure tests).
         self.failing_accounts: set[str] = set()
         self.non_get_paths: set[str] = set()
+        # Requests per region segment: proves credentials only went where they were sent.
+        self.regions: Counter[str] = Counter()
 
-    def count_request(self, method: str, path: str) -> None:
+    def count_request(self, method: str, path: str, *, region: str = "") -> None:
         with self._lock:
             self.requests_served += 1
             self.methods[method] += 1
+            self.regions[region] += 1
             if method != "GET":
                 self.non_get_paths.add(urlsplit(path).path)
 
-    def inject(self, *faults: str) -> None:
-        """Answer the next requests with these faults, in order."""
+    def inject(self, *faults: str, route: str | None = None) -> None:
+        """Answer the next requests (or the next ones of `route`) with these faults, in
+        order."""
         for fault in faults:
             if fault.split(":")[0] not in FAULT_KINDS:
                 raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULT_KINDS)}")
+        if route is not None and route not in ROUTES:
+            raise ValueError(f"unknown route {route!r}; known: {', '.join(ROUTES)}")
         with self._lock:
-            self._faults.extend(faults)
+            if route is None:
+                self._faults.extend(faults)
+            else:
+                self._route_faults.setdefault(route, deque()).extend(faults)
 
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
+            self._route_faults.clear()
 
-    def next_fault(self) -> str | None:
+    def next_fault(self, route: str = "") -> str | None:
         with self._lock:
+            targeted = self._route_faults.get(route)
+            if targeted:
+                return targeted.popleft()
             if self._faults:
                 return self._faults.popleft()
             if self.fault_rate and self._random.random() < self.fault_rate:
@@ -543,8 +629,8 @@ class KeepitSandbox:
     def advance(self, delta: timedelta) -> None:
         self.clock.advance(delta)
 
-    def inject(self, *faults: str) -> None:
-        self.server.inject(*faults)
+    def inject(self, *faults: str, route: str | None = None) -> None:
+        self.server.inject(*faults, route=route)
 
     def __enter__(self) -> KeepitSandbox:
         return self.start()

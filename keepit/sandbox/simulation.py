@@ -20,6 +20,8 @@ from datetime import UTC, datetime, timedelta
 
 DAY = 86400
 HOUR = 3600
+# A reason code that is not in Keepit's published list (Keepit may add codes any time).
+UNKNOWN_REASON = "NEWFANGLEDREASON"
 
 # (type, agent-type) of every connector kind in keepit-api.md §5.
 CONNECTOR_TYPES: list[tuple[str, str]] = [
@@ -457,8 +459,16 @@ class SandboxMsp:
         )
         if kind[0] == "system":
             return connector
-        if bucket < 65 or bucket >= 94:
+        if bucket < 65 or 94 <= bucket < 97:
             connector.scenario = "healthy" if bucket < 65 else "flapping"
+        elif bucket >= 97:
+            # Reasons that need a fix but leave the backups running, and one Keepit may
+            # add after Vectis was written (shown raw, counted as needing a look).
+            connector.scenario = {
+                97: "INCOMPLETECONFIG_O365_ADMIN",
+                98: "GRACETIMERSTARTED",
+                99: UNKNOWN_REASON,
+            }[bucket]
         elif bucket < 72:
             connector.scenario = "partial"
         elif bucket < 77:
@@ -532,8 +542,12 @@ class SandboxMsp:
         health, reason = "healthy", ""
         if connector.scenario in {"BADTOKEN", "BADLOGIN", "NONADMINLOGIN"}:
             health, reason = "critical", connector.scenario
-        elif connector.scenario == "QUOTAVIOLATED":
-            health, reason = "unhealthy", "QUOTAVIOLATED"
+        elif connector.scenario in {"QUOTAVIOLATED", "INCOMPLETECONFIG_O365_ADMIN"}:
+            health, reason = "unhealthy", connector.scenario
+        elif connector.scenario == "GRACETIMERSTARTED":
+            health, reason = "unhealthy", "GRACETIMERSTARTED"
+        elif connector.scenario == UNKNOWN_REASON:
+            health, reason = "healthy", UNKNOWN_REASON
         elif connector.scenario == "GENERIC":
             health, reason = "unhealthy", "GENERIC"
         elif age is not None and age > 48 * HOUR:

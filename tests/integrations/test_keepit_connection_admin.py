@@ -306,10 +306,7 @@ def test_test_connection_uses_stored_secrets_for_blank_fields(
     ("overrides", "sentence"),
     [
         ({"password": "wrong"}, "Keepit refused the username or password in region us-dc."),
-        (
-            {"region": "de-fr"},
-            "Region de-fr does not host this account: these credentials work in region us-dc",
-        ),
+        ({"region": "de-fr"}, "Keepit refused the username or password in region de-fr."),
         (
             {"account_guid": "zzzzzz-zzzzzz-zzzzzz"},
             "The account GUID zzzzzz-zzzzzz-zzzzzz is not visible to these credentials.",
@@ -326,6 +323,46 @@ def test_test_connection_failures_are_one_specific_sentence(
     assert body["ok"] is False
     assert body["message"].startswith(sentence)
     assert "Traceback" not in body["message"]
+
+
+def test_test_connection_sends_the_credentials_to_the_configured_region_only(
+    admin_client_logged_in: Client, sandbox_settings: KeepitSandbox
+) -> None:
+    sandbox = sandbox_settings
+    body = post_test(admin_client_logged_in, **sandbox_form(sandbox, region="de-fr")).json()
+    assert body["ok"] is False
+    assert body["message"].endswith("if it may live in another one, press Find my region.")
+    assert body["suggest_find_region"] is True
+    # Only de-fr was asked: no other Keepit region saw these credentials.
+    assert dict(sandbox.server.regions) == {"de-fr": 1}
+
+
+def test_find_my_region_asks_each_known_region_once_and_names_the_right_one(
+    admin_client_logged_in: Client, sandbox_settings: KeepitSandbox
+) -> None:
+    from keepit.client import KNOWN_REGIONS
+
+    sandbox = sandbox_settings
+    url = reverse("admin:keepit_keepitconnection_find_region_new")
+    body = post_test(admin_client_logged_in, url, **sandbox_form(sandbox, region="")).json()
+    assert body == {
+        "ok": True,
+        "region": "us-dc",
+        "message": "These credentials work in region us-dc (USA (Washington DC)). Region is "
+        "now set to us-dc: press Test connection, then Save.",
+    }
+    assert dict(sandbox.server.regions) == dict.fromkeys(KNOWN_REGIONS, 1)
+    wrong = post_test(
+        admin_client_logged_in, url, **sandbox_form(sandbox, password="wrong")
+    ).json()
+    assert wrong["ok"] is False
+    assert wrong["message"].startswith("No Keepit region accepts these credentials")
+
+
+def test_the_connection_page_offers_find_my_region(admin_client_logged_in: Client) -> None:
+    html = admin_client_logged_in.get(ADD_URL).content.decode()
+    assert 'id="keepit-region-button"' in html
+    assert reverse("admin:keepit_keepitconnection_find_region_new") in html
 
 
 def test_test_connection_reports_a_timeout_within_the_configured_timeout(
@@ -413,9 +450,13 @@ def test_the_keepit_card_shows_the_state_of_its_connections(
     assert card_state(admin_client_logged_in) == "Disabled"
 
 
-def test_error_reports_never_show_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An unexpected error inside Test connection or the form: the report Django would
-    e-mail to admins (frames with their local variables) holds no secret."""
+def test_error_reports_never_show_secrets(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unexpected error inside Test connection or the form: the admin gets a sentence,
+    and the report Django would e-mail to admins (frames with their local variables,
+    here built from the logged exception) holds no secret."""
+    import logging
     import sys
 
     from django.views.debug import ExceptionReporter
@@ -429,27 +470,36 @@ def test_error_reports_never_show_secrets(monkeypatch: pytest.MonkeyPatch) -> No
 
     # Secrets are passed as temporaries so that only the code under test holds them in
     # local variables (the report also shows this test's frames).
-    def test_connection() -> None:
-        KeepitProvider().test_connection(
+    with caplog.at_level(logging.ERROR, logger="keepit.provider"):
+        result = KeepitProvider().test_connection(
             config={"region": "us-dc", "account_guid": "g", "username": "u", "token_login": "t"},
             secrets={"password": PASSWORD, "token_password": TOKEN_PASSWORD},
         )
+    assert result.ok is False
+    assert result.message.startswith(
+        "The test stopped on an unexpected error (RuntimeError). Nothing was changed."
+    )
+    logged = [r for r in caplog.records if r.exc_info]
+    assert len(logged) == 1
+    exc_info = logged[0].exc_info
+    assert exc_info is not None
+    reports = [ExceptionReporter(None, *exc_info).get_traceback_html()]
 
     def store_unserialisable_secret() -> None:
         Connection(provider="keepit").set_secrets(
             {"password": PASSWORD, "broken": object()}  # type: ignore[dict-item]
         )
 
-    reports = []
-    for attempt in (test_connection, store_unserialisable_secret):
-        try:
-            attempt()
-        except Exception:
-            reports.append(ExceptionReporter(None, *sys.exc_info()).get_traceback_html())
+    try:
+        store_unserialisable_secret()
+    except Exception:
+        reports.append(ExceptionReporter(None, *sys.exc_info()).get_traceback_html())
     assert len(reports) == 2
     for report in reports:
+        assert "RuntimeError" in report or "TypeError" in report
         assert PASSWORD not in report
         assert TOKEN_PASSWORD not in report
+    assert PASSWORD not in caplog.text
 
 
 def test_the_connection_page_shows_its_state_and_recent_runs(

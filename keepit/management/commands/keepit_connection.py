@@ -105,11 +105,7 @@ class Command(BaseCommand):
         if not connections:
             self.stdout.write("No Keepit connection yet.")
         for c in connections:
-            state = (
-                "failing"
-                if c.enabled and c.is_failing()
-                else ("enabled" if c.enabled else "disabled")
-            )
+            state = c.state.lower()
             last = f"{timesince(c.last_success_at)} ago" if c.last_success_at else "never"
             self.stdout.write(
                 f"{c.pk:>4}  {c.name}  {c.region}/{c.account_guid}  {state}  "

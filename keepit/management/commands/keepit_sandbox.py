@@ -103,25 +103,27 @@ class Command(BaseCommand):
                 f"{', '.join(FAULT_KINDS)} (default: %(default)s)."
             ),
         )
+        # The simulated MSP's credentials are public on purpose: they are what the admin
+        # types into the Keepit form to try Vectis against the sandbox.
         parser.add_argument(
             "--username",
             default=os.environ.get("KEEPIT_SANDBOX_USERNAME", defaults.username),
-            help="Login of the MSP's user (env KEEPIT_SANDBOX_USERNAME).",
+            help="Login of the MSP's user (env KEEPIT_SANDBOX_USERNAME; default: %(default)s).",
         )
         parser.add_argument(
             "--password",
             default=os.environ.get("KEEPIT_SANDBOX_PASSWORD", defaults.password),
-            help="Password of that user (env KEEPIT_SANDBOX_PASSWORD).",
+            help="Password of that user (env KEEPIT_SANDBOX_PASSWORD; default: %(default)s).",
         )
         parser.add_argument(
             "--token-login",
             default=os.environ.get("KEEPIT_SANDBOX_TOKEN_LOGIN", defaults.token_login),
-            help="API token login (env KEEPIT_SANDBOX_TOKEN_LOGIN).",
+            help="API token login (env KEEPIT_SANDBOX_TOKEN_LOGIN; default: %(default)s).",
         )
         parser.add_argument(
             "--token-password",
             default=os.environ.get("KEEPIT_SANDBOX_TOKEN_PASSWORD", defaults.token_password),
-            help="API token password (env KEEPIT_SANDBOX_TOKEN_PASSWORD).",
+            help="API token password (env KEEPIT_SANDBOX_TOKEN_PASSWORD; default: %(default)s).",
         )
         parser.add_argument(
             "--no-own-read-audit",
@@ -172,8 +174,10 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Keepit sandbox for region {config.region} on {sandbox.url}/{config.region}\n"
             f"  parent account GUID: {msp.parent.guid}\n"
+            f"  Keepit URL to paste: https://{config.region}.keepit.com/users/{msp.parent.guid}\n"
             f"  {len(msp.accounts)} customer accounts, {connectors} devices\n"
-            f"  login: {config.username} (or API token {config.token_login})\n"
+            f"  username / password: {config.username} / {config.password}\n"
+            f"  API token login / password: {config.token_login} / {config.token_password}\n"
             f"  Vectis: KEEPIT_BASE_URL_TEMPLATE={sandbox.base_url_template}"
         )
         stop = threading.Event()
