@@ -31,6 +31,9 @@ LEGAL_SUFFIXES: tuple[str, ...] = tuple(
             "corporation",
             "co",
             "company",
+            # "& Co" is written "and co" by the time suffixes are folded
+            "and co",
+            "and company",
             "plc",
             "llp",
             "lp",
@@ -41,7 +44,9 @@ LEGAL_SUFFIXES: tuple[str, ...] = tuple(
             # German-speaking countries
             "gmbh",
             "gmbh co kg",
+            "gmbh and co kg",
             "co kg",
+            "and co kg",
             "kg",
             "ag",
             "ug",

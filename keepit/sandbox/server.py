@@ -421,10 +421,13 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
         recursive = (root.findtext("recursive") or "").strip().lower() == "true"
         if offset == 0:
             self._own_read(login, "AuditFilter", "/audit/filter/pretty")
-        # Keepit returns two records fewer than asked for (KeepitTools notes it); the
-        # "overfull" fault breaks that contract the other way.
-        served = limit + 3 if self.overfull else max(1, limit - 2)
+        # Keepit returns two records fewer than asked for (KeepitTools notes it).
+        served = max(1, limit - 2)
         records, total = msp.audit_page(account, start, end, recursive, offset, served)
+        if self.overfull:
+            # The fault breaks the paging contract the other way: one record too many.
+            filler = records or [_FILLER_RECORD]
+            records = (filler * (limit // len(filler) + 2))[: limit + 1]
         headers = {}
         if offset + len(records) < total:
             headers["next-offset"] = str(offset + len(records))
@@ -433,6 +436,21 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
             "<audit>" + "".join(_record_xml(r) for r in records) + "</audit>",
             headers=headers,
         )
+
+
+_FILLER_RECORD = {
+    "time": "2026-11-26T11:00:00Z",
+    "account": "",
+    "company": "",
+    "area": "User events",
+    "message": "filler",
+    "acl": "Login",
+    "method": "post",
+    "allowed": "true",
+    "succeeded": "true",
+    "client-ip": "198.51.100.1",
+    "token": "filler@example.com",
+}
 
 
 def _route_of(method: str, segments: list[str]) -> str:

@@ -349,6 +349,7 @@ class SandboxMsp:
     _connector_by_guid: dict[str, SimConnector] = field(init=False)
     _own_reads: deque[dict[str, str]] = field(init=False)
     _own_reads_lock: threading.Lock = field(init=False)
+    _logged: list[dict[str, str]] = field(init=False)
     _queries: OrderedDict[tuple[str, ...], _AuditQuery] = field(init=False)
 
     @property
@@ -379,6 +380,7 @@ class SandboxMsp:
         }
         self._own_reads = deque(maxlen=500_000)
         self._own_reads_lock = threading.Lock()
+        self._logged = []
         self._queries = OrderedDict()
 
     # --- accounts and connectors -----------------------------------------------------------
@@ -592,6 +594,36 @@ class SandboxMsp:
         with self._own_reads_lock:
             self._own_reads.append(record)
 
+    def log(
+        self,
+        connector: SimConnector,
+        *,
+        at: datetime,
+        message: str,
+        area: str = "Backup/Restore",
+        succeeded: bool = False,
+    ) -> dict[str, str]:
+        """Write one audit record about a connector (tests: a failure at a known time)."""
+        account = connector.account
+        record = {
+            "time": iso(at.timestamp()),
+            "account": account.guid,
+            "company": account.company_name,
+            "area": area,
+            "message": message,
+            "acl": "StartJob",
+            "method": "post",
+            "allowed": "true",
+            "succeeded": "true" if succeeded else "false",
+            "client-ip": "198.51.100.7",
+            "token": "scheduler@keepit.example",
+            "device": connector.guid,
+        }
+        with self._own_reads_lock:
+            self._logged.append(record)
+            self._queries.clear()
+        return record
+
     def _chunk_events(self, day: int, account_index: int) -> list[dict[str, str]]:
         """The generated audit records of one account on one day, time-ordered."""
         seed = self.config.seed
@@ -676,6 +708,12 @@ class SandboxMsp:
                 r
                 for r in self._own_reads
                 if (recursive or account == self.parent.guid) and start <= _epoch(r["time"]) < end
+            ]
+            dynamic += [
+                r
+                for r in self._logged
+                if (r["account"] == account or (recursive and account == self.parent.guid))
+                and start <= _epoch(r["time"]) < end
             ]
         query = _AuditQuery(start, end, chunks, cumulative, dynamic, total)
         self._queries[key] = query

@@ -566,3 +566,45 @@ def test_alerts_can_be_acknowledged_and_snoozed_in_the_admin(
     assert "tech@msp.example" in detail  # the e-mail sent for it
     listing = client.get(url + "?state__exact=acknowledged").content.decode()
     assert "Contoso Ltd: Microsoft 365" in listing
+
+
+def test_every_row_of_a_message_says_which_kind_and_why_in_both_parts(
+    contoso: Customer,
+) -> None:
+    """One row per (rule, connector), each with its kind and reason, in the text part and
+    the HTML part alike: Keepit's reason sentence, the failed audit event, the age."""
+    stale_rule(name="Stale 48 h")
+    failed_rule(name="Failures")
+    stale_and_failed = connector(
+        contoso, name="Microsoft 365", last_success=NOW - timedelta(days=3)
+    )
+    failure_event(stale_and_failed, at=NOW - timedelta(hours=2))
+    connector(
+        contoso,
+        name="Okta",
+        kind="okta",
+        status=BackupStatus.FAILED,
+        reason="BADTOKEN",
+        failure=True,
+        reason_text="Keepit lost access: the authorization expired or was revoked",
+    )
+    evaluate()
+    message = mail.outbox[0]
+    html = html_of(message)
+    text = message.body
+    whys = [
+        "No complete backup for 72 hours (since 2026-11-23 12:00 UTC).",
+        "Failed in the Keepit audit log at 2026-11-26 10:00 UTC: \u201cRestore job failed\u201d.",
+        "Keepit says: Keepit lost access: the authorization expired or was revoked.",
+    ]
+    for why in whys:
+        assert f"Why: {why}" in text
+        assert why in html
+    # Microsoft 365 is stale and failed: two rows, one per rule.
+    assert text.count("- Backup stale: Contoso Ltd — Microsoft 365") == 1
+    assert text.count("- Backup failed: Contoso Ltd — Microsoft 365") == 1
+    assert html.count("<strong>Backup stale</strong>") == 1
+    assert html.count("<strong>Backup failed</strong>") == 2
+    for rule in ("Rule: Stale 48 h", "Rule: Failures"):
+        assert rule in text
+        assert rule in html

@@ -131,3 +131,106 @@ def test_an_email_held_while_smtp_is_down_is_delivered_once_when_it_returns(
     assert len(smtp.inbox.messages) == 1
     assert str(smtp.inbox.messages[0]["Subject"]).strip() == notification.subject
     assert AlertNotification.objects.get().status == AlertNotification.Status.SENT
+
+
+class Refusing(Inbox):
+    """An SMTP server that refuses some recipients: 550 for good, 451 for now."""
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        if address.startswith("gone@"):
+            return "550 5.1.1 <gone@msp.example>: Recipient address rejected: User unknown"
+        if address.startswith("busy@"):
+            return "451 4.3.0 Mailbox temporarily unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+@pytest.fixture
+def refusing_smtp(smtp: SmtpServer) -> SmtpServer:
+    smtp.stop()
+    smtp.inbox = Refusing()
+    smtp.start()
+    return smtp
+
+
+@pytest.mark.django_db
+def test_a_permanent_refusal_fails_the_delivery_at_once_with_the_servers_sentence(
+    sandbox: KeepitSandbox, settings: Settings, refusing_smtp: SmtpServer
+) -> None:
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    synced_sandbox(sandbox, settings)
+    AlertRule.objects.create(
+        name="Stale",
+        kind=AlertRule.Kind.BACKUP_STALE,
+        recipients="gone@msp.example, tech@msp.example",
+    )
+    now = sandbox.clock.now_datetime()
+    result = services.evaluate(now=now)
+    assert (result.sent, result.failed) == (1, 1)
+    gone = AlertNotification.objects.get(recipient="gone@msp.example")
+    assert gone.status == AlertNotification.Status.FAILED
+    assert gone.attempts == 1
+    assert gone.error == (
+        "The mail server refused the recipient: 550 5.1.1 <gone@msp.example>: Recipient "
+        "address rejected: User unknown"
+    )
+    # Never tried again.
+    assert services.send_due(now=now + timedelta(hours=2)) == (0, 0)
+    assert AlertNotification.objects.get(pk=gone.pk).attempts == 1
+    assert [m["To"] for m in refusing_smtp.inbox.messages] == ["tech@msp.example"]
+    # And it shows on the admin home.
+    client = Client()
+    client.force_login(User.objects.create_superuser("root", "r@x.example", "x"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("django.utils.timezone.now", lambda: now)
+        home = client.get("/admin/").content.decode()
+    assert "1 alert e-mail could not be delivered in the last 7 days." in home
+
+
+@pytest.mark.django_db
+def test_temporary_refusals_retry_with_backoff_up_to_the_cap_then_fail_visibly(
+    sandbox: KeepitSandbox, settings: Settings, refusing_smtp: SmtpServer
+) -> None:
+    settings.VECTIS_EMAIL_MAX_ATTEMPTS = 4
+    synced_sandbox(sandbox, settings)
+    AlertRule.objects.create(
+        name="Stale", kind=AlertRule.Kind.BACKUP_STALE, recipients="busy@msp.example"
+    )
+    now = sandbox.clock.now_datetime()
+    services.evaluate(now=now)
+    busy = AlertNotification.objects.get()
+    assert busy.status == AlertNotification.Status.PENDING
+    assert (
+        busy.error
+        == "The mail server refused the recipient: 451 4.3.0 Mailbox temporarily unavailable"
+    )
+    moments = [now + timedelta(minutes=m) for m in (1, 3, 7)]
+    for moment in moments:
+        services.send_due(now=moment)
+    busy.refresh_from_db()
+    assert busy.status == AlertNotification.Status.FAILED
+    assert busy.attempts == 4
+    assert busy.error.startswith("Gave up after 4 attempts over less than an hour: ")
+    assert busy.failed_at == moments[-1]
+
+
+@pytest.mark.django_db
+def test_a_message_is_given_up_after_a_day_of_temporary_failures(
+    sandbox: KeepitSandbox, settings: Settings, refusing_smtp: SmtpServer
+) -> None:
+    synced_sandbox(sandbox, settings)
+    AlertRule.objects.create(
+        name="Stale", kind=AlertRule.Kind.BACKUP_STALE, recipients="busy@msp.example"
+    )
+    now = sandbox.clock.now_datetime()
+    services.evaluate(now=now)
+    services.send_due(now=now + timedelta(hours=23))
+    assert AlertNotification.objects.get().status == AlertNotification.Status.PENDING
+    services.send_due(now=now + timedelta(hours=24, minutes=1))
+    failed = AlertNotification.objects.get()
+    assert failed.status == AlertNotification.Status.FAILED
+    assert failed.error.startswith("Gave up after 3 attempts over 24 hours: ")

@@ -352,9 +352,7 @@ def test_find_my_region_asks_each_known_region_once_and_names_the_right_one(
         "now set to us-dc: press Test connection, then Save.",
     }
     assert dict(sandbox.server.regions) == dict.fromkeys(KNOWN_REGIONS, 1)
-    wrong = post_test(
-        admin_client_logged_in, url, **sandbox_form(sandbox, password="wrong")
-    ).json()
+    wrong = post_test(admin_client_logged_in, url, **sandbox_form(sandbox, password="wrong")).json()
     assert wrong["ok"] is False
     assert wrong["message"].startswith("No Keepit region accepts these credentials")
 

@@ -1,0 +1,96 @@
+"""Keepit's health reason codes are Keepit's (keepit-api.md Part C5)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from backups.models import BackupStatus
+from keepit.mapping import HEALTH_REASONS, backup_status, health_reason
+from keepit.schemas import BackupSummary, ConnectorHealth
+
+# The vendor's HealthReason type, as Keepit's own client declares it (22 values).
+KEEPIT_HEALTH_REASONS = [
+    "OK",
+    "GENERIC",
+    "NOCHECKIN",
+    "CLOUDNOCHECKIN",
+    "BADLOGIN",
+    "NONADMINLOGIN",
+    "BADTOKEN",
+    "QUOTAVIOLATED",
+    "INCOMPLETECONFIG_O365_ADMIN",
+    "INCOMPLETECONFIG_AZURE_AD",
+    "INCOMPLETECONFIG_AZURE_DO",
+    "INCOMPLETECONFIG_GSUITE",
+    "INITIAL_CONFIGURATION_PENDING",
+    "MISSING_TEAMS_CHAT_APP_REGISTRATION",
+    "MISSING_PLANS_PRESENT",
+    "BLOCKEDBYEXTERNALQUOTA",
+    "GRACETIMERSTARTED",
+    "GRACETIMEREXPIRED",
+    "SMALLFILESBACKUP",
+    "THROTTLINGBACKUP",
+    "EMPTY_ROOT",
+    "SNAPSHOT_CREATION_CONFLICT",
+]
+COMPLETE = BackupSummary(
+    guid="c",
+    last_snapshot_time=datetime(2026, 11, 26, tzinfo=UTC),
+    last_complete_snapshot_time=datetime(2026, 11, 26, tzinfo=UTC),
+    last_snapshot_size=1,
+    size_change=0,
+)
+
+
+def test_the_list_is_exactly_keepits_and_has_no_invented_code() -> None:
+    assert sorted(HEALTH_REASONS) == sorted(KEEPIT_HEALTH_REASONS)
+    assert "CONFIG" not in HEALTH_REASONS
+
+
+@pytest.mark.parametrize("code", KEEPIT_HEALTH_REASONS)
+def test_every_code_has_a_sentence_and_says_whether_it_needs_action(code: str) -> None:
+    reason = health_reason(code)
+    assert reason.known
+    assert reason.sentence
+    assert reason.sentence[0].isupper()
+    assert code not in reason.sentence  # words, not the code
+    assert isinstance(reason.needs_action, bool)
+
+
+@pytest.mark.parametrize(
+    ("code", "needs_action"),
+    [
+        ("OK", False),
+        ("NOCHECKIN", False),
+        ("CLOUDNOCHECKIN", False),
+        ("THROTTLINGBACKUP", False),
+        ("BADTOKEN", True),
+        ("BADLOGIN", True),
+        ("QUOTAVIOLATED", True),
+        ("INCOMPLETECONFIG_GSUITE", True),
+        ("GRACETIMEREXPIRED", True),
+    ],
+)
+def test_what_needs_action(code: str, needs_action: bool) -> None:
+    assert health_reason(code).needs_action is needs_action
+
+
+def test_an_unknown_code_is_shown_raw_and_counted_as_needing_a_look() -> None:
+    reason = health_reason(" brandnewreason ")
+    assert not reason.known
+    assert reason.needs_action
+    assert "BRANDNEWREASON" in reason.sentence
+    # Healthy with a code nobody knows: unknown, never silently OK.
+    assert backup_status(COMPLETE, ConnectorHealth("healthy", "BRANDNEWREASON")) == (
+        BackupStatus.UNKNOWN
+    )
+    assert backup_status(COMPLETE, ConnectorHealth("healthy", "OK")) == BackupStatus.OK
+    assert backup_status(COMPLETE, ConnectorHealth("healthy", "")) == BackupStatus.OK
+
+
+def test_no_code_says_nothing() -> None:
+    assert health_reason("") == health_reason("  ")
+    assert health_reason("").sentence == ""
+    assert not health_reason("").needs_action

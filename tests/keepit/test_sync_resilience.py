@@ -1,0 +1,314 @@
+"""The sync against a Keepit that misbehaves: stopped half-way, hostile answers, odd
+credentials, and audit data that arrives before what it refers to."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+from pytest_django.fixtures import Settings
+
+from alerts import services as alert_services
+from alerts.models import Alert, AlertRule
+from backups.models import BackupAuditEvent, BackupConnector
+from integrations.models import Connection, SyncRun
+from keepit.provider import KeepitProvider
+from keepit.sandbox import KeepitSandbox, SandboxConfig
+from keepit.sync import sync_connection
+from tests.conftest import ROOT, database_url, sandbox_connection, subprocess_env
+from tests.keepit.test_sync import START, connect, make_sandbox, sync
+
+
+def window_total(sandbox: KeepitSandbox) -> int:
+    """How many records Keepit holds for the first sync's 14-day window."""
+    msp = sandbox.msp
+    end = sandbox.clock.now()
+    _page, total = msp.audit_page(msp.parent.guid, end - 14 * 86400, end, True, 0, 1)
+    return total
+
+
+def stop_after(batches: int, exc: BaseException) -> Any:
+    """A progress callback that stops the run after `batches` audit batches, as Celery's
+    soft time limit (or a crash) would, at an arbitrary point of the audit log."""
+    seen = {"batches": 0}
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase == "audit events":
+            seen["batches"] += 1
+            if seen["batches"] > batches:
+                raise exc
+
+    return progress
+
+
+# --- a big first sync always finishes ----------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_first_sync_stopped_by_the_time_limit_resumes_where_it_stopped(
+    settings: Settings,
+) -> None:
+    sandbox = make_sandbox(accounts=6, events_per_account_per_day=40, own_read_audit=False)
+    try:
+        connection = connect(sandbox, settings)
+        expected = window_total(sandbox)
+        first = sync_connection(
+            connection,
+            now=sandbox.clock.now_datetime(),
+            progress=stop_after(20, SoftTimeLimitExceeded()),
+        )
+        assert first.outcome == SyncRun.Outcome.PARTIAL
+        assert first.error.startswith("The sync reached its time limit (1200 s) while reading ")
+        assert first.error.endswith(
+            "Everything read so far is kept, and the next sync continues from there."
+        )
+        connection.refresh_from_db()
+        cursor = connection.sync_state["audit_cursor"]
+        assert START - timedelta(days=14) < connection_cursor(connection) < START
+        kept = BackupAuditEvent.objects.count()
+        assert 0 < kept < expected
+        second = sync(connection, sandbox)
+        assert second.outcome == SyncRun.Outcome.SUCCEEDED, second.error
+        # Resumed at the last complete slice (minus the overlap), not 14 days back.
+        assert second.counts["events_seen"] < expected - kept + 2_000
+        assert BackupAuditEvent.objects.count() == expected
+        keys = list(BackupAuditEvent.objects.values_list("dedup_key", flat=True))
+        assert len(keys) == len(set(keys)) == expected
+        assert cursor != connection_cursor(connection).isoformat()
+    finally:
+        sandbox.stop()
+
+
+def connection_cursor(connection: Connection) -> Any:
+    from datetime import datetime
+
+    connection.refresh_from_db()
+    return datetime.fromisoformat(connection.sync_state["audit_cursor"])
+
+
+@pytest.mark.django_db
+def test_a_sync_that_crashes_half_way_says_so_and_the_next_one_continues(
+    settings: Settings,
+) -> None:
+    sandbox = make_sandbox(accounts=6, events_per_account_per_day=40, own_read_audit=False)
+    try:
+        connection = connect(sandbox, settings)
+        expected = window_total(sandbox)
+        crashed = sync_connection(
+            connection,
+            now=sandbox.clock.now_datetime(),
+            progress=stop_after(5, RuntimeError("disk full")),
+        )
+        assert crashed.outcome == SyncRun.Outcome.FAILED
+        assert crashed.error.startswith("The sync (while reading the audit log (slice "), (
+            crashed.error
+        )
+        assert "stopped on an unexpected error (RuntimeError)" in crashed.error
+        assert "Traceback" not in crashed.error
+        assert START - timedelta(days=14) < connection_cursor(connection) < START
+        again = sync(connection, sandbox)
+        assert again.outcome == SyncRun.Outcome.SUCCEEDED
+        assert BackupAuditEvent.objects.count() == expected
+    finally:
+        sandbox.stop()
+
+
+# --- data that must not go missing -------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_failure_logged_while_its_account_could_not_be_read_still_alerts(
+    sandbox: KeepitSandbox, settings: Settings
+) -> None:
+    connection = connect(sandbox, settings)
+    AlertRule.objects.create(name="Failed", kind="backup_failed", recipients="t@msp.example")
+    outage = sandbox.msp.accounts[1]
+    subject = next(c for c in sandbox.msp.connectors[outage.guid] if c.type != "system")
+    sandbox.msp.log(subject, at=START - timedelta(hours=2), message="Backup job failed: E_LOGIN")
+    sandbox.server.failing_accounts.add(outage.guid)
+    first = sync(connection, sandbox)
+    assert first.outcome == SyncRun.Outcome.PARTIAL
+    stored = BackupAuditEvent.objects.get(message="Backup job failed: E_LOGIN")
+    assert stored.connector_id is None  # its connector is not known yet
+    assert not BackupConnector.objects.filter(external_id=subject.guid).exists()
+    alert_services.evaluate(now=START)
+    assert not Alert.objects.filter(connector__external_id=subject.guid).exists()
+    sandbox.server.failing_accounts.clear()
+    second = sync(connection, sandbox)
+    assert second.outcome == SyncRun.Outcome.SUCCEEDED
+    stored.refresh_from_db()
+    connector = BackupConnector.objects.get(external_id=subject.guid)
+    assert stored.connector_id == connector.pk
+    assert second.counts["events_relinked"] >= 1
+    opened = alert_services.evaluate(now=START).opened
+    alert = next(a for a in opened if a.connector_id == connector.pk)
+    assert alert.kind == Alert.Kind.BACKUP_FAILED
+    assert "Backup job failed: E_LOGIN" in alert.detail
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("fault", ["huge:50", "huge-stream:50"])
+def test_an_oversized_inventory_answer_is_refused_and_nothing_of_it_is_stored(
+    sandbox: KeepitSandbox, settings: Settings, fault: str
+) -> None:
+    connection = connect(sandbox, settings)
+    sandbox.inject(fault, route="devices")
+    run = sync(connection, sandbox)
+    assert run.outcome == SyncRun.Outcome.PARTIAL
+    assert "larger than the 20 MB limit" in run.error
+    assert "nothing from it was stored (KEEPIT_MAX_RESPONSE_MB)" in run.error
+    assert len(run.failed_accounts) == 1
+    assert not BackupConnector.objects.filter(
+        account_link__external_id=run.failed_accounts[0]
+    ).exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("fault", "sentence"),
+    [
+        ("huge-stream:50", "larger than the 20 MB limit"),
+        ("overfull", "Keepit sent 501 audit records for a page of 500"),
+    ],
+)
+def test_a_hostile_audit_page_ends_the_run_partial_and_none_of_it_is_stored(
+    sandbox: KeepitSandbox, settings: Settings, fault: str, sentence: str
+) -> None:
+    connection = connect(sandbox, settings)
+    sandbox.inject(fault, route="audit")
+    run = sync(connection, sandbox)
+    assert run.outcome == SyncRun.Outcome.PARTIAL
+    assert run.error.startswith("The audit log could not be read completely: ")
+    assert sentence in run.error
+    # The bad answer was the very first audit page: nothing is stored, the cursor stays.
+    assert BackupAuditEvent.objects.count() == 0
+    connection.refresh_from_db()
+    assert "audit_cursor" not in connection.sync_state
+    # The next sync reads it all.
+    assert sync(connection, sandbox).outcome == SyncRun.Outcome.SUCCEEDED
+    assert BackupAuditEvent.objects.count() > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_peak_memory_stays_under_300_mb_when_keepit_sends_50_mb() -> None:
+    """`manage.py keepit_sync` in its own process against a sandbox whose audit answer
+    is 50 MB (streamed, without a Content-Length): the answer is refused at the cap while
+    it arrives, so the process never holds it."""
+    sandbox = KeepitSandbox(
+        SandboxConfig(accounts=3, events_per_account_per_day=2), start=START, speed=0
+    ).start()
+    try:
+        connection = sandbox_connection(sandbox)
+        peaks = {}
+        for cap in ("20", "200"):
+            sandbox.inject("huge-stream:50", route="audit")
+            env = subprocess_env(
+                DATABASE_URL=database_url(),
+                KEEPIT_BASE_URL_TEMPLATE=sandbox.base_url_template,
+                KEEPIT_MAX_RESPONSE_MB=cap,
+                KEEPIT_MAX_ATTEMPTS="1",
+            )
+            process = subprocess.Popen(
+                [sys.executable, "manage.py", "keepit_sync", "--connection", str(connection.pk)],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            assert process.stdout is not None
+            output = process.stdout.read().decode()
+            _pid, status, usage = os.wait4(process.pid, 0)
+            process.returncode = os.waitstatus_to_exitcode(status)
+            peaks[cap] = usage.ru_maxrss / 1024  # kilobytes on Linux
+            if cap == "20":
+                assert process.returncode != 0, output
+                assert "larger than the 20 MB limit" in output, output
+        print(
+            f"\npeak RSS of keepit_sync with a 50 MB audit answer: {peaks['20']:.0f} MB with "
+            f"the 20 MB cap (answer refused), {peaks['200']:.0f} MB with a 200 MB cap"
+        )
+        assert peaks["20"] < 300
+        assert peaks["20"] < peaks["200"]
+    finally:
+        sandbox.stop()
+
+
+# --- credentials and errors ----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("password", "token_password"),
+    [("pæsswørd-Ø1", "tøken-Æ2"), ("€uro-Pass", "€-token-£")],
+)
+def test_non_ascii_credentials_work_for_test_connection_and_sync(
+    settings: Settings, password: str, token_password: str
+) -> None:
+    sandbox = make_sandbox(password=password, token_password=token_password)
+    try:
+        settings.KEEPIT_BASE_URL_TEMPLATE = sandbox.base_url_template
+        for token in (False, True):
+            config = {
+                "region": "us-dc",
+                "account_guid": sandbox.msp.parent.guid,
+                "username": sandbox.config.username,
+                "token_login": sandbox.config.token_login if token else "",
+            }
+            secrets = {"password": password, "token_password": token_password if token else ""}
+            result = KeepitProvider().test_connection(config=config, secrets=secrets)
+            assert result.ok, result.message
+        connection = sandbox_connection(sandbox)
+        assert sync(connection, sandbox).outcome == SyncRun.Outcome.SUCCEEDED
+    finally:
+        sandbox.stop()
+
+
+@pytest.mark.django_db
+def test_an_unexpected_error_in_a_sync_becomes_a_sentence_on_the_run(
+    sandbox: KeepitSandbox, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from keepit import sync as keepit_sync
+
+    connection = connect(sandbox, settings)
+
+    def explode(*args: Any, **kwargs: Any) -> None:
+        raise KeyError("device")
+
+    monkeypatch.setattr(keepit_sync.KeepitSync, "apply_connectors", explode)
+    run = sync(connection, sandbox)  # does not raise
+    assert run.outcome == SyncRun.Outcome.FAILED
+    assert run.error == (
+        "The sync (while reading the connectors and backup statuses) stopped on an "
+        "unexpected error (KeyError). Nothing was changed. Try again; if it happens again, "
+        "send the worker or web log of this time to support."
+    )
+    connection.refresh_from_db()
+    assert connection.last_error == run.error
+
+
+# --- Vectis's own reads --------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_own_reads_are_counted_apart_and_can_be_left_out(
+    sandbox: KeepitSandbox, settings: Settings
+) -> None:
+    connection = connect(sandbox, settings)
+    sync(connection, sandbox)
+    # A second later nothing happened in Keepit, except that it logged our first sync.
+    sandbox.advance(timedelta(seconds=1))
+    again = sync(connection, sandbox)
+    assert again.counts["events_added"] == 0
+    assert again.counts["own_reads_added"] > 0
+    settings.KEEPIT_STORE_OWN_READS = False
+    stored = BackupAuditEvent.objects.filter(is_own_read=True).count()
+    sandbox.advance(timedelta(minutes=15))
+    third = sync(connection, sandbox)
+    assert third.counts["own_reads_added"] == 0
+    assert third.counts["own_reads_skipped"] > 0
+    assert BackupAuditEvent.objects.filter(is_own_read=True).count() == stored
