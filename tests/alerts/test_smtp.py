@@ -146,6 +146,11 @@ class Refusing(Inbox):
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if any(address.startswith("filtered@") for address in envelope.rcpt_tos):
+            return "554 5.7.1 Message rejected: looks like spam"
+        return await super().handle_DATA(server, session, envelope)
+
 
 @pytest.fixture
 def refusing_smtp(smtp: SmtpServer) -> SmtpServer:
@@ -234,3 +239,19 @@ def test_a_message_is_given_up_after_a_day_of_temporary_failures(
     failed = AlertNotification.objects.get()
     assert failed.status == AlertNotification.Status.FAILED
     assert failed.error.startswith("Gave up after 3 attempts over 24 hours: ")
+
+
+@pytest.mark.django_db
+def test_a_message_refused_for_good_after_its_content_is_sent_is_not_retried(
+    sandbox: KeepitSandbox, settings: Settings, refusing_smtp: SmtpServer
+) -> None:
+    synced_sandbox(sandbox, settings)
+    AlertRule.objects.create(
+        name="Stale", kind=AlertRule.Kind.BACKUP_STALE, recipients="filtered@msp.example"
+    )
+    now = sandbox.clock.now_datetime()
+    services.evaluate(now=now)
+    filtered = AlertNotification.objects.get()
+    assert filtered.status == AlertNotification.Status.FAILED
+    assert filtered.error == "The mail server answered 554 5.7.1 Message rejected: looks like spam"
+    assert services.send_due(now=now + timedelta(hours=1)) == (0, 0)
