@@ -38,6 +38,9 @@ prepare: $(VENV)/.runtime-installed .env | var
 	$(BIN)/python manage.py ensure_admin --password-file var/admin-password.txt
 
 run: prepare
+	@if grep -q '^KEEPIT_BASE_URL_TEMPLATE=http://127.0.0.1' .env 2>/dev/null; then \
+		echo "Note: .env points KEEPIT_BASE_URL_TEMPLATE at the demo sandbox (written by make demo);"; \
+		echo "      remove that line to sync a real Keepit."; fi
 	@echo "Vectis: http://127.0.0.1:8000/admin/  (user admin; password printed above on first run, also in var/admin-password.txt)"
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
 

@@ -111,11 +111,15 @@ class AlertEventInline(admin.TabularInline[AlertEvent, Alert]):
 class SnoozeForm(forms.Form):
     until = forms.DateTimeField(
         label="Snooze until",
-        help_text="Your time zone; YYYY-MM-DD HH:MM.",
         initial=lambda: (timezone.localtime() + timedelta(days=1)).replace(second=0, microsecond=0),
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
     )
     reason = forms.CharField(label="Reason", widget=forms.Textarea(attrs={"rows": 2}))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        zone = timezone.get_current_timezone_name()
+        self.fields["until"].help_text = f"In {zone}: YYYY-MM-DD HH:MM."
 
     def clean_until(self) -> Any:
         until = self.cleaned_data["until"]
@@ -369,6 +373,7 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
                 snooze_form=SnoozeForm(),
                 acknowledge_form=AcknowledgeForm(),
                 triage_url=reverse("admin:alerts_alert_triage", args=[obj.pk]),
+                time_zone_name=timezone.get_current_timezone_name(),
             )
         return super().render_change_form(request, context, add, change, form_url, obj)
 

@@ -204,11 +204,11 @@ def sync_degraded_conditions(*, now: datetime) -> list[Condition]:
                 kind=Alert.Kind.SYNC_DEGRADED,
                 summary=(
                     f"{connection.name}: the last {connection.partial_runs_in_row} syncs could "
-                    "not read every account"
+                    "not read everything"
                 )[:255],
                 connection_id=connection.pk,
                 detail=(
-                    f"{runs} or more syncs in a row ended partial. {connection.last_error}"
+                    f"{runs} or more syncs in a row ended partial. Latest: {connection.last_error}"
                 ).strip(),
             )
         )

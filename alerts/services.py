@@ -509,9 +509,11 @@ def notify(*, now: datetime) -> list[AlertNotification]:
 
 
 def _delivery_failure(exc: Exception) -> tuple[bool, str]:
-    """(permanent, sentence) for an SMTP failure. A 5xx answer is the server's final
-    word (unknown user, rejected sender, refused content): trying again cannot help. 4xx
-    answers and network errors are temporary."""
+    """(permanent, sentence) for an SMTP failure. A 5xx refusal of this recipient or of
+    this message's content is the server's final word about this message: trying again
+    cannot help. Everything else — 4xx answers, network errors, and 5xx answers about
+    our own configuration (authentication, sender), which would otherwise fail every
+    message for good — is retried until the cap."""
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         answers = list(exc.recipients.values())
         text = "; ".join(
@@ -523,7 +525,8 @@ def _delivery_failure(exc: Exception) -> tuple[bool, str]:
     if isinstance(exc, smtplib.SMTPResponseException):
         message = exc.smtp_error
         text = message.decode(errors="replace") if isinstance(message, bytes) else str(message)
-        return exc.smtp_code >= 500, f"The mail server answered {exc.smtp_code} {text}"
+        permanent = isinstance(exc, smtplib.SMTPDataError) and exc.smtp_code >= 500
+        return permanent, f"The mail server answered {exc.smtp_code} {text}"
     return False, f"{type(exc).__name__}: {exc}"
 
 
@@ -558,6 +561,7 @@ def send_due(*, now: datetime) -> tuple[int, int]:
         try:
             message.send()
         except Exception as exc:  # SMTP and socket errors alike: decide, then record
+            mail.close()  # the next message starts on a fresh SMTP session
             permanent, sentence = _delivery_failure(exc)
             gave_up = attempts >= max_attempts or now - notification.created_at >= max_age
             if permanent or gave_up:

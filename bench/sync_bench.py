@@ -155,8 +155,13 @@ def child_floor(args: argparse.Namespace) -> dict[str, Any]:
     records = [0]
 
     def audit() -> None:
-        for _ in client.audit_records(args.parent, start=now - timedelta(days=14), end=now):
-            records[0] += 1
+        # In the sync's slices (KEEPIT_AUDIT_SLICE_HOURS, oldest first), as the sync reads.
+        start, step = now - timedelta(days=14), timedelta(hours=settings.KEEPIT_AUDIT_SLICE_HOURS)
+        while start < now:
+            stop = min(start + step, now)
+            for _ in client.audit_records(args.parent, start=start, end=stop):
+                records[0] += 1
+            start = stop
 
     children = client.child_accounts(args.parent)
     with ThreadPoolExecutor(max_workers=settings.KEEPIT_HTTP_CONCURRENCY) as pool:

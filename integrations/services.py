@@ -22,7 +22,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connections, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, F, OuterRef, Q, Subquery
 from django.urls import reverse
 from django.utils import timezone
 
@@ -57,11 +57,17 @@ def claim_sync_run(connection: Connection, *, trigger: str, now: datetime) -> Sy
     ).update(outcome=SyncRun.Outcome.ABANDONED, finished_at=now, error=ABANDONED_MESSAGE)
     try:
         with transaction.atomic():
-            return SyncRun.objects.create(
+            run = SyncRun.objects.create(
                 connection=connection, trigger=trigger, started_at=now, heartbeat_at=now
             )
     except IntegrityError:
         raise SyncAlreadyRunning(f"A sync of “{connection.name}” is already running.") from None
+    # A connection's first sync (Sync now, the demo, the command line) starts its schedule:
+    # the next one is an interval later, not at the very next tick.
+    Connection.objects.filter(pk=connection.pk, next_sync_at__isnull=True).update(
+        next_sync_at=now + sync_interval()
+    )
+    return run
 
 
 def beat_sync_run(run: SyncRun, *, now: datetime) -> None:
@@ -120,9 +126,12 @@ def finish_sync_run(
     http_requests: int,
     error: str = "",
     failed_accounts: list[str] | None = None,
+    stopped_early: bool = False,
 ) -> SyncRun:
     """Record the end of a run on the run and on its connection, then tell listeners.
 
+    `stopped_early`: a partial run that ran out of time and will continue, not one that
+    failed to read something; it neither counts towards Degraded nor ends a streak.
     The schedule (`next_sync_at`) is not touched: it belongs to the beat tick."""
     run.outcome = outcome
     run.finished_at = now
@@ -145,10 +154,10 @@ def finish_sync_run(
     updates: dict[str, Any] = {"last_sync_started_at": run.started_at}
     if outcome in (SyncRun.Outcome.SUCCEEDED, SyncRun.Outcome.PARTIAL):
         updates["last_success_at"] = now
-    if outcome == SyncRun.Outcome.SUCCEEDED:
-        updates["partial_runs_in_row"] = 0
-    elif outcome == SyncRun.Outcome.PARTIAL:
+    if outcome == SyncRun.Outcome.PARTIAL and not stopped_early:
         updates["partial_runs_in_row"] = F("partial_runs_in_row") + 1
+    elif outcome != SyncRun.Outcome.PARTIAL:
+        updates["partial_runs_in_row"] = 0  # the streak of partial runs is over
     if error:
         updates["last_error"] = error
         updates["last_error_at"] = now
@@ -286,8 +295,8 @@ def provider_cards(*, can_configure: Callable[[Provider], bool]) -> list[Provide
             state = "Degraded"
             summary = (
                 f"{degraded} of {enabled_count} enabled connection(s) degraded: their last "
-                f"{settings.VECTIS_DEGRADED_AFTER_PARTIAL_RUNS} syncs could not read every "
-                "account."
+                f"{settings.VECTIS_DEGRADED_AFTER_PARTIAL_RUNS} syncs could not read "
+                "everything."
             )
         elif enabled_count:
             state, summary = "Enabled", f"{enabled_count} of {total} connection(s) enabled."
@@ -324,6 +333,8 @@ class ConnectionFreshness:
     last_success_at: datetime | None
     last_error: str
     url: str
+    # Vendor accounts the latest finished run could not read (their data is older).
+    failed_accounts: frozenset[str] = frozenset()
 
     @property
     def badge_class(self) -> str:
@@ -338,12 +349,28 @@ class ConnectionFreshness:
         return self.state in ("Failing", "Degraded")
 
 
+def setup_url() -> str:
+    """Where "Connect … to start" leads: the add form of the one provider there is, or
+    the Integrations page to choose among several."""
+    providers = all_providers()
+    if len(providers) == 1:
+        return reverse(providers[0].admin_add)
+    return reverse("admin:integrations_overview")
+
+
 def connection_freshness(
     connection_ids: Collection[int] | None = None,
 ) -> list[ConnectionFreshness]:
     """Every connection (or the given ones) with its state and last successful sync,
     in one query; failing and degraded ones first."""
-    connections = Connection.objects.order_by("name", "id")
+    latest_run = (
+        SyncRun.objects.filter(connection=OuterRef("pk"))
+        .exclude(outcome=SyncRun.Outcome.RUNNING)
+        .order_by("-started_at", "-id")
+    )
+    connections = Connection.objects.annotate(
+        latest_failed_accounts=Subquery(latest_run.values("failed_accounts")[:1])
+    ).order_by("name", "id")
     if connection_ids is not None:
         connections = connections.filter(pk__in=connection_ids)
     rows = []
@@ -361,6 +388,9 @@ def connection_freshness(
                 last_success_at=connection.last_success_at,
                 last_error=connection.last_error,
                 url=reverse(provider.admin_change, args=[connection.pk]),
+                failed_accounts=frozenset(
+                    getattr(connection, "latest_failed_accounts", None) or []
+                ),
             )
         )
     return sorted(rows, key=lambda row: (not row.needs_attention, row.name))

@@ -101,6 +101,15 @@ class KeepitAnswer:
     content: bytes
 
 
+@dataclass(frozen=True)
+class AuditPage:
+    """One page of the audit log and where the next one starts (None: the last page)."""
+
+    offset: int
+    records: list[AuditRecord]
+    next_offset: int | None
+
+
 class _AnswerTooLarge(Exception):
     def __init__(self, size: int | None) -> None:
         super().__init__(size)
@@ -295,7 +304,7 @@ class KeepitClient:
         )
         return ConnectorHealth.from_xml(root)
 
-    def audit_records(
+    def audit_pages(
         self,
         account: str,
         *,
@@ -303,14 +312,16 @@ class KeepitClient:
         end: datetime,
         recursive: bool = True,
         page_size: int = AUDIT_PAGE_SIZE,
-        on_page: Callable[[int, int], None] | None = None,
-    ) -> Iterator[AuditRecord]:
-        """Stream the audit log of `account` (and its descendants) in [start, end).
+        offset: int = 0,
+    ) -> Iterator[AuditPage]:
+        """The audit log of `account` (and its descendants) in [start, end), page by page
+        from `offset`.
 
         Pages follow the `next-offset` header while it is present and greater than the
         offset just asked for; a short page does not mean the end (Keepit may return
-        fewer records than `limit`). Records are yielded as they arrive, so memory stays
-        flat however long the log. `on_page(offset, records)` reports progress.
+        fewer records than `limit`). A page with more records than `limit` breaks the
+        contract and is refused whole. Each page says where the next one starts, so a
+        reader stopped half-way can resume there.
         """
         body = (
             "<filter>"
@@ -319,31 +330,49 @@ class KeepitClient:
             f"<recursive>{'true' if recursive else 'false'}</recursive>"
             "</filter>"
         ).encode()
-        offset = 0
         while True:
-            response = self._request(
+            answer = self._request(
                 "PUT",
                 AUDIT_FILTER_PATH,
                 accept=ACCEPT_V4,
                 params={"limit": str(page_size), "offset": str(offset)},
                 body=body,
             )
-            root = parse_xml(response.content, path=AUDIT_FILTER_PATH, expected_root="audit")
-            records = root.findall("record")
-            if len(records) > page_size:
+            root = parse_xml(answer.content, path=AUDIT_FILTER_PATH, expected_root="audit")
+            elements = root.findall("record")
+            if len(elements) > page_size:
                 # Nothing of a page that breaks the paging contract is used.
                 raise KeepitProtocolError(
-                    f"Keepit sent {len(records)} audit records for a page of {page_size}",
+                    f"Keepit sent {len(elements)} audit records for a page of {page_size}",
                     path=AUDIT_FILTER_PATH,
                 )
-            for element in records:
-                yield AuditRecord.from_xml(element)
-            if on_page is not None:
-                on_page(offset, len(records))
-            next_offset = _int_header(response, "next-offset")
-            if next_offset is None or next_offset <= offset:
+            next_offset = _int_header(answer, "next-offset")
+            if next_offset is not None and next_offset <= offset:
+                next_offset = None
+            yield AuditPage(
+                offset=offset,
+                records=[AuditRecord.from_xml(element) for element in elements],
+                next_offset=next_offset,
+            )
+            if next_offset is None:
                 return
             offset = next_offset
+
+    def audit_records(
+        self,
+        account: str,
+        *,
+        start: datetime,
+        end: datetime,
+        recursive: bool = True,
+        page_size: int = AUDIT_PAGE_SIZE,
+    ) -> Iterator[AuditRecord]:
+        """Every audit record of `account` (and its descendants) in [start, end), as they
+        arrive, so memory stays flat however long the log (see `audit_pages`)."""
+        for page in self.audit_pages(
+            account, start=start, end=end, recursive=recursive, page_size=page_size
+        ):
+            yield from page.records
 
     # --- transport -------------------------------------------------------------------------
 

@@ -215,8 +215,9 @@ class KeepitConnectionForm(forms.ModelForm[KeepitConnection]):
         region, guid = data.get("region"), data.get("account_guid")
         if not region or not guid:
             return
+        # Keepit ids are compared case-insensitively (its own module lower-cases them).
         same = KeepitConnection.objects.filter(
-            config__region=region, config__account_guid=guid
+            config__region__iexact=region, config__account_guid__iexact=guid
         ).exclude(pk=self.instance.pk)
         existing = same.order_by("id").first()
         if existing is not None:

@@ -52,7 +52,7 @@ from customers.names import normalize_company_name
 from integrations.models import AccountLink, Connection, SyncRun
 from integrations.services import RunHeartbeat, claim_sync_run, finish_sync_run
 
-from .client import KeepitClient
+from .client import AUDIT_PAGE_SIZE, KeepitClient
 from .exceptions import KeepitError
 from .mapping import audit_category, backup_status, connector_kind, health_reason
 from .schemas import AuditRecord, BackupSummary, ChildAccount, Connector, ConnectorHealth
@@ -159,16 +159,22 @@ class KeepitSync:
 
     def _fan_out(self, phase: str, func: Callable[[T], R], items: list[T]) -> Iterator[tuple[T, R]]:
         """Run `func` over `items` with bounded concurrency, yielding in completion order
-        on the calling thread (which keeps the heartbeat and progress)."""
+        on the calling thread (which reports progress). If the run stops (time limit,
+        crash), the requests not yet started are cancelled instead of being sent."""
         total = len(items)
         self.progress(phase, 0, total)
         workers = max(1, settings.KEEPIT_HTTP_CONCURRENCY)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keepit") as pool:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keepit")
+        finished = False
+        try:
             futures = {pool.submit(func, item): item for item in items}
             for done, future in enumerate(as_completed(futures), start=1):
                 yield futures[future], future.result()
                 if done % 50 == 0 or done == total:
                     self.progress(phase, done, total)
+            finished = True
+        finally:
+            pool.shutdown(wait=finished, cancel_futures=not finished)
 
     # --- phase 2: load from Keepit -------------------------------------------------------
 
@@ -508,14 +514,29 @@ class KeepitSync:
     def sync_audit(
         self, links: dict[str, AccountLink], connectors: dict[str, BackupConnector]
     ) -> str:
-        """Read the audit log into backup_audit_events slice by slice, committing the
-        cursor after each; returns an error sentence or ""."""
+        """Read the audit log into backup_audit_events slice by slice; returns an error
+        sentence or "".
+
+        Where it got to is committed with every batch of events: the page to resume at
+        inside the current slice (`audit_resume`), and, once a slice is complete, the
+        cursor. A run stopped half-way (killed, crashed, time limit) therefore resumes at
+        the page it stopped at, one page early so that nothing falls between two runs
+        (the dedup key drops the repeats)."""
         customer_by_account = {
             guid: link.customer_id
             for guid, link in links.items()
             if link.state == AccountLink.State.LINKED
         }
         connector_by_guid = {guid: c.pk for guid, c in connectors.items()}
+        resume = self._resume_point()
+        if resume is not None:
+            start, end, offset = resume
+            self.phase = f"the audit log (resuming the slice from {start:%Y-%m-%d %H:%M} UTC)"
+            error = self._read_audit_slice(
+                start, end, customer_by_account, connector_by_guid, offset=offset
+            )
+            if error:
+                return error
         slices = self.audit_slices()
         for number, (start, end) in enumerate(slices, start=1):
             self.phase = (
@@ -524,12 +545,35 @@ class KeepitSync:
             error = self._read_audit_slice(start, end, customer_by_account, connector_by_guid)
             if error:
                 return error
-            self._commit_audit_cursor(end)
         return ""
 
-    def _commit_audit_cursor(self, moment: datetime) -> None:
+    def _resume_point(self) -> tuple[datetime, datetime, int] | None:
+        """The slice a stopped run was reading and the page to start again at, if that
+        slice is still inside the window."""
+        resume = self.connection.sync_state.get("audit_resume")
+        if not isinstance(resume, dict):
+            return None
+        try:
+            start = datetime.fromisoformat(resume["from"])
+            end = datetime.fromisoformat(resume["to"])
+            offset = int(resume["offset"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        oldest = self.now - timedelta(days=settings.KEEPIT_AUDIT_WINDOW_DAYS)
+        if start < oldest or end > self.now or offset <= 0:
+            return None
+        return start, end, max(0, offset - AUDIT_PAGE_SIZE)
+
+    def _save_audit_state(
+        self, *, cursor: datetime | None = None, resume: dict[str, Any] | None = None
+    ) -> None:
         state = dict(self.connection.sync_state)
-        state["audit_cursor"] = moment.isoformat()
+        if cursor is not None:
+            state["audit_cursor"] = cursor.isoformat()
+        if resume is None:
+            state.pop("audit_resume", None)
+        else:
+            state["audit_resume"] = resume
         self.connection.sync_state = state
         Connection.objects.filter(pk=self.connection.pk).update(sync_state=state)
 
@@ -539,15 +583,17 @@ class KeepitSync:
         end: datetime,
         customer_by_account: dict[str, int | None],
         connector_by_guid: dict[str, int],
+        *,
+        offset: int = 0,
     ) -> str:
         """One slice: a reader thread streams its pages in batches through a bounded
-        queue while this thread inserts them."""
-        batches: queue.Queue[list[AuditRecord] | BaseException | None] = queue.Queue(
-            maxsize=AUDIT_QUEUE_BATCHES
+        queue while this thread inserts them, each batch with where to resume after it."""
+        batches: queue.Queue[tuple[list[AuditRecord], int | None] | BaseException | None] = (
+            queue.Queue(maxsize=AUDIT_QUEUE_BATCHES)
         )
         stop = threading.Event()
 
-        def hand_over(item: list[AuditRecord] | BaseException | None) -> bool:
+        def hand_over(item: tuple[list[AuditRecord], int | None] | BaseException | None) -> bool:
             while not stop.is_set():
                 try:
                     batches.put(item, timeout=0.5)
@@ -559,22 +605,21 @@ class KeepitSync:
         def reader() -> None:
             batch: list[AuditRecord] = []
             try:
-                for record in self.client.audit_records(
-                    self.parent_guid, start=start, end=end, recursive=True
+                for page in self.client.audit_pages(
+                    self.parent_guid, start=start, end=end, recursive=True, offset=offset
                 ):
-                    batch.append(record)
-                    if len(batch) >= BATCH_SIZE:
-                        if not hand_over(batch):
+                    batch.extend(page.records)
+                    if len(batch) >= BATCH_SIZE or page.next_offset is None:
+                        if not hand_over((batch, page.next_offset)):
                             return
                         batch = []
-                if batch and not hand_over(batch):
-                    return
                 hand_over(None)
             except BaseException as exc:  # handed to the main thread, which decides
                 hand_over(exc)
 
         thread = threading.Thread(target=reader, name="keepit-audit-reader", daemon=True)
         thread.start()
+        slice_state = {"from": start.isoformat(), "to": end.isoformat()}
         try:
             while True:
                 item = batches.get()
@@ -584,7 +629,13 @@ class KeepitSync:
                     if not isinstance(item, KeepitError):
                         raise item
                     return str(item)
-                self._insert_events(item, customer_by_account, connector_by_guid)
+                records, next_offset = item
+                with transaction.atomic():
+                    self._insert_events(records, customer_by_account, connector_by_guid)
+                    if next_offset is None:  # the slice is complete: the cursor moves on
+                        self._save_audit_state(cursor=end)
+                    else:
+                        self._save_audit_state(resume={**slice_state, "offset": next_offset})
                 self.progress("audit events", self.counts.events_seen, 0)
         finally:
             # However this ends (time limit, crash), the reader stops and lets go.
@@ -751,7 +802,7 @@ def sync_connection(
     """
     from integrations.crypto import SecretDecryptionError
 
-    from .provider import KeepitConnectionSettings, unexpected_error_sentence
+    from .provider import KeepitConnectionSettings
 
     started = now or timezone.now()
     run = claim_sync_run(connection, trigger=trigger, now=started)
@@ -769,10 +820,12 @@ def sync_connection(
                 error=f"The stored Keepit settings cannot be used: {exc}",
             )
     sync = KeepitSync(connection, run, client, now=started, progress=progress)
+    stopped_early = False
     try:
         with RunHeartbeat(run):
             outcome, error = sync.execute()
     except SoftTimeLimitExceeded:
+        stopped_early = True
         outcome = SyncRun.Outcome.PARTIAL
         error = (
             f"The sync reached its time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s) while "
@@ -783,7 +836,11 @@ def sync_connection(
     except Exception as exc:
         logger.exception("Keepit sync of connection %s failed unexpectedly", connection.pk)
         outcome = SyncRun.Outcome.FAILED
-        error = unexpected_error_sentence(f"The sync (while reading {sync.phase})", exc)
+        error = (
+            f"The sync stopped on an unexpected error ({type(exc).__name__}) while reading "
+            f"{sync.phase}. What it read before is kept and the next sync continues from "
+            "there; if this happens again, send the worker log of this time to support."
+        )
     finally:
         if own_client:
             client.close()
@@ -795,4 +852,5 @@ def sync_connection(
         http_requests=client.request_count,
         error=error,
         failed_accounts=sorted(sync.failed_accounts),
+        stopped_early=stopped_early,
     )

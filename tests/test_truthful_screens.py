@@ -167,11 +167,28 @@ def test_a_failing_connection_is_shown_on_the_home_page(
 
 
 def test_an_empty_product_says_connect_keepit_to_start(admin_client: Client) -> None:
-    for url in ("/admin/", "/admin/backups/"):
-        html = admin_client.get(url).content.decode()
-        assert "Connect Keepit to start" in html or "connect Keepit to start" in html
-        assert "Nothing needs attention" not in html
-        assert "/admin/integrations/" in html
+    html = admin_client.get("/admin/").content.decode()
+    panel = html.split('data-testid="connect-keepit"')[1].split("</p>")[0]
+    assert "Connect Keepit to start:" in panel
+    assert '<a class="button" href="/admin/keepit/keepitconnection/add/">Configure</a>' in panel
+    dashboard = admin_client.get("/admin/backups/").content.decode()
+    rows = attention_rows(dashboard)
+    assert 'No backup data yet: <a href="/admin/keepit/keepitconnection/add/">connect' in rows
+    assert "Nothing needs attention" not in dashboard
+
+
+def test_a_customer_page_says_when_its_account_was_not_read_in_the_last_sync(
+    admin_client: Client, synced: KeepitSandbox
+) -> None:
+    link = AccountLink.objects.exclude(customer=None).first()
+    assert link is not None
+    assert link.customer is not None
+    url = f"/admin/customers/customer/{link.customer.pk}/change/"
+    assert 'data-testid="unread-account"' not in admin_client.get(url).content.decode()
+    synced.server.failing_accounts.add(link.external_id)
+    connection = Connection.objects.get()
+    assert sync(connection, synced).outcome == "partial"
+    assert 'data-testid="unread-account"' in admin_client.get(url).content.decode()
 
 
 # --- history is read-only -------------------------------------------------------------------

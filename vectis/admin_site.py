@@ -21,6 +21,7 @@ SECTIONS: dict[str, str] = {
     "backups": "Backups",
     "alerts": "Alerts",
     "auth": "Users and permissions",
+    "axes": "Users and permissions",
 }
 SECTION_ORDER = ["Integrations", "Customers", "Backups", "Alerts", "Users and permissions"]
 

@@ -59,7 +59,7 @@ from backups.selectors import (
 from customers.models import Customer
 from customers.names import normalize_company_name
 from integrations.models import AccountLink
-from integrations.services import connection_freshness
+from integrations.services import connection_freshness, setup_url
 
 PAGE_SIZE = 50
 REVIEW_PAGE_SIZE = 25
@@ -156,8 +156,7 @@ def dashboard_summary(*, now: datetime, filters: dict[str, Any] | None = None) -
         "connector_total": sum(counts.values()),
         "scope": "matching the filters below" if scoped else "fleet-wide",
         "connections": freshness,
-        "connections_attention": [c for c in freshness if c.needs_attention],
-        "setup_url": reverse("admin:integrations_overview"),
+        "setup_url": setup_url(),
         "failed_deliveries": failed_deliveries(now=now),
     }
 
@@ -341,10 +340,15 @@ def customer_page_context(request: HttpRequest, customer: Customer) -> dict[str,
     export = request.GET.copy()
     export["format"] = "csv"
     links = list(AccountLink.objects.filter(customer=customer).select_related("connection"))
+    freshness = connection_freshness({link.connection_id for link in links})
+    failed = {row.pk: row.failed_accounts for row in freshness}
+    for link in links:
+        # Its data is older than "data as of": the latest sync could not read it.
+        link.unread_in_last_sync = link.external_id in failed.get(link.connection_id, ())  # type: ignore[attr-defined]
     return {
         "customer_links": links,
-        "customer_connections": connection_freshness({link.connection_id for link in links}),
-        "setup_url": reverse("admin:integrations_overview"),
+        "customer_connections": freshness,
+        "setup_url": setup_url(),
         "customer_connectors": [_connector_row(c) for c in connectors],
         "customer_status_counts": _count_rows(connectors),
         "customer_alerts": list(

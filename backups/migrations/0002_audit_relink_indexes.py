@@ -8,9 +8,31 @@ On PostgreSQL they are built CONCURRENTLY (hence `atomic = False`): no table rew
 and no write lock on a table that may hold millions of events.
 """
 
+from typing import Any
+
+from django.contrib.postgres.operations import AddIndexConcurrently
 from django.db import migrations, models
 
-from vectis.db.migration_operations import AddIndexConcurrentlyOnPostgres
+
+class AddIndexConcurrentlyOnPostgres(migrations.AddIndex):
+    """CREATE INDEX CONCURRENTLY on PostgreSQL (no write lock while it builds); a plain
+    CREATE INDEX elsewhere (the SQLite demo)."""
+
+    def database_forwards(self, app_label: str, schema_editor: Any, *states: Any) -> None:
+        if schema_editor.connection.vendor == "postgresql":
+            AddIndexConcurrently(self.model_name, self.index).database_forwards(
+                app_label, schema_editor, *states
+            )
+        else:
+            super().database_forwards(app_label, schema_editor, *states)
+
+    def database_backwards(self, app_label: str, schema_editor: Any, *states: Any) -> None:
+        if schema_editor.connection.vendor == "postgresql":
+            AddIndexConcurrently(self.model_name, self.index).database_backwards(
+                app_label, schema_editor, *states
+            )
+        else:
+            super().database_backwards(app_label, schema_editor, *states)
 
 
 class Migration(migrations.Migration):

@@ -418,6 +418,9 @@ class BrokenBackend:
     def send_messages(self, messages: list[Any]) -> int:
         raise ConnectionRefusedError("SMTP server down")
 
+    def close(self) -> None:
+        pass
+
 
 def test_a_failed_delivery_is_logged_retried_with_backoff_and_sent_once(
     contoso: Customer, settings: Settings

@@ -255,3 +255,38 @@ def test_a_message_refused_for_good_after_its_content_is_sent_is_not_retried(
     assert filtered.status == AlertNotification.Status.FAILED
     assert filtered.error == "The mail server answered 554 5.7.1 Message rejected: looks like spam"
     assert services.send_due(now=now + timedelta(hours=1)) == (0, 0)
+
+
+class LockedOut(Inbox):
+    """An SMTP server that refuses our sign-in (a wrong SMTP password in EMAIL_URL)."""
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        return "530 5.7.0 Authentication required"
+
+
+@pytest.mark.django_db
+def test_a_refusal_of_our_own_configuration_is_retried_not_dropped(
+    sandbox: KeepitSandbox, settings: Settings, smtp: SmtpServer
+) -> None:
+    """A 5xx about us (not signed in, sender refused) would fail every message for good:
+    it is retried like an outage, and delivered once the configuration is fixed."""
+    synced_sandbox(sandbox, settings)
+    AlertRule.objects.create(
+        name="Stale", kind=AlertRule.Kind.BACKUP_STALE, recipients="tech@msp.example"
+    )
+    smtp.stop()
+    inbox = smtp.inbox
+    smtp.inbox = LockedOut()
+    smtp.start()
+    now = sandbox.clock.now_datetime()
+    services.evaluate(now=now)
+    held = AlertNotification.objects.get()
+    assert held.status == AlertNotification.Status.PENDING
+    assert held.error.startswith("The mail server answered 530 5.7.0 Authentication required")
+    smtp.stop()
+    smtp.inbox = inbox
+    smtp.start()
+    assert services.send_due(now=now + timedelta(minutes=2)) == (1, 0)
+    assert AlertNotification.objects.get().status == AlertNotification.Status.SENT

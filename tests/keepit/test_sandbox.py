@@ -140,16 +140,28 @@ def test_summary_and_health_describe_every_backup_state(sandbox: KeepitSandbox) 
 def test_the_audit_log_pages_through_short_pages_without_loss(sandbox: KeepitSandbox) -> None:
     client = client_for(sandbox)
     parent = sandbox.msp.parent.guid
-    pages: list[tuple[int, int]] = []
-    records = list(
-        client.audit_records(
+    paged = list(
+        client.audit_pages(
+            parent, start=WINDOW_END - timedelta(days=14), end=WINDOW_END, page_size=50
+        )
+    )
+    pages = [(page.offset, len(page.records)) for page in paged]
+    records = [record for page in paged for record in page.records]
+    # Each page says where the next starts; the last says nothing.
+    assert [page.next_offset for page in paged[:-1]] == [page.offset for page in paged[1:]]
+    assert paged[-1].next_offset is None
+    resumed = list(
+        client.audit_pages(
             parent,
             start=WINDOW_END - timedelta(days=14),
             end=WINDOW_END,
             page_size=50,
-            on_page=lambda offset, count: pages.append((offset, count)),
+            offset=paged[3].offset,
         )
     )
+    assert [r.dedup_key for page in resumed for r in page.records] == [
+        r.dedup_key for page in paged[3:] for r in page.records
+    ]
     in_one_page = list(
         client.audit_records(
             parent, start=WINDOW_END - timedelta(days=14), end=WINDOW_END, page_size=10_000

@@ -84,6 +84,72 @@ def test_a_first_sync_stopped_by_the_time_limit_resumes_where_it_stopped(
         sandbox.stop()
 
 
+@pytest.mark.django_db
+def test_a_run_stopped_inside_a_slice_resumes_at_the_page_it_stopped_at(
+    settings: Settings,
+) -> None:
+    """One 14-day slice of thousands of records: the run stops after two batches, and
+    the next one starts one page before where it stopped, not at the slice's start."""
+    settings.KEEPIT_AUDIT_SLICE_HOURS = 14 * 24
+    sandbox = make_sandbox(accounts=6, events_per_account_per_day=60, own_read_audit=False)
+    try:
+        connection = connect(sandbox, settings)
+        expected = window_total(sandbox)
+        assert expected > 4_000
+        first = sync_connection(
+            connection,
+            now=sandbox.clock.now_datetime(),
+            progress=stop_after(2, SoftTimeLimitExceeded()),
+        )
+        assert first.outcome == SyncRun.Outcome.PARTIAL
+        connection.refresh_from_db()
+        resume = connection.sync_state["audit_resume"]
+        assert resume["offset"] >= 2_000
+        assert "audit_cursor" not in connection.sync_state  # the slice is not complete
+        kept = BackupAuditEvent.objects.count()
+        assert kept >= 2_000
+        puts_before = sandbox.server.methods["PUT"]
+        second = sync(connection, sandbox)
+        assert second.outcome == SyncRun.Outcome.SUCCEEDED, second.error
+        # It re-read one page of what it had (and the usual hour of overlap at the end),
+        # not the slice from its start.
+        missing = expected - kept
+        assert missing + 500 <= second.counts["events_seen"] < missing + 500 + 100
+        assert BackupAuditEvent.objects.count() == expected
+        assert sandbox.server.methods["PUT"] - puts_before <= (missing + 500) // 498 + 3
+        connection.refresh_from_db()
+        assert "audit_resume" not in connection.sync_state
+    finally:
+        sandbox.stop()
+
+
+@pytest.mark.django_db
+def test_a_time_limit_in_the_inventory_stops_the_requests_at_once(
+    settings: Settings,
+) -> None:
+    """Stopped while the connectors' health is being read: the requests not yet sent are
+    dropped (not sent until the hard limit kills the worker), and the run ends partial."""
+    settings.KEEPIT_HTTP_CONCURRENCY = 2
+    sandbox = make_sandbox(accounts=30, own_read_audit=False)
+    sandbox.server.latency = 0.01
+    try:
+        connection = connect(sandbox, settings)
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase == "health" and done >= 50:
+                raise SoftTimeLimitExceeded()
+
+        run = sync_connection(connection, now=sandbox.clock.now_datetime(), progress=progress)
+        assert run.outcome == SyncRun.Outcome.PARTIAL
+        assert "while reading the customer accounts" in run.error
+        health_requests = 30 * 4
+        assert run.http_requests < 1 + 30 * 2 + health_requests / 2
+        connection.refresh_from_db()
+        assert connection.partial_runs_in_row == 0  # it ran out of time; it did not fail
+    finally:
+        sandbox.stop()
+
+
 def connection_cursor(connection: Connection) -> Any:
     from datetime import datetime
 
@@ -105,10 +171,11 @@ def test_a_sync_that_crashes_half_way_says_so_and_the_next_one_continues(
             progress=stop_after(5, RuntimeError("disk full")),
         )
         assert crashed.outcome == SyncRun.Outcome.FAILED
-        assert crashed.error.startswith("The sync (while reading the audit log (slice "), (
-            crashed.error
-        )
-        assert "stopped on an unexpected error (RuntimeError)" in crashed.error
+        assert crashed.error.startswith(
+            "The sync stopped on an unexpected error (RuntimeError) while reading the audit "
+            "log (slice "
+        ), crashed.error
+        assert "What it read before is kept and the next sync continues" in crashed.error
         assert "Traceback" not in crashed.error
         assert START - timedelta(days=14) < connection_cursor(connection) < START
         again = sync(connection, sandbox)
@@ -283,9 +350,9 @@ def test_an_unexpected_error_in_a_sync_becomes_a_sentence_on_the_run(
     run = sync(connection, sandbox)  # does not raise
     assert run.outcome == SyncRun.Outcome.FAILED
     assert run.error == (
-        "The sync (while reading the connectors and backup statuses) stopped on an "
-        "unexpected error (KeyError). Nothing was changed. Try again; if it happens again, "
-        "send the worker or web log of this time to support."
+        "The sync stopped on an unexpected error (KeyError) while reading the connectors "
+        "and backup statuses. What it read before is kept and the next sync continues from "
+        "there; if this happens again, send the worker log of this time to support."
     )
     connection.refresh_from_db()
     assert connection.last_error == run.error

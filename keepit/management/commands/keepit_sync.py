@@ -73,6 +73,7 @@ class Command(BaseCommand):
             SyncRun.Outcome.SUCCEEDED: self.style.SUCCESS,
             SyncRun.Outcome.PARTIAL: self.style.WARNING,
         }.get(run.outcome, self.style.ERROR)  # type: ignore[call-overload]
+        skipped = f", {c['own_reads_skipped']} not stored" if c.get("own_reads_skipped") else ""
         self.stdout.write(style(f"  {run.get_outcome_display()} in {seconds:.1f} s"))
         self.stdout.write(
             f"  accounts: {c.get('accounts_seen', 0)} seen, {c.get('accounts_linked', 0)} linked, "
@@ -81,7 +82,9 @@ class Command(BaseCommand):
             f"  connectors: {c.get('connectors_added', 0)} added, "
             f"{c.get('connectors_updated', 0)} updated, {c.get('connectors_removed', 0)} removed; "
             f"{c.get('status_changes', 0)} status changes\n"
-            f"  audit events: {c.get('events_added', 0)} added of {c.get('events_seen', 0)} read\n"
+            f"  audit events: {c.get('events_added', 0)} added of {c.get('events_seen', 0)} read"
+            f" ({c.get('own_reads_added', 0)} of Vectis's own API reads stored apart{skipped}; "
+            f"{c.get('events_relinked', 0)} earlier events relinked)\n"
             f"  HTTP requests: {run.http_requests}"
         )
         if run.error:
