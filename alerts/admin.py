@@ -23,7 +23,7 @@ from django.views.decorators.http import require_POST
 from backups.models import ConnectorKind
 from integrations.admin import HistoryAdmin
 
-from . import services
+from . import lifecycle
 from .models import Alert, AlertEvent, AlertNotification, AlertRule
 
 STATE_BADGES: dict[str, str] = {
@@ -293,7 +293,7 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
     ) -> HttpResponse | None:
         form = AcknowledgeForm(request.POST if "apply" in request.POST else None)
         if "apply" in request.POST and form.is_valid():
-            count = services.acknowledge(
+            count = lifecycle.acknowledge(
                 list(queryset.values_list("pk", flat=True)),
                 by=self._user(request),
                 note=form.cleaned_data["note"],
@@ -307,7 +307,7 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
     def snooze_action(self, request: HttpRequest, queryset: QuerySet[Alert]) -> HttpResponse | None:
         form = SnoozeForm(request.POST if "apply" in request.POST else None)
         if "apply" in request.POST and form.is_valid():
-            count = services.snooze(
+            count = lifecycle.snooze(
                 list(queryset.values_list("pk", flat=True)),
                 until=form.cleaned_data["until"],
                 reason=form.cleaned_data["reason"],
@@ -320,7 +320,7 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
 
     @admin.action(description="Unsnooze selected alerts", permissions=["triage"])
     def unsnooze_action(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
-        count = services.unsnooze(
+        count = lifecycle.unsnooze(
             list(queryset.values_list("pk", flat=True)), by=self._user(request), now=timezone.now()
         )
         self.message_user(request, f"{count} alert(s) unsnoozed.", messages.SUCCESS)
@@ -389,14 +389,14 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
         if action == "acknowledge":
             form = AcknowledgeForm(request.POST)
             note = form.cleaned_data["note"] if form.is_valid() else ""
-            done = services.acknowledge([alert.pk], by=by, note=note, now=now)
+            done = lifecycle.acknowledge([alert.pk], by=by, note=note, now=now)
             text = "Alert acknowledged: no more reminders." if done else "Already acknowledged."
             self.message_user(request, text, messages.SUCCESS if done else messages.INFO)
         elif action == "snooze":
             until = self._snooze_until(request, now)
             if until is None:
                 return HttpResponseRedirect(page)
-            services.snooze(
+            lifecycle.snooze(
                 [alert.pk],
                 until=until,
                 reason=request.POST.get("reason", "").strip(),
@@ -408,7 +408,7 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
                 request, f"Snoozed until {local:%Y-%m-%d %H:%M %Z}.", messages.SUCCESS
             )
         elif action == "unsnooze":
-            done = services.unsnooze([alert.pk], by=by, now=now)
+            done = lifecycle.unsnooze([alert.pk], by=by, now=now)
             self.message_user(
                 request, "Unsnoozed." if done else "It was not snoozed.", messages.SUCCESS
             )

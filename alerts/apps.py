@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
 from django.apps import AppConfig
 
 
@@ -10,24 +8,12 @@ class AlertsConfig(AppConfig):
     verbose_name = "Alerts"
 
     def ready(self) -> None:
+        # Imported here, as Django asks: models and tasks load only once the app
+        # registry is ready.
         from backups.signals import account_excluded
         from integrations.signals import sync_finished
 
-        sync_finished.connect(_evaluate_after_sync, dispatch_uid="alerts-evaluate-after-sync")
-        account_excluded.connect(_end_excluded_alerts, dispatch_uid="alerts-account-excluded")
+        from . import receivers
 
-
-def _evaluate_after_sync(sender: Any, **kwargs: Any) -> None:
-    """A finished sync (sent after commit) queues an evaluation of the rules."""
-    from .tasks import evaluate_alerts
-
-    evaluate_alerts.delay()
-
-
-def _end_excluded_alerts(sender: Any, *, link: Any, by: str = "", **kwargs: Any) -> None:
-    """An excluded account's open alerts end at once, without a "resolved" e-mail."""
-    from django.utils import timezone
-
-    from .services import resolve_for_excluded_account
-
-    resolve_for_excluded_account(link, now=timezone.now(), by=by)
+        sync_finished.connect(receivers.evaluate_after_sync, dispatch_uid="alerts-after-sync")
+        account_excluded.connect(receivers.end_excluded_alerts, dispatch_uid="alerts-excluded")

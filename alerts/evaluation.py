@@ -9,8 +9,15 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 
-from backups.models import AuditCategory, BackupAuditEvent, BackupConnector, BackupStatus
-from integrations.models import AccountLink, Connection
+from backups.models import (
+    AccountLink,
+    AuditCategory,
+    BackupAuditEvent,
+    BackupConnector,
+    BackupStatus,
+)
+from integrations.models import Connection
+from integrations.registry import provider_label
 from integrations.services import degraded_filter
 
 from .models import Alert, AlertRule
@@ -51,7 +58,7 @@ def _utc(moment: datetime) -> str:
 
 
 def _scoped_connectors(rule: AlertRule) -> QuerySet[BackupConnector]:
-    # Removed connectors, connectors Keepit is deleting and connectors of excluded
+    # Removed connectors, connectors the vendor is deleting and connectors of excluded
     # accounts never alert.
     connectors = BackupConnector.objects.filter(
         removed_at__isnull=True, deletion_scheduled_at__isnull=True
@@ -136,6 +143,7 @@ def failed_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
             "pk",
             "name",
             "customer__name",
+            "connection__provider",
             "failure_message",
             "failure_at",
             "backup_status__reason",
@@ -145,16 +153,18 @@ def failed_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
         )
     )
     conditions = []
-    for pk, name, customer, message, failed_at, reason, reason_text, status, needs in rows:
+    for row in rows:
+        pk, name, customer, provider, message, failed_at, reason, reason_text, status, needs = row
+        vendor = provider_label(provider)
         subject = f"{customer}: {name}" if customer else name
         reasons = []
         if failed_at is not None:
             reasons.append(
-                f"Failed in the Keepit audit log at {_utc(failed_at)}: \u201c{message}\u201d."
+                f"Failed in the {vendor} audit log at {_utc(failed_at)}: \u201c{message}\u201d."
             )
         if rule.include_failed_status and status == BackupStatus.FAILED and needs:
-            reasons.append(f"Keepit says: {reason_text or reason}.")
-        what = "a failure in the Keepit audit log" if failed_at else (reason_text or reason)
+            reasons.append(f"{vendor} says: {reason_text or reason}.")
+        what = f"a failure in the {vendor} audit log" if failed_at else (reason_text or reason)
         conditions.append(
             Condition(
                 key=rule_key(rule, pk),

@@ -73,11 +73,11 @@ class AlertRule(models.Model):
         help_text="Backup Failed: failure events in the audit log this recent.",
     )
     include_failed_status = models.BooleanField(
-        "Also when Keepit reports a failure",
+        "Also when the vendor reports a failure",
         default=True,
         help_text="Backup Failed: also alert when a connector is failed for a reason that needs "
-        "fixing (lost authentication, revoked token, quota, configuration) — Keepit does not "
-        "write scheduled backups to the audit log.",
+        "fixing (lost authentication, revoked token, quota, configuration): backup vendors "
+        "do not always write scheduled backups to their audit log.",
     )
     customers = models.ManyToManyField(
         Customer,

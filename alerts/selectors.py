@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import Exists, OuterRef, QuerySet, Subquery
 
 from .models import Alert, AlertEvent, AlertNotification
 
@@ -14,6 +14,12 @@ FAILED_DELIVERY_WINDOW = timedelta(days=7)
 
 def open_alerts() -> QuerySet[Alert]:
     return Alert.objects.filter(resolved_at__isnull=True)
+
+
+def connector_has_open_alert() -> Exists:
+    """Filter: the connector has an unresolved alert (a semi-join the database can hash,
+    not a subquery per row)."""
+    return Exists(open_alerts().filter(connector_id=OuterRef("pk")))
 
 
 def open_alert_for_connector() -> Subquery:

@@ -7,12 +7,12 @@ from typing import Any
 from celery import shared_task
 from django.utils import timezone
 
+from .services import evaluate, send_due
+
 
 @shared_task(name="alerts.tasks.evaluate_alerts")
 def evaluate_alerts() -> dict[str, Any]:
     """Evaluate every rule (beat, and after each sync) and e-mail what changed."""
-    from .services import evaluate
-
     result = evaluate(now=timezone.now())
     return {
         "opened": len(result.opened),
@@ -26,7 +26,5 @@ def evaluate_alerts() -> dict[str, Any]:
 @shared_task(name="alerts.tasks.send_pending_notifications")
 def send_pending_notifications() -> dict[str, int]:
     """Deliver e-mails that are due (first tries and retries after SMTP failures)."""
-    from .services import send_due
-
     sent, failed = send_due(now=timezone.now())
     return {"sent": sent, "failed": failed}

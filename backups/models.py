@@ -1,9 +1,10 @@
 """Vendor-neutral backup inventory: connectors, their latest backup status, audit events.
 
 These tables are a contract (reporting tools query them): `backup_connectors`,
-`backup_connector_status`, `backup_audit_events`. A vendor provider (keepit/) writes
-them; nothing here knows about Keepit. Connectors a vendor stops reporting are marked
-`removed_at`, never deleted, so history and alerts keep their subject.
+`backup_connector_status`, `backup_audit_events`. backups/ingest.py writes them from the
+snapshots a provider returns (backups/snapshot.py); nothing here knows about a vendor.
+Connectors a vendor stops reporting are marked `removed_at`, never deleted, so history and
+alerts keep their subject.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from django.db import models
 from django.db.models import Q
 
 from customers.models import Customer
-from integrations.models import AccountLink, Connection
+from integrations.models import Connection
 
 
 class ConnectorKind(models.TextChoices):
@@ -62,6 +63,66 @@ class AuditCategory(models.TextChoices):
     SECURITY = "security", "Security"
     COMPLIANCE = "compliance", "Compliance"
     OTHER = "other", "Other"
+
+
+class AccountLink(models.Model):
+    """One vendor account (a customer's account at the backup vendor) and the PSA customer
+    it belongs to (backups/accounts.py holds the policy).
+
+    Syncs create and update links but never change a `manual` one; an `excluded` account's
+    data is not written to customers, shown or alerted on until it is included again. The
+    table keeps the name it had when the model lived in integrations/.
+    """
+
+    class Method(models.TextChoices):
+        EXACT = "exact", "Exact name"
+        NORMALISED = "normalised", "Normalised name"
+        CREATED = "created", "Created by sync"
+        MANUAL = "manual", "Manual"
+
+    class State(models.TextChoices):
+        LINKED = "linked", "Linked"
+        UNLINKED = "unlinked", "Unlinked"
+        AMBIGUOUS = "ambiguous", "Ambiguous"
+        EXCLUDED = "excluded", "Excluded"
+
+    connection = models.ForeignKey(
+        Connection, on_delete=models.CASCADE, related_name="account_links"
+    )
+    external_id = models.CharField(max_length=100)
+    company_name = models.CharField(max_length=255, blank=True, default="")
+    contact_name = models.CharField(max_length=255, blank=True, default="")
+    email = models.CharField(max_length=255, blank=True, default="")
+    customer = models.ForeignKey(
+        Customer, null=True, blank=True, on_delete=models.SET_NULL, related_name="account_links"
+    )
+    method = models.CharField(max_length=16, choices=Method.choices, blank=True, default="")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.UNLINKED)
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    removed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "integration_account_links"
+        constraints = [
+            # The natural key the sync upserts on.
+            models.UniqueConstraint(
+                fields=["connection", "external_id"], name="account_link_unique_external_id"
+            ),
+        ]
+        indexes = [
+            # The account-link review lists unlinked and ambiguous accounts.
+            models.Index(fields=["state"], name="account_link_state_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.display_name
+
+    @property
+    def display_name(self) -> str:
+        return self.company_name or self.contact_name or self.email or self.external_id
 
 
 class BackupConnector(models.Model):

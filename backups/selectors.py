@@ -9,9 +9,7 @@ from datetime import datetime, timedelta
 
 from django.db.models import Case, Count, F, IntegerField, Q, QuerySet, Value, When
 
-from integrations.models import AccountLink
-
-from .models import BackupAuditEvent, BackupConnector, BackupStatus
+from .models import AccountLink, BackupAuditEvent, BackupConnector, BackupStatus
 
 # Worst first: the order of the attention list.
 STATUS_SEVERITY = {
@@ -96,7 +94,7 @@ def connector_health_list(
     """Live connectors with their status, worst and oldest (last success) first."""
     connectors = (
         filtered_connectors(kind=kind, customer_id=customer_id, search=search)
-        .select_related("customer", "backup_status", "account_link")
+        .select_related("customer", "backup_status", "account_link", "connection")
         .annotate(status_now=effective_status())
         .annotate(severity=severity())
     )

@@ -52,27 +52,14 @@ def recreate_database() -> None:
     )
 
 
-def insert_rows(table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-    from django.db import connection
-
-    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    with connection.cursor() as cursor:
-        for start in range(0, len(rows), 2000):
-            chunk = rows[start : start + 2000]
-            cursor.execute(
-                f"INSERT INTO {table} ({', '.join(columns)}) VALUES "  # noqa: S608
-                + ", ".join([placeholders] * len(chunk)),
-                [value for row in chunk for value in row],
-            )
-
-
 def seed() -> dict[str, int]:
     import random
 
     from alerts.models import Alert, AlertRule
-    from backups.models import BackupConnector
+    from backups.models import AccountLink, BackupAuditEvent, BackupConnector, BackupConnectorStatus
     from customers.models import Customer
-    from integrations.models import AccountLink, Connection
+    from integrations.models import Connection
+    from integrations.sql import insert_rows
 
     rng = random.Random(7)
     connection = Connection.objects.create(provider="keepit", name="Bench", enabled=True)
@@ -128,35 +115,19 @@ def seed() -> dict[str, int]:
         status = rng.choice(statuses)
         last = None if status == "onboarding" else NOW - timedelta(hours=rng.uniform(1, 200))
         status_rows.append(
-            (
-                connector.pk,
-                status,
-                "healthy",
-                "OK",
-                "Backing up normally",
-                False,
-                last,
-                last,
-                NOW,
-                NOW,
-            )
+            {
+                "connector_id": connector.pk,
+                "status": status,
+                "health": "healthy",
+                "reason": "OK",
+                "reason_text": "Backing up normally",
+                "last_backup_at": last,
+                "last_success_at": last,
+                "checked_at": NOW,
+                "status_changed_at": NOW,
+            }
         )
-    insert_rows(
-        "backup_connector_status",
-        (
-            "connector_id",
-            "status",
-            "health",
-            "reason",
-            "reason_text",
-            "reason_is_failure",
-            "last_backup_at",
-            "last_success_at",
-            "checked_at",
-            "status_changed_at",
-        ),
-        status_rows,
-    )
+    insert_rows(BackupConnectorStatus, status_rows, conflict=None, returning="connector")
     categories = [
         "user",
         "account",
@@ -177,31 +148,25 @@ def seed() -> dict[str, int]:
         for k in range(per_customer):
             moment = NOW - timedelta(seconds=rng.randrange(14 * 86400))
             event_rows.append(
-                (
-                    connection.pk,
-                    customer.pk,
-                    rng.choice(by_customer.get(customer.pk, [None])),
-                    f"acct-{customer.pk}",
-                    "",
-                    moment,
-                    rng.choice(categories),
-                    "User events",
-                    "Something happened",
-                    "someone@example.com",
-                    rng.random() > 0.05,
-                    True,
-                    "",
-                    "",
-                    "get",
-                    "{}",
-                    k % 10 == 0,
-                    f"{customer.pk}-{k}",
-                    NOW,
-                )
+                {
+                    "connection_id": connection.pk,
+                    "customer_id": customer.pk,
+                    "connector_id": rng.choice(by_customer.get(customer.pk, [None])),
+                    "account_external_id": f"acct-{customer.pk}",
+                    "occurred_at": moment,
+                    "category": rng.choice(categories),
+                    "area": "User events",
+                    "message": "Something happened",
+                    "actor": "someone@example.com",
+                    "succeeded": rng.random() > 0.05,
+                    "allowed": True,
+                    "method": "get",
+                    "is_own_read": k % 10 == 0,
+                    "dedup_key": f"{customer.pk}-{k}",
+                    "created_at": NOW,
+                }
             )
-    from keepit.sync import EVENT_COLUMNS
-
-    insert_rows("backup_audit_events", EVENT_COLUMNS, event_rows)
+    insert_rows(BackupAuditEvent, event_rows, conflict=None)
     rule = AlertRule.objects.create(name="Stale", kind="backup_stale", recipients="t@x.example")
     Alert.objects.bulk_create(
         [
@@ -245,7 +210,7 @@ def measure() -> dict[str, Any]:
         "customer_page_filtered": (
             f"/admin/customers/customer/{customer.pk}/change/?category=recovery&page=2"
         ),
-        "account_review": "/admin/account-links/review/",
+        "account_review": "/admin/backups/accountlink/",
     }
     results: dict[str, Any] = {}
     for name, url in pages.items():

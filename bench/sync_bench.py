@@ -112,7 +112,7 @@ def child_sync(args: argparse.Namespace) -> dict[str, Any]:
     setup_django(args.database)
     from django.db import connection as db
 
-    from keepit.sync import sync_connection
+    from backups.runner import run_sync
 
     connection = bench_connection(args.template, args.parent)
     counter = QueryCounter()
@@ -121,7 +121,7 @@ def child_sync(args: argparse.Namespace) -> dict[str, Any]:
         before_xid = int(cursor.fetchone()[0]) % 2**32
     started = time.perf_counter()
     with db.execute_wrapper(counter):
-        run = sync_connection(connection, now=datetime.fromisoformat(args.now))
+        run = run_sync(connection, now=datetime.fromisoformat(args.now))
     seconds = time.perf_counter() - started
     return {
         "seconds": round(seconds, 2),
@@ -143,10 +143,11 @@ def child_floor(args: argparse.Namespace) -> dict[str, Any]:
 
     from django.conf import settings
 
-    from keepit.client import KeepitClient, KeepitCredentials
+    from keepit.client import KeepitCredentials
+    from keepit.connection import client_for
 
     settings.KEEPIT_BASE_URL_TEMPLATE = args.template
-    client = KeepitClient.from_settings(
+    client = client_for(
         region="us-dc",
         credentials=KeepitCredentials("vectis-api-token", "sandbox-token-password", "api_token"),
     )
@@ -191,16 +192,16 @@ def child_naive(args: argparse.Namespace) -> dict[str, Any]:
     from django.conf import settings
     from django.db import connection as db
 
-    from backups.models import BackupAuditEvent, BackupConnector, BackupConnectorStatus
+    from backups.models import AccountLink, BackupAuditEvent, BackupConnector, BackupConnectorStatus
     from customers.models import Customer
     from customers.names import normalize_company_name
-    from integrations.models import AccountLink
-    from keepit.client import KeepitClient, KeepitCredentials
+    from keepit.client import KeepitCredentials
+    from keepit.connection import client_for
     from keepit.mapping import audit_category, backup_status, connector_kind
 
     connection = bench_connection(args.template, args.parent)
     settings.KEEPIT_HTTP_CONCURRENCY = 1
-    client = KeepitClient.from_settings(
+    client = client_for(
         region="us-dc",
         credentials=KeepitCredentials("vectis-api-token", "sandbox-token-password", "api_token"),
     )

@@ -12,7 +12,7 @@ class Customer(models.Model):
     or delete one."""
 
     name = models.CharField(max_length=255)
-    # Matching key for Keepit company names (see customers/names.py); kept in step by save().
+    # Matching key for vendors' company names (see customers/names.py); kept in step by save().
     normalized_name = models.CharField(max_length=255, editable=False, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -1,19 +1,18 @@
-"""The provider interface every integration (today: Keepit) implements.
+"""The provider interface every integration implements.
 
-A provider *describes* a vendor (name, description, its connection form and admin) and
-runs the vendor-specific work for one `Connection`: test it, sync it, and turn its
-errors into sentences an MSP admin can act on. Providers are found through the
-registry (integrations/registry.py), never through `if provider == ...` branches.
+A provider *describes* a vendor (its label, description, connection form and admin) and
+does the vendor-specific work for one `Connection`: test it, and — for backup vendors —
+collect what the vendor says (backups.snapshot.SyncProvider: `collect()` returns
+vendor-neutral snapshots; backups/ writes them). Providers are found through the
+registry (integrations/registry.py), never through `if provider == ...` branches; pages,
+alerts and e-mails name a vendor by its provider's `name`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
-
-if TYPE_CHECKING:
-    from .models import Connection, SyncRun
+from typing import Any, ClassVar
 
 
 @dataclass
@@ -45,6 +44,7 @@ class Provider:
     """Base class of integration providers."""
 
     kind: ClassVar[str]
+    #: The vendor's name as every page, alert and e-mail shows it.
     name: ClassVar[str]
     description: ClassVar[str]
     #: Short text mark shown on the card when there is no logo.
@@ -58,10 +58,6 @@ class Provider:
         self, *, config: dict[str, Any], secrets: dict[str, str]
     ) -> ConnectionTestResult:
         """Run the same client code a sync uses against unsaved values."""
-        raise NotImplementedError
-
-    def sync(self, connection: Connection, *, trigger: str) -> SyncRun:
-        """Sync one connection into the vendor-neutral tables and record the run."""
         raise NotImplementedError
 
     def describe_error(self, exc: Exception) -> str:

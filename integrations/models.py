@@ -1,6 +1,6 @@
-"""The integrations framework's data: connections, account links, sync runs.
+"""The integrations framework's data: connections and their sync runs.
 
-A `Connection` is one configured account of a provider (e.g. one Keepit parent account in
+A `Connection` is one configured account of a provider (e.g. one MSP parent account in
 one region). Non-secret settings live in `config` (JSON, provider-defined); secrets live
 only in `secrets_ciphertext`, encrypted with MultiFernet (integrations/crypto.py) and
 decrypted just before a provider calls its vendor.
@@ -13,8 +13,6 @@ from django.db import models
 from django.db.models import Q
 from django.views.decorators.debug import sensitive_variables
 
-from customers.models import Customer
-
 from .crypto import decrypt_secrets, encrypt_secrets
 
 
@@ -24,7 +22,7 @@ class Connection(models.Model):
     enabled = models.BooleanField("Enabled", default=False)
     config = models.JSONField(default=dict, blank=True)
     secrets_ciphertext = models.TextField(blank=True, default="", editable=False)
-    # Provider-owned sync state (e.g. Keepit's audit-log cursor).
+    # Provider-owned sync state (e.g. an audit-log cursor).
     sync_state = models.JSONField(default=dict, blank=True, editable=False)
     # When the next scheduled sync is due; NULL means "due now".
     next_sync_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -77,64 +75,6 @@ class Connection(models.Model):
         if self.is_degraded():
             return "Degraded"
         return "Enabled"
-
-
-class AccountLink(models.Model):
-    """One vendor account (a Keepit child account) and the PSA customer it belongs to.
-
-    Syncs create and update links but never change a `manual` one; an `excluded` account's
-    data is not written to customers until it is included again.
-    """
-
-    class Method(models.TextChoices):
-        EXACT = "exact", "Exact name"
-        NORMALISED = "normalised", "Normalised name"
-        CREATED = "created", "Created by sync"
-        MANUAL = "manual", "Manual"
-
-    class State(models.TextChoices):
-        LINKED = "linked", "Linked"
-        UNLINKED = "unlinked", "Unlinked"
-        AMBIGUOUS = "ambiguous", "Ambiguous"
-        EXCLUDED = "excluded", "Excluded"
-
-    connection = models.ForeignKey(
-        Connection, on_delete=models.CASCADE, related_name="account_links"
-    )
-    external_id = models.CharField(max_length=100)
-    company_name = models.CharField(max_length=255, blank=True, default="")
-    contact_name = models.CharField(max_length=255, blank=True, default="")
-    email = models.CharField(max_length=255, blank=True, default="")
-    customer = models.ForeignKey(
-        Customer, null=True, blank=True, on_delete=models.SET_NULL, related_name="account_links"
-    )
-    method = models.CharField(max_length=16, choices=Method.choices, blank=True, default="")
-    state = models.CharField(max_length=16, choices=State.choices, default=State.UNLINKED)
-    first_seen_at = models.DateTimeField()
-    last_seen_at = models.DateTimeField()
-    removed_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        db_table = "integration_account_links"
-        constraints = [
-            # The natural key the sync upserts on.
-            models.UniqueConstraint(
-                fields=["connection", "external_id"], name="account_link_unique_external_id"
-            ),
-        ]
-        indexes = [
-            # The account-link review lists unlinked and ambiguous accounts.
-            models.Index(fields=["state"], name="account_link_state_idx"),
-        ]
-
-    def __str__(self) -> str:
-        return self.display_name
-
-    @property
-    def display_name(self) -> str:
-        return self.company_name or self.contact_name or self.email or self.external_id
 
 
 class SyncRun(models.Model):

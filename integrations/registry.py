@@ -1,19 +1,16 @@
-"""The provider registry: `kind` -> dotted path, imported lazily.
-
-Adding a vendor means a sibling of `keepit/` and one line here.
-"""
+"""The provider registry: `kind` -> provider, from `settings.VECTIS_PROVIDERS` (dotted
+paths imported on first use). The framework therefore imports no provider, and a second
+vendor is one more line in settings. Never branch on `if provider == "keepit"`: ask the
+registry."""
 
 from __future__ import annotations
 
 from functools import cache
 
+from django.conf import settings
 from django.utils.module_loading import import_string
 
 from .base import Provider
-
-PROVIDERS: dict[str, str] = {
-    "keepit": "keepit.provider.KeepitProvider",
-}
 
 
 class UnknownProvider(LookupError):
@@ -21,14 +18,32 @@ class UnknownProvider(LookupError):
 
 
 @cache
+def _load(kind: str, path: str) -> Provider:
+    provider_class: type[Provider] = import_string(path)
+    provider = provider_class()
+    if provider.kind != kind:
+        raise UnknownProvider(
+            f"VECTIS_PROVIDERS[{kind!r}] is a provider of kind {provider.kind!r}."
+        )
+    return provider
+
+
 def get_provider(kind: str) -> Provider:
     try:
-        path = PROVIDERS[kind]
+        path = settings.VECTIS_PROVIDERS[kind]
     except KeyError:
         raise UnknownProvider(f"No integration provider named {kind!r}.") from None
-    provider_class: type[Provider] = import_string(path)
-    return provider_class()
+    return _load(kind, path)
 
 
 def all_providers() -> list[Provider]:
-    return [get_provider(kind) for kind in PROVIDERS]
+    return [get_provider(kind) for kind in settings.VECTIS_PROVIDERS]
+
+
+def provider_label(kind: str) -> str:
+    """The provider's name as pages and messages show it; the raw kind when
+    the provider is not (or no longer) configured."""
+    try:
+        return get_provider(kind).name
+    except UnknownProvider:
+        return kind

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.db.models import QuerySet
 from django.forms import Form
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
@@ -22,8 +20,8 @@ from django.utils.timesince import timesince
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
+from backups.services import request_sync
 from integrations.models import SyncRun
-from integrations.registry import get_provider
 
 from .client import KNOWN_REGIONS
 from .forms import KeepitConnectionForm
@@ -149,7 +147,7 @@ class KeepitConnectionAdmin(admin.ModelAdmin[KeepitConnection]):
             context["connection_state"] = obj
             upcoming = obj.next_sync_at
             context["next_sync_at"] = upcoming if upcoming and upcoming > timezone.now() else None
-            context["sync_interval_minutes"] = settings.KEEPIT_SYNC_INTERVAL_MINUTES
+            context["sync_interval_minutes"] = settings.VECTIS_SYNC_INTERVAL_MINUTES
             context["recent_runs"] = list(
                 SyncRun.objects.filter(connection_id=obj.pk).order_by("-started_at")[:RECENT_RUNS]
             )
@@ -220,7 +218,7 @@ class KeepitConnectionAdmin(admin.ModelAdmin[KeepitConnection]):
             return JsonResponse(
                 {"ok": False, "message": problems[0], "details": problems[1:], "warnings": []}
             )
-        result = get_provider("keepit").test_connection(
+        result = KeepitProvider().test_connection(
             config=form.config_values(), secrets=form.effective_secrets()
         )
         return JsonResponse(result.as_json())
@@ -239,9 +237,7 @@ class KeepitConnectionAdmin(admin.ModelAdmin[KeepitConnection]):
             "username": str(form.cleaned_data.get("username", "")),
             "token_login": str(form.cleaned_data.get("token_login", "")),
         }
-        provider = get_provider("keepit")
-        assert isinstance(provider, KeepitProvider)
-        result = provider.find_region(config=config, secrets=secrets)
+        result = KeepitProvider().find_region(config=config, secrets=secrets)
         return JsonResponse(result.as_json())
 
     @method_decorator(require_POST)
@@ -249,10 +245,7 @@ class KeepitConnectionAdmin(admin.ModelAdmin[KeepitConnection]):
         connection = get_object_or_404(KeepitConnection, pk=object_id)
         if not self.has_change_permission(request, connection):
             raise PermissionDenied
-        from integrations.tasks import sync_connection
-
-        # The schedule stays as it is: a manual sync is one more, not a new schedule.
-        transaction.on_commit(partial(sync_connection.delay, connection.pk, "manual"))
+        request_sync(connection)
         messages.success(
             request,
             f"Sync of \u201c{connection.name}\u201d queued; the run appears below when it starts.",

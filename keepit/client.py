@@ -39,7 +39,7 @@ from django.views.decorators.debug import sensitive_variables
 from requests.adapters import HTTPAdapter
 from requests.auth import HTTPBasicAuth
 
-from .exceptions import (
+from .errors import (
     KeepitAuthError,
     KeepitError,
     KeepitNotFound,
@@ -84,12 +84,6 @@ BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 20.0
 READ_CHUNK_BYTES = 64 * 1024
 DEFAULT_MAX_RESPONSE_BYTES = 20 * 1024 * 1024
-
-
-def user_agent() -> str:
-    from vectis import __version__
-
-    return f"Vectis/{__version__}"
 
 
 @dataclass(frozen=True)
@@ -187,6 +181,7 @@ class KeepitClient:
         retry_budget_seconds: float = 60.0,
         pool_size: int = 8,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        user_agent: str = "Vectis",
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.region = validate_region(region)
@@ -203,7 +198,7 @@ class KeepitClient:
         self._session.auth = HTTPBasicAuth(
             credentials.login.encode(), credentials.password.encode()
         )
-        self._session.headers["User-Agent"] = user_agent()
+        self._session.headers["User-Agent"] = user_agent
         # Our own retry loop handles retries (Retry-After, budget); the adapter never does.
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(pool_size, 1), max_retries=0)
         self._session.mount("http://", adapter)
@@ -211,34 +206,6 @@ class KeepitClient:
 
     def __repr__(self) -> str:
         return f"<KeepitClient region={self.region!r} base_url={self.base_url!r}>"
-
-    @classmethod
-    def from_settings(
-        cls, *, region: str, credentials: KeepitCredentials, **overrides: float | int
-    ) -> KeepitClient:
-        """A client configured from Django settings (timeouts, retries, concurrency)."""
-        from django.conf import settings
-
-        options: dict[str, float | int] = {
-            "connect_timeout": settings.KEEPIT_CONNECT_TIMEOUT,
-            "read_timeout": settings.KEEPIT_READ_TIMEOUT,
-            "max_attempts": settings.KEEPIT_MAX_ATTEMPTS,
-            "retry_budget_seconds": settings.KEEPIT_RETRY_BUDGET_SECONDS,
-            "pool_size": settings.KEEPIT_HTTP_CONCURRENCY,
-            "max_response_bytes": int(settings.KEEPIT_MAX_RESPONSE_MB * 1024 * 1024),
-        }
-        options.update(overrides)
-        return cls(
-            region=region,
-            credentials=credentials,
-            base_url_template=settings.KEEPIT_BASE_URL_TEMPLATE,
-            connect_timeout=float(options["connect_timeout"]),
-            read_timeout=float(options["read_timeout"]),
-            max_attempts=int(options["max_attempts"]),
-            retry_budget_seconds=float(options["retry_budget_seconds"]),
-            pool_size=int(options["pool_size"]),
-            max_response_bytes=int(options["max_response_bytes"]),
-        )
 
     @property
     def credential_kind(self) -> str:

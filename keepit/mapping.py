@@ -1,6 +1,7 @@
-"""How Keepit's vocabulary maps onto Vectis's vendor-neutral one (keepit-api.md Part A).
+"""How Keepit's vocabulary maps onto Vectis's vendor-neutral one (keepit-api.md Part A
+and C5), and Keepit's answers onto the snapshots a provider returns (backups.snapshot).
 
-Pure functions: connector kind, audit category, backup status.
+Pure functions: connector kind, audit category, backup status, reason codes, snapshots.
 """
 
 from __future__ import annotations
@@ -8,8 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from backups.models import AuditCategory, BackupStatus, ConnectorKind
+from backups.snapshot import (
+    AccountSnapshot,
+    AuditEventSnapshot,
+    ConnectorSnapshot,
+    StatusSnapshot,
+)
 
-from .schemas import BackupSummary, Connector, ConnectorHealth
+from .schemas import AuditRecord, BackupSummary, ChildAccount, Connector, ConnectorHealth
 
 CONNECTOR_KINDS: dict[str, str] = {
     "o365-admin": ConnectorKind.M365,
@@ -211,3 +218,81 @@ def backup_status(summary: BackupSummary | None, health: ConnectorHealth | None)
     if status == BackupStatus.OK and not reason.known:
         return BackupStatus.UNKNOWN
     return status
+
+
+# --- snapshots ---------------------------------------------------------------------------------
+
+
+def status_snapshot(summary: BackupSummary | None, health: ConnectorHealth) -> StatusSnapshot:
+    reason = health_reason(health.reason)
+    return StatusSnapshot(
+        status=backup_status(summary, health),
+        health=health.health,
+        reason=health.reason,
+        reason_text=reason.sentence,
+        reason_needs_action=reason.needs_action,
+        last_backup_at=summary.last_snapshot_time if summary else None,
+        last_success_at=summary.last_complete_snapshot_time if summary else None,
+        last_snapshot_size=summary.last_snapshot_size if summary else None,
+    )
+
+
+def connector_snapshot(
+    connector: Connector, summary: BackupSummary | None, health: ConnectorHealth | None
+) -> ConnectorSnapshot:
+    return ConnectorSnapshot(
+        external_id=connector.guid,
+        name=connector.name,
+        kind=connector_kind(connector),
+        vendor_type=connector.vendor_type,
+        accessible=connector.accessible,
+        deletion_scheduled_at=connector.deletion_deadline,
+        vendor_created_at=connector.created,
+        # Health unreadable: the last known status stays.
+        status=status_snapshot(summary, health) if health is not None else None,
+    )
+
+
+def account_snapshot(
+    child: ChildAccount,
+    connectors: list[Connector] | None,
+    summaries: dict[str, BackupSummary],
+    health: dict[str, ConnectorHealth],
+    error: str = "",
+) -> AccountSnapshot:
+    return AccountSnapshot(
+        external_id=child.id,
+        company_name=child.company_name,
+        contact_name=child.full_name,
+        email=child.email,
+        connectors=None
+        if connectors is None
+        else tuple(
+            connector_snapshot(c, summaries.get(c.guid), health.get(c.guid)) for c in connectors
+        ),
+        error=error,
+    )
+
+
+def event_snapshot(record: AuditRecord, *, own_login: str) -> AuditEventSnapshot | None:
+    """None for a record without a usable time (it cannot be placed on a timeline)."""
+    if record.time is None:
+        return None
+    return AuditEventSnapshot(
+        dedup_key=record.dedup_key,
+        occurred_at=record.time,
+        account_external_id=record.account,
+        connector_external_id=record.device,
+        category=audit_category(record.area),
+        area=record.area,
+        message=record.message,
+        actor=record.token,
+        succeeded=record.succeeded,
+        allowed=record.allowed,
+        client_ip=record.client_ip,
+        operation=record.acl,
+        method=record.method,
+        metadata=record.metadata,
+        # Keepit logs every API call, ours included: its token is our login.
+        is_own_read=bool(own_login) and record.token == own_login,
+    )

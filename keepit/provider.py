@@ -1,33 +1,32 @@
-"""The Keepit provider: connection settings, Test connection, error sentences, sync.
+"""The Keepit provider: Test connection, Find my region, error sentences, and `collect`
+(read Keepit into snapshots; keepit/collect.py does the reading, backups/ the writing).
 
-Test connection runs the very client the sync uses (`KeepitClient.from_settings`), with
-the values of the form, saved or not: who am I -> the configured account -> its child
-accounts. Every failure becomes one specific sentence (`describe_error`).
+Test connection runs the very client the sync uses (keepit/connection.py), with the
+values of the form, saved or not: who am I -> the configured account -> its child
+accounts, in the configured region only. Every failure becomes one specific sentence.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
 
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
+from backups.snapshot import AccountSnapshot, AuditBatch, CollectError, Collection, SyncProgress
 from integrations.base import ConnectionTestResult, Provider
+from integrations.crypto import SecretDecryptionError
+from integrations.models import Connection
 
-from .client import KNOWN_REGIONS, KeepitClient, KeepitCredentials
-from .exceptions import (
-    KeepitAuthError,
-    KeepitError,
-    KeepitNotFound,
-    KeepitProtocolError,
-    KeepitUnavailable,
-)
-
-if TYPE_CHECKING:
-    from integrations.models import Connection, SyncRun
+from .client import KNOWN_REGIONS, KeepitCredentials
+from .collect import KeepitCollector
+from .connection import KeepitConnectionSettings, client_for
+from .errors import KeepitAuthError, KeepitError, describe_error, unexpected_error_sentence
 
 logger = logging.getLogger(__name__)
 
@@ -40,68 +39,12 @@ PERSONAL_LOGIN_WARNING = (
 
 
 @dataclass(frozen=True)
-class KeepitConnectionSettings:
-    """The settings of one Keepit connection, read from a `Connection` or a form."""
-
-    region: str
-    account_guid: str
-    username: str
-    password: str
-    token_login: str
-    token_password: str
-
-    @classmethod
-    @sensitive_variables("secrets")
-    def from_values(
-        cls, config: dict[str, Any], secrets: dict[str, str]
-    ) -> KeepitConnectionSettings:
-        return cls(
-            region=str(config.get("region", "")),
-            account_guid=str(config.get("account_guid", "")),
-            username=str(config.get("username", "")),
-            password=secrets.get("password", ""),
-            token_login=str(config.get("token_login", "")),
-            token_password=secrets.get("token_password", ""),
-        )
-
-    @classmethod
-    def from_connection(cls, connection: Connection) -> KeepitConnectionSettings:
-        return cls.from_values(connection.config, connection.secrets)
-
-    def __repr__(self) -> str:
-        return f"<KeepitConnectionSettings region={self.region!r} account={self.account_guid!r}>"
-
-    @property
-    def credentials(self) -> KeepitCredentials:
-        return KeepitCredentials.choose(
-            username=self.username,
-            password=self.password,
-            token_login=self.token_login,
-            token_password=self.token_password,
-        )
-
-    def client(self, **overrides: float | int) -> KeepitClient:
-        return KeepitClient.from_settings(
-            region=self.region, credentials=self.credentials, **overrides
-        )
-
-
-@dataclass(frozen=True)
 class FindRegionResult:
     region: str  # "" when no region accepted the credentials
     message: str
 
     def as_json(self) -> dict[str, Any]:
         return {"ok": bool(self.region), "region": self.region, "message": self.message}
-
-
-def unexpected_error_sentence(what: str, exc: BaseException) -> str:
-    """A sentence for an error nobody foresaw; the traceback goes to the log."""
-    return (
-        f"{what} stopped on an unexpected error ({type(exc).__name__}). Nothing was "
-        "changed. Try again; if it happens again, send the worker or web log of this "
-        "time to support."
-    )
 
 
 def _credential_sentence(credentials: KeepitCredentials) -> str:
@@ -233,7 +176,7 @@ class KeepitProvider(Provider):
             )
 
         def accepts(region: str) -> bool:
-            probe = KeepitClient.from_settings(
+            probe = client_for(
                 region=region, credentials=credentials, max_attempts=1, connect_timeout=3.0
             )
             try:
@@ -277,36 +220,49 @@ class KeepitProvider(Provider):
     # --- errors ----------------------------------------------------------------------------
 
     def describe_error(self, exc: Exception, *, region: str = "") -> str:
-        where = f" (region {region})" if region else ""
-        if isinstance(exc, KeepitAuthError):
-            return (
-                f"Keepit refused the credentials{where}: the password or API token may have "
-                "changed or expired. Update them on the Keepit connection and test again."
-            )
-        if isinstance(exc, KeepitUnavailable):
-            if "did not answer in time" in str(exc):
-                return (
-                    f"Keepit did not answer in time{where}. Try again in a few minutes; if it "
-                    "persists, check that this server can reach Keepit."
-                )
-            return (
-                f"Keepit could not be reached{where} ({exc}). Try again in a few minutes; if "
-                "it persists, check this server's network access to Keepit."
-            )
-        if isinstance(exc, KeepitNotFound):
-            return f"Keepit does not know {exc.path}{where}: the account or connector is gone."
-        if isinstance(exc, KeepitProtocolError):
-            return (
-                f"Unexpected answer from Keepit{where}: {exc}. This is usually temporary; if "
-                "it persists, contact support with the time of the failure."
-            )
-        if isinstance(exc, KeepitError):
-            return f"Keepit request failed{where}: {exc}."
-        return super().describe_error(exc)
+        return describe_error(exc, region=region)
 
     # --- sync ------------------------------------------------------------------------------
 
-    def sync(self, connection: Connection, *, trigger: str) -> SyncRun:
-        from .sync import sync_connection
+    def collect(
+        self, connection: Connection, *, now: datetime, progress: SyncProgress
+    ) -> Collection:
+        """Open the reading of the connection's Keepit account: the inventory, then the
+        audit log, each when the runner asks for it. Writes no table."""
+        region = str(connection.config.get("region", ""))
+        try:
+            client = KeepitConnectionSettings.from_connection(connection).client()
+        except (SecretDecryptionError, ValueError) as exc:
+            raise CollectError(f"The stored Keepit settings cannot be used: {exc}") from exc
+        collector = KeepitCollector(
+            client,
+            parent_guid=str(connection.config.get("account_guid", "")),
+            sync_state=connection.sync_state,
+            now=now,
+            progress=progress,
+        )
+        audits: list[Generator[AuditBatch, None, None]] = []
 
-        return sync_connection(connection, trigger=trigger)
+        def inventory() -> list[AccountSnapshot]:
+            try:
+                return collector.accounts()
+            except KeepitError as exc:
+                raise CollectError(describe_error(exc, region=region)) from exc
+
+        def audit() -> Generator[AuditBatch, None, None]:
+            audits.append(collector.audit())
+            return audits[-1]
+
+        def close() -> None:
+            for stream in audits:
+                stream.close()  # stops the audit reader thread if left half-read
+            collector.counts["own_reads_skipped"] = collector.own_reads_skipped
+            client.close()
+
+        return Collection(
+            inventory=inventory,
+            audit=audit,
+            requests=lambda: client.request_count,
+            counts=collector.counts,
+            close=close,
+        )

@@ -16,7 +16,7 @@ from xml.etree.ElementTree import Element
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, fromstring
 
-from .exceptions import KeepitProtocolError
+from .errors import KeepitProtocolError
 
 # Connector types Keepit reports but that are not backup connectors.
 SKIPPED_CONNECTOR_TYPES = frozenset({"system"})

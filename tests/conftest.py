@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 
-from integrations.models import Connection
+from integrations.models import Connection, SyncRun
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
@@ -49,18 +50,20 @@ def database_url() -> str:
 @pytest.fixture(scope="session")
 def worker_sandbox() -> Iterator[Any]:
     """A Keepit sandbox on real time, known to the worker process."""
-    from keepit.sandbox import KeepitSandbox, SandboxConfig
+    from keepit_sandbox import KeepitSandbox, SandboxConfig
 
     with KeepitSandbox(SandboxConfig(accounts=6, events_per_account_per_day=4)) as running:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def celery_worker_process(
     django_db_setup: None, django_db_blocker: Any, worker_sandbox: Any
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real `celery worker` process on the Redis broker, using the test database and
-    the worker sandbox."""
+    the worker sandbox. Per module: a worker left running would pick up the tasks other
+    tests queue (an alert evaluation after a sync, at the real time) and change their
+    data behind their back."""
     from vectis.celery import app
 
     app.control.purge()  # drop messages left by an earlier, interrupted run
@@ -118,9 +121,7 @@ def admin_user(db: None) -> User:
 @pytest.fixture
 def sandbox() -> Iterator[Any]:
     """A small Keepit sandbox on an ephemeral loopback port, its clock frozen."""
-    from datetime import UTC, datetime
-
-    from keepit.sandbox import KeepitSandbox, SandboxConfig
+    from keepit_sandbox import KeepitSandbox, SandboxConfig
 
     with KeepitSandbox(
         SandboxConfig(accounts=8, connectors_per_account=4, events_per_account_per_day=6),
@@ -149,3 +150,46 @@ def sandbox_connection(sandbox: Any, *, token: bool = False, enabled: bool = Tru
     connection.set_secrets(secrets)
     connection.save()
     return connection
+
+
+# --- the sandbox in tests (frozen clock) ----------------------------------------------------
+
+START = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def make_sandbox(**config: Any) -> Any:
+    """A started sandbox MSP (8 accounts by default) whose clock stands at START."""
+    from keepit_sandbox import KeepitSandbox, SandboxConfig
+
+    defaults: dict[str, Any] = {
+        "accounts": 8,
+        "connectors_per_account": 4,
+        "events_per_account_per_day": 6,
+    }
+    defaults.update(config)
+    return KeepitSandbox(SandboxConfig(**defaults), start=START, speed=0).start()
+
+
+@pytest.fixture
+def quiet_sandbox() -> Iterator[Any]:
+    """No own-read audit records: Keepit's data stays the same between syncs."""
+    sandbox = make_sandbox(own_read_audit=False)
+    yield sandbox
+    sandbox.stop()
+
+
+def connect(sandbox: Any, django_settings: Any, *, token: bool = True) -> Connection:
+    """A saved connection to the sandbox, with retries kept short (`django_settings`:
+    pytest-django's `settings` fixture)."""
+    django_settings.KEEPIT_BASE_URL_TEMPLATE = sandbox.base_url_template
+    django_settings.KEEPIT_MAX_ATTEMPTS = 2
+    django_settings.KEEPIT_RETRY_BUDGET_SECONDS = 3
+    return sandbox_connection(sandbox, token=token)
+
+
+def sync(connection: Connection, sandbox: Any) -> SyncRun:
+    """One sync at the sandbox's time."""
+    from backups.runner import run_sync
+
+    connection.refresh_from_db()
+    return run_sync(connection, now=sandbox.clock.now_datetime())

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from .celery import app as celery_app
-
 __version__ = "0.1.0"
+
+# The Celery app is loaded with Django so that @shared_task binds to it.
+from .celery import app as celery_app
 
 __all__ = ["__version__", "celery_app"]

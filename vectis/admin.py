@@ -12,14 +12,13 @@ from django.utils.html import format_html
 
 from customers.models import Customer
 
-from .pages import (
-    BADGE,
+from .pages.customer import (
     RANK_STATUS,
-    STATUS_LABELS,
     customer_page_context,
     customer_timeline_csv,
     customers_with_health,
 )
+from .pages.rows import BADGE, STATUS_LABELS
 
 
 class WorstStatusFilter(admin.SimpleListFilter):

@@ -10,8 +10,13 @@ from functools import partial
 from typing import Any
 
 from django.contrib import admin
-from django.http import HttpRequest
-from django.urls import URLPattern, URLResolver, path
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import URLPattern, URLResolver, path, reverse
+from django.utils import timezone
+
+from integrations.views import integrations_overview
+
+from .pages.dashboard import dashboard, dashboard_summary
 
 # app label -> section title; sections appear in this order, unknown apps after them.
 SECTIONS: dict[str, str] = {
@@ -26,35 +31,33 @@ SECTIONS: dict[str, str] = {
 SECTION_ORDER = ["Integrations", "Customers", "Backups", "Alerts", "Users and permissions"]
 
 
+REVIEW_TABS = {"review": "to_review", "linked": "linked", "excluded": "excluded"}
+
+
+def review_redirect(request: HttpRequest) -> HttpResponseRedirect:
+    tab = REVIEW_TABS.get(request.GET.get("tab", "review"), "to_review")
+    changelist = reverse("admin:backups_accountlink_changelist")
+    return HttpResponseRedirect(f"{changelist}?review={tab}")
+
+
 class VectisAdminSite(admin.AdminSite):
     site_header = "Vectis"
     site_title = "Vectis"
     index_title = "Backup monitoring"
 
     def get_urls(self) -> list[URLResolver | URLPattern]:
-        from integrations.views import integrations_overview
-
-        from .pages import account_review, dashboard
-
         # Admin → Integrations is the provider cards page and Admin → Backups the backup
         # health dashboard, not plain model lists.
         overview = self.admin_view(partial(integrations_overview, site=self))
         return [
             path("integrations/", overview, name="integrations_overview"),
             path("backups/", self.admin_view(partial(dashboard, site=self)), name="dashboard"),
-            path(
-                "account-links/review/",
-                self.admin_view(partial(account_review, site=self)),
-                name="account_review",
-            ),
+            # The review's old address (bookmarks, e-mails): now the account-link list.
+            path("account-links/review/", self.admin_view(review_redirect), name="account_review"),
             *super().get_urls(),
         ]
 
     def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
-        from django.utils import timezone
-
-        from .pages import dashboard_summary
-
         context = dict(extra_context or {})
         if request.user.has_perm("backups.view_backupconnector"):
             context["health"] = dashboard_summary(now=timezone.now())

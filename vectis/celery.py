@@ -7,10 +7,12 @@ reviewed `CELERY_BEAT_SCHEDULE` dict in settings.
 from __future__ import annotations
 
 import os
+from logging.config import dictConfig
 from typing import Any
 
 from celery import Celery
 from celery.signals import setup_logging
+from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vectis.settings")
 
@@ -22,10 +24,6 @@ app.autodiscover_tasks()
 @setup_logging.connect
 def _use_django_logging(**kwargs: Any) -> None:
     """Let Django's LOGGING configure the worker instead of Celery's own handlers."""
-    from logging.config import dictConfig
-
-    from django.conf import settings
-
     dictConfig(settings.LOGGING)
 
 

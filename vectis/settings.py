@@ -9,6 +9,7 @@ Redis. With `DEBUG` off, the secrets have no default and a missing one stops sta
 from __future__ import annotations
 
 import os
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 import django_stubs_ext
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+from . import __version__
 
 # Lets `admin.ModelAdmin[Customer]` and other generics be subscripted at run time.
 django_stubs_ext.monkeypatch()
@@ -76,6 +79,10 @@ INSTALLED_APPS = [
     # Login throttling (django-axes): repeated wrong passwords lock a user or an address out.
     "axes",
 ]
+
+if DEBUG:
+    # The simulated Keepit and its commands (the demo, development); never in production.
+    INSTALLED_APPS.append("keepit_sandbox")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -191,24 +198,37 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER: bool = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 
-KEEPIT_SYNC_INTERVAL_MINUTES: int = env.int("KEEPIT_SYNC_INTERVAL_MINUTES", default=15)
-if KEEPIT_SYNC_INTERVAL_MINUTES < 1:
+# Minutes between scheduled syncs of a connection, whatever its provider. The name it had
+# when Keepit was the only provider is still read, with a warning.
+_OLD_INTERVAL = "KEEPIT_SYNC_INTERVAL_MINUTES"
+if "VECTIS_SYNC_INTERVAL_MINUTES" not in os.environ and _OLD_INTERVAL in os.environ:
+    # A FutureWarning, not a DeprecationWarning: Python shows it by default, and it is
+    # meant for the operator reading the start-up output.
+    warnings.warn(
+        "KEEPIT_SYNC_INTERVAL_MINUTES is deprecated: rename it VECTIS_SYNC_INTERVAL_MINUTES.",
+        FutureWarning,
+        stacklevel=1,
+    )
+    VECTIS_SYNC_INTERVAL_MINUTES: int = env.int(_OLD_INTERVAL)
+else:
+    VECTIS_SYNC_INTERVAL_MINUTES = env.int("VECTIS_SYNC_INTERVAL_MINUTES", default=15)
+if VECTIS_SYNC_INTERVAL_MINUTES < 1:
     raise ImproperlyConfigured(
-        "KEEPIT_SYNC_INTERVAL_MINUTES must be a whole number of minutes >= 1."
+        "VECTIS_SYNC_INTERVAL_MINUTES must be a whole number of minutes >= 1."
     )
 # Beat looks for due connections this often. Each connection keeps its own schedule
 # (`next_sync_at`, advanced slot by slot), so a sync starts every interval, ± one tick.
 VECTIS_SYNC_TICK_SECONDS: int = env.int("VECTIS_SYNC_TICK_SECONDS", default=60)
-if not 1 <= VECTIS_SYNC_TICK_SECONDS <= KEEPIT_SYNC_INTERVAL_MINUTES * 60:
+if not 1 <= VECTIS_SYNC_TICK_SECONDS <= VECTIS_SYNC_INTERVAL_MINUTES * 60:
     raise ImproperlyConfigured(
         "VECTIS_SYNC_TICK_SECONDS must be between 1 and the sync interval "
-        f"({KEEPIT_SYNC_INTERVAL_MINUTES * 60} seconds)."
+        f"({VECTIS_SYNC_INTERVAL_MINUTES * 60} seconds)."
     )
 
 # The schedule is reviewed code. `expires` equals each entry's period, so a backlog of
 # missed ticks (worker down) is dropped instead of running many times back to back.
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
-    "keepit-sync": {
+    "sync-due-connections": {
         "task": "integrations.tasks.sync_due_connections",
         "schedule": timedelta(seconds=VECTIS_SYNC_TICK_SECONDS),
         "options": {"expires": VECTIS_SYNC_TICK_SECONDS},
@@ -226,6 +246,16 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "options": {"expires": 60},
     },
 }
+
+# --- Providers ----------------------------------------------------------------------------
+# The backup vendors Vectis can connect: kind -> dotted path of its Provider class. The
+# registry (integrations/registry.py) imports them from here, so the framework imports
+# no provider. A second vendor is one more line (and a sibling app of keepit/).
+VECTIS_PROVIDERS: dict[str, str] = {
+    "keepit": "keepit.provider.KeepitProvider",
+}
+# Sent as User-Agent to vendors.
+VECTIS_VERSION: str = __version__
 
 # --- Keepit -----------------------------------------------------------------------------
 KEEPIT_BASE_URL_TEMPLATE: str = env.str(

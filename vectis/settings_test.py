@@ -25,6 +25,9 @@ os.environ.setdefault("SECURE_HSTS_SECONDS", "0")
 
 from .settings import *  # noqa: E402, F403
 
+# The sandbox's commands (keepit_sandbox, keepit_demo_setup) are tested too.
+if "keepit_sandbox" not in INSTALLED_APPS:  # noqa: F405
+    INSTALLED_APPS.append("keepit_sandbox")  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 STORAGES = {

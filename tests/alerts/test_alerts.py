@@ -18,113 +18,27 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from pytest_django.fixtures import Settings
 
-from alerts import services
+from alerts import lifecycle, services
 from alerts.models import Alert, AlertEvent, AlertNotification, AlertRule
 from backups.models import (
     AuditCategory,
-    BackupAuditEvent,
     BackupConnector,
     BackupConnectorStatus,
     BackupStatus,
 )
 from customers.models import Customer
 from integrations.models import Connection
-
-NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+from tests.factories import (
+    NOW,
+    AuditEventFactory,
+    ConnectionFactory,
+    ConnectorFactory,
+    CustomerFactory,
+    FailedRuleFactory,
+    StaleRuleFactory,
+)
 
 pytestmark = pytest.mark.django_db
-
-
-def keepit_connection(**fields: Any) -> Connection:
-    """Disabled unless a test says otherwise, so only the sync-stale tests see that check."""
-    values: dict[str, Any] = {
-        "provider": "keepit",
-        "name": "Keepit US",
-        "enabled": False,
-        "last_success_at": NOW - timedelta(minutes=5),
-    }
-    values.update(fields)
-    return Connection.objects.create(**values)
-
-
-def connector(
-    customer: Customer | None,
-    *,
-    name: str = "Microsoft 365",
-    kind: str = "m365",
-    last_success: datetime | None = NOW - timedelta(hours=2),
-    first_seen: datetime = NOW - timedelta(days=30),
-    status: str = BackupStatus.OK,
-    reason: str = "",
-    reason_text: str = "",
-    failure: bool = False,
-    removed: bool = False,
-    connection: Connection | None = None,
-) -> BackupConnector:
-    conn = connection or Connection.objects.filter(provider="keepit").first() or keepit_connection()
-    item = BackupConnector.objects.create(
-        connection=conn,
-        customer=customer,
-        external_id=f"{name}-{BackupConnector.objects.count()}",
-        name=name,
-        kind=kind,
-        vendor_type="o365-admin",
-        first_seen_at=first_seen,
-        last_seen_at=NOW,
-        removed_at=NOW if removed else None,
-    )
-    BackupConnectorStatus.objects.create(
-        connector=item,
-        status=status,
-        health="healthy",
-        reason=reason,
-        reason_text=reason_text,
-        reason_is_failure=failure,
-        last_success_at=last_success,
-        last_backup_at=last_success,
-        checked_at=NOW,
-    )
-    return item
-
-
-def stale_rule(**fields: Any) -> AlertRule:
-    values: dict[str, Any] = {
-        "name": "Stale backups",
-        "kind": AlertRule.Kind.BACKUP_STALE,
-        "recipients": "tech@msp.example",
-    }
-    values.update(fields)
-    return AlertRule.objects.create(**values)
-
-
-def failed_rule(**fields: Any) -> AlertRule:
-    values: dict[str, Any] = {
-        "name": "Failed backups",
-        "kind": AlertRule.Kind.BACKUP_FAILED,
-        "recipients": "tech@msp.example",
-    }
-    values.update(fields)
-    return AlertRule.objects.create(**values)
-
-
-def failure_event(
-    item: BackupConnector,
-    *,
-    at: datetime,
-    category: str = AuditCategory.RECOVERY,
-    succeeded: bool = False,
-) -> None:
-    BackupAuditEvent.objects.create(
-        connection=item.connection,
-        customer=item.customer,
-        connector=item,
-        occurred_at=at,
-        category=category,
-        area="Backup/Restore",
-        message="Restore job failed",
-        succeeded=succeeded,
-        dedup_key=f"k{BackupAuditEvent.objects.count()}",
-    )
 
 
 def html_of(message: Any) -> str:
@@ -135,13 +49,13 @@ def html_of(message: Any) -> str:
     return str(content)
 
 
-def evaluate(now: datetime = NOW) -> services.EvaluationResult:
+def evaluate(now: datetime = NOW) -> lifecycle.EvaluationResult:
     return services.evaluate(now=now)
 
 
 @pytest.fixture
 def contoso() -> Customer:
-    return Customer.objects.create(name="Contoso Ltd")
+    return CustomerFactory.create(name="Contoso Ltd")
 
 
 # --- Backup Stale ------------------------------------------------------------------------
@@ -150,8 +64,11 @@ def contoso() -> Customer:
 def test_it_opens_one_alert_when_a_backup_goes_stale_at_the_threshold_and_not_before(
     contoso: Customer,
 ) -> None:
-    stale_rule()
-    item = connector(contoso, last_success=NOW - timedelta(hours=48) + timedelta(minutes=1))
+    StaleRuleFactory.create()
+    item = ConnectorFactory.create(
+        customer=contoso,
+        backup_status__last_success_at=NOW - timedelta(hours=48) + timedelta(minutes=1),
+    )
     assert evaluate().opened == []
     later = NOW + timedelta(minutes=2)
     result = evaluate(later)
@@ -163,18 +80,20 @@ def test_it_opens_one_alert_when_a_backup_goes_stale_at_the_threshold_and_not_be
 
 
 def test_the_threshold_is_configurable_per_rule(contoso: Customer) -> None:
-    stale_rule(threshold_hours=12)
-    connector(contoso, last_success=NOW - timedelta(hours=13))
+    StaleRuleFactory.create(threshold_hours=12)
+    ConnectorFactory.create(
+        customer=contoso, backup_status__last_success_at=NOW - timedelta(hours=13)
+    )
     assert len(evaluate().opened) == 1
 
 
 def test_onboarding_connectors_get_a_grace_period(contoso: Customer) -> None:
-    stale_rule()
-    connector(
-        contoso,
-        last_success=None,
-        status=BackupStatus.ONBOARDING,
-        first_seen=NOW - timedelta(hours=71),
+    StaleRuleFactory.create()
+    ConnectorFactory.create(
+        customer=contoso,
+        backup_status__last_success_at=None,
+        backup_status__status=BackupStatus.ONBOARDING,
+        first_seen_at=NOW - timedelta(hours=71),
     )
     assert evaluate().opened == []
     result = evaluate(NOW + timedelta(hours=2))
@@ -183,17 +102,17 @@ def test_onboarding_connectors_get_a_grace_period(contoso: Customer) -> None:
 
 
 def test_removed_connectors_never_alert(contoso: Customer) -> None:
-    stale_rule()
-    failed_rule()
-    gone = connector(
-        contoso,
-        last_success=NOW - timedelta(days=9),
-        removed=True,
-        status=BackupStatus.FAILED,
-        reason="BADTOKEN",
-        failure=True,
+    StaleRuleFactory.create()
+    FailedRuleFactory.create()
+    gone = ConnectorFactory.create(
+        customer=contoso,
+        backup_status__last_success_at=NOW - timedelta(days=9),
+        removed_at=NOW,
+        backup_status__status=BackupStatus.FAILED,
+        backup_status__reason="BADTOKEN",
+        backup_status__reason_is_failure=True,
     )
-    failure_event(gone, at=NOW - timedelta(hours=1))
+    AuditEventFactory.create(connector=gone, occurred_at=NOW - timedelta(hours=1))
     assert evaluate().opened == []
     assert mail.outbox == []
 
@@ -202,33 +121,45 @@ def test_removed_connectors_never_alert(contoso: Customer) -> None:
 
 
 def test_a_failure_event_inside_the_lookback_fires_and_outside_does_not(contoso: Customer) -> None:
-    failed_rule()
-    inside = connector(contoso, name="Inside")
-    outside = connector(contoso, name="Outside")
-    succeeded = connector(contoso, name="Succeeded")
-    other_category = connector(contoso, name="User event")
-    failure_event(inside, at=NOW - timedelta(hours=23))
-    failure_event(outside, at=NOW - timedelta(hours=25))
-    failure_event(succeeded, at=NOW - timedelta(hours=1), succeeded=True)
-    failure_event(other_category, at=NOW - timedelta(hours=1), category=AuditCategory.USER)
-    connector_failure = connector(contoso, name="Connector failure")
-    failure_event(connector_failure, at=NOW - timedelta(hours=2), category=AuditCategory.CONNECTOR)
+    FailedRuleFactory.create()
+    inside = ConnectorFactory.create(customer=contoso, name="Inside")
+    outside = ConnectorFactory.create(customer=contoso, name="Outside")
+    succeeded = ConnectorFactory.create(customer=contoso, name="Succeeded")
+    other_category = ConnectorFactory.create(customer=contoso, name="User event")
+    AuditEventFactory.create(connector=inside, occurred_at=NOW - timedelta(hours=23))
+    AuditEventFactory.create(connector=outside, occurred_at=NOW - timedelta(hours=25))
+    AuditEventFactory.create(
+        connector=succeeded, occurred_at=NOW - timedelta(hours=1), succeeded=True
+    )
+    AuditEventFactory.create(
+        connector=other_category, occurred_at=NOW - timedelta(hours=1), category=AuditCategory.USER
+    )
+    connector_failure = ConnectorFactory.create(customer=contoso, name="Connector failure")
+    AuditEventFactory.create(
+        connector=connector_failure,
+        occurred_at=NOW - timedelta(hours=2),
+        category=AuditCategory.CONNECTOR,
+    )
     opened = {a.connector_id for a in evaluate().opened}
     assert opened == {inside.pk, connector_failure.pk}
 
 
 def test_a_failed_status_with_a_failure_reason_fires_and_says_which(contoso: Customer) -> None:
-    failed_rule()
+    FailedRuleFactory.create()
     lost = "Keepit lost access: the authorization expired or was revoked"
-    item = connector(
-        contoso, status=BackupStatus.FAILED, reason="BADTOKEN", failure=True, reason_text=lost
+    item = ConnectorFactory.create(
+        customer=contoso,
+        backup_status__status=BackupStatus.FAILED,
+        backup_status__reason="BADTOKEN",
+        backup_status__reason_is_failure=True,
+        backup_status__reason_text=lost,
     )
-    connector(
-        contoso,
+    ConnectorFactory.create(
+        customer=contoso,
         name="Late only",
-        status=BackupStatus.FAILED,
-        reason="CLOUDNOCHECKIN",
-        failure=False,
+        backup_status__status=BackupStatus.FAILED,
+        backup_status__reason="CLOUDNOCHECKIN",
+        backup_status__reason_is_failure=False,
     )
     result = evaluate()
     assert [a.connector_id for a in result.opened] == [item.pk]
@@ -237,19 +168,26 @@ def test_a_failed_status_with_a_failure_reason_fires_and_says_which(contoso: Cus
 
 
 def test_the_failed_status_option_can_be_turned_off(contoso: Customer) -> None:
-    failed_rule(include_failed_status=False)
-    connector(contoso, status=BackupStatus.FAILED, reason="BADTOKEN", failure=True)
+    FailedRuleFactory.create(include_failed_status=False)
+    ConnectorFactory.create(
+        customer=contoso,
+        backup_status__status=BackupStatus.FAILED,
+        backup_status__reason="BADTOKEN",
+        backup_status__reason_is_failure=True,
+    )
     assert evaluate().opened == []
 
 
 def test_scope_limits_rules_to_chosen_customers_and_kinds(contoso: Customer) -> None:
-    fabrikam = Customer.objects.create(name="Fabrikam")
-    rule = stale_rule(connector_kinds=["m365"])
+    fabrikam = CustomerFactory.create(name="Fabrikam")
+    rule = StaleRuleFactory.create(connector_kinds=["m365"])
     rule.customers.set([contoso])
     old = NOW - timedelta(days=5)
-    wanted = connector(contoso, last_success=old)
-    connector(contoso, name="Okta", kind="okta", last_success=old)
-    connector(fabrikam, last_success=old)
+    wanted = ConnectorFactory.create(customer=contoso, backup_status__last_success_at=old)
+    ConnectorFactory.create(
+        customer=contoso, name="Okta", kind="okta", backup_status__last_success_at=old
+    )
+    ConnectorFactory.create(customer=fabrikam, backup_status__last_success_at=old)
     assert [a.connector_id for a in evaluate().opened] == [wanted.pk]
 
 
@@ -257,8 +195,10 @@ def test_scope_limits_rules_to_chosen_customers_and_kinds(contoso: Customer) -> 
 
 
 def test_one_alert_per_condition_across_many_evaluations(contoso: Customer) -> None:
-    stale_rule()
-    connector(contoso, last_success=NOW - timedelta(days=3))
+    StaleRuleFactory.create()
+    ConnectorFactory.create(
+        customer=contoso, backup_status__last_success_at=NOW - timedelta(days=3)
+    )
     for minutes in range(0, 60, 5):
         evaluate(NOW + timedelta(minutes=minutes))
     assert Alert.objects.count() == 1
@@ -266,10 +206,12 @@ def test_one_alert_per_condition_across_many_evaluations(contoso: Customer) -> N
 
 
 def test_acknowledge_snooze_and_the_resolved_notice_while_snoozed(contoso: Customer) -> None:
-    stale_rule(reminder_hours=4)
-    item = connector(contoso, last_success=NOW - timedelta(days=3))
+    StaleRuleFactory.create(reminder_hours=4)
+    item = ConnectorFactory.create(
+        customer=contoso, backup_status__last_success_at=NOW - timedelta(days=3)
+    )
     alert = evaluate().opened[0]
-    services.snooze(
+    lifecycle.snooze(
         [alert.pk], until=NOW + timedelta(days=2), reason="Customer migrating", by="tech", now=NOW
     )
     assert evaluate(NOW + timedelta(hours=5)).reminded == []  # snoozed: no reminder
@@ -286,14 +228,18 @@ def test_acknowledge_snooze_and_the_resolved_notice_while_snoozed(contoso: Custo
 
 
 def test_acknowledged_alerts_get_no_reminders_but_open_ones_do(contoso: Customer) -> None:
-    stale_rule(reminder_hours=4)
-    first = connector(contoso, name="First", last_success=NOW - timedelta(days=3))
-    connector(contoso, name="Second", last_success=NOW - timedelta(days=3))
+    StaleRuleFactory.create(reminder_hours=4)
+    first = ConnectorFactory.create(
+        customer=contoso, name="First", backup_status__last_success_at=NOW - timedelta(days=3)
+    )
+    ConnectorFactory.create(
+        customer=contoso, name="Second", backup_status__last_success_at=NOW - timedelta(days=3)
+    )
     opened = evaluate().opened
     acknowledged = next(a for a in opened if a.connector_id == first.pk)
-    assert services.acknowledge([acknowledged.pk], by="tech", note="On it", now=NOW) == 1
+    assert lifecycle.acknowledge([acknowledged.pk], by="tech", note="On it", now=NOW) == 1
     # A second acknowledgement (another tab, another technician) changes nothing.
-    assert services.acknowledge([acknowledged.pk], by="other", note="Me too", now=NOW) == 0
+    assert lifecycle.acknowledge([acknowledged.pk], by="other", note="Me too", now=NOW) == 0
     assert acknowledged.events.filter(kind="acknowledged").count() == 1
     assert evaluate(NOW + timedelta(hours=3)).reminded == []
     reminded = evaluate(NOW + timedelta(hours=4, minutes=1)).reminded
@@ -310,8 +256,10 @@ def test_acknowledged_alerts_get_no_reminders_but_open_ones_do(contoso: Customer
 def test_a_condition_that_returns_opens_a_new_alert_linked_to_the_previous(
     contoso: Customer,
 ) -> None:
-    stale_rule()
-    item = connector(contoso, last_success=NOW - timedelta(days=3))
+    StaleRuleFactory.create()
+    item = ConnectorFactory.create(
+        customer=contoso, backup_status__last_success_at=NOW - timedelta(days=3)
+    )
     first = evaluate().opened[0]
     BackupConnectorStatus.objects.filter(connector=item).update(last_success_at=NOW)
     assert len(evaluate(NOW + timedelta(hours=1)).resolved) == 1
@@ -323,8 +271,8 @@ def test_a_condition_that_returns_opens_a_new_alert_linked_to_the_previous(
 
 
 def test_sync_stale_is_the_monitor_watching_itself(contoso: Customer) -> None:
-    stale_rule(recipients="tech@msp.example, boss@msp.example")
-    connection = keepit_connection(
+    StaleRuleFactory.create(recipients="tech@msp.example, boss@msp.example")
+    connection = ConnectionFactory.create(
         enabled=True,
         last_success_at=NOW - timedelta(minutes=61),
         last_error="Keepit refused the credentials",
@@ -341,14 +289,16 @@ def test_sync_stale_is_the_monitor_watching_itself(contoso: Customer) -> None:
 
 
 def test_healthy_fresh_syncs_do_not_alert() -> None:
-    stale_rule()
-    keepit_connection(enabled=True, last_success_at=NOW - timedelta(minutes=59))
+    StaleRuleFactory.create()
+    ConnectionFactory.create(enabled=True, last_success_at=NOW - timedelta(minutes=59))
     assert evaluate().opened == []
 
 
 def test_disabled_rules_do_not_alert_and_their_alerts_end_quietly(contoso: Customer) -> None:
-    rule = stale_rule()
-    connector(contoso, last_success=NOW - timedelta(days=3))
+    rule = StaleRuleFactory.create()
+    ConnectorFactory.create(
+        customer=contoso, backup_status__last_success_at=NOW - timedelta(days=3)
+    )
     evaluate()
     AlertRule.objects.filter(pk=rule.pk).update(enabled=False)
     sent_before = len(mail.outbox)
@@ -360,18 +310,27 @@ def test_disabled_rules_do_not_alert_and_their_alerts_end_quietly(contoso: Custo
 
 
 def test_one_message_per_recipient_groups_what_changed(contoso: Customer) -> None:
-    stale_rule(recipients="tech@msp.example")
-    failed_rule(recipients="tech@msp.example, noc@msp.example")
-    connector(contoso, name="Microsoft 365", last_success=NOW - timedelta(days=3))
-    connector(contoso, name="Entra ID", kind="entra_id", last_success=NOW - timedelta(days=4))
-    connector(
-        contoso,
+    StaleRuleFactory.create(recipients="tech@msp.example")
+    FailedRuleFactory.create(recipients="tech@msp.example, noc@msp.example")
+    ConnectorFactory.create(
+        customer=contoso,
+        name="Microsoft 365",
+        backup_status__last_success_at=NOW - timedelta(days=3),
+    )
+    ConnectorFactory.create(
+        customer=contoso,
+        name="Entra ID",
+        kind="entra_id",
+        backup_status__last_success_at=NOW - timedelta(days=4),
+    )
+    ConnectorFactory.create(
+        customer=contoso,
         name="Okta",
         kind="okta",
-        status=BackupStatus.FAILED,
-        reason="BADLOGIN",
-        failure=True,
-        reason_text="Keepit lost access: the login was rejected",
+        backup_status__status=BackupStatus.FAILED,
+        backup_status__reason="BADLOGIN",
+        backup_status__reason_is_failure=True,
+        backup_status__reason_text="Keepit lost access: the login was rejected",
     )
     evaluate()
     by_recipient = {m.to[0]: m for m in mail.outbox}
@@ -396,9 +355,13 @@ def test_one_message_per_recipient_groups_what_changed(contoso: Customer) -> Non
 
 
 def test_untrusted_names_are_escaped_and_cannot_inject_headers() -> None:
-    evil = Customer.objects.create(name="Evil <script>alert(1)</script>\r\nBcc: victim@x.example")
-    stale_rule()
-    connector(evil, name="M365 <b>bold</b>", last_success=NOW - timedelta(days=3))
+    evil = CustomerFactory.create(name="Evil <script>alert(1)</script>\r\nBcc: victim@x.example")
+    StaleRuleFactory.create()
+    ConnectorFactory.create(
+        customer=evil,
+        name="M365 <b>bold</b>",
+        backup_status__last_success_at=NOW - timedelta(days=3),
+    )
     evaluate()
     message = mail.outbox[0]
     assert "\n" not in message.subject
@@ -425,8 +388,10 @@ class BrokenBackend:
 def test_a_failed_delivery_is_logged_retried_with_backoff_and_sent_once(
     contoso: Customer, settings: Settings
 ) -> None:
-    stale_rule()
-    connector(contoso, last_success=NOW - timedelta(days=3))
+    StaleRuleFactory.create()
+    ConnectorFactory.create(
+        customer=contoso, backup_status__last_success_at=NOW - timedelta(days=3)
+    )
     settings.EMAIL_BACKEND = "tests.alerts.test_alerts.BrokenBackend"
     result = evaluate()
     assert (result.sent, result.failed) == (0, 1)
@@ -446,10 +411,14 @@ def test_a_failed_delivery_is_logged_retried_with_backoff_and_sent_once(
 
 @pytest.mark.django_db(transaction=True)
 def test_two_evaluations_at_once_send_one_email() -> None:
-    customer = Customer.objects.create(name="Contoso Ltd")
-    stale_rule()
+    customer = CustomerFactory.create(name="Contoso Ltd")
+    StaleRuleFactory.create()
     for index in range(20):
-        connector(customer, name=f"Connector {index}", last_success=NOW - timedelta(days=3))
+        ConnectorFactory.create(
+            customer=customer,
+            name=f"Connector {index}",
+            backup_status__last_success_at=NOW - timedelta(days=3),
+        )
     barrier = threading.Barrier(2)
     errors: list[BaseException] = []
 
@@ -475,14 +444,18 @@ def test_two_evaluations_at_once_send_one_email() -> None:
 
 
 def test_the_evaluation_query_count_does_not_grow_with_connectors(contoso: Customer) -> None:
-    stale_rule()
-    failed_rule()
+    StaleRuleFactory.create()
+    FailedRuleFactory.create()
     counts = []
     for size in (3, 40):
         BackupConnector.objects.all().delete()
         for index in range(size):
-            item = connector(contoso, name=f"C{size}-{index}", last_success=NOW - timedelta(days=3))
-            failure_event(item, at=NOW - timedelta(hours=1))
+            item = ConnectorFactory.create(
+                customer=contoso,
+                name=f"C{size}-{index}",
+                backup_status__last_success_at=NOW - timedelta(days=3),
+            )
+            AuditEventFactory.create(connector=item, occurred_at=NOW - timedelta(hours=1))
         with CaptureQueriesContext(db) as opening:
             services.evaluate(now=NOW, send=False)
         with CaptureQueriesContext(db) as steady:
@@ -498,8 +471,10 @@ def test_the_evaluation_query_count_does_not_grow_with_connectors(contoso: Custo
 def test_evaluate_alerts_command_reports_what_it_did(
     contoso: Customer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stale_rule()
-    connector(contoso, last_success=NOW - timedelta(days=3))
+    StaleRuleFactory.create()
+    ConnectorFactory.create(
+        customer=contoso, backup_status__last_success_at=NOW - timedelta(days=3)
+    )
     with time_machine.travel(NOW, tick=False):
         call_command("evaluate_alerts")
     out = capsys.readouterr().out
@@ -533,8 +508,10 @@ def test_the_new_rule_page_offers_the_two_types(client: Client, admin_user: User
 def test_alerts_can_be_acknowledged_and_snoozed_in_the_admin(
     client: Client, admin_user: User, contoso: Customer
 ) -> None:
-    stale_rule()
-    connector(contoso, last_success=NOW - timedelta(days=3))
+    StaleRuleFactory.create()
+    ConnectorFactory.create(
+        customer=contoso, backup_status__last_success_at=NOW - timedelta(days=3)
+    )
     alert = evaluate().opened[0]
     client.force_login(admin_user)
     url = "/admin/alerts/alert/"
@@ -576,20 +553,22 @@ def test_every_row_of_a_message_says_which_kind_and_why_in_both_parts(
 ) -> None:
     """One row per (rule, connector), each with its kind and reason, in the text part and
     the HTML part alike: Keepit's reason sentence, the failed audit event, the age."""
-    stale_rule(name="Stale 48 h")
-    failed_rule(name="Failures")
-    stale_and_failed = connector(
-        contoso, name="Microsoft 365", last_success=NOW - timedelta(days=3)
+    StaleRuleFactory.create(name="Stale 48 h")
+    FailedRuleFactory.create(name="Failures")
+    stale_and_failed = ConnectorFactory.create(
+        customer=contoso,
+        name="Microsoft 365",
+        backup_status__last_success_at=NOW - timedelta(days=3),
     )
-    failure_event(stale_and_failed, at=NOW - timedelta(hours=2))
-    connector(
-        contoso,
+    AuditEventFactory.create(connector=stale_and_failed, occurred_at=NOW - timedelta(hours=2))
+    ConnectorFactory.create(
+        customer=contoso,
         name="Okta",
         kind="okta",
-        status=BackupStatus.FAILED,
-        reason="BADTOKEN",
-        failure=True,
-        reason_text="Keepit lost access: the authorization expired or was revoked",
+        backup_status__status=BackupStatus.FAILED,
+        backup_status__reason="BADTOKEN",
+        backup_status__reason_is_failure=True,
+        backup_status__reason_text="Keepit lost access: the authorization expired or was revoked",
     )
     evaluate()
     message = mail.outbox[0]

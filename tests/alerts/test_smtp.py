@@ -15,10 +15,11 @@ from aiosmtpd.controller import Controller
 from pytest_django.fixtures import Settings
 
 from alerts import services
-from alerts.models import AlertNotification, AlertRule
-from keepit.sandbox import KeepitSandbox
-from keepit.sync import sync_connection
+from alerts.models import AlertNotification
+from backups.runner import run_sync
+from keepit_sandbox import KeepitSandbox
 from tests.conftest import sandbox_connection
+from tests.factories import FailedRuleFactory, StaleRuleFactory
 
 
 class Inbox:
@@ -74,7 +75,7 @@ def smtp(settings: Settings) -> Iterator[SmtpServer]:
 def synced_sandbox(sandbox: KeepitSandbox, settings: Settings) -> None:
     settings.KEEPIT_BASE_URL_TEMPLATE = sandbox.base_url_template
     connection = sandbox_connection(sandbox)
-    run = sync_connection(connection, now=sandbox.clock.now_datetime())
+    run = run_sync(connection, now=sandbox.clock.now_datetime())
     assert run.outcome == "succeeded", run.error
 
 
@@ -83,12 +84,8 @@ def test_alerts_after_a_sandbox_sync_arrive_over_real_smtp(
     sandbox: KeepitSandbox, settings: Settings, smtp: SmtpServer
 ) -> None:
     synced_sandbox(sandbox, settings)
-    AlertRule.objects.create(
-        name="Stale", kind=AlertRule.Kind.BACKUP_STALE, recipients="tech@msp.example"
-    )
-    AlertRule.objects.create(
-        name="Failed", kind=AlertRule.Kind.BACKUP_FAILED, recipients="tech@msp.example"
-    )
+    StaleRuleFactory.create(name="Stale", recipients="tech@msp.example")
+    FailedRuleFactory.create(name="Failed", recipients="tech@msp.example")
     result = services.evaluate(now=sandbox.clock.now_datetime())
     assert result.opened
     assert result.sent == 1
@@ -111,9 +108,7 @@ def test_an_email_held_while_smtp_is_down_is_delivered_once_when_it_returns(
     sandbox: KeepitSandbox, settings: Settings, smtp: SmtpServer
 ) -> None:
     synced_sandbox(sandbox, settings)
-    AlertRule.objects.create(
-        name="Stale", kind=AlertRule.Kind.BACKUP_STALE, recipients="tech@msp.example"
-    )
+    StaleRuleFactory.create(name="Stale", recipients="tech@msp.example")
     now = sandbox.clock.now_datetime()
     smtp.stop()
     result = services.evaluate(now=now)
@@ -168,11 +163,7 @@ def test_a_permanent_refusal_fails_the_delivery_at_once_with_the_servers_sentenc
     from django.test import Client
 
     synced_sandbox(sandbox, settings)
-    AlertRule.objects.create(
-        name="Stale",
-        kind=AlertRule.Kind.BACKUP_STALE,
-        recipients="gone@msp.example, tech@msp.example",
-    )
+    StaleRuleFactory.create(name="Stale", recipients="gone@msp.example, tech@msp.example")
     now = sandbox.clock.now_datetime()
     result = services.evaluate(now=now)
     assert (result.sent, result.failed) == (1, 1)
@@ -202,9 +193,7 @@ def test_temporary_refusals_retry_with_backoff_up_to_the_cap_then_fail_visibly(
 ) -> None:
     settings.VECTIS_EMAIL_MAX_ATTEMPTS = 4
     synced_sandbox(sandbox, settings)
-    AlertRule.objects.create(
-        name="Stale", kind=AlertRule.Kind.BACKUP_STALE, recipients="busy@msp.example"
-    )
+    StaleRuleFactory.create(name="Stale", recipients="busy@msp.example")
     now = sandbox.clock.now_datetime()
     services.evaluate(now=now)
     busy = AlertNotification.objects.get()
@@ -228,9 +217,7 @@ def test_a_message_is_given_up_after_a_day_of_temporary_failures(
     sandbox: KeepitSandbox, settings: Settings, refusing_smtp: SmtpServer
 ) -> None:
     synced_sandbox(sandbox, settings)
-    AlertRule.objects.create(
-        name="Stale", kind=AlertRule.Kind.BACKUP_STALE, recipients="busy@msp.example"
-    )
+    StaleRuleFactory.create(name="Stale", recipients="busy@msp.example")
     now = sandbox.clock.now_datetime()
     services.evaluate(now=now)
     services.send_due(now=now + timedelta(hours=23))
@@ -246,9 +233,7 @@ def test_a_message_refused_for_good_after_its_content_is_sent_is_not_retried(
     sandbox: KeepitSandbox, settings: Settings, refusing_smtp: SmtpServer
 ) -> None:
     synced_sandbox(sandbox, settings)
-    AlertRule.objects.create(
-        name="Stale", kind=AlertRule.Kind.BACKUP_STALE, recipients="filtered@msp.example"
-    )
+    StaleRuleFactory.create(name="Stale", recipients="filtered@msp.example")
     now = sandbox.clock.now_datetime()
     services.evaluate(now=now)
     filtered = AlertNotification.objects.get()
@@ -273,9 +258,7 @@ def test_a_refusal_of_our_own_configuration_is_retried_not_dropped(
     """A 5xx about us (not signed in, sender refused) would fail every message for good:
     it is retried like an outage, and delivered once the configuration is fixed."""
     synced_sandbox(sandbox, settings)
-    AlertRule.objects.create(
-        name="Stale", kind=AlertRule.Kind.BACKUP_STALE, recipients="tech@msp.example"
-    )
+    StaleRuleFactory.create(name="Stale", recipients="tech@msp.example")
     smtp.stop()
     inbox = smtp.inbox
     smtp.inbox = LockedOut()

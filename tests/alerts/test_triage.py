@@ -11,16 +11,19 @@ from django.test import Client
 from django.utils import timezone
 
 from alerts.models import Alert, AlertEvent
-from customers.models import Customer
-from tests.alerts.test_alerts import NOW, connector, evaluate, stale_rule
+from tests.alerts.test_alerts import evaluate
+from tests.factories import NOW, ConnectorFactory, CustomerFactory, StaleRuleFactory
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def open_alert() -> Alert:
-    stale_rule()
-    connector(Customer.objects.create(name="Contoso Ltd"), last_success=NOW - timedelta(days=3))
+    StaleRuleFactory.create()
+    ConnectorFactory.create(
+        customer=CustomerFactory.create(name="Contoso Ltd"),
+        backup_status__last_success_at=NOW - timedelta(days=3),
+    )
     return evaluate().opened[0]
 
 
@@ -132,7 +135,7 @@ def test_the_alert_list_shows_open_alerts_by_default_with_readable_columns(
     Alert.objects.filter(pk=open_alert.pk).update(
         resolved_at=NOW, state=Alert.State.RESOLVED, summary="Old and resolved"
     )
-    stale_rule(name="Second")
+    StaleRuleFactory.create(name="Second")
     evaluate(NOW + timedelta(minutes=5))
     client.force_login(admin_user)
     html = client.get("/admin/alerts/alert/").content.decode()

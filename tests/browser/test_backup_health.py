@@ -10,16 +10,16 @@ from playwright.sync_api import Page, expect
 from pytest_django.fixtures import Settings
 from pytest_django.live_server_helper import LiveServer
 
-from alerts.models import AlertRule
 from alerts.services import evaluate
-from backups.models import BackupAuditEvent, BackupConnector
+from backups.models import AccountLink, BackupAuditEvent, BackupConnector
+from backups.runner import run_sync
 from backups.selectors import status_counts
 from customers.models import Customer
-from integrations.models import AccountLink, Connection
-from keepit.sandbox import KeepitSandbox
-from keepit.sync import sync_connection
+from integrations.models import Connection
+from keepit_sandbox import KeepitSandbox
 from tests.browser.conftest import Shots, log_in
 from tests.conftest import sandbox_connection
+from tests.factories import CustomerFactory, StaleRuleFactory
 
 pytestmark = pytest.mark.browser
 
@@ -27,8 +27,8 @@ pytestmark = pytest.mark.browser
 def sync_sandbox(sandbox: KeepitSandbox, settings: Settings) -> Connection:
     settings.KEEPIT_BASE_URL_TEMPLATE = sandbox.base_url_template
     connection = sandbox_connection(sandbox)
-    assert sync_connection(connection, now=sandbox.clock.now_datetime()).outcome == "succeeded"
-    AlertRule.objects.create(name="Stale", kind="backup_stale", recipients="t@msp.example")
+    assert run_sync(connection, now=sandbox.clock.now_datetime()).outcome == "succeeded"
+    StaleRuleFactory.create(name="Stale", recipients="t@msp.example")
     evaluate(now=sandbox.clock.now_datetime(), send=False)
     return connection
 
@@ -91,27 +91,30 @@ def test_the_review_links_an_ambiguous_account_and_a_sync_keeps_it(
     sandbox: KeepitSandbox,
     settings: Settings,
 ) -> None:
-    Customer.objects.create(name="Northwind Traders Inc")
-    chosen = Customer.objects.create(name="Northwind Traders Ltd")
+    CustomerFactory.create(name="Northwind Traders Inc")
+    chosen = CustomerFactory.create(name="Northwind Traders Ltd")
     connection = sync_sandbox(sandbox, settings)
     link = AccountLink.objects.filter(state=AccountLink.State.AMBIGUOUS).first()
     assert link is not None
     shot = Shots(page, "account-review")
     log_in(page, live_server.url)
-    page.goto(f"{live_server.url}/admin/account-links/review/")
-    row = page.locator(f'#review-list tr[data-account="{link.external_id}"]')
+    page.goto(f"{live_server.url}/admin/account-links/review/")  # the old address still works
+    row = page.locator("#result_list tr").filter(
+        has=page.locator(f'[data-account="{link.external_id}"]')
+    )
     expect(row).to_contain_text("same normalised name")
     shot("review")
-    row.get_by_label(f"Customer for {link.display_name}").select_option(str(chosen.pk))
-    row.get_by_role("button", name="Link").click()
+    row.get_by_role("button", name="Link to Northwind Traders Ltd").click()
     expect(page.locator(".messagelist")).to_contain_text("syncs will keep this link")
     shot("linked")
     sandbox.advance(timedelta(minutes=15))
-    sync_connection(connection, now=sandbox.clock.now_datetime())
+    run_sync(connection, now=sandbox.clock.now_datetime())
     link.refresh_from_db()
     assert (link.customer_id, link.method) == (chosen.pk, AccountLink.Method.MANUAL)
-    page.goto(f"{live_server.url}/admin/account-links/review/?tab=linked")
-    expect(page.locator(f'#review-list tr[data-account="{link.external_id}"]')).to_contain_text(
-        "Linked: Northwind Traders Ltd"
+    page.goto(f"{live_server.url}/admin/backups/accountlink/?review=linked")
+    linked = page.locator("#result_list tr").filter(
+        has=page.locator(f'[data-account="{link.external_id}"]')
     )
+    expect(linked).to_contain_text("Northwind Traders Ltd")
+    expect(linked).to_contain_text("Linked")
     shot("after-sync")

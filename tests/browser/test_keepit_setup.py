@@ -11,7 +11,7 @@ from pytest_django.fixtures import Settings
 from pytest_django.live_server_helper import LiveServer
 
 from keepit.models import KeepitConnection
-from keepit.sandbox import KeepitSandbox
+from keepit_sandbox import KeepitSandbox
 from tests.browser.conftest import Shots, log_in
 
 pytestmark = pytest.mark.browser

@@ -13,7 +13,7 @@ import responses
 from responses import matchers
 
 from keepit.client import KeepitClient, KeepitCredentials, base_url_for, validate_region
-from keepit.exceptions import (
+from keepit.errors import (
     KeepitAuthError,
     KeepitNotFound,
     KeepitProtocolError,
@@ -50,6 +50,7 @@ def make_client(
     return KeepitClient(
         region="us-dc",
         credentials=credentials,
+        user_agent="Vectis/0.1.0",
         max_attempts=max_attempts,
         retry_budget_seconds=30,
         sleep=sleeps if sleeps is not None else Sleeps(),

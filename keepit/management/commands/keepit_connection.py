@@ -16,9 +16,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.timesince import timesince
 
-from integrations.registry import get_provider
 from keepit.forms import KeepitConnectionForm
 from keepit.models import KeepitConnection
+from keepit.provider import KeepitProvider
 
 
 class Command(BaseCommand):
@@ -86,7 +86,7 @@ class Command(BaseCommand):
             ]
             raise CommandError("The connection is not valid:\n  " + "\n  ".join(problems))
         if not options["skip_test"]:
-            result = get_provider("keepit").test_connection(
+            result = KeepitProvider().test_connection(
                 config=form.config_values(), secrets=form.effective_secrets()
             )
             if not result.ok:
@@ -116,7 +116,7 @@ class Command(BaseCommand):
 
     def _test(self, options: dict[str, Any]) -> None:
         connection = self._get(options["connection"])
-        result = get_provider("keepit").test_connection(
+        result = KeepitProvider().test_connection(
             config=connection.config, secrets=connection.secrets
         )
         if not result.ok:

@@ -8,10 +8,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from backups.runner import run_sync
+from integrations.lifecycle import SyncAlreadyRunning
 from integrations.models import SyncRun
-from integrations.services import SyncAlreadyRunning
 from keepit.models import KeepitConnection
-from keepit.sync import sync_connection
 
 
 class Command(BaseCommand):
@@ -39,7 +39,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Syncing \u201c{connection.name}\u201d ({connection.region}) …")
             started = time.monotonic()
             try:
-                run = sync_connection(
+                run = run_sync(
                     connection,
                     trigger=SyncRun.Trigger.COMMAND,
                     progress=None if options["quiet"] else self._progress,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from typing import Any
 
@@ -33,8 +34,6 @@ class Command(BaseCommand):
         if options["password_file"]:
             with open(options["password_file"], "w", encoding="utf-8") as handle:
                 handle.write(password + "\n")
-            import os
-
             os.chmod(options["password_file"], 0o600)
         banner = "=" * 64
         self.stdout.write(self.style.SUCCESS(banner))

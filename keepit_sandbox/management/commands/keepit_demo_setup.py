@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
+from alerts.models import AlertRule
+from backups.services import request_sync
 from keepit.models import KeepitConnection
-from keepit.sandbox.simulation import SandboxConfig, make_guid
+from keepit_sandbox.simulation import SandboxConfig, make_guid
 
 DEMO_NAME = "Keepit sandbox (demo)"
 
@@ -26,8 +27,6 @@ class Command(BaseCommand):
         parser.add_argument("--region", default=defaults.region, help="The sandbox's region.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from integrations.tasks import sync_connection
-
         defaults = SandboxConfig()
         guid = make_guid(options["seed"], "parent")
         with transaction.atomic():
@@ -46,7 +45,7 @@ class Command(BaseCommand):
             )
             connection.next_sync_at = None
             connection.save()
-            transaction.on_commit(partial(sync_connection.delay, connection.pk, "manual"))
+            request_sync(connection)
         self.stdout.write(
             f"Keepit connection \u201c{DEMO_NAME}\u201d (ID {connection.pk}) points at the "
             f"sandbox account {guid}; its first sync is queued."
@@ -55,8 +54,6 @@ class Command(BaseCommand):
 
     def _demo_rules(self) -> None:
         """Two alert rules so the demo shows alerts (e-mails go to the console backend)."""
-        from alerts.models import AlertRule
-
         if AlertRule.objects.exists():
             return
         for kind, name in (

@@ -95,29 +95,45 @@ def test_beat_looks_for_due_syncs_every_minute_and_the_interval_is_15_minutes() 
     from vectis.celery import app
 
     app.loader.import_default_modules()  # what a worker does at start: autodiscover tasks
-    entry = app.conf.beat_schedule["keepit-sync"]
+    entry = app.conf.beat_schedule["sync-due-connections"]
     assert entry["task"] == "integrations.tasks.sync_due_connections"
     assert entry["schedule"] == timedelta(minutes=1)
     assert entry["options"]["expires"] == 60
     assert entry["task"] in app.tasks
-    assert settings.KEEPIT_SYNC_INTERVAL_MINUTES == 15
+    assert settings.VECTIS_SYNC_INTERVAL_MINUTES == 15
 
 
-def test_the_sync_interval_follows_keepit_sync_interval_minutes() -> None:
+def interval_with(**env: str) -> subprocess.CompletedProcess[str]:
     code = (
         "import django; django.setup(); from django.conf import settings; "
-        "print(settings.KEEPIT_SYNC_INTERVAL_MINUTES, settings.VECTIS_SYNC_TICK_SECONDS)"
+        "print(settings.VECTIS_SYNC_INTERVAL_MINUTES, settings.VECTIS_SYNC_TICK_SECONDS)"
     )
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
-        env=subprocess_env(KEEPIT_SYNC_INTERVAL_MINUTES="5", VECTIS_SYNC_TICK_SECONDS="30"),
+        env=subprocess_env(**env),
         check=True,
     )
+
+
+def test_the_sync_interval_follows_vectis_sync_interval_minutes() -> None:
+    result = interval_with(VECTIS_SYNC_INTERVAL_MINUTES="5", VECTIS_SYNC_TICK_SECONDS="30")
     assert result.stdout.strip().splitlines()[-1] == "5 30"
+    assert "deprecated" not in result.stderr
+
+
+def test_the_old_keepit_name_of_the_interval_still_works_with_a_warning() -> None:
+    result = interval_with(KEEPIT_SYNC_INTERVAL_MINUTES="7")
+    assert result.stdout.strip().splitlines()[-1] == "7 60"
+    assert (
+        "KEEPIT_SYNC_INTERVAL_MINUTES is deprecated: rename it VECTIS_SYNC_INTERVAL_MINUTES."
+        in result.stderr
+    )
+    both = interval_with(KEEPIT_SYNC_INTERVAL_MINUTES="7", VECTIS_SYNC_INTERVAL_MINUTES="9")
+    assert both.stdout.strip().splitlines()[-1] == "9 60"  # the new name wins
 
 
 def test_startup_refuses_a_stale_limit_below_three_heartbeats() -> None:
@@ -215,7 +231,7 @@ def test_env_example_lists_every_configuration_variable() -> None:
     settings_source = (ROOT / "vectis" / "settings.py").read_text()
     read = set(re.findall(r'env(?:\.\w+)?\(\s*"([A-Z][A-Z0-9_]+)"', settings_source))
     read |= set(re.findall(r'_required_secret\(\s*"([A-Z][A-Z0-9_]+)"', settings_source))
-    assert {"SECRET_KEY", "DATABASE_URL", "KEEPIT_SYNC_INTERVAL_MINUTES"} <= read
+    assert {"SECRET_KEY", "DATABASE_URL", "VECTIS_SYNC_INTERVAL_MINUTES"} <= read
     assert len(read) > 25
     text = (ROOT / ".env.example").read_text()
     missing = sorted(v for v in read if f"\n{v}=" not in text and f"\n# {v}=" not in text)

@@ -8,9 +8,9 @@ import time
 import pytest
 
 from backups.models import BackupAuditEvent, BackupConnector, BackupConnectorStatus
+from backups.tasks import sync_connection, sync_due_connections
 from integrations.models import SyncRun
-from integrations.tasks import sync_connection, sync_due_connections
-from keepit.sandbox import KeepitSandbox
+from keepit_sandbox import KeepitSandbox
 from tests.conftest import sandbox_connection
 
 

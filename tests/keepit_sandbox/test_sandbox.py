@@ -13,8 +13,8 @@ import pytest
 import requests
 
 from keepit.client import KeepitClient, KeepitCredentials
-from keepit.exceptions import KeepitAuthError, KeepitProtocolError, KeepitUnavailable
-from keepit.sandbox import KeepitSandbox, SandboxConfig
+from keepit.errors import KeepitAuthError, KeepitError, KeepitProtocolError, KeepitUnavailable
+from keepit_sandbox import KeepitSandbox, SandboxConfig
 from tests.conftest import ROOT, subprocess_env
 
 USER = ("msp-admin@example.com", "sandbox-password")
@@ -362,12 +362,26 @@ def test_nothing_in_the_code_base_sends_a_write_to_keepit() -> None:
             for number, line in enumerate(path.read_text().splitlines(), 1):
                 if write_call.search(line):
                     offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
-    client_source = (ROOT / "keepit" / "client.py").read_text()
-    puts = [m.start() for m in re.finditer(r'"PUT"', client_source)]
     assert offenders == []
-    # The only PUT the client can send is the audit filter: one guard, one call.
-    assert len(puts) == 2
-    assert '"PUT",\n                AUDIT_FILTER_PATH' in client_source
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("PUT", "/users/abc/devices/xyz"),  # updates a connector
+        ("PUT", "/users/abc/tokens/me"),  # changes a token
+        ("POST", "/users/abc/tokens/"),  # creates a token
+        ("DELETE", "/users/abc"),  # deletes an account
+        ("PATCH", "/audit/filter/pretty"),
+    ],
+)
+def test_the_client_refuses_every_write_before_it_is_sent(
+    sandbox: KeepitSandbox, method: str, path: str
+) -> None:
+    client = client_for(sandbox)
+    with pytest.raises(KeepitError, match="the Keepit client is read-only"):
+        client._request(method, path, accept=None, body=b"<x/>")
+    assert sandbox.server.requests_served == 0  # refused here, not by Keepit
 
 
 def test_a_sandbox_started_later_the_same_day_serves_the_same_msp() -> None:

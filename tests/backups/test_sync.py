@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,6 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from pytest_django.fixtures import Settings
 
 from backups.models import (
+    AccountLink,
     AuditCategory,
     BackupAuditEvent,
     BackupConnector,
@@ -20,47 +20,15 @@ from backups.models import (
     BackupStatus,
     ConnectorKind,
 )
+from backups.runner import run_sync
 from customers.models import Customer
-from integrations.models import AccountLink, Connection, SyncRun
-from integrations.services import SyncAlreadyRunning
+from integrations.lifecycle import SyncAlreadyRunning
+from integrations.models import Connection, SyncRun
 from keepit.mapping import audit_category, backup_status
-from keepit.sandbox import KeepitSandbox, SandboxConfig
 from keepit.schemas import BackupSummary, ConnectorHealth
-from keepit.sync import sync_connection
-from tests.conftest import sandbox_connection
-
-START = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
-
-
-def make_sandbox(**config: Any) -> KeepitSandbox:
-    defaults: dict[str, Any] = {
-        "accounts": 8,
-        "connectors_per_account": 4,
-        "events_per_account_per_day": 6,
-    }
-    defaults.update(config)
-    return KeepitSandbox(SandboxConfig(**defaults), start=START, speed=0).start()
-
-
-@pytest.fixture
-def quiet_sandbox() -> Iterator[KeepitSandbox]:
-    """No own-read audit records: Keepit's data stays the same between syncs."""
-    sandbox = make_sandbox(own_read_audit=False)
-    yield sandbox
-    sandbox.stop()
-
-
-def connect(sandbox: KeepitSandbox, settings: Settings, *, token: bool = True) -> Connection:
-    settings.KEEPIT_BASE_URL_TEMPLATE = sandbox.base_url_template
-    settings.KEEPIT_MAX_ATTEMPTS = 2
-    settings.KEEPIT_RETRY_BUDGET_SECONDS = 3
-    connection: Connection = sandbox_connection(sandbox, token=token)
-    return connection
-
-
-def sync(connection: Connection, sandbox: KeepitSandbox) -> SyncRun:
-    connection.refresh_from_db()
-    return sync_connection(connection, now=sandbox.clock.now_datetime())
+from keepit_sandbox import KeepitSandbox
+from tests.conftest import START, connect, make_sandbox, sync
+from tests.factories import CustomerFactory
 
 
 def snapshot() -> dict[str, set[tuple[Any, ...]]]:
@@ -217,12 +185,12 @@ def test_accounts_link_exactly_by_normalised_name_or_not_at_all_when_ambiguous(
     sandbox: KeepitSandbox, settings: Settings
 ) -> None:
     msp = sandbox.msp
-    exact = Customer.objects.create(name=msp.accounts[0].company_name)
+    exact = CustomerFactory.create(name=msp.accounts[0].company_name)
     base = msp.accounts[1].company_name  # e.g. "Fabrikam Inc."
-    loose = Customer.objects.create(name=base.upper().replace("INC.", "").strip() + " LLC")
+    loose = CustomerFactory.create(name=base.upper().replace("INC.", "").strip() + " LLC")
     twins = [
-        Customer.objects.create(name=msp.accounts[2].company_name + " Ltd"),
-        Customer.objects.create(name=msp.accounts[2].company_name.upper()),
+        CustomerFactory.create(name=msp.accounts[2].company_name + " Ltd"),
+        CustomerFactory.create(name=msp.accounts[2].company_name.upper()),
     ]
     connection = connect(sandbox, settings)
     run = sync(connection, sandbox)
@@ -251,7 +219,7 @@ def test_a_manual_link_is_never_changed_by_a_sync(
 ) -> None:
     connection = connect(sandbox, settings)
     sync(connection, sandbox)
-    chosen = Customer.objects.create(name="Hand-picked customer")
+    chosen = CustomerFactory.create(name="Hand-picked customer")
     guid = sandbox.msp.accounts[0].guid
     AccountLink.objects.filter(external_id=guid).update(
         customer=chosen, method=AccountLink.Method.MANUAL, state=AccountLink.State.LINKED
@@ -413,6 +381,7 @@ def test_a_failed_customer_list_fails_the_run_with_a_sentence(
     run = sync(connection, sandbox)
     assert run.outcome == SyncRun.Outcome.FAILED
     assert run.error.startswith("Keepit refused the credentials (region us-dc)")
+    assert run.http_requests == sandbox.server.requests_served == 1  # the child list, refused
     assert Customer.objects.count() == 0
     connection.refresh_from_db()
     assert connection.is_failing()
@@ -432,7 +401,7 @@ def test_two_syncs_started_together_run_once(settings: Settings) -> None:
 
             barrier.wait()
             try:
-                run = sync_connection(
+                run = run_sync(
                     Connection.objects.get(pk=connection.pk), now=sandbox.clock.now_datetime()
                 )
                 results.append(run.outcome)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from keepit.sandbox import SandboxConfig
+from keepit_sandbox import SandboxConfig
 from tests.conftest import ROOT, subprocess_env
 
 

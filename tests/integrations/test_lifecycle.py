@@ -19,17 +19,18 @@ from django.utils import timezone
 from pytest_django.fixtures import Settings
 
 from alerts import services as alert_services
-from alerts.models import Alert, AlertRule
-from integrations.models import Connection, SyncRun
-from integrations.services import (
+from alerts.models import Alert
+from backups.runner import run_sync
+from integrations.lifecycle import (
     SyncAlreadyRunning,
     claim_sync_run,
     finish_sync_run,
     take_due_slots,
 )
-from keepit.sandbox import KeepitSandbox, SandboxConfig
-from keepit.sync import sync_connection
+from integrations.models import Connection, SyncRun
+from keepit_sandbox import KeepitSandbox, SandboxConfig
 from tests.conftest import ARTIFACTS, ROOT, database_url, sandbox_connection, subprocess_env
+from tests.factories import StaleRuleFactory
 
 DEMO_MORNING = datetime(2026, 12, 1, 7, 53, 20, tzinfo=UTC)
 
@@ -41,7 +42,7 @@ def test_a_connection_starts_a_sync_every_interval_through_two_hours_of_beat_tic
     """Beat ticks every minute (with a drifting timer); each sync starts a few seconds
     after its tick and takes 40 s. Over two hours the connection syncs every 15 minutes,
     and "next sync at" is always a future time that the next start keeps."""
-    settings.KEEPIT_SYNC_INTERVAL_MINUTES = 15
+    settings.VECTIS_SYNC_INTERVAL_MINUTES = 15
     settings.VECTIS_SYNC_TICK_SECONDS = 60
     connection = Connection.objects.create(provider="keepit", name="Keepit US", enabled=True)
     drift = random.Random(7)
@@ -77,7 +78,7 @@ def test_a_connection_starts_a_sync_every_interval_through_two_hours_of_beat_tic
 
 @pytest.mark.django_db
 def test_missed_slots_are_skipped_not_run_back_to_back(settings: Settings) -> None:
-    settings.KEEPIT_SYNC_INTERVAL_MINUTES = 15
+    settings.VECTIS_SYNC_INTERVAL_MINUTES = 15
     connection = Connection.objects.create(
         provider="keepit", name="Keepit US", enabled=True, next_sync_at=DEMO_MORNING
     )
@@ -93,7 +94,7 @@ def test_missed_slots_are_skipped_not_run_back_to_back(settings: Settings) -> No
 def test_the_connection_page_says_when_the_next_sync_really_is(
     client: Client, admin_user: object, settings: Settings
 ) -> None:
-    settings.KEEPIT_SYNC_INTERVAL_MINUTES = 15
+    settings.VECTIS_SYNC_INTERVAL_MINUTES = 15
     connection = Connection.objects.create(
         provider="keepit",
         name="Keepit US",
@@ -137,7 +138,7 @@ def test_a_real_beat_and_worker_sync_every_minute_at_a_one_minute_interval(
     worker_sandbox: KeepitSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """celery beat + a celery worker (their own Redis database, so no other worker takes
-    the tasks), KEEPIT_SYNC_INTERVAL_MINUTES=1 and beat ticking every minute: the second
+    the tasks), VECTIS_SYNC_INTERVAL_MINUTES=1 and beat ticking every minute: the second
     scheduled sync starts one minute after the first, not two."""
     from celery import Celery
 
@@ -149,7 +150,7 @@ def test_a_real_beat_and_worker_sync_every_minute_at_a_one_minute_interval(
         CELERY_RESULT_BACKEND=broker,
         CELERY_TASK_ALWAYS_EAGER="false",
         KEEPIT_BASE_URL_TEMPLATE=worker_sandbox.base_url_template,
-        KEEPIT_SYNC_INTERVAL_MINUTES="1",
+        VECTIS_SYNC_INTERVAL_MINUTES="1",
         VECTIS_SYNC_TICK_SECONDS="60",
         KEEPIT_AUDIT_WINDOW_DAYS="1",
     )
@@ -221,15 +222,15 @@ def test_a_slow_keepit_never_makes_a_live_sync_look_abandoned(settings: Settings
         connection = sandbox_connection(sandbox)
         outcome: list[str] = []
 
-        def run_sync() -> None:
+        def slow_sync() -> None:
             from django.db import connections
 
             try:
-                outcome.append(sync_connection(Connection.objects.get(pk=connection.pk)).outcome)
+                outcome.append(run_sync(Connection.objects.get(pk=connection.pk)).outcome)
             finally:
                 connections.close_all()
 
-        thread = threading.Thread(target=run_sync)
+        thread = threading.Thread(target=slow_sync)
         thread.start()
         time.sleep(3.5)  # well past VECTIS_SYNC_STALE_SECONDS, half-way through the run
         assert thread.is_alive(), "the slow sync should still be running"
@@ -254,14 +255,14 @@ def test_three_partial_runs_in_a_row_make_a_connection_degraded_and_alert(
 ) -> None:
     settings.KEEPIT_BASE_URL_TEMPLATE = sandbox.base_url_template
     settings.KEEPIT_MAX_ATTEMPTS = 1
-    AlertRule.objects.create(name="Stale", kind="backup_stale", recipients="noc@msp.example")
+    StaleRuleFactory.create(name="Stale", recipients="noc@msp.example")
     connection = sandbox_connection(sandbox)
     broken = sandbox.msp.accounts[2]
     sandbox.server.failing_accounts.add(broken.guid)
     client.force_login(admin_user)  # type: ignore[arg-type]
     for number in range(1, 4):
         connection.refresh_from_db()
-        run = sync_connection(connection, now=sandbox.clock.now_datetime())
+        run = run_sync(connection, now=sandbox.clock.now_datetime())
         assert run.outcome == SyncRun.Outcome.PARTIAL
         connection.refresh_from_db()
         assert connection.partial_runs_in_row == number
@@ -282,7 +283,7 @@ def test_three_partial_runs_in_a_row_make_a_connection_degraded_and_alert(
     # One full success ends it.
     sandbox.server.failing_accounts.clear()
     connection.refresh_from_db()
-    assert sync_connection(connection, now=sandbox.clock.now_datetime()).outcome == "succeeded"
+    assert run_sync(connection, now=sandbox.clock.now_datetime()).outcome == "succeeded"
     connection.refresh_from_db()
     assert connection.partial_runs_in_row == 0
     resolved = alert_services.evaluate(now=sandbox.clock.now_datetime()).resolved

@@ -19,7 +19,7 @@ from integrations.crypto import decrypt_secrets, encrypt_secrets
 from integrations.models import Connection
 from keepit.forms import KeepitConnectionForm, parse_keepit_url
 from keepit.models import KeepitConnection
-from keepit.sandbox import KeepitSandbox
+from keepit_sandbox import KeepitSandbox
 
 PASSWORD = "Pa55word-%+,?)=$@-in-clear"
 TOKEN_PASSWORD = "Tok3n-%+,?)=$@-secret"
@@ -193,17 +193,28 @@ def test_saving_an_enabled_connection_makes_it_due(admin_client_logged_in: Clien
     assert connection.next_sync_at is None
 
 
-def test_sync_now_queues_a_sync(
-    admin_client_logged_in: Client, django_capture_on_commit_callbacks: Any
+def test_sync_now_queues_a_sync_that_a_worker_runs(
+    admin_client_logged_in: Client,
+    sandbox_settings: KeepitSandbox,
+    settings: SettingsWrapper,
+    django_capture_on_commit_callbacks: Any,
 ) -> None:
-    connection = create_connection(admin_client_logged_in)
+    """Sync now queues the task after commit; run in the worker's stead (eagerly), it
+    syncs the connection as a manual run and leaves the schedule alone."""
+    from integrations.models import SyncRun
+
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    connection = create_connection(admin_client_logged_in, **sandbox_form(sandbox_settings))
+    Connection.objects.filter(pk=connection.pk).update(next_sync_at=None)
     url = reverse("admin:keepit_keepitconnection_sync", args=[connection.pk])
-    with django_capture_on_commit_callbacks() as callbacks:
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = admin_client_logged_in.post(url, form_data())
     assert response.status_code == 302
+    assert not SyncRun.objects.exists()  # nothing runs before the commit
     assert len(callbacks) == 1
-    assert callbacks[0].func.__self__.name == "integrations.tasks.sync_connection"
-    assert callbacks[0].args == (connection.pk, "manual")
+    callbacks[0]()
+    run = SyncRun.objects.get()
+    assert (run.connection_id, run.trigger, run.outcome) == (connection.pk, "manual", "succeeded")
 
 
 def test_rotation_reencrypts_and_old_keys_still_decrypt_before(settings: SettingsWrapper) -> None:
@@ -459,7 +470,8 @@ def test_error_reports_never_show_secrets(
 
     from django.views.debug import ExceptionReporter
 
-    from keepit.provider import KeepitConnectionSettings, KeepitProvider
+    from keepit.connection import KeepitConnectionSettings
+    from keepit.provider import KeepitProvider
 
     def explode(self: Any, **overrides: Any) -> None:
         raise RuntimeError("boom")
@@ -503,16 +515,16 @@ def test_error_reports_never_show_secrets(
 def test_the_connection_page_shows_its_state_and_recent_runs(
     admin_client_logged_in: Client, sandbox_settings: KeepitSandbox
 ) -> None:
-    from keepit.sync import sync_connection
+    from backups.runner import run_sync
 
     sandbox = sandbox_settings
     connection = create_connection(admin_client_logged_in, **sandbox_form(sandbox))
     url = reverse("admin:keepit_keepitconnection_change", args=[connection.pk])
     assert "No sync has run yet." in admin_client_logged_in.get(url).content.decode()
-    sync_connection(connection, now=sandbox.clock.now_datetime())
+    run_sync(connection, now=sandbox.clock.now_datetime())
     connection.set_secrets({"password": "wrong"})
     connection.save()
-    failed = sync_connection(connection, now=sandbox.clock.now_datetime())
+    failed = run_sync(connection, now=sandbox.clock.now_datetime())
     html = admin_client_logged_in.get(url).content.decode()
     assert "Last successful sync:" in html
     assert html.count('<td><span class="vx-badge') == 2  # two runs listed
@@ -529,7 +541,7 @@ def test_secrets_never_reach_the_logs(
     settings: SettingsWrapper,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from keepit.sync import sync_connection
+    from backups.runner import run_sync
 
     sandbox = sandbox_settings
     settings.KEEPIT_RETRY_BUDGET_SECONDS = 5
@@ -542,7 +554,7 @@ def test_secrets_never_reach_the_logs(
     post_test(admin_client_logged_in, **values)
     connection = create_connection(admin_client_logged_in, **values)
     sandbox.inject("503", "429", "drop")  # retries are logged
-    sync_connection(connection, now=sandbox.clock.now_datetime())
+    run_sync(connection, now=sandbox.clock.now_datetime())
     post_test(admin_client_logged_in, **sandbox_form(sandbox, password="Wr0ng-" + PASSWORD))
     assert "retry" in caplog.text
     for secret in (sandbox.config.password, sandbox.config.token_password, PASSWORD):

@@ -14,14 +14,24 @@ from celery.exceptions import SoftTimeLimitExceeded
 from pytest_django.fixtures import Settings
 
 from alerts import services as alert_services
-from alerts.models import Alert, AlertRule
+from alerts.models import Alert
 from backups.models import BackupAuditEvent, BackupConnector
+from backups.runner import run_sync
 from integrations.models import Connection, SyncRun
+from keepit.client import AUDIT_PAGE_SIZE
 from keepit.provider import KeepitProvider
-from keepit.sandbox import KeepitSandbox, SandboxConfig
-from keepit.sync import sync_connection
-from tests.conftest import ROOT, database_url, sandbox_connection, subprocess_env
-from tests.keepit.test_sync import START, connect, make_sandbox, sync
+from keepit_sandbox import KeepitSandbox, SandboxConfig
+from tests.conftest import (
+    ROOT,
+    START,
+    connect,
+    database_url,
+    make_sandbox,
+    sandbox_connection,
+    subprocess_env,
+    sync,
+)
+from tests.factories import FailedRuleFactory
 
 
 def window_total(sandbox: KeepitSandbox) -> int:
@@ -57,7 +67,7 @@ def test_a_first_sync_stopped_by_the_time_limit_resumes_where_it_stopped(
     try:
         connection = connect(sandbox, settings)
         expected = window_total(sandbox)
-        first = sync_connection(
+        first = run_sync(
             connection,
             now=sandbox.clock.now_datetime(),
             progress=stop_after(20, SoftTimeLimitExceeded()),
@@ -96,7 +106,7 @@ def test_a_run_stopped_inside_a_slice_resumes_at_the_page_it_stopped_at(
         connection = connect(sandbox, settings)
         expected = window_total(sandbox)
         assert expected > 4_000
-        first = sync_connection(
+        first = run_sync(
             connection,
             now=sandbox.clock.now_datetime(),
             progress=stop_after(2, SoftTimeLimitExceeded()),
@@ -114,9 +124,11 @@ def test_a_run_stopped_inside_a_slice_resumes_at_the_page_it_stopped_at(
         # It re-read one page of what it had (and the usual hour of overlap at the end),
         # not the slice from its start.
         missing = expected - kept
-        assert missing + 500 <= second.counts["events_seen"] < missing + 500 + 100
+        page = AUDIT_PAGE_SIZE
+        assert missing + page <= second.counts["events_seen"] < missing + page + 100
         assert BackupAuditEvent.objects.count() == expected
-        assert sandbox.server.methods["PUT"] - puts_before <= (missing + 500) // 498 + 3
+        # The sandbox serves two records fewer than a page, as Keepit does.
+        assert sandbox.server.methods["PUT"] - puts_before <= (missing + page) // (page - 2) + 3
         connection.refresh_from_db()
         assert "audit_resume" not in connection.sync_state
     finally:
@@ -139,11 +151,14 @@ def test_a_time_limit_in_the_inventory_stops_the_requests_at_once(
             if phase == "health" and done >= 50:
                 raise SoftTimeLimitExceeded()
 
-        run = sync_connection(connection, now=sandbox.clock.now_datetime(), progress=progress)
+        run = run_sync(connection, now=sandbox.clock.now_datetime(), progress=progress)
         assert run.outcome == SyncRun.Outcome.PARTIAL
         assert "while reading the customer accounts" in run.error
         health_requests = 30 * 4
-        assert run.http_requests < 1 + 30 * 2 + health_requests / 2
+        # The requests it did send are recorded; the ones still queued were never sent.
+        assert 1 + 30 * 2 + 50 <= run.http_requests < 1 + 30 * 2 + health_requests / 2
+        assert run.http_requests <= sandbox.server.requests_served
+        assert run.counts["accounts_seen"] == 30
         connection.refresh_from_db()
         assert connection.partial_runs_in_row == 0  # it ran out of time; it did not fail
     finally:
@@ -165,7 +180,7 @@ def test_a_sync_that_crashes_half_way_says_so_and_the_next_one_continues(
     try:
         connection = connect(sandbox, settings)
         expected = window_total(sandbox)
-        crashed = sync_connection(
+        crashed = run_sync(
             connection,
             now=sandbox.clock.now_datetime(),
             progress=stop_after(5, RuntimeError("disk full")),
@@ -193,7 +208,7 @@ def test_a_failure_logged_while_its_account_could_not_be_read_still_alerts(
     sandbox: KeepitSandbox, settings: Settings
 ) -> None:
     connection = connect(sandbox, settings)
-    AlertRule.objects.create(name="Failed", kind="backup_failed", recipients="t@msp.example")
+    FailedRuleFactory.create(name="Failed", recipients="t@msp.example")
     outage = sandbox.msp.accounts[1]
     subject = next(c for c in sandbox.msp.connectors[outage.guid] if c.type != "system")
     sandbox.msp.log(subject, at=START - timedelta(hours=2), message="Backup job failed: E_LOGIN")
@@ -240,7 +255,10 @@ def test_an_oversized_inventory_answer_is_refused_and_nothing_of_it_is_stored(
     ("fault", "sentence"),
     [
         ("huge-stream:50", "larger than the 20 MB limit"),
-        ("overfull", "Keepit sent 501 audit records for a page of 500"),
+        (
+            "overfull",
+            f"Keepit sent {AUDIT_PAGE_SIZE + 1} audit records for a page of {AUDIT_PAGE_SIZE}",
+        ),
     ],
 )
 def test_a_hostile_audit_page_ends_the_run_partial_and_none_of_it_is_stored(
@@ -339,14 +357,14 @@ def test_non_ascii_credentials_work_for_test_connection_and_sync(
 def test_an_unexpected_error_in_a_sync_becomes_a_sentence_on_the_run(
     sandbox: KeepitSandbox, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from keepit import sync as keepit_sync
+    from backups.ingest import Ingest
 
     connection = connect(sandbox, settings)
 
     def explode(*args: Any, **kwargs: Any) -> None:
         raise KeyError("device")
 
-    monkeypatch.setattr(keepit_sync.KeepitSync, "apply_connectors", explode)
+    monkeypatch.setattr(Ingest, "_apply_connectors", explode)
     run = sync(connection, sandbox)  # does not raise
     assert run.outcome == SyncRun.Outcome.FAILED
     assert run.error == (

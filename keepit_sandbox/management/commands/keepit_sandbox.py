@@ -10,8 +10,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from keepit.sandbox import KeepitSandbox, SandboxConfig
-from keepit.sandbox.server import DEFAULT_RANDOM_FAULTS, FAULT_KINDS
+from keepit_sandbox import KeepitSandbox, SandboxConfig
+from keepit_sandbox.server import DEFAULT_RANDOM_FAULTS, FAULT_KINDS
 
 
 class Command(BaseCommand):

@@ -1,0 +1,152 @@
+"""What alert messages say: one row per alert (its kind, rule, subject and why), grouped
+per recipient into new / still open / resolved, with a subject that names the worst.
+
+Content only: no database writes, no sending (alerts/services.py writes the delivery log,
+alerts/transports.py delivers). Untrusted names from vendors are escaped by the
+templates and cleaned out of headers here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.template.loader import render_to_string
+
+from backups.models import BackupConnector, ConnectorKind
+from integrations.registry import provider_label
+
+from .models import Alert, AlertEvent
+
+KIND_LABELS = dict(Alert.Kind.choices)
+CONNECTOR_KINDS = dict(ConnectorKind.choices)
+# In the subject's order: failures first.
+KIND_NOUNS = {
+    Alert.Kind.BACKUP_FAILED: ("backup failed", "backups failed"),
+    Alert.Kind.BACKUP_STALE: ("backup stale", "backups stale"),
+    Alert.Kind.SYNC_STALE: ("sync stale", "syncs stale"),
+    Alert.Kind.SYNC_DEGRADED: ("sync degraded", "syncs degraded"),
+}
+
+
+@dataclass(frozen=True)
+class Message:
+    subject: str
+    text: str
+    html: str
+
+
+def hours_ago(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return ""
+    hours = int((now - moment).total_seconds() // 3600)
+    if hours < 1:
+        return "less than an hour ago"
+    return "1 hour ago" if hours == 1 else f"{hours} hours ago"
+
+
+def _utc(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M} UTC" if moment else "never"
+
+
+def message_item(event: AlertEvent, now: datetime) -> dict[str, Any]:
+    """One row of a message: one alert (one rule and one connector), with its kind and
+    the reason it is open, so every part of the message says why."""
+    alert = event.alert
+    base = settings.VECTIS_BASE_URL.rstrip("/")
+    item: dict[str, Any] = {
+        "event": event.kind,
+        "kind": alert.kind,
+        "kind_label": str(KIND_LABELS.get(alert.kind, alert.kind)),
+        "rule": alert.rule.name if alert.rule else "Built-in sync check",
+        "alert_url": f"{base}/admin/alerts/alert/{alert.pk}/change/",
+        "summary": alert.summary,
+        "why": alert.detail,
+        "snoozed": alert.is_snoozed(now),
+    }
+    connector: BackupConnector | None = alert.connector
+    if connector is not None:
+        status = getattr(connector, "backup_status", None)
+        customer = connector.customer
+        vendor = provider_label(connector.connection.provider)
+        last_success = status.last_success_at if status else None
+        reason = (status.reason_text or status.reason) if status else ""
+        item.update(
+            vendor=vendor,
+            customer=customer.name if customer else f"Unlinked {vendor} account",
+            customer_url=f"{base}/admin/customers/customer/{customer.pk}/change/"
+            if customer
+            else "",
+            connector=connector.name,
+            connector_kind=str(CONNECTOR_KINDS.get(connector.kind, connector.kind)),
+            last_success=_utc(last_success),
+            last_success_ago=hours_ago(last_success, now),
+            reason=reason,
+            sort=(
+                0 if alert.kind == Alert.Kind.BACKUP_FAILED else 1,
+                last_success.timestamp() if last_success else 0,
+            ),
+        )
+        if alert.kind == Alert.Kind.BACKUP_STALE and last_success is not None:
+            hours = int((now - last_success).total_seconds() // 3600)
+            item["why"] = f"No complete backup for {hours} hours (since {item['last_success']})."
+        elif not item["why"]:
+            item["why"] = reason or alert.summary
+    elif alert.connection is not None:
+        connection = alert.connection
+        vendor = provider_label(connection.provider)
+        last = connection.last_success_at
+        item.update(
+            vendor=vendor,
+            customer="Vectis",
+            customer_url="",
+            connector=connection.name,
+            connector_kind=f"{vendor} sync",
+            last_success=_utc(last),
+            last_success_ago=hours_ago(last, now),
+            reason=connection.last_error,
+            why=alert.detail or connection.last_error or alert.summary,
+            sort=(2, last.timestamp() if last else 0),
+        )
+    return item
+
+
+def clean_header(text: str) -> str:
+    """Untrusted names must not break or inject mail headers."""
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+
+
+def build_subject(items: list[dict[str, Any]]) -> str:
+    active = [i for i in items if i["event"] != AlertEvent.Kind.RESOLVED]
+    resolved = [i for i in items if i["event"] == AlertEvent.Kind.RESOLVED]
+    parts = []
+    for kind, (singular, plural) in KIND_NOUNS.items():
+        count = sum(1 for i in active if i["kind"] == kind)
+        if count:
+            parts.append(f"{count} {singular if count == 1 else plural}")
+    if resolved:
+        parts.append(f"{len(resolved)} resolved")
+    worst = min(active or resolved, key=lambda i: i.get("sort", (9, 0)))
+    subject = (
+        f"[Vectis] {', '.join(parts)} — {worst.get('customer', '')}: {worst.get('connector', '')}"
+    )
+    return clean_header(subject)[:250]
+
+
+def compose(events: list[AlertEvent], *, now: datetime) -> Message:
+    """One recipient's message about these history entries."""
+    items = sorted((message_item(e, now) for e in events), key=lambda i: i.get("sort", (9, 0)))
+    context = {
+        "new": [i for i in items if i["event"] == AlertEvent.Kind.OPENED],
+        "reminders": [i for i in items if i["event"] == AlertEvent.Kind.REMINDER],
+        "resolved": [i for i in items if i["event"] == AlertEvent.Kind.RESOLVED],
+        "base_url": settings.VECTIS_BASE_URL.rstrip("/"),
+        "now": now,
+    }
+    return Message(
+        subject=build_subject(items),
+        text=render_to_string("emails/alerts-body.txt", context),
+        html=render_to_string("emails/alerts-body.html", context),
+    )

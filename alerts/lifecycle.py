@@ -1,0 +1,276 @@
+"""The alert lifecycle: every state change is a claim.
+
+Opening is an `INSERT … ON CONFLICT DO NOTHING` on the partial unique index of unresolved
+keys; resolving, reminding, acknowledging, snoozing and unsnoozing are each one
+`UPDATE … WHERE <old state> … RETURNING id` (integrations/sql.py). Only the rows a call
+changed itself come back, and only they get an `AlertEvent`, so two evaluations (or two
+technicians) at once never record — or notify — a change twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import Q
+
+from backups.models import AccountLink
+from integrations.sql import column, insert_rows, placeholders, update_returning
+
+from .evaluation import Condition
+from .models import Alert, AlertEvent, AlertNotification, AlertRule
+
+EXCLUDED_NOTE = "The account was excluded from monitoring; resolved without a notice."
+
+
+@dataclass
+class EvaluationResult:
+    opened: list[Alert] = field(default_factory=list)
+    resolved: list[Alert] = field(default_factory=list)
+    reminded: list[Alert] = field(default_factory=list)
+    notifications: list[AlertNotification] = field(default_factory=list)
+    sent: int = 0
+    failed: int = 0
+
+
+def _in(name: str, values: Sequence[object]) -> str:
+    return f"{column(Alert, name)} IN ({placeholders(values)})"
+
+
+def open_alerts(conditions: list[Condition], rule: AlertRule | None, *, now: datetime) -> list[int]:
+    """Insert an open alert per condition; the partial unique index on unresolved keys
+    makes a concurrent evaluation's insert a no-op. Returns the ids this call created."""
+    if not conditions:
+        return []
+    keys = [c.key for c in conditions]
+    previous: dict[str, int] = {}
+    for key, pk in (
+        Alert.objects.filter(key__in=keys, resolved_at__isnull=False)
+        .order_by("key", "resolved_at", "id")
+        .values_list("key", "pk")
+    ):
+        previous[key] = pk  # the latest resolved alert of the same condition
+    rows = [
+        {
+            "key": c.key,
+            "kind": c.kind,
+            "rule_id": rule.pk if rule else None,
+            "connector_id": c.connector_id,
+            "connection_id": c.connection_id,
+            "state": Alert.State.OPEN,
+            "summary": c.summary,
+            "reason": c.reason,
+            "detail": c.detail,
+            "opened_at": now,
+            "last_seen_at": now,
+            "last_notified_at": now,
+            "previous_id": previous.get(c.key),
+        }
+        for c in conditions
+    ]
+    return insert_rows(Alert, rows, conflict="(key) WHERE resolved_at IS NULL")
+
+
+def resolve(alert_ids: Sequence[int], *, now: datetime) -> list[int]:
+    if not alert_ids:
+        return []
+    return update_returning(
+        Alert,
+        {"state": Alert.State.RESOLVED, "resolved_at": now},
+        where=f"{_in('id', alert_ids)} AND {column(Alert, 'resolved_at')} IS NULL",
+        params=list(alert_ids),
+    )
+
+
+def remind(alert_ids: Sequence[int], *, now: datetime, cutoff: datetime) -> list[int]:
+    """Claim reminders: open (not acknowledged, not snoozed) alerts last notified before
+    the cutoff."""
+    if not alert_ids:
+        return []
+    snoozed_until = column(Alert, "snoozed_until")
+    return update_returning(
+        Alert,
+        {"last_notified_at": now},
+        where=(
+            f"{_in('id', alert_ids)} AND {column(Alert, 'state')} = %s "
+            f"AND {column(Alert, 'resolved_at')} IS NULL "
+            f"AND ({snoozed_until} IS NULL OR {snoozed_until} <= %s) "
+            f"AND {column(Alert, 'last_notified_at')} <= %s"
+        ),
+        params=[*alert_ids, Alert.State.OPEN, now, cutoff],
+    )
+
+
+def record(
+    kind: str,
+    alert_ids: Iterable[int],
+    *,
+    now: datetime,
+    notified: bool = False,
+    by: str = "",
+    note: str = "",
+) -> None:
+    """History entries for the alerts a claim changed. `notified`: entries that are not
+    (or not any more) to be e-mailed."""
+    AlertEvent.objects.bulk_create(
+        [
+            AlertEvent(
+                alert_id=pk,
+                kind=kind,
+                at=now,
+                by=by,
+                note=note,
+                notified_at=now if notified else None,
+            )
+            for pk in alert_ids
+        ]
+    )
+
+
+def apply(
+    conditions: list[Condition],
+    unresolved: Q,
+    rule: AlertRule | None,
+    *,
+    now: datetime,
+    result: EvaluationResult,
+    silent_resolve: bool = False,
+) -> None:
+    """Bring the alerts selected by `unresolved` in line with the conditions that hold:
+    open the new ones, resolve the ones that ended, remind the ones due a reminder."""
+    current = {c.key: c for c in conditions}
+    already = dict(
+        Alert.objects.filter(unresolved, resolved_at__isnull=True).values_list("key", "pk")
+    )
+    opened = open_alerts([c for k, c in current.items() if k not in already], rule, now=now)
+    record(AlertEvent.Kind.OPENED, opened, now=now)
+    gone = [pk for key, pk in already.items() if key not in current]
+    resolved = resolve(gone, now=now)
+    # Alerts that ended because their account was excluded end quietly: an exclusion
+    # is a decision, not a recovery, and must not send a "resolved" storm.
+    excluded = (
+        set(
+            Alert.objects.filter(
+                pk__in=resolved, connector__account_link__state=AccountLink.State.EXCLUDED
+            ).values_list("pk", flat=True)
+        )
+        if resolved and not silent_resolve
+        else set()
+    )
+    record(
+        AlertEvent.Kind.RESOLVED,
+        [pk for pk in resolved if pk not in excluded],
+        now=now,
+        notified=silent_resolve,
+    )
+    record(AlertEvent.Kind.RESOLVED, excluded, now=now, notified=True, note=EXCLUDED_NOTE)
+    still = [pk for key, pk in already.items() if key in current]
+    reminded: list[int] = []
+    if rule is not None and rule.reminder_hours and still:
+        cutoff = now - timedelta(hours=rule.reminder_hours)
+        reminded = remind(still, now=now, cutoff=cutoff)
+        record(AlertEvent.Kind.REMINDER, reminded, now=now)
+    if still:
+        Alert.objects.filter(pk__in=still).update(last_seen_at=now)
+    result.opened += Alert.objects.filter(pk__in=opened)
+    result.resolved += Alert.objects.filter(pk__in=resolved)
+    result.reminded += Alert.objects.filter(pk__in=reminded)
+
+
+# --- quiet endings -----------------------------------------------------------------------------
+
+
+def resolve_quietly(alert_ids: Sequence[int], *, now: datetime, by: str, note: str) -> int:
+    """End open alerts without a "resolved" message (claimed like every change)."""
+    with transaction.atomic():
+        resolved = resolve(list(alert_ids), now=now)
+        record(AlertEvent.Kind.RESOLVED, resolved, now=now, notified=True, by=by, note=note)
+    return len(resolved)
+
+
+def resolve_for_excluded_account(link: AccountLink, *, now: datetime, by: str = "") -> int:
+    """An excluded account's open alerts end at once, quietly, with a note."""
+    ids = list(
+        Alert.objects.filter(connector__account_link=link, resolved_at__isnull=True).values_list(
+            "pk", flat=True
+        )
+    )
+    return resolve_quietly(ids, now=now, by=by, note=EXCLUDED_NOTE) if ids else 0
+
+
+# --- what people do ----------------------------------------------------------------------------
+
+
+def acknowledge(alert_ids: Sequence[int], *, by: str, note: str, now: datetime) -> int:
+    """Open alerts become acknowledged (no reminders; the resolved notice still goes)."""
+    if not alert_ids:
+        return 0
+    with transaction.atomic():
+        changed = update_returning(
+            Alert,
+            {
+                "state": Alert.State.ACKNOWLEDGED,
+                "acknowledged_at": now,
+                "acknowledged_by": by,
+                "acknowledge_note": note,
+            },
+            where=f"{_in('id', alert_ids)} AND {column(Alert, 'state')} = %s",
+            params=[*alert_ids, Alert.State.OPEN],
+        )
+        record(AlertEvent.Kind.ACKNOWLEDGED, changed, now=now, notified=True, by=by, note=note)
+    return len(changed)
+
+
+def snooze(
+    alert_ids: Sequence[int], *, until: datetime, reason: str, by: str, now: datetime
+) -> int:
+    """No reminders until `until`; a snoozed alert that resolves still says so."""
+    if not alert_ids:
+        return 0
+    with transaction.atomic():
+        changed = update_returning(
+            Alert,
+            {"snoozed_until": until, "snoozed_at": now, "snoozed_by": by, "snooze_reason": reason},
+            where=f"{_in('id', alert_ids)} AND {column(Alert, 'resolved_at')} IS NULL",
+            params=list(alert_ids),
+        )
+        record(
+            AlertEvent.Kind.SNOOZED,
+            changed,
+            now=now,
+            notified=True,
+            by=by,
+            note=f"until {until:%Y-%m-%d %H:%M} UTC: {reason}",
+        )
+    return len(changed)
+
+
+def unsnooze(alert_ids: Sequence[int], *, by: str, now: datetime) -> int:
+    if not alert_ids:
+        return 0
+    with transaction.atomic():
+        changed = update_returning(
+            Alert,
+            {"snoozed_until": None},
+            where=f"{_in('id', alert_ids)} AND {column(Alert, 'snoozed_until')} IS NOT NULL",
+            params=list(alert_ids),
+        )
+        record(AlertEvent.Kind.UNSNOOZED, changed, now=now, notified=True, by=by)
+    return len(changed)
+
+
+def claim_events_to_notify(now: datetime) -> list[int]:
+    """The history entries to e-mail (openings, reminders, resolutions) not yet claimed
+    by a notifier; each comes back to exactly one caller."""
+    kinds = [str(kind) for kind in AlertEvent.NOTIFIED_KINDS]
+    return update_returning(
+        AlertEvent,
+        {"notified_at": now},
+        where=(
+            f"{column(AlertEvent, 'notified_at')} IS NULL "
+            f"AND {column(AlertEvent, 'kind')} IN ({placeholders(kinds)})"
+        ),
+        params=kinds,
+    )

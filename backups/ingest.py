@@ -1,0 +1,312 @@
+"""Ingest: a provider's snapshots into the vendor-neutral tables, the same way for every
+vendor.
+
+Each step loads ours keyed by the vendor's ids (one query), diffs, and applies in bulk:
+only rows that differ are written, so a sync of unchanged data writes nothing.
+`last_seen_at` / `checked_at` move with a change, or at most daily. What the vendor
+stopped reporting is marked `removed_at`, never deleted; what could not be read (an
+account whose connector list failed, a connector whose status failed) stays as it was.
+
+- `Ingest.apply_inventory(accounts)`: account links and customers (backups/accounts.py),
+  connectors, their statuses; then stored audit events learn what they could not know
+  when they arrived (`relink_events`).
+- `Ingest.insert_events(events)`: one `INSERT … ON CONFLICT DO NOTHING RETURNING` per
+  batch on the (connection, dedup key) constraint, so overlapping windows and resumed
+  runs never store an event twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db.models import BigIntegerField, Case, Exists, OuterRef, Subquery, Value, When
+
+from integrations.models import Connection
+from integrations.sql import insert_rows
+
+from .accounts import BATCH_SIZE, SEEN_RESOLUTION, match_accounts
+from .models import AccountLink, BackupAuditEvent, BackupConnector, BackupConnectorStatus
+from .snapshot import AccountSnapshot, AuditEventSnapshot
+
+# The columns of a connector a snapshot sets (the rest is ours: ids, first/last seen).
+CONNECTOR_FIELDS = (
+    "account_link",
+    "customer",
+    "name",
+    "kind",
+    "vendor_type",
+    "accessible",
+    "deletion_scheduled_at",
+    "vendor_created_at",
+    "removed_at",
+)
+STATUS_FIELDS = (
+    "status",
+    "health",
+    "reason",
+    "reason_text",
+    "reason_is_failure",
+    "last_backup_at",
+    "last_success_at",
+    "last_snapshot_size",
+)
+
+
+@dataclass
+class IngestCounts:
+    accounts_seen: int = 0
+    accounts_linked: int = 0
+    customers_created: int = 0
+    accounts_ambiguous: int = 0
+    accounts_removed: int = 0
+    connectors_added: int = 0
+    connectors_updated: int = 0
+    connectors_removed: int = 0
+    status_changes: int = 0
+    events_relinked: int = 0
+    events_seen: int = 0
+    # The vendor's own events; Vectis's own API reads (which a vendor may log too) apart.
+    events_added: int = 0
+    own_reads_added: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class Ingest:
+    """Writes one connection's snapshots (see the module docstring)."""
+
+    def __init__(self, connection: Connection, *, now: datetime) -> None:
+        self.connection = connection
+        self.now = now
+        self.counts = IngestCounts()
+        self.customer_by_account: dict[str, int | None] = {}
+        self.connector_by_guid: dict[str, int] = {}
+
+    # --- inventory ---------------------------------------------------------------------------
+
+    def apply_inventory(self, accounts: Sequence[AccountSnapshot]) -> None:
+        """Links and customers, connectors and statuses, then the relink of stored events.
+        Call it inside a transaction: it is one consistent picture."""
+        self.counts.accounts_seen = len(accounts)
+        linked = match_accounts(self.connection, accounts, now=self.now)
+        self.counts.accounts_linked = linked.linked
+        self.counts.customers_created = linked.customers_created
+        self.counts.accounts_ambiguous = linked.ambiguous
+        self.counts.accounts_removed = linked.removed
+        connectors = self._apply_connectors(accounts, linked.links)
+        self.customer_by_account = {
+            guid: link.customer_id
+            for guid, link in linked.links.items()
+            if link.state == AccountLink.State.LINKED
+        }
+        self.connector_by_guid = {guid: c.pk for guid, c in connectors.items()}
+        self.counts.events_relinked = relink_events(self.connection, linked.moved)
+
+    def _apply_connectors(
+        self, accounts: Sequence[AccountSnapshot], links: dict[str, AccountLink]
+    ) -> dict[str, BackupConnector]:
+        now = self.now
+        existing = {
+            c.external_id: c for c in BackupConnector.objects.filter(connection=self.connection)
+        }
+        statuses = {
+            s.connector_id: s
+            for s in BackupConnectorStatus.objects.filter(connector__connection=self.connection)
+        }
+        readable = {a.external_id for a in accounts if a.connectors is not None}
+        listed = {a.external_id for a in accounts}
+        created: list[BackupConnector] = []
+        changed: list[BackupConnector] = []
+        reported: set[str] = set()
+        for account in accounts:
+            if account.connectors is None:
+                continue  # a failed read never removes or changes anything
+            link = links[account.external_id]
+            customer_id = link.customer_id if link.state == AccountLink.State.LINKED else None
+            for item in account.connectors:
+                reported.add(item.external_id)
+                desired: dict[str, Any] = {
+                    "account_link_id": link.pk,
+                    "customer_id": customer_id,
+                    "name": item.name[:255] or item.external_id,
+                    "kind": item.kind,
+                    "vendor_type": item.vendor_type[:64],
+                    "accessible": item.accessible,
+                    "deletion_scheduled_at": item.deletion_scheduled_at,
+                    "vendor_created_at": item.vendor_created_at,
+                    "removed_at": None,
+                }
+                connector = existing.get(item.external_id)
+                if connector is None:
+                    created.append(
+                        BackupConnector(
+                            connection=self.connection,
+                            external_id=item.external_id,
+                            first_seen_at=now,
+                            last_seen_at=now,
+                            **desired,
+                        )
+                    )
+                    continue
+                differs = any(getattr(connector, k) != v for k, v in desired.items())
+                if differs or now - connector.last_seen_at >= SEEN_RESOLUTION:
+                    for key, value in desired.items():
+                        setattr(connector, key, value)
+                    connector.last_seen_at = connector.updated_at = now
+                    changed.append(connector)
+                    if differs:
+                        self.counts.connectors_updated += 1
+        link_guid_by_pk = {link.pk: guid for guid, link in links.items()}
+        for connector in existing.values():
+            if connector.removed_at is not None or connector.external_id in reported:
+                continue
+            account_guid = link_guid_by_pk.get(connector.account_link_id or -1, "")
+            # Removed only when we know: its account was read, or is no longer listed.
+            if account_guid in readable or account_guid not in listed:
+                connector.removed_at = connector.updated_at = now
+                changed.append(connector)
+                self.counts.connectors_removed += 1
+        BackupConnector.objects.bulk_create(created, batch_size=BATCH_SIZE)
+        self.counts.connectors_added = len(created)
+        BackupConnector.objects.bulk_update(
+            changed, [*CONNECTOR_FIELDS, "last_seen_at", "updated_at"], batch_size=BATCH_SIZE
+        )
+        connectors = {
+            c.external_id: c for c in BackupConnector.objects.filter(connection=self.connection)
+        }
+        self._apply_statuses(accounts, connectors, statuses)
+        return connectors
+
+    def _apply_statuses(
+        self,
+        accounts: Sequence[AccountSnapshot],
+        connectors: dict[str, BackupConnector],
+        statuses: dict[int, BackupConnectorStatus],
+    ) -> None:
+        now = self.now
+        created: list[BackupConnectorStatus] = []
+        changed: list[BackupConnectorStatus] = []
+        for account in accounts:
+            for item in account.connectors or ():
+                snapshot = item.status
+                if snapshot is None:
+                    continue  # unreadable this time: keep the last known status
+                desired: dict[str, Any] = {
+                    "status": snapshot.status,
+                    "health": snapshot.health[:32],
+                    "reason": snapshot.reason[:64],
+                    "reason_text": snapshot.reason_text[:255],
+                    "reason_is_failure": snapshot.reason_needs_action,
+                    "last_backup_at": snapshot.last_backup_at,
+                    "last_success_at": snapshot.last_success_at,
+                    "last_snapshot_size": snapshot.last_snapshot_size,
+                }
+                connector = connectors[item.external_id]
+                status = statuses.get(connector.pk)
+                if status is None:
+                    created.append(
+                        BackupConnectorStatus(
+                            connector=connector, checked_at=now, status_changed_at=now, **desired
+                        )
+                    )
+                    self.counts.status_changes += 1
+                    continue
+                differs = any(getattr(status, k) != v for k, v in desired.items())
+                if not differs and now - status.checked_at < SEEN_RESOLUTION:
+                    continue
+                if status.status != desired["status"]:
+                    status.status_changed_at = now
+                    self.counts.status_changes += 1
+                for key, value in desired.items():
+                    setattr(status, key, value)
+                status.checked_at = now
+                changed.append(status)
+        BackupConnectorStatus.objects.bulk_create(created, batch_size=BATCH_SIZE)
+        BackupConnectorStatus.objects.bulk_update(
+            changed, [*STATUS_FIELDS, "checked_at", "status_changed_at"], batch_size=BATCH_SIZE
+        )
+
+    # --- audit events ----------------------------------------------------------------------
+
+    def insert_events(self, events: Sequence[AuditEventSnapshot], *, seen: int) -> None:
+        """One batch in one statement; keys already stored are skipped by the unique
+        constraint (ON CONFLICT DO NOTHING), and RETURNING counts what was new. `seen`:
+        records the provider read for this batch (some it may have dropped)."""
+        self.counts.events_seen += seen
+        by_key: dict[str, AuditEventSnapshot] = {}
+        for event in events:
+            by_key.setdefault(event.dedup_key, event)
+        if not by_key:
+            return
+        rows = [
+            {
+                "connection_id": self.connection.pk,
+                "customer_id": self.customer_by_account.get(event.account_external_id),
+                "connector_id": self.connector_by_guid.get(event.connector_external_id)
+                if event.connector_external_id
+                else None,
+                "account_external_id": event.account_external_id[:100],
+                "connector_external_id": event.connector_external_id[:100],
+                "occurred_at": event.occurred_at,
+                "category": event.category,
+                "area": event.area[:120],
+                "message": event.message,
+                "actor": event.actor[:255],
+                "succeeded": event.succeeded,
+                "allowed": event.allowed,
+                "client_ip": event.client_ip[:64],
+                "operation": event.operation[:120],
+                "method": event.method[:16],
+                "metadata": event.metadata,
+                "is_own_read": event.is_own_read,
+                "dedup_key": key,
+                "created_at": self.now,
+            }
+            for key, event in by_key.items()
+        ]
+        inserted = set(
+            insert_rows(
+                BackupAuditEvent,
+                rows,
+                conflict="(connection_id, dedup_key)",
+                returning="dedup_key",
+            )
+        )
+        own = sum(1 for key in inserted if by_key[key].is_own_read)
+        self.counts.own_reads_added += own
+        self.counts.events_added += len(inserted) - own
+
+
+def relink_events(connection: Connection, moved_accounts: dict[str, int | None]) -> int:
+    """Give stored audit events what was not known when they were inserted: the
+    connector (its account's connector list could not be read then) and, for accounts
+    whose customer changed, the new customer. Two set-based UPDATEs, each on its own
+    index (the first touches only events it can link); returns how many changed."""
+    known = BackupConnector.objects.filter(
+        connection_id=connection.pk, external_id=OuterRef("connector_external_id")
+    )
+    # Index audit_unlinked_connector_idx: only events still without their connector.
+    changed = (
+        BackupAuditEvent.objects.filter(connection_id=connection.pk, connector__isnull=True)
+        .exclude(connector_external_id="")
+        .filter(Exists(known))
+        .update(connector_id=Subquery(known.values("pk")[:1]))
+    )
+    if moved_accounts:
+        # Index audit_account_idx: the events of one account of one connection.
+        changed += BackupAuditEvent.objects.filter(
+            connection_id=connection.pk, account_external_id__in=list(moved_accounts)
+        ).update(
+            customer_id=Case(
+                *[
+                    When(account_external_id=account, then=Value(customer_id))
+                    for account, customer_id in moved_accounts.items()
+                ],
+                output_field=BigIntegerField(),
+            )
+        )
+    return changed

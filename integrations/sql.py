@@ -1,0 +1,188 @@
+"""The one helper for the SQL that must stay raw: bulk inserts that skip what exists and
+claims that must say which rows they changed (`RETURNING`).
+
+Statements are built from the model's metadata, never from hand-written column lists:
+every concrete column is written, and a value a caller does not give is the field's
+default (a Python default, a constant `db_default`, NULL for a nullable field, now for
+`auto_now` fields). A new model field with a default therefore never breaks an insert,
+and one without a default — or a key that is not a field — fails loudly here instead of
+in the database. Values (and datetime parameters of a WHERE clause) are prepared per
+field type once per column: fast paths for the plain types, the model layer's preparation
+otherwise, which keeps a 1,000-row batch cheap. Inserts are cut into statements that
+stay under the databases' parameter limits. Only identifiers from the metadata and
+placeholders are formatted into the SQL; every value is a parameter.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from django.db import connection as db
+from django.db import models
+from django.db.models.expressions import Value
+from django.db.models.fields import NOT_PROVIDED
+from django.utils import timezone
+
+# SQLite allows 32,766 parameters per statement (PostgreSQL 65,535): stay well below.
+MAX_PARAMETERS = 30_000
+
+_PLAIN_TYPES = (
+    models.CharField,
+    models.TextField,
+    models.BooleanField,
+    models.IntegerField,
+    models.BigIntegerField,
+    models.PositiveIntegerField,
+    models.ForeignKey,
+    models.OneToOneField,
+)
+
+
+class MissingValue(ValueError):
+    """A row lacks a value for a field that has no default, or names no field."""
+
+
+def _converter(field: models.Field[Any, Any]) -> Callable[[Any], Any]:
+    """Python value -> database parameter for one column."""
+    if isinstance(field, models.DateTimeField):
+        return db.ops.adapt_datetimefield_value
+    if isinstance(field, models.JSONField):
+        return lambda value: None if value is None else json.dumps(value)
+    if isinstance(field, _PLAIN_TYPES):
+        return lambda value: value
+    return lambda value: field.get_db_prep_save(value, db)
+
+
+def _filler(field: models.Field[Any, Any]) -> Callable[[], Any]:
+    """The value of a column a row does not give."""
+    if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+        return timezone.now
+    if field.has_default():
+        return field.get_default
+    default = getattr(field, "db_default", NOT_PROVIDED)
+    if isinstance(default, Value):
+        return lambda: default.value
+    if field.null:
+        return lambda: None
+
+    def missing() -> Any:
+        raise MissingValue(f"No value for {field.model.__name__}.{field.name} (no default)")
+
+    return missing
+
+
+def _fields(model: type[models.Model]) -> list[models.Field[Any, Any]]:
+    """The columns an INSERT writes: this model's own, without the automatic primary key
+    and generated columns."""
+    return [
+        field
+        for field in model._meta.local_concrete_fields
+        if not (field.primary_key and isinstance(field, models.AutoField))
+        and not isinstance(field, models.GeneratedField)
+    ]
+
+
+def column(model: type[models.Model], name: str) -> str:
+    """The quoted database column of a model field (for WHERE clauses of claims)."""
+    field = model._meta.get_field(name)
+    assert isinstance(field, models.Field)
+    return db.ops.quote_name(field.column)
+
+
+def table(model: type[models.Model]) -> str:
+    return db.ops.quote_name(model._meta.db_table)
+
+
+def placeholders(values: Sequence[Any]) -> str:
+    """ "%s, %s, …" for an IN list."""
+    return ", ".join(["%s"] * len(values))
+
+
+def _parameter(value: Any) -> Any:
+    """A WHERE-clause parameter as the database compares it (aware datetimes as stored)."""
+    if isinstance(value, datetime):
+        return db.ops.adapt_datetimefield_value(value)
+    return value
+
+
+def _fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    with db.cursor() as cursor:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall()) if cursor.description else []
+
+
+def insert_rows(
+    model: type[models.Model],
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    conflict: str | None,
+    returning: str = "id",
+) -> list[Any]:
+    """`INSERT … VALUES (…), (…) [ON CONFLICT <conflict> DO NOTHING] RETURNING <field>`:
+    as few statements as the parameter limit allows; returns the `returning` values of
+    the rows this call inserted (a row that conflicts with one already stored, or with a
+    concurrent insert, is skipped). Rows are keyed by field attname (`connection_id`,
+    `occurred_at`, …).
+
+    `conflict` is the conflict target, e.g. "(connection_id, dedup_key)" or
+    "(key) WHERE resolved_at IS NULL" (a partial unique index); None for no ON CONFLICT."""
+    if not rows:
+        return []
+    fields = _fields(model)
+    attnames = {field.attname for field in fields}
+    plan = [(field.attname, _converter(field), _filler(field)) for field in fields]
+    columns = ", ".join(db.ops.quote_name(field.column) for field in fields)
+    one = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    tail = f"ON CONFLICT {conflict} DO NOTHING " if conflict else ""
+    per_statement = max(1, MAX_PARAMETERS // len(fields))
+    inserted: list[Any] = []
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        params: list[Any] = []
+        for row in chunk:
+            unknown = set(row) - attnames
+            if unknown:
+                raise MissingValue(f"{model.__name__} has no field {', '.join(sorted(unknown))}")
+            for attname, convert, fill in plan:
+                params.append(convert(row[attname] if attname in row else fill()))
+        sql = (
+            f"INSERT INTO {table(model)} ({columns}) VALUES {', '.join([one] * len(chunk))} "
+            f"{tail}RETURNING {column(model, returning)}"
+        )
+        inserted += [row[0] for row in _fetch(sql, params)]
+    return inserted
+
+
+def update_returning(
+    model: type[models.Model],
+    values: Mapping[str, Any],
+    *,
+    where: str,
+    params: Sequence[Any],
+    returning: str = "id",
+) -> list[Any]:
+    """`UPDATE … SET <values> WHERE <where> RETURNING <field>`: a claim. Only the rows
+    that matched `where` at that moment change, and only they come back, so the caller
+    records history for exactly the rows it changed itself. `values` are keyed by field
+    name (`auto_now` fields are stamped unless given); `where` uses `column()` for its
+    columns and %s for its `params`."""
+    assignments = []
+    set_params: list[Any] = []
+    stamped = {
+        field.name: timezone.now()
+        for field in model._meta.concrete_fields
+        if getattr(field, "auto_now", False) and field.name not in values
+    }
+    for name, value in {**values, **stamped}.items():
+        field = model._meta.get_field(name)
+        assert isinstance(field, models.Field)
+        assignments.append(f"{db.ops.quote_name(field.column)} = %s")
+        set_params.append(_converter(field)(value))
+    sql = (
+        f"UPDATE {table(model)} SET {', '.join(assignments)} WHERE {where} "
+        f"RETURNING {column(model, returning)}"
+    )
+    return [row[0] for row in _fetch(sql, [*set_params, *(_parameter(p) for p in params)])]

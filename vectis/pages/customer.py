@@ -1,0 +1,176 @@
+"""The customer page (the customer's change page): accounts at the vendor and how fresh
+their data is, connectors, open alerts, and the timeline of audit events and alerts;
+plus the customers list's health columns and the timeline CSV."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from django.core.paginator import Paginator
+from django.db.models import Count, Min, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest, StreamingHttpResponse
+
+from alerts.models import AlertEvent
+from alerts.selectors import customer_alert_events, open_alert_for_connector, open_alerts
+from backups.models import AccountLink, AuditCategory, BackupConnector, BackupStatus
+from backups.selectors import (
+    STATUS_ORDER,
+    STATUS_SEVERITY,
+    connector_health_list,
+    customer_timeline,
+    effective_status,
+    severity,
+)
+from customers.models import Customer
+from customers.names import normalize_company_name
+from integrations.registry import provider_label
+from integrations.services import connection_freshness, setup_label, setup_url
+
+from .rows import BADGE, STATUS_LABELS, connector_row, csv_response
+
+TIMELINE_PAGE_SIZE = 50
+
+
+def customers_with_health(customers: QuerySet[Customer]) -> QuerySet[Customer]:
+    """Worst status, live connectors and open alerts per customer, as subqueries."""
+    live = BackupConnector.objects.filter(customer_id=OuterRef("pk"), removed_at__isnull=True)
+    worst = (
+        live.annotate(status_now=effective_status(), rank=severity())
+        .order_by()
+        .values("customer_id")
+        .annotate(worst=Min("rank"))
+        .values("worst")
+    )
+    connector_count = live.order_by().values("customer_id").annotate(n=Count("id")).values("n")
+    alert_count = (
+        open_alerts()
+        .filter(connector__customer_id=OuterRef("pk"))
+        .order_by()
+        .values("connector__customer_id")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    return customers.annotate(
+        worst_rank=Subquery(worst),
+        connector_count=Coalesce(Subquery(connector_count), 0),
+        open_alert_count=Coalesce(Subquery(alert_count), 0),
+    )
+
+
+RANK_STATUS = {rank: status for status, rank in STATUS_SEVERITY.items()}
+
+
+def customer_page_context(request: HttpRequest, customer: Customer) -> dict[str, Any]:
+    """Account links, connectors, open alerts and the timeline of one customer."""
+    connectors = list(
+        connector_health_list(customer_id=customer.pk).annotate(
+            open_alert_id=open_alert_for_connector()
+        )
+    )
+    categories = [c for c in request.GET.getlist("category") if c in dict(AuditCategory.choices)]
+    show_alerts = "alerts" in request.GET.getlist("category") or not categories
+    include_own = request.GET.get("own") == "1"
+    events = customer_timeline(customer.pk, categories=categories, include_own_reads=include_own)
+    page = Paginator(events, TIMELINE_PAGE_SIZE).get_page(request.GET.get("page"))
+    audit = list(page.object_list)
+    timeline: list[dict[str, Any]] = [
+        {
+            "type": "event",
+            "at": e.occurred_at,
+            "event": e,
+            "failure": e.succeeded is False or e.allowed is False,
+        }
+        for e in audit
+    ]
+    if show_alerts:
+        newest = None if page.number == 1 else (audit[0].occurred_at if audit else None)
+        oldest = audit[-1].occurred_at if audit and page.has_next() else None
+        for alert_event in customer_alert_events(customer.pk, newest=newest, oldest=oldest)[:200]:
+            timeline.append(
+                {
+                    "type": "alert",
+                    "at": alert_event.at,
+                    "alert_event": alert_event,
+                    "failure": alert_event.kind == AlertEvent.Kind.OPENED,
+                }
+            )
+    timeline.sort(key=lambda item: item["at"], reverse=True)
+    query = request.GET.copy()
+    query.pop("page", None)
+    export = request.GET.copy()
+    export["format"] = "csv"
+    links = list(AccountLink.objects.filter(customer=customer).select_related("connection"))
+    freshness = connection_freshness({link.connection_id for link in links})
+    failed = {row.pk: row.failed_accounts for row in freshness}
+    for link in links:
+        # Its data is older than "data as of": the latest sync could not read it.
+        link.unread_in_last_sync = link.external_id in failed.get(link.connection_id, ())  # type: ignore[attr-defined]
+        link.vendor = provider_label(link.connection.provider)  # type: ignore[attr-defined]
+    return {
+        "customer_links": links,
+        "customer_connections": freshness,
+        "setup_url": setup_url(),
+        "setup_label": setup_label(),
+        "customer_connectors": [connector_row(c) for c in connectors],
+        "customer_status_counts": _count_rows(connectors),
+        "customer_alerts": list(
+            open_alerts().filter(connector__customer=customer).select_related("connector", "rule")
+        ),
+        "timeline": timeline,
+        "timeline_page": page,
+        "timeline_categories": [(c, label) for c, label in AuditCategory.choices],
+        "selected_categories": categories
+        + (["alerts"] if "alerts" in request.GET.getlist("category") else []),
+        "include_own_reads": include_own,
+        "timeline_query": query.urlencode(),
+        "timeline_csv": "?" + export.urlencode(),
+    }
+
+
+def _count_rows(connectors: Sequence[BackupConnector]) -> list[dict[str, Any]]:
+    counts: dict[str, int] = {}
+    for connector in connectors:
+        status = getattr(connector, "status_now", BackupStatus.UNKNOWN)
+        counts[status] = counts.get(status, 0) + 1
+    return [
+        {"label": STATUS_LABELS[s], "count": counts[s], "badge": BADGE[s]}
+        for s in STATUS_ORDER
+        if counts.get(s)
+    ]
+
+
+def customer_timeline_csv(request: HttpRequest, customer: Customer) -> StreamingHttpResponse:
+    categories = [c for c in request.GET.getlist("category") if c in dict(AuditCategory.choices)]
+    events = customer_timeline(
+        customer.pk, categories=categories, include_own_reads=request.GET.get("own") == "1"
+    )
+
+    def rows() -> Iterator[list[Any]]:
+        for event in events.iterator(chunk_size=2000):
+            yield [
+                event.occurred_at.isoformat(),
+                event.category,
+                event.area,
+                event.message,
+                event.actor,
+                "" if event.succeeded is None else str(event.succeeded).lower(),
+                event.connector.name if event.connector else "",
+                event.client_ip,
+                str(event.is_own_read).lower(),
+            ]
+
+    header = [
+        "occurred_at",
+        "category",
+        "area",
+        "message",
+        "actor",
+        "succeeded",
+        "connector",
+        "client_ip",
+        "vectis_own_read",
+    ]
+    slug = normalize_company_name(customer.name).replace(" ", "-") or "customer"
+    return csv_response(f"vectis-timeline-{slug}.csv", header, rows())

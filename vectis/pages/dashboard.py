@@ -1,0 +1,180 @@
+"""The backup health dashboard (Admin → Backups, and the admin home's first panel):
+freshness per connection, status tiles and the freshness chart (fleet-wide, or for what
+the filters select — they say which), and the list of what needs attention."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from django.contrib.admin import AdminSite
+from django.core.paginator import Paginator
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+from django.template.response import TemplateResponse
+from django.utils import timezone
+
+from alerts.selectors import (
+    connector_has_open_alert,
+    failed_deliveries,
+    open_alert_for_connector,
+    open_alerts,
+)
+from backups.models import BackupConnector, BackupStatus, ConnectorKind
+from backups.selectors import (
+    STATUS_ORDER,
+    backup_freshness,
+    connector_health_list,
+    filtered_connectors,
+    live_connectors,
+    status_counts,
+)
+from customers.models import Customer
+from integrations.services import connection_freshness, setup_label, setup_url
+
+from .rows import BADGE, KIND_LABELS, STATUS_LABELS, connector_row, csv_response, iso, require
+
+PAGE_SIZE = 50
+REFRESH_CHOICES = (0, 60, 300)
+ALL_STATUSES = "all"
+
+
+def _dashboard_filters(request: HttpRequest) -> dict[str, Any]:
+    wanted = request.GET.getlist("status")
+    statuses = [s for s in wanted if s in STATUS_LABELS]
+    kind = request.GET.get("kind", "")
+    customer = request.GET.get("customer", "")
+    return {
+        "statuses": statuses,
+        # "all": every status; no status at all: what needs attention (the default).
+        "all_statuses": ALL_STATUSES in wanted and not statuses,
+        "kind": kind if kind in KIND_LABELS else "",
+        "customer_id": int(customer) if customer.isdigit() else None,
+        "search": request.GET.get("q", "").strip()[:100],
+    }
+
+
+def _is_filtered(filters: dict[str, Any]) -> bool:
+    return bool(filters["kind"] or filters["customer_id"] or filters["search"])
+
+
+def _attention_list(filters: dict[str, Any]) -> QuerySet[BackupConnector]:
+    """The list under the tiles. By default what needs attention: every connector that
+    is not OK, and every one with an open alert (an OK status with a failed job in the
+    audit log is still a failure)."""
+    connectors = connector_health_list(
+        statuses=filters["statuses"] or None,
+        kind=filters["kind"],
+        customer_id=filters["customer_id"],
+        search=filters["search"],
+    ).annotate(open_alert_id=open_alert_for_connector())
+    if filters["statuses"] or filters["all_statuses"]:
+        return connectors
+    # status_now is OK only for a status row saying OK (no row counts as unknown).
+    return connectors.filter(
+        ~Q(backup_status__status=BackupStatus.OK) | Q(connector_has_open_alert())
+    )
+
+
+def dashboard_summary(*, now: datetime, filters: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Tiles and chart: fleet-wide, or for the connectors the filters select (they say
+    which)."""
+    scoped = filters is not None and _is_filtered(filters)
+    connectors = (
+        filtered_connectors(
+            kind=filters["kind"], customer_id=filters["customer_id"], search=filters["search"]
+        )
+        if filters is not None and scoped
+        else live_connectors()
+    )
+    counts = status_counts(connectors)
+    alerts = (
+        open_alerts().filter(connector__in=connectors.values("pk")) if scoped else open_alerts()
+    )
+    freshness = connection_freshness()
+    return {
+        "status_cards": [
+            {"status": s, "label": STATUS_LABELS[s], "count": counts[s], "badge": BADGE[s]}
+            for s in (
+                BackupStatus.FAILED,
+                BackupStatus.WARNING,
+                BackupStatus.UNKNOWN,
+                BackupStatus.ONBOARDING,
+                BackupStatus.OK,
+            )
+        ],
+        "open_alert_count": alerts.count(),
+        "freshness": backup_freshness(now=now, connectors=connectors),
+        "connector_total": sum(counts.values()),
+        "scope": "matching the filters below" if scoped else "fleet-wide",
+        "connections": freshness,
+        "setup_url": setup_url(),
+        "setup_label": setup_label(),
+        "failed_deliveries": failed_deliveries(now=now),
+    }
+
+
+def dashboard(request: HttpRequest, *, site: AdminSite) -> HttpResponseBase:
+    require(request, "backups.view_backupconnector")
+    filters = _dashboard_filters(request)
+    connectors = _attention_list(filters)
+    if request.GET.get("format") == "csv":
+        return _connectors_csv(connectors)
+    page = Paginator(connectors, PAGE_SIZE).get_page(request.GET.get("page"))
+    refresh = request.GET.get("refresh", "")
+    query = request.GET.copy()
+    query.pop("page", None)
+    export = query.copy()
+    export["format"] = "csv"
+    context = {
+        **site.each_context(request),
+        "view_health": dashboard_summary(now=timezone.now(), filters=filters),
+        "title": "Backup health",
+        "page": page,
+        "rows": [connector_row(c) for c in page.object_list],
+        "filters": filters,
+        "status_choices": [(s, STATUS_LABELS[s]) for s in STATUS_ORDER],
+        "kind_choices": ConnectorKind.choices,
+        "refresh": int(refresh) if refresh.isdigit() and int(refresh) in REFRESH_CHOICES else 0,
+        "refresh_choices": REFRESH_CHOICES,
+        "query_string": query.urlencode(),
+        "csv_url": "?" + export.urlencode(),
+        "filter_customer": Customer.objects.filter(pk=filters["customer_id"]).first()
+        if filters["customer_id"]
+        else None,
+    }
+    return TemplateResponse(request, "admin/backups/dashboard.html", context)
+
+
+def _connectors_csv(connectors: QuerySet[BackupConnector]) -> StreamingHttpResponse:
+    def rows() -> Iterator[list[Any]]:
+        for connector in connectors.iterator(chunk_size=2000):
+            row = connector_row(connector)
+            yield [
+                row["customer"].name if row["customer"] else "",
+                connector.name,
+                row["kind_label"],
+                connector.vendor_type,
+                row["status"],
+                row["reason"],
+                iso(row["last_success"]),
+                iso(row["last_backup"]),
+                connector.external_id,
+                row["open_alert_id"] or "",
+            ]
+
+    header = [
+        "customer",
+        "connector",
+        "kind",
+        "vendor_type",
+        "status",
+        "reason",
+        "last_successful_backup",
+        "last_backup",
+        "vendor_connector_id",
+        "open_alert",
+    ]
+    return csv_response(f"vectis-connectors-{timezone.now():%Y%m%d-%H%M}.csv", header, rows())
