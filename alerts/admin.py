@@ -52,7 +52,10 @@ class AlertRuleForm(forms.ModelForm[AlertRule]):
             "threshold_hours",
             "onboarding_grace_hours",
             "lookback_hours",
+            "include_failed_jobs",
             "include_failed_status",
+            "success_rate_days",
+            "success_rate_percent",
             "customers",
             "connector_kinds",
             "recipients",
@@ -73,7 +76,11 @@ class AlertRuleAdmin(admin.ModelAdmin[AlertRule]):
     fieldsets = [
         (None, {"fields": ["name", "kind", "enabled"]}),
         ("Backup Stale", {"fields": ["threshold_hours", "onboarding_grace_hours"]}),
-        ("Backup Failed", {"fields": ["lookback_hours", "include_failed_status"]}),
+        (
+            "Backup Failed",
+            {"fields": ["lookback_hours", "include_failed_jobs", "include_failed_status"]},
+        ),
+        ("Backup Success Rate", {"fields": ["success_rate_days", "success_rate_percent"]}),
         ("Scope", {"fields": ["customers", "connector_kinds"]}),
         ("Notifications", {"fields": ["recipients", "send_resolved", "reminder_hours"]}),
     ]
@@ -82,6 +89,11 @@ class AlertRuleAdmin(admin.ModelAdmin[AlertRule]):
     def condition(self, rule: AlertRule) -> str:
         if rule.kind == AlertRule.Kind.BACKUP_STALE:
             return f"no complete backup for {rule.threshold_hours} h"
+        if rule.kind == AlertRule.Kind.SUCCESS_RATE:
+            return (
+                f"under {rule.success_rate_percent} % of backup jobs succeeded in "
+                f"{rule.success_rate_days} d"
+            )
         return f"failure within {rule.lookback_hours} h"
 
     @admin.display(description="Scope")
@@ -208,7 +220,7 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
         ("connector__customer", admin.RelatedOnlyFieldListFilter),
         "connector__kind",
     ]
-    list_select_related = ["connector__customer", "rule"]
+    list_select_related = ["connector__customer", "rule", "account_link__customer"]
     search_fields = ["summary", "connector__name", "connector__customer__name"]
     date_hierarchy = "opened_at"
     inlines = [AlertEventInline]
@@ -222,6 +234,7 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
         "rule",
         "connector",
         "connection",
+        "account_link",
         "reason",
         "opened_at",
         "last_seen_at",
@@ -261,6 +274,8 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
     def customer(self, alert: Alert) -> str:
         if alert.connector and alert.connector.customer:
             return alert.connector.customer.name
+        if alert.account_link and alert.account_link.customer:
+            return alert.account_link.customer.name
         return ""
 
     @admin.display(description="Connector kind")

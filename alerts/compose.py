@@ -26,9 +26,18 @@ CONNECTOR_KINDS = dict(ConnectorKind.choices)
 KIND_NOUNS = {
     Alert.Kind.BACKUP_FAILED: ("backup failed", "backups failed"),
     Alert.Kind.BACKUP_STALE: ("backup stale", "backups stale"),
+    Alert.Kind.SUCCESS_RATE: ("low success rate", "low success rates"),
+    Alert.Kind.SEAT_EXCEEDED: ("seat limit exceeded", "seat limits exceeded"),
+    Alert.Kind.ACCOUNT_DELETION: (
+        "account scheduled for deletion",
+        "accounts scheduled for deletion",
+    ),
+    Alert.Kind.TOKEN_EXPIRY: ("API token expiring", "API tokens expiring"),
     Alert.Kind.SYNC_STALE: ("sync stale", "syncs stale"),
     Alert.Kind.SYNC_DEGRADED: ("sync degraded", "syncs degraded"),
 }
+# Worst first within a message.
+KIND_ORDER: dict[str, int] = {str(kind): rank for rank, kind in enumerate(KIND_NOUNS)}
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,8 @@ def message_item(event: AlertEvent, now: datetime) -> dict[str, Any]:
         "summary": alert.summary,
         "why": alert.detail,
         "snoozed": alert.is_snoozed(now),
+        "help_url": "",
+        "help_label": "",
     }
     connector: BackupConnector | None = alert.connector
     if connector is not None:
@@ -83,9 +94,11 @@ def message_item(event: AlertEvent, now: datetime) -> dict[str, Any]:
             connector_kind=str(CONNECTOR_KINDS.get(connector.kind, connector.kind)),
             last_success=_utc(last_success),
             last_success_ago=hours_ago(last_success, now),
-            reason=reason,
+            reason=(status.fix_text or reason) if status else "",
+            help_url=status.help_url if status else "",
+            help_label=status.help_label or "How to fix" if status else "",
             sort=(
-                0 if alert.kind == Alert.Kind.BACKUP_FAILED else 1,
+                KIND_ORDER.get(alert.kind, 9),
                 last_success.timestamp() if last_success else 0,
             ),
         )
@@ -94,6 +107,24 @@ def message_item(event: AlertEvent, now: datetime) -> dict[str, Any]:
             item["why"] = f"No complete backup for {hours} hours (since {item['last_success']})."
         elif not item["why"]:
             item["why"] = reason or alert.summary
+    elif alert.account_link is not None:
+        link = alert.account_link
+        vendor = provider_label(link.connection.provider)
+        customer = link.customer
+        item.update(
+            vendor=vendor,
+            customer=customer.name if customer else f"Unlinked {vendor} account",
+            customer_url=f"{base}/admin/customers/customer/{customer.pk}/change/"
+            if customer
+            else "",
+            connector=link.display_name,
+            connector_kind=f"{vendor} account",
+            last_success="",
+            last_success_ago="",
+            reason="",
+            why=alert.detail or alert.summary,
+            sort=(KIND_ORDER.get(alert.kind, 9), 0),
+        )
     elif alert.connection is not None:
         connection = alert.connection
         vendor = provider_label(connection.provider)
@@ -106,9 +137,9 @@ def message_item(event: AlertEvent, now: datetime) -> dict[str, Any]:
             connector_kind=f"{vendor} sync",
             last_success=_utc(last),
             last_success_ago=hours_ago(last, now),
-            reason=connection.last_error,
+            reason="" if alert.kind == Alert.Kind.TOKEN_EXPIRY else connection.last_error,
             why=alert.detail or connection.last_error or alert.summary,
-            sort=(2, last.timestamp() if last else 0),
+            sort=(KIND_ORDER.get(alert.kind, 9), last.timestamp() if last else 0),
         )
     return item
 

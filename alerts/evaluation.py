@@ -7,14 +7,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 
 from backups.models import (
     AccountLink,
+    AccountSeat,
     AuditCategory,
     BackupAuditEvent,
     BackupConnector,
+    BackupJobDay,
     BackupStatus,
+    JobOutcome,
 )
 from integrations.models import Connection
 from integrations.registry import provider_label
@@ -37,8 +41,11 @@ class Condition:
     reason: str = ""
     connector_id: int | None = None
     connection_id: int | None = None
+    account_link_id: int | None = None
     # Why, in words (kept on the alert and carried by every message about it).
     detail: str = ""
+    # A countdown's step (days left: "30", "7", "1", "0"): a nearer step is news.
+    stage: str = ""
 
 
 def rule_key(rule: AlertRule, connector_id: int) -> str:
@@ -55,6 +62,21 @@ def degraded_key(connection_id: int) -> str:
 
 def _utc(moment: datetime) -> str:
     return f"{moment:%Y-%m-%d %H:%M} UTC"
+
+
+def _days(count: int) -> str:
+    return "1 day" if count == 1 else f"{count} days"
+
+
+def countdown_stage(moment: datetime, now: datetime) -> tuple[str, int]:
+    """The step of a countdown to `moment` ("30", "7", "1" days left, "0" passed) and the
+    whole days left (rounded up)."""
+    seconds = (moment - now).total_seconds()
+    if seconds <= 0:
+        return "0", 0
+    days = int(-(-seconds // 86400))
+    stage = "1" if days <= 1 else "7" if days <= 7 else "30"
+    return stage, days
 
 
 def _scoped_connectors(rule: AlertRule) -> QuerySet[BackupConnector]:
@@ -117,62 +139,265 @@ def stale_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
 
 
 def failed_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
-    """A recovery/connector failure in the audit log inside the lookback, or (option)
-    a failed status whose reason means a failure."""
+    """A recovery/connector failure in the audit log inside the lookback; (option) an
+    unsuccessful or incomplete backup job inside the lookback not followed by a complete
+    backup; (option) a failed status whose reason means a failure."""
+    since = now - timedelta(hours=rule.lookback_hours)
     failures = BackupAuditEvent.objects.filter(
         connector_id=OuterRef("pk"),
         succeeded=False,
         category__in=FAILURE_CATEGORIES,
-        occurred_at__gte=now - timedelta(hours=rule.lookback_hours),
+        occurred_at__gte=since,
         occurred_at__lte=now,
     )
     latest = failures.order_by("-occurred_at", "-id")
     condition = Q(Exists(failures))
+    jobs = BackupJobDay.objects.filter(
+        connector_id=OuterRef("pk"), last_failure_at__gte=since, last_failure_at__lte=now
+    ).order_by("-last_failure_at", "-id")
     if rule.include_failed_status:
         condition |= Q(
             backup_status__status=BackupStatus.FAILED, backup_status__reason_is_failure=True
         )
+    connectors = _scoped_connectors(rule).annotate(
+        failure_message=Subquery(latest.values("message")[:1]),
+        failure_at=Subquery(latest.values("occurred_at")[:1]),
+    )
+    fields = [
+        "pk",
+        "name",
+        "customer__name",
+        "connection__provider",
+        "failure_message",
+        "failure_at",
+        "backup_status__reason",
+        "backup_status__reason_text",
+        "backup_status__status",
+        "backup_status__reason_is_failure",
+        "backup_status__fix_text",
+    ]
+    if rule.include_failed_jobs:
+        connectors = connectors.annotate(
+            job_failure_at=Subquery(jobs.values("last_failure_at")[:1]),
+            job_outcome=Subquery(jobs.values("last_failure_outcome")[:1]),
+            job_error=Subquery(jobs.values("last_error")[:1]),
+        )
+        # A complete backup after the failed job ends it.
+        condition |= Q(job_failure_at__isnull=False) & (
+            Q(backup_status__last_success_at__isnull=True)
+            | Q(backup_status__last_success_at__lt=F("job_failure_at"))
+        )
+        fields += ["job_failure_at", "job_outcome", "job_error", "backup_status__last_success_at"]
+    conditions = []
+    for values in connectors.filter(condition).values(*fields):
+        vendor = provider_label(values["connection__provider"])
+        name, customer = values["name"], values["customer__name"]
+        subject = f"{customer}: {name}" if customer else name
+        reasons, what = [], ""
+        failed_at = values["failure_at"]
+        if failed_at is not None:
+            reasons.append(
+                f"Failed in the {vendor} audit log at {_utc(failed_at)}: "
+                f"\u201c{values['failure_message']}\u201d."
+            )
+            what = f"a failure in the {vendor} audit log"
+        job_at = values.get("job_failure_at")
+        last_success = values.get("backup_status__last_success_at")
+        if job_at is not None and (last_success is None or last_success < job_at):
+            outcome = (
+                "ended incomplete" if values["job_outcome"] == JobOutcome.INCOMPLETE else ("failed")
+            )
+            error = values["job_error"]
+            reasons.insert(
+                0,
+                f"A {vendor} backup job {outcome} at {_utc(job_at)}"
+                + (f": \u201c{error}\u201d." if error else f" ({vendor} gave no error text)."),
+            )
+            what = f"backup job {outcome}" + (f": {error}" if error else "")
+        status, needs = values["backup_status__status"], values["backup_status__reason_is_failure"]
+        reason = values["backup_status__reason"] or ""
+        reason_text = values["backup_status__reason_text"] or reason
+        if rule.include_failed_status and status == BackupStatus.FAILED and needs:
+            said = values["backup_status__fix_text"] or reason_text
+            reasons.append(f"{vendor} says: {said}.")
+            what = what or reason_text
+        if not reasons:
+            continue
+        conditions.append(
+            Condition(
+                key=rule_key(rule, values["pk"]),
+                kind=Alert.Kind.BACKUP_FAILED,
+                summary=f"{subject} — {what}"[:255],
+                reason=reason,
+                connector_id=values["pk"],
+                detail=" ".join(reasons),
+            )
+        )
+    return conditions
+
+
+def success_rate_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
+    """Connectors whose finished backup jobs over the rule's days succeeded less often
+    than the rule's percentage (one query; connectors without a finished job never)."""
+    today = now.date()
+    window = Q(
+        job_days__day__gt=today - timedelta(days=rule.success_rate_days), job_days__day__lte=today
+    )
     rows = (
         _scoped_connectors(rule)
         .annotate(
-            failure_message=Subquery(latest.values("message")[:1]),
-            failure_at=Subquery(latest.values("occurred_at")[:1]),
+            ok=Coalesce(Sum("job_days__successful", filter=window), 0),
+            incomplete=Coalesce(Sum("job_days__incomplete", filter=window), 0),
+            unsuccessful=Coalesce(Sum("job_days__unsuccessful", filter=window), 0),
         )
-        .filter(condition)
-        .values_list(
-            "pk",
-            "name",
-            "customer__name",
-            "connection__provider",
-            "failure_message",
-            "failure_at",
-            "backup_status__reason",
-            "backup_status__reason_text",
-            "backup_status__status",
-            "backup_status__reason_is_failure",
-        )
+        .annotate(finished=F("ok") + F("incomplete") + F("unsuccessful"))
+        .filter(finished__gt=0, ok__lt=F("finished") * rule.success_rate_percent / 100.0)
+        .values_list("pk", "name", "customer__name", "ok", "incomplete", "unsuccessful", "finished")
     )
     conditions = []
-    for row in rows:
-        pk, name, customer, provider, message, failed_at, reason, reason_text, status, needs = row
-        vendor = provider_label(provider)
+    for pk, name, customer, ok, incomplete, unsuccessful, finished in rows:
+        rate = 100 * ok / finished
         subject = f"{customer}: {name}" if customer else name
-        reasons = []
-        if failed_at is not None:
-            reasons.append(
-                f"Failed in the {vendor} audit log at {_utc(failed_at)}: \u201c{message}\u201d."
-            )
-        if rule.include_failed_status and status == BackupStatus.FAILED and needs:
-            reasons.append(f"{vendor} says: {reason_text or reason}.")
-        what = f"a failure in the {vendor} audit log" if failed_at else (reason_text or reason)
+        days = _days(rule.success_rate_days)
         conditions.append(
             Condition(
                 key=rule_key(rule, pk),
-                kind=Alert.Kind.BACKUP_FAILED,
-                summary=f"{subject} — {what}"[:255],
-                reason=reason or "",
+                kind=Alert.Kind.SUCCESS_RATE,
+                summary=f"{subject} — {rate:.0f} % of backup jobs succeeded in {days}"[:255],
                 connector_id=pk,
-                detail=" ".join(reasons),
+                detail=(
+                    f"{ok} of {finished} finished backup jobs succeeded in the last {days} "
+                    f"({rate:.1f} %; the rule wants at least {rule.success_rate_percent} %): "
+                    f"{incomplete} incomplete, {unsuccessful} unsuccessful."
+                ),
+            )
+        )
+    return conditions
+
+
+def _monitored_accounts() -> QuerySet[AccountLink]:
+    return AccountLink.objects.filter(removed_at__isnull=True, connection__enabled=True).exclude(
+        state=AccountLink.State.EXCLUDED
+    )
+
+
+def _account_subject(link: AccountLink) -> str:
+    return link.customer.name if link.customer else link.display_name
+
+
+def seat_conditions(*, now: datetime) -> list[Condition]:
+    """Accounts over a seat limit, one alert each, with the days of grace left (its step
+    moves at 7 and 1 days left and when the grace period is over)."""
+    seats = (
+        AccountSeat.objects.filter(violated=True, account_link__in=_monitored_accounts())
+        .select_related("account_link__customer", "account_link__connection")
+        .order_by("account_link_id", "grace_expires_at", "label")
+    )
+    by_link: dict[int, list[AccountSeat]] = {}
+    for seat in seats:
+        by_link.setdefault(seat.account_link_id, []).append(seat)
+    conditions = []
+    for link_id, violated in by_link.items():
+        link = violated[0].account_link
+        vendor = provider_label(link.connection.provider)
+        parts = []
+        for seat in violated:
+            limit = "no" if seat.limit is None else str(seat.limit)
+            parts.append(f"{seat.label}: {seat.usage} used of {limit} (over by {seat.overage})")
+        grace = [s.grace_expires_at for s in violated if s.grace_expires_at is not None]
+        stage, what = "", "seat limit exceeded"
+        detail = f"{vendor} reports a seat limit exceeded — " + "; ".join(parts) + "."
+        if grace:
+            ends = min(grace)
+            stage, days = countdown_stage(ends, now)
+            if stage == "0":
+                what = "seat limit exceeded, the grace period is over"
+                detail += f" The grace period ended {_utc(ends)}: {vendor} may stop backing up."
+            else:
+                what = f"seat limit exceeded, {_days(days)} of grace left"
+                detail += f" The grace period ends {_utc(ends)} ({_days(days)} left)."
+            stage = "grace" if stage == "30" else stage
+        conditions.append(
+            Condition(
+                key=f"seat:{link_id}",
+                kind=Alert.Kind.SEAT_EXCEEDED,
+                summary=f"{_account_subject(link)} — {what}"[:255],
+                connection_id=link.connection_id,
+                account_link_id=link_id,
+                detail=detail,
+                stage=stage,
+            )
+        )
+    return conditions
+
+
+def deletion_conditions(*, now: datetime) -> list[Condition]:
+    """Accounts the vendor has scheduled for deletion (with their backups)."""
+    links = (
+        _monitored_accounts()
+        .filter(deletion_scheduled_at__isnull=False)
+        .select_related("customer", "connection")
+    )
+    conditions = []
+    for link in links:
+        vendor = provider_label(link.connection.provider)
+        when = link.deletion_scheduled_at
+        assert when is not None
+        stage, days = countdown_stage(when, now)
+        left = "the date has passed" if stage == "0" else f"in {_days(days)}"
+        conditions.append(
+            Condition(
+                key=f"deletion:{link.pk}",
+                kind=Alert.Kind.ACCOUNT_DELETION,
+                summary=f"{_account_subject(link)} — {vendor} account scheduled for deletion "
+                f"{when:%Y-%m-%d}"[:255],
+                connection_id=link.connection_id,
+                account_link_id=link.pk,
+                detail=(
+                    f"{vendor} will delete the account {link.display_name} "
+                    f"({link.external_id}) and its backups at {_utc(when)} ({left}). If that "
+                    f"is not intended, cancel the deletion in {vendor} before then."
+                ),
+            )
+        )
+    return conditions
+
+
+TOKEN_WARNING_DAYS = 30
+
+
+def token_conditions(*, now: datetime) -> list[Condition]:
+    """Connections whose credential expires within 30 days (steps at 30, 7 and 1 days
+    left, and once expired); renewing it (a later expiry) resolves the alert."""
+    rows = Connection.objects.filter(
+        enabled=True,
+        credential_expires_at__isnull=False,
+        credential_expires_at__lte=now + timedelta(days=TOKEN_WARNING_DAYS),
+    )
+    conditions = []
+    for connection in rows:
+        expires = connection.credential_expires_at
+        assert expires is not None
+        vendor = provider_label(connection.provider)
+        stage, days = countdown_stage(expires, now)
+        what = (
+            "the API token has expired"
+            if stage == "0"
+            else f"the API token expires in {_days(days)}"
+        )
+        conditions.append(
+            Condition(
+                key=f"token:{connection.pk}",
+                kind=Alert.Kind.TOKEN_EXPIRY,
+                summary=f"{connection.name}: {what}"[:255],
+                connection_id=connection.pk,
+                detail=(
+                    f"The {vendor} credential this connection signs in with "
+                    f"{'expired' if stage == '0' else 'expires'} at {_utc(expires)}. Create a "
+                    f"new API token in {vendor} and paste it into the connection before then, "
+                    "or every sync will fail."
+                ),
+                stage=stage,
             )
         )
     return conditions
@@ -228,4 +453,6 @@ def sync_degraded_conditions(*, now: datetime) -> list[Condition]:
 def rule_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
     if rule.kind == AlertRule.Kind.BACKUP_STALE:
         return stale_conditions(rule, now=now)
+    if rule.kind == AlertRule.Kind.SUCCESS_RATE:
+        return success_rate_conditions(rule, now=now)
     return failed_conditions(rule, now=now)

@@ -59,6 +59,8 @@ def open_alerts(conditions: list[Condition], rule: AlertRule | None, *, now: dat
             "rule_id": rule.pk if rule else None,
             "connector_id": c.connector_id,
             "connection_id": c.connection_id,
+            "account_link_id": c.account_link_id,
+            "stage": c.stage,
             "state": Alert.State.OPEN,
             "summary": c.summary,
             "reason": c.reason,
@@ -153,7 +155,9 @@ def apply(
     excluded = (
         set(
             Alert.objects.filter(
-                pk__in=resolved, connector__account_link__state=AccountLink.State.EXCLUDED
+                Q(connector__account_link__state=AccountLink.State.EXCLUDED)
+                | Q(account_link__state=AccountLink.State.EXCLUDED),
+                pk__in=resolved,
             ).values_list("pk", flat=True)
         )
         if resolved and not silent_resolve
@@ -167,6 +171,10 @@ def apply(
     )
     record(AlertEvent.Kind.RESOLVED, excluded, now=now, notified=True, note=EXCLUDED_NOTE)
     still = [pk for key, pk in already.items() if key in current]
+    escalated = escalate(
+        {pk: current[key] for key, pk in already.items() if key in current}, now=now
+    )
+    record(AlertEvent.Kind.REMINDER, escalated, now=now, note="Nearer its deadline")
     reminded: list[int] = []
     if rule is not None and rule.reminder_hours and still:
         cutoff = now - timedelta(hours=rule.reminder_hours)
@@ -176,7 +184,42 @@ def apply(
         Alert.objects.filter(pk__in=still).update(last_seen_at=now)
     result.opened += Alert.objects.filter(pk__in=opened)
     result.resolved += Alert.objects.filter(pk__in=resolved)
-    result.reminded += Alert.objects.filter(pk__in=reminded)
+    result.reminded += Alert.objects.filter(pk__in=[*reminded, *escalated])
+
+
+# Countdown steps, farthest first: moving right is news.
+STAGES = ("", "30", "grace", "7", "1", "0")
+
+
+def escalate(open_alerts: dict[int, Condition], *, now: datetime) -> list[int]:
+    """Countdown alerts (token expiry, seat grace) whose step moved nearer: their summary
+    and detail follow, claimed on the old step so a reminder is recorded once. A step
+    moving back (more time) updates the words quietly."""
+    counting = {pk: c for pk, c in open_alerts.items() if c.stage}
+    if not counting:
+        return []
+    stored = {
+        pk: (stage, snoozed_until)
+        for pk, stage, snoozed_until in Alert.objects.filter(pk__in=list(counting)).values_list(
+            "pk", "stage", "snoozed_until"
+        )
+    }
+    nearer: list[int] = []
+    for pk, condition in counting.items():
+        old, snoozed_until = stored.get(pk, (condition.stage, None))
+        if old == condition.stage:
+            continue
+        changed = Alert.objects.filter(pk=pk, stage=old, resolved_at__isnull=True).update(
+            stage=condition.stage, summary=condition.summary, detail=condition.detail
+        )
+        snoozed = snoozed_until is not None and snoozed_until > now
+        if changed and _rank(condition.stage) > _rank(old) and not snoozed:
+            nearer.append(pk)
+    return nearer
+
+
+def _rank(stage: str) -> int:
+    return STAGES.index(stage) if stage in STAGES else 0
 
 
 # --- quiet endings -----------------------------------------------------------------------------
@@ -193,9 +236,9 @@ def resolve_quietly(alert_ids: Sequence[int], *, now: datetime, by: str, note: s
 def resolve_for_excluded_account(link: AccountLink, *, now: datetime, by: str = "") -> int:
     """An excluded account's open alerts end at once, quietly, with a note."""
     ids = list(
-        Alert.objects.filter(connector__account_link=link, resolved_at__isnull=True).values_list(
-            "pk", flat=True
-        )
+        Alert.objects.filter(
+            Q(connector__account_link=link) | Q(account_link=link), resolved_at__isnull=True
+        ).values_list("pk", flat=True)
     )
     return resolve_quietly(ids, now=now, by=by, note=EXCLUDED_NOTE) if ids else 0
 

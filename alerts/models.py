@@ -19,11 +19,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
+from django.core.validators import MaxValueValidator, MinValueValidator, validate_email
 from django.db import models
 from django.db.models import Q
 
-from backups.models import BackupConnector, ConnectorKind
+from backups.models import AccountLink, BackupConnector, ConnectorKind
 from customers.models import Customer
 from integrations.models import Connection
 
@@ -52,6 +52,7 @@ class AlertRule(models.Model):
     class Kind(models.TextChoices):
         BACKUP_STALE = "backup_stale", "Backup Stale"
         BACKUP_FAILED = "backup_failed", "Backup Failed"
+        SUCCESS_RATE = "success_rate", "Backup Success Rate"
 
     name = models.CharField(max_length=120)
     kind = models.CharField("Type", max_length=16, choices=Kind.choices)
@@ -78,6 +79,27 @@ class AlertRule(models.Model):
         help_text="Backup Failed: also alert when a connector is failed for a reason that needs "
         "fixing (lost authentication, revoked token, quota, configuration): backup vendors "
         "do not always write scheduled backups to their audit log.",
+    )
+    include_failed_jobs = models.BooleanField(
+        "Also failed or incomplete backup jobs",
+        default=True,
+        help_text="Backup Failed: also alert when a backup job ended unsuccessful or incomplete "
+        "within the lookback (the vendor's job data, with the job's error); a complete backup "
+        "after it ends the alert.",
+    )
+    success_rate_days = models.PositiveIntegerField(
+        "Success rate over (days)",
+        default=7,
+        validators=[MinValueValidator(1), MaxValueValidator(28)],
+        help_text="Backup Success Rate: the days of backup jobs counted (1-28, today included).",
+    )
+    success_rate_percent = models.PositiveIntegerField(
+        "Alert below (%)",
+        default=90,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Backup Success Rate: alert when fewer of the finished backup jobs than this "
+        "succeeded (incomplete and unsuccessful jobs count against it; cancelled and running "
+        "ones are left out).",
     )
     customers = models.ManyToManyField(
         Customer,
@@ -124,8 +146,12 @@ class Alert(models.Model):
     class Kind(models.TextChoices):
         BACKUP_STALE = "backup_stale", "Backup stale"
         BACKUP_FAILED = "backup_failed", "Backup failed"
+        SUCCESS_RATE = "success_rate", "Backup success rate low"
         SYNC_STALE = "sync_stale", "Sync stale"
         SYNC_DEGRADED = "sync_degraded", "Sync degraded"
+        SEAT_EXCEEDED = "seat_exceeded", "Seat limit exceeded"
+        ACCOUNT_DELETION = "account_deletion", "Account scheduled for deletion"
+        TOKEN_EXPIRY = "token_expiry", "API token expires soon"
 
     class State(models.TextChoices):
         OPEN = "open", "Open"
@@ -143,9 +169,16 @@ class Alert(models.Model):
     connection = models.ForeignKey(
         Connection, null=True, blank=True, on_delete=models.CASCADE, related_name="alerts"
     )
+    # The vendor account a seat or deletion alert is about.
+    account_link = models.ForeignKey(
+        AccountLink, null=True, blank=True, on_delete=models.CASCADE, related_name="alerts"
+    )
     state = models.CharField(max_length=16, choices=State.choices, default=State.OPEN)
     summary = models.CharField(max_length=255, blank=True, default="")
     reason = models.CharField(max_length=64, blank=True, default="")
+    # A countdown alert's step (token expiry, seat grace: "30", "7", "1" or "0" days
+    # left); moving to a nearer step tells the recipients again.
+    stage = models.CharField(max_length=16, blank=True, default="")
     # Why it is open, in words: the vendor's reason, the failed audit event, the age of
     # the last complete backup, or the accounts a degraded sync cannot read.
     detail = models.TextField(blank=True, default="")

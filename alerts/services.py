@@ -19,7 +19,14 @@ from django.db import transaction
 from django.db.models import Q
 
 from .compose import compose, hours_ago
-from .evaluation import rule_conditions, sync_degraded_conditions, sync_stale_conditions
+from .evaluation import (
+    deletion_conditions,
+    rule_conditions,
+    seat_conditions,
+    sync_degraded_conditions,
+    sync_stale_conditions,
+    token_conditions,
+)
 from .lifecycle import EvaluationResult, apply, claim_events_to_notify
 from .models import SENDING_TIMEOUT, Alert, AlertEvent, AlertNotification, AlertRule
 from .transports import DeliveryFailed, EmailTransport, Transport
@@ -44,13 +51,13 @@ def evaluate(*, now: datetime, send: bool = True) -> EvaluationResult:
             now=now,
             result=result,
         )
-        apply(
-            sync_degraded_conditions(now=now),
-            Q(kind=Alert.Kind.SYNC_DEGRADED),
-            None,
-            now=now,
-            result=result,
-        )
+        for kind, conditions in (
+            (Alert.Kind.SYNC_DEGRADED, sync_degraded_conditions(now=now)),
+            (Alert.Kind.SEAT_EXCEEDED, seat_conditions(now=now)),
+            (Alert.Kind.ACCOUNT_DELETION, deletion_conditions(now=now)),
+            (Alert.Kind.TOKEN_EXPIRY, token_conditions(now=now)),
+        ):
+            apply(conditions, Q(kind=kind), None, now=now, result=result)
     result.notifications = notify(now=now)
     if send:
         result.sent, result.failed = send_due(now=now)
@@ -71,16 +78,28 @@ def notify(*, now: datetime) -> list[AlertNotification]:
                 "alert__connector__connection",
                 "alert__connector__backup_status",
                 "alert__connection",
+                "alert__account_link__customer",
+                "alert__account_link__connection",
             )
         )
-        everyone = sorted(
-            {r for rule in AlertRule.objects.filter(enabled=True) for r in rule.recipient_list}
-        )
+        rules = list(AlertRule.objects.filter(enabled=True).prefetch_related("customers"))
+        everyone = sorted({r for rule in rules for r in rule.recipient_list})
         per_recipient: dict[str, list[AlertEvent]] = defaultdict(list)
         for event in events:
             rule = event.alert.rule
-            if rule is None:
-                recipients = everyone  # the sync checks concern everybody
+            link = event.alert.account_link
+            if rule is None and link is not None:
+                # An account's seats or deletion: whoever watches that customer.
+                recipients = sorted(
+                    {
+                        r
+                        for candidate in rules
+                        if _covers(candidate, link.customer_id)
+                        for r in candidate.recipient_list
+                    }
+                )
+            elif rule is None:
+                recipients = everyone  # the sync and token checks concern everybody
             elif event.kind == AlertEvent.Kind.RESOLVED and not rule.send_resolved:
                 continue
             else:
@@ -101,6 +120,12 @@ def notify(*, now: datetime) -> list[AlertNotification]:
             notification.events.set(recipient_events)
             notifications.append(notification)
     return notifications
+
+
+def _covers(rule: AlertRule, customer_id: int | None) -> bool:
+    """The rule watches this customer (a rule without customers watches all)."""
+    scoped = {customer.pk for customer in rule.customers.all()}
+    return not scoped or customer_id in scoped
 
 
 def send_due(*, now: datetime, transport: Transport | None = None) -> tuple[int, int]:

@@ -60,6 +60,7 @@ def _state(link: AccountLink) -> tuple[Any, ...]:
         link.method,
         link.state,
         link.removed_at,
+        link.deletion_scheduled_at,
     )
 
 
@@ -108,6 +109,7 @@ def match_accounts(
         link.contact_name = account.contact_name[:255]
         link.email = account.email[:255]
         link.removed_at = None
+        link.deletion_scheduled_at = account.deletion_scheduled_at
         if account.external_id in wanted:
             key = normalize_company_name(account.display_name)
             matches = candidates.get(key, [])
@@ -157,6 +159,7 @@ def match_accounts(
             "state",
             "last_seen_at",
             "removed_at",
+            "deletion_scheduled_at",
             "updated_at",
         ],
         batch_size=BATCH_SIZE,

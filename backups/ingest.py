@@ -8,8 +8,9 @@ stopped reporting is marked `removed_at`, never deleted; what could not be read 
 account whose connector list failed, a connector whose status failed) stays as it was.
 
 - `Ingest.apply_inventory(accounts)`: account links and customers (backups/accounts.py),
-  connectors, their statuses; then stored audit events learn what they could not know
-  when they arrived (`relink_events`).
+  their seats (backups/seats.py), connectors, their statuses and daily job outcomes
+  (backups/jobs.py); then stored audit events learn what they could not know when they
+  arrived (`relink_events`).
 - `Ingest.insert_events(events)`: one `INSERT … ON CONFLICT DO NOTHING RETURNING` per
   batch on the (connection, dedup key) constraint, so overlapping windows and resumed
   runs never store an event twice.
@@ -28,7 +29,9 @@ from integrations.models import Connection
 from integrations.sql import insert_rows
 
 from .accounts import BATCH_SIZE, SEEN_RESOLUTION, match_accounts
+from .jobs import apply_job_days
 from .models import AccountLink, BackupAuditEvent, BackupConnector, BackupConnectorStatus
+from .seats import apply_seats
 from .snapshot import AccountSnapshot, AuditEventSnapshot
 
 # The columns of a connector a snapshot sets (the rest is ours: ids, first/last seen).
@@ -52,6 +55,11 @@ STATUS_FIELDS = (
     "last_backup_at",
     "last_success_at",
     "last_snapshot_size",
+    "error_code",
+    "fix_text",
+    "help_url",
+    "help_label",
+    "error_checked_at",
 )
 
 
@@ -66,6 +74,8 @@ class IngestCounts:
     connectors_updated: int = 0
     connectors_removed: int = 0
     status_changes: int = 0
+    job_days_written: int = 0
+    seats_written: int = 0
     events_relinked: int = 0
     events_seen: int = 0
     # The vendor's own events; Vectis's own API reads (which a vendor may log too) apart.
@@ -97,7 +107,18 @@ class Ingest:
         self.counts.customers_created = linked.customers_created
         self.counts.accounts_ambiguous = linked.ambiguous
         self.counts.accounts_removed = linked.removed
+        self.counts.seats_written = apply_seats(accounts, linked.links, now=self.now)
         connectors = self._apply_connectors(accounts, linked.links)
+        self.counts.job_days_written = apply_job_days(
+            connectors,
+            (
+                (item.external_id, day)
+                for account in accounts
+                for item in account.connectors or ()
+                for day in item.jobs
+            ),
+            now=self.now,
+        )
         self.customer_by_account = {
             guid: link.customer_id
             for guid, link in linked.links.items()
@@ -204,6 +225,11 @@ class Ingest:
                     "last_backup_at": snapshot.last_backup_at,
                     "last_success_at": snapshot.last_success_at,
                     "last_snapshot_size": snapshot.last_snapshot_size,
+                    "error_code": snapshot.error_code[:64],
+                    "fix_text": snapshot.fix_text[:255],
+                    "help_url": snapshot.help_url[:300],
+                    "help_label": snapshot.help_label[:64],
+                    "error_checked_at": snapshot.error_checked_at,
                 }
                 connector = connectors[item.external_id]
                 status = statuses.get(connector.pk)

@@ -1,7 +1,9 @@
 """Vendor-neutral backup inventory: connectors, their latest backup status, audit events.
 
 These tables are a contract (reporting tools query them): `backup_connectors`,
-`backup_connector_status`, `backup_audit_events`. backups/ingest.py writes them from the
+`backup_connector_status`, `backup_audit_events`, and since job data arrived
+`backup_job_days` (daily backup-job outcomes per connector) and `backup_account_seats`
+(seat usage per vendor account). backups/ingest.py writes them from the
 snapshots a provider returns (backups/snapshot.py); nothing here knows about a vendor.
 Connectors a vendor stops reporting are marked `removed_at`, never deleted, so history and
 alerts keep their subject.
@@ -101,6 +103,10 @@ class AccountLink(models.Model):
     first_seen_at = models.DateTimeField()
     last_seen_at = models.DateTimeField()
     removed_at = models.DateTimeField(null=True, blank=True)
+    # The vendor has scheduled the account (and its backups) for deletion at this time.
+    deletion_scheduled_at = models.DateTimeField(null=True, blank=True)
+    # When its seat usage was last read (it is read daily, its violations every sync).
+    seats_checked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -187,6 +193,14 @@ class BackupConnectorStatus(models.Model):
     last_backup_at = models.DateTimeField(null=True, blank=True)
     last_success_at = models.DateTimeField(null=True, blank=True)
     last_snapshot_size = models.BigIntegerField(null=True, blank=True)
+    # The vendor's error code (e.g. Keepit's device status) and what to do about it.
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    fix_text = models.CharField(max_length=255, blank=True, default="")
+    help_url = models.CharField(max_length=300, blank=True, default="")
+    help_label = models.CharField(max_length=64, blank=True, default="")
+    # When the vendor was last asked for the error code (it is asked again when the
+    # health changes, and at most every few hours while a connector stays unhealthy).
+    error_checked_at = models.DateTimeField(null=True, blank=True)
     checked_at = models.DateTimeField()
     # When `status` last changed (not touched when only checked_at moves).
     status_changed_at = models.DateTimeField(null=True, blank=True)
@@ -268,3 +282,109 @@ class BackupAuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.occurred_at:%Y-%m-%d %H:%M} {self.area}: {self.message[:60]}"
+
+
+class JobOutcome(models.TextChoices):
+    """A day's backup jobs at a glance, worst first: any unsuccessful job makes the day
+    failed, any incomplete one incomplete; a day with no finished job is "no job"."""
+
+    FAILED = "failed", "Failed"
+    INCOMPLETE = "incomplete", "Some incomplete"
+    SUCCESSFUL = "successful", "All successful"
+    NO_JOB = "no_job", "No job"
+
+
+class BackupJobDay(models.Model):
+    """One connector's backup jobs of one UTC day, by outcome (one row per connector per
+    day). Rows are written for every connector whose account's job counts were read, so
+    a missing day means "not read", a row of zeros "no job". `closed`: read after the day
+    ended, so its counts are final."""
+
+    connector = models.ForeignKey(
+        BackupConnector, on_delete=models.CASCADE, related_name="job_days"
+    )
+    day = models.DateField()
+    successful = models.PositiveIntegerField(default=0)
+    incomplete = models.PositiveIntegerField(default=0)
+    unsuccessful = models.PositiveIntegerField(default=0)
+    cancelled = models.PositiveIntegerField(default=0)
+    in_progress = models.PositiveIntegerField(default=0)
+    closed = models.BooleanField(default=False)
+    last_job_end_at = models.DateTimeField(null=True, blank=True)
+    # The latest unsuccessful or incomplete job: when it ended (or, when the vendor's job
+    # history could not say, when a sync first saw it), which, and the vendor's error.
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+    last_failure_outcome = models.CharField(max_length=16, blank=True, default="")
+    last_error = models.TextField(blank=True, default="")
+    checked_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "backup_job_days"
+        ordering = ["connector", "-day"]
+        verbose_name = "backup job day"
+        constraints = [
+            # The natural key the sync upserts on; also the success-rate window's index.
+            models.UniqueConstraint(fields=["connector", "day"], name="job_day_unique_connector"),
+        ]
+        indexes = [
+            # Backup-failed alerts: failed jobs inside a lookback window.
+            models.Index(
+                fields=["last_failure_at"],
+                condition=Q(last_failure_at__isnull=False),
+                name="job_day_failure_time_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.connector_id} {self.day}: {self.outcome}"
+
+    @property
+    def finished(self) -> int:
+        return self.successful + self.incomplete + self.unsuccessful
+
+    @property
+    def outcome(self) -> str:
+        if self.unsuccessful:
+            return JobOutcome.FAILED
+        if self.incomplete:
+            return JobOutcome.INCOMPLETE
+        if self.successful:
+            return JobOutcome.SUCCESSFUL
+        return JobOutcome.NO_JOB
+
+
+class AccountSeat(models.Model):
+    """One licensed resource of a vendor account (e.g. Microsoft 365 seats): usage
+    against the limit, and, when over it, when the vendor's grace period ends."""
+
+    account_link = models.ForeignKey(AccountLink, on_delete=models.CASCADE, related_name="seats")
+    resource = models.CharField(max_length=100)
+    label = models.CharField(max_length=255)
+    usage = models.PositiveIntegerField(default=0)
+    limit = models.PositiveIntegerField(null=True, blank=True)
+    violated = models.BooleanField(default=False)
+    grace_expires_at = models.DateTimeField(null=True, blank=True)
+    checked_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "backup_account_seats"
+        ordering = ["account_link", "label", "resource"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account_link", "resource"], name="account_seat_unique_resource"
+            ),
+        ]
+        indexes = [
+            # The dashboard's "seat exceeded" filter and the seat alert.
+            models.Index(
+                fields=["account_link"], condition=Q(violated=True), name="seat_violated_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        limit = "unlimited" if self.limit is None else str(self.limit)
+        return f"{self.label}: {self.usage} / {limit}"
+
+    @property
+    def overage(self) -> int:
+        return max(0, self.usage - self.limit) if self.limit is not None else 0

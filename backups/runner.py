@@ -109,6 +109,24 @@ def _sync_provider(connection: Connection) -> SyncProvider:
     return provider  # type: ignore[return-value]
 
 
+def _record_credential(connection: Connection, collection: Collection, *, now: datetime) -> None:
+    """What the vendor said about the connection's own credential (kept as it was when
+    it could not say)."""
+    credential = collection.credential()
+    if credential is None:
+        return
+    values = {
+        "credential_kind": credential.kind,
+        "credential_expires_at": credential.expires_at,
+        "credential_last_used_at": credential.last_used_at,
+        "credential_checked_at": now,
+        "credential_note": credential.note[:255],
+    }
+    Connection.objects.filter(pk=connection.pk).update(**values)
+    for key, value in values.items():
+        setattr(connection, key, value)
+
+
 def _ingest(
     connection: Connection, collection: Collection, ingest: Ingest, tracker: SyncProgress
 ) -> tuple[str, str]:
@@ -116,6 +134,7 @@ def _ingest(
     tracker.phase = "the connectors and backup statuses"
     with transaction.atomic():
         ingest.apply_inventory(collection.accounts)
+        _record_credential(connection, collection, now=ingest.now)
     audit_error = ""
     try:
         for batch in collection.audit():
@@ -134,6 +153,7 @@ def _ingest(
         problems.append(
             f"{len(failed)} account(s) could not be read: " + "; ".join(sorted(failed.values())[:5])
         )
+    problems += collection.problems
     if audit_error:
         problems.append(f"The audit log could not be read completely: {audit_error}")
     if problems:

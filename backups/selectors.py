@@ -7,9 +7,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Case, Count, F, IntegerField, Q, QuerySet, Value, When
+from django.db.models import (
+    Case,
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Value,
+    When,
+)
 
-from .models import AccountLink, BackupAuditEvent, BackupConnector, BackupStatus
+from .models import AccountLink, AccountSeat, BackupAuditEvent, BackupConnector, BackupStatus
 
 # Worst first: the order of the attention list.
 STATUS_SEVERITY = {
@@ -65,11 +76,27 @@ def status_counts(connectors: QuerySet[BackupConnector] | None = None) -> dict[s
 
 
 def filtered_connectors(
-    *, kind: str = "", customer_id: int | None = None, search: str = ""
+    *,
+    kind: str = "",
+    customer_id: int | None = None,
+    search: str = "",
+    seat_exceeded: bool = False,
+    deletion_scheduled: bool = False,
 ) -> QuerySet[BackupConnector]:
-    """Live connectors selected by kind, customer and a search (no annotations, so the
-    counts, the chart and the list can all start from it)."""
+    """Live connectors selected by kind, customer, a search, and their account's state
+    (over a seat limit, scheduled for deletion) — no annotations, so the counts, the
+    chart and the list can all start from it."""
     connectors = live_connectors()
+    if seat_exceeded:
+        connectors = connectors.filter(
+            Exists(
+                AccountSeat.objects.filter(
+                    account_link_id=OuterRef("account_link_id"), violated=True
+                )
+            )
+        )
+    if deletion_scheduled:
+        connectors = connectors.filter(account_link__deletion_scheduled_at__isnull=False)
     if kind:
         connectors = connectors.filter(kind=kind)
     if customer_id:
@@ -90,10 +117,18 @@ def connector_health_list(
     kind: str = "",
     customer_id: int | None = None,
     search: str = "",
+    seat_exceeded: bool = False,
+    deletion_scheduled: bool = False,
 ) -> QuerySet[BackupConnector]:
     """Live connectors with their status, worst and oldest (last success) first."""
     connectors = (
-        filtered_connectors(kind=kind, customer_id=customer_id, search=search)
+        filtered_connectors(
+            kind=kind,
+            customer_id=customer_id,
+            search=search,
+            seat_exceeded=seat_exceeded,
+            deletion_scheduled=deletion_scheduled,
+        )
         .select_related("customer", "backup_status", "account_link", "connection")
         .annotate(status_now=effective_status())
         .annotate(severity=severity())

@@ -2,8 +2,9 @@
 of a sync.
 
 A provider (keepit/, or a second vendor beside it) reads its vendor and describes what
-it found in Vectis's vocabulary: accounts, their connectors and backup statuses, and
-audit events. It writes no table: backups/ingest.py writes these objects, the same way
+it found in Vectis's vocabulary: accounts (with their seats and deletion date), their
+connectors, backup statuses and daily job outcomes, audit events, and the connection's
+own credential. It writes no table: backups/ingest.py writes these objects, the same way
 for every vendor, and backups/runner.py runs the sync around them.
 
 What could not be read is said, never guessed: an account whose connector list failed
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Protocol
 
 from integrations.models import Connection
@@ -33,6 +34,63 @@ class StatusSnapshot:
     last_backup_at: datetime | None = None
     last_success_at: datetime | None = None  # the last complete backup
     last_snapshot_size: int | None = None
+    # The vendor's error code for the connector (e.g. from a device status), and what to
+    # do about it: its sentence and the vendor's help article ("" when there is none).
+    error_code: str = ""
+    fix_text: str = ""
+    help_url: str = ""
+    help_label: str = ""
+    error_checked_at: datetime | None = None  # when the vendor was asked for the code
+
+
+@dataclass(frozen=True)
+class JobFailureSnapshot:
+    """The latest unsuccessful or incomplete backup job of a day, as far as known."""
+
+    at: datetime  # when the job ended (or, unknown, when the sync first saw it)
+    outcome: str  # a JobOutcome value: incomplete / unsuccessful
+    error: str = ""  # the vendor's error sentence, "" when it gave none
+
+
+@dataclass(frozen=True)
+class JobDaySnapshot:
+    """A connector's backup jobs of one UTC day, by outcome, as read this sync.
+
+    `closed`: read after the day ended (final). `new_failure`: a job failed or ended
+    incomplete since the last sync; `failure` describes the latest one when known."""
+
+    day: date
+    successful: int = 0
+    incomplete: int = 0
+    unsuccessful: int = 0
+    cancelled: int = 0
+    in_progress: int = 0
+    closed: bool = False
+    last_job_end_at: datetime | None = None
+    failure: JobFailureSnapshot | None = None
+
+
+@dataclass(frozen=True)
+class SeatSnapshot:
+    """One licensed resource of an account: usage against the vendor's limit."""
+
+    resource: str  # the vendor's name, raw
+    label: str
+    usage: int
+    limit: int | None = None  # None: unlimited
+    violated: bool = False
+    grace_expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CredentialSnapshot:
+    """What the vendor says about the credential a connection signs in with."""
+
+    kind: str  # "api_token" or "username_password"
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    found: bool = True  # False: the vendor listed no token of this login
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -45,6 +103,8 @@ class ConnectorSnapshot:
     deletion_scheduled_at: datetime | None = None
     vendor_created_at: datetime | None = None
     status: StatusSnapshot | None = None  # None: not readable this time
+    # The UTC days whose job outcomes were read this sync (none: not read this time).
+    jobs: tuple[JobDaySnapshot, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,6 +117,11 @@ class AccountSnapshot:
     email: str = ""
     connectors: tuple[ConnectorSnapshot, ...] | None = ()  # None: could not be read
     error: str = ""  # why part of it could not be read ("" when all of it was)
+    deletion_scheduled_at: datetime | None = None  # the vendor will delete the account
+    # Every licensed resource (None: not read this time) ...
+    seats: tuple[SeatSnapshot, ...] | None = None
+    # ... and, read more often, the ones over their limit (None: not read this time).
+    seat_violations: tuple[SeatSnapshot, ...] | None = None
 
     @property
     def display_name(self) -> str:
@@ -129,6 +194,10 @@ class Collection:
     counts: dict[str, int] = field(default_factory=dict)
     #: Release the vendor client (and stop any reader); called once, however the run ends.
     close: Callable[[], None] = lambda: None
+    #: What the vendor says about the connection's own credential (None: not read).
+    credential: Callable[[], CredentialSnapshot | None] = lambda: None
+    #: What could not be read that belongs to no account (the run ends partial with them).
+    problems: list[str] = field(default_factory=list)
     #: What `read_inventory` returned (empty until then).
     accounts: list[AccountSnapshot] = field(default_factory=list)
 

@@ -56,7 +56,14 @@ def seed() -> dict[str, int]:
     import random
 
     from alerts.models import Alert, AlertRule
-    from backups.models import AccountLink, BackupAuditEvent, BackupConnector, BackupConnectorStatus
+    from backups.models import (
+        AccountLink,
+        AccountSeat,
+        BackupAuditEvent,
+        BackupConnector,
+        BackupConnectorStatus,
+        BackupJobDay,
+    )
     from customers.models import Customer
     from integrations.models import Connection
     from integrations.sql import insert_rows
@@ -167,6 +174,45 @@ def seed() -> dict[str, int]:
                 }
             )
     insert_rows(BackupAuditEvent, event_rows, conflict=None)
+    # 28 days of backup-job outcomes per connector (224,000 rows at full size), a few
+    # failures and seat violations among them.
+    job_rows = []
+    for connector in connectors:
+        for back in range(28):
+            failed = rng.random() < 0.04
+            job_rows.append(
+                {
+                    "connector_id": connector.pk,
+                    "day": (NOW - timedelta(days=back)).date(),
+                    "successful": rng.randrange(1, 4),
+                    "incomplete": 1 if rng.random() < 0.05 else 0,
+                    "unsuccessful": 1 if failed else 0,
+                    "closed": back > 0,
+                    "last_failure_at": NOW - timedelta(days=back) if failed else None,
+                    "last_failure_outcome": "unsuccessful" if failed else "",
+                    "last_error": "Authentication to the SaaS application is no longer valid"
+                    if failed
+                    else "",
+                    "checked_at": NOW,
+                }
+            )
+    insert_rows(BackupJobDay, job_rows, conflict=None)
+    insert_rows(
+        AccountSeat,
+        [
+            {
+                "account_link_id": link.pk,
+                "resource": "o365-admin-seats-total",
+                "label": "Microsoft 365 seats",
+                "usage": 90 + i % 30,
+                "limit": 100,
+                "violated": 90 + i % 30 > 100,
+                "checked_at": NOW,
+            }
+            for i, link in enumerate(links)
+        ],
+        conflict=None,
+    )
     rule = AlertRule.objects.create(name="Stale", kind="backup_stale", recipients="t@x.example")
     Alert.objects.bulk_create(
         [
@@ -205,6 +251,7 @@ def measure() -> dict[str, Any]:
         "admin_home": "/admin/",
         "dashboard": "/admin/backups/",
         "dashboard_filtered": "/admin/backups/?status=failed&kind=m365&q=Customer%2010",
+        "dashboard_seats_exceeded": "/admin/backups/?status=all&seats=exceeded",
         "customers_list": "/admin/customers/customer/",
         "customer_page": f"/admin/customers/customer/{customer.pk}/change/",
         "customer_page_filtered": (

@@ -7,7 +7,9 @@ clock, then runs each measurement in a fresh child process so peak RSS is its ow
 - floor:        fetch the same pages at the same concurrency, write nothing;
 - initial:      the first sync into an empty database;
 - incremental:  a sync after the sandbox has moved 15 minutes on;
-- no-change:    a sync against unchanged data (must write zero rows);
+- no-change:    a sync against unchanged data (must write zero rows), with the 28-day
+                job-history backfill over (`KEEPIT_JOB_BACKFILL_DAYS_PER_SYNC=0`: a
+                backfilling sync reads, and writes, one more past day per account);
 - naive:        a deliberately naive baseline (sequential HTTP, one update_or_create per
                 row) — by default measured on a slice of the MSP (--naive-accounts) and
                 extrapolated linearly to the full size, which the output says.
@@ -40,6 +42,8 @@ DATA_TABLES = (
     "backup_connectors",
     "backup_connector_status",
     "backup_audit_events",
+    "backup_job_days",
+    "backup_account_seats",
 )
 WRITE_RE = re.compile(r"^\s*(INSERT INTO|UPDATE|DELETE FROM)\s+\"?(\w+)\"?", re.IGNORECASE)
 
@@ -137,50 +141,34 @@ def child_sync(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def child_floor(args: argparse.Namespace) -> dict[str, Any]:
-    """The same HTTP calls as a sync, at the same concurrency, writing nothing."""
+    """The very reads of a sync — the provider's collect(): the inventory (with job data,
+    seats and the token), then the audit stream — at the same concurrency, writing
+    nothing (the few reads of what is already stored are counted as queries)."""
     setup_django(args.database)
-    from concurrent.futures import ThreadPoolExecutor
+    from django.db import connection as db
 
-    from django.conf import settings
+    from backups.snapshot import SyncProgress
+    from keepit.provider import KeepitProvider
 
-    from keepit.client import KeepitCredentials
-    from keepit.connection import client_for
-
-    settings.KEEPIT_BASE_URL_TEMPLATE = args.template
-    client = client_for(
-        region="us-dc",
-        credentials=KeepitCredentials("vectis-api-token", "sandbox-token-password", "api_token"),
-    )
+    connection = bench_connection(args.template, args.parent)
+    counter = QueryCounter()
     now = datetime.fromisoformat(args.now)
     started = time.perf_counter()
-    records = [0]
-
-    def audit() -> None:
-        # In the sync's slices (KEEPIT_AUDIT_SLICE_HOURS, oldest first), as the sync reads.
-        start, step = now - timedelta(days=14), timedelta(hours=settings.KEEPIT_AUDIT_SLICE_HOURS)
-        while start < now:
-            stop = min(start + step, now)
-            for _ in client.audit_records(args.parent, start=start, end=stop):
-                records[0] += 1
-            start = stop
-
-    children = client.child_accounts(args.parent)
-    with ThreadPoolExecutor(max_workers=settings.KEEPIT_HTTP_CONCURRENCY) as pool:
-        accounts = list(
-            pool.map(
-                lambda c: (c.id, client.connectors(c.id), client.backup_summary(c.id)), children
-            )
-        )
-        jobs = [(account, c.guid) for account, connectors, _ in accounts for c in connectors]
-        list(pool.map(lambda job: client.connector_health(*job), jobs))
-    # The sync streams the audit log after the inventory; so does the floor.
-    audit()
+    records = 0
+    with db.execute_wrapper(counter):
+        collection = KeepitProvider().collect(connection, now=now, progress=SyncProgress())
+        try:
+            collection.read_inventory()
+            for batch in collection.audit():
+                records += batch.seen
+        finally:
+            collection.close()
     return {
         "seconds": round(time.perf_counter() - started, 2),
-        "http_requests": client.request_count,
-        "audit_records": records[0],
-        "sql_queries": 0,
-        "write_statements": 0,
+        "http_requests": collection.requests(),
+        "audit_records": records,
+        "sql_queries": counter.queries,
+        "write_statements": counter.write_statements,
         "row_writes": 0,
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
@@ -344,7 +332,13 @@ class Sandbox:
 
 
 def run_child(
-    args: argparse.Namespace, phase: str, *, database: str, sandbox: Sandbox, now: datetime
+    args: argparse.Namespace,
+    phase: str,
+    *,
+    database: str,
+    sandbox: Sandbox,
+    now: datetime,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     command = [
         sys.executable,
@@ -361,7 +355,14 @@ def run_child(
         now.isoformat(),
     ]
     print(f"  {phase} …", file=sys.stderr, flush=True)
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
     if result.returncode != 0:
         raise RuntimeError(f"{phase} failed:\n{result.stderr[-4000:]}")
     figures: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
@@ -424,8 +425,14 @@ def main() -> int:
         results["incremental"] = run_child(
             args, "sync", database="vectis_bench", sandbox=sandbox, now=later
         )
+        # The steady state: the 28-day backfill (one more past day per sync) is over.
         results["no_change"] = run_child(
-            args, "sync", database="vectis_bench", sandbox=sandbox, now=later
+            args,
+            "sync",
+            database="vectis_bench",
+            sandbox=sandbox,
+            now=later,
+            env={"KEEPIT_JOB_BACKFILL_DAYS_PER_SYNC": "0"},
         )
     finally:
         sandbox.stop()

@@ -53,6 +53,9 @@ class Provider:
     admin_changelist: ClassVar[str]
     admin_add: ClassVar[str]
     admin_change: ClassVar[str]
+    #: Shown on the card and the connection page of a connection that signs in with a
+    #: person's login instead of an API token ("" when the vendor has no such advice).
+    personal_login_warning: ClassVar[str] = ""
 
     def test_connection(
         self, *, config: dict[str, Any], secrets: dict[str, str]

@@ -32,6 +32,13 @@ class Connection(models.Model):
     last_error_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Runs in a row that ended partial: a connection that never fully succeeds is Degraded.
     partial_runs_in_row = models.PositiveIntegerField(default=0, editable=False)
+    # What the vendor says about the credential the connection signs in with (read by
+    # every sync): its kind, expiry and last use; `credential_note` when it could not say.
+    credential_kind = models.CharField(max_length=32, blank=True, default="", editable=False)
+    credential_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    credential_last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    credential_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    credential_note = models.CharField(max_length=255, blank=True, default="", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models import Count, F, OuterRef, Q, Subquery
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.timesince import timesince, timeuntil
 
 from .base import Provider
 from .models import Connection, SyncRun
@@ -26,6 +28,8 @@ class ProviderCard:
     summary: str
     configure_url: str
     can_configure: bool
+    # Per connection: its credential's expiry and last use, and warnings about it.
+    credentials: tuple[CredentialStatus, ...] = ()
 
     @property
     def badge_class(self) -> str:
@@ -35,6 +39,61 @@ class ProviderCard:
             "Degraded": "vx-warning",
             "Disabled": "vx-unknown",
         }.get(self.state, "vx-onboarding")
+
+
+# A credential expiring sooner than this is flagged (the API-token alert opens then too).
+CREDENTIAL_WARNING_DAYS = 30
+
+
+@dataclass(frozen=True)
+class CredentialStatus:
+    """What the pages say about the credential a connection signs in with."""
+
+    connection: str
+    lines: tuple[str, ...]
+    warning: str = ""
+    tone: str = "ok"  # ok / warning / failed
+
+    @property
+    def badge_class(self) -> str:
+        return {"warning": "vx-warning", "failed": "vx-failed"}.get(self.tone, "vx-ok")
+
+
+def credential_status(connection: Connection, *, now: datetime) -> CredentialStatus:
+    """Expiry and last use as the last sync read them; a warning when it signs in with a
+    person's login rather than an API token."""
+    try:
+        provider: Provider | None = get_provider(connection.provider)
+    except UnknownProvider:
+        provider = None
+    lines: list[str] = []
+    tone = "ok"
+    expires = connection.credential_expires_at
+    personal = connection.credential_kind == "username_password"
+    noun = "login" if personal else "API token"
+    if connection.credential_checked_at is None:
+        lines.append(f"{noun.capitalize()} expiry: not read yet (the next sync reads it).")
+    elif expires is None:
+        lines.append(connection.credential_note or f"The {noun} has no expiry date.")
+    elif expires <= now:
+        tone = "failed"
+        lines.append(f"The {noun} expired on {expires:%Y-%m-%d %H:%M} UTC.")
+    else:
+        soon = expires - now <= timedelta(days=CREDENTIAL_WARNING_DAYS)
+        tone = "warning" if soon else "ok"
+        lines.append(
+            f"The {noun} expires on {expires:%Y-%m-%d} (in {timeuntil(expires, now, depth=1)})."
+        )
+    if connection.credential_last_used_at is not None:
+        lines.append(
+            f"Last used {timesince(connection.credential_last_used_at, now, depth=1)} ago."
+        )
+    warning = provider.personal_login_warning if personal and provider is not None else ""
+    if warning and tone == "ok":
+        tone = "warning"
+    return CredentialStatus(
+        connection=connection.name, lines=tuple(lines), warning=warning, tone=tone
+    )
 
 
 def failing_filter() -> Q:
@@ -60,6 +119,12 @@ def provider_cards(*, can_configure: Callable[[Provider], bool]) -> list[Provide
             degraded_count=Count("id", filter=enabled & ~failing_filter() & degraded_filter()),
         )
     }
+    now = timezone.now()
+    credentials: dict[str, list[CredentialStatus]] = {}
+    for connection in Connection.objects.filter(enabled=True).order_by("name", "id"):
+        credentials.setdefault(connection.provider, []).append(
+            credential_status(connection, now=now)
+        )
     cards = []
     for provider in all_providers():
         empty = {"total": 0, "enabled_count": 0, "failing_count": 0, "degraded_count": 0}
@@ -93,6 +158,7 @@ def provider_cards(*, can_configure: Callable[[Provider], bool]) -> list[Provide
                 summary=summary,
                 configure_url=url,
                 can_configure=can_configure(provider),
+                credentials=tuple(credentials.get(provider.kind, ())),
             )
         )
     return cards

@@ -22,6 +22,7 @@ from django.views.decorators.http import require_POST
 
 from backups.services import request_sync
 from integrations.models import SyncRun
+from integrations.services import credential_status
 
 from .client import KNOWN_REGIONS
 from .forms import KeepitConnectionForm
@@ -145,6 +146,7 @@ class KeepitConnectionAdmin(admin.ModelAdmin[KeepitConnection]):
         context["find_region_url"] = reverse("admin:keepit_keepitconnection_find_region_new")
         if obj is not None and obj.pk:
             context["connection_state"] = obj
+            context["credential"] = credential_status(obj, now=timezone.now())
             upcoming = obj.next_sync_at
             context["next_sync_at"] = upcoming if upcoming and upcoming > timezone.now() else None
             context["sync_interval_minutes"] = settings.VECTIS_SYNC_INTERVAL_MINUTES

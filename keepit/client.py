@@ -7,8 +7,11 @@
 - Every request has connect and read timeouts. Transient failures (timeouts, connection
   errors, 408/429/5xx) are retried with exponential backoff and full jitter, honouring
   `Retry-After`, within a cap on attempts and on total time; then `KeepitUnavailable`.
-- The only non-GET request it can send is the audit-log filter `PUT` (`_request` refuses
-  anything else), so Vectis can never change anything in Keepit.
+- Read-only by construction: besides GET it sends only the `PUT`s that carry a read
+  filter, each on an exact allow-list of path pattern and body root (keepit-api.md C12:
+  the audit log, job history, snapshot range/count, seat expirations and usage reports).
+  `_request` refuses everything else, including the look-alike writes (`PUT` on a
+  connector, on a token, on `/resources`), so Vectis can never change anything in Keepit.
 - Every answer is read in chunks up to a size cap (`KEEPIT_MAX_RESPONSE_MB`): a hostile or
   broken answer is refused while it arrives, before it can fill memory, and nothing from
   it is used. An audit page with more records than asked for is refused too.
@@ -48,14 +51,23 @@ from .errors import (
 )
 from .schemas import (
     SKIPPED_CONNECTOR_TYPES,
+    ApiToken,
     AuditRecord,
     BackupSummary,
     ChildAccount,
     Connector,
     ConnectorHealth,
+    DeviceStatus,
+    Job,
+    JobCounts,
     ParentAccount,
+    SeatResource,
+    SeatViolation,
     format_time,
+    health_by_connector,
+    job_counts_by_connector,
     parse_xml,
+    seat_violations,
     text,
 )
 
@@ -75,6 +87,10 @@ REGION_RE = re.compile(r"^[a-z0-9-]{2,32}$")
 ACCOUNT_GUID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 
 ACCEPT_V1 = "application/vnd.keepit.v1+xml"
+# The v3 child list and the token list take a version without "+xml" (C8, C9); the
+# token list answers v4 with 400.
+ACCEPT_V3 = "application/vnd.keepit.v3"
+ACCEPT_V2_TOKENS = "application/vnd.keepit.v2"
 ACCEPT_V4 = "application/vnd.keepit.v4+xml"
 ACCEPT_PLAIN = "application/xml"
 AUDIT_FILTER_PATH = "/audit/filter/pretty"
@@ -84,6 +100,51 @@ BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 20.0
 READ_CHUNK_BYTES = 64 * 1024
 DEFAULT_MAX_RESPONSE_BYTES = 20 * 1024 * 1024
+
+_GUID = r"[A-Za-z0-9_-]{1,100}"
+_CONNECTOR = r"[^/]{1,200}"
+# keepit-api.md C12: the only PUTs Vectis may send, each a read with a filter or range
+# body: (path pattern, body root). Nothing else but GET goes out.
+READ_FILTERS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"/audit/filter/pretty"), "filter"),
+    (re.compile(rf"/users/{_GUID}/devices/{_CONNECTOR}/jobs"), "filter"),
+    (re.compile(rf"/users/{_GUID}/devices/{_CONNECTOR}/history/(range|count)"), "range"),
+    (re.compile(rf"/users/{_GUID}/expirations"), "filter"),
+    (re.compile(rf"/users/{_GUID}/resources/(max_usage|max_usage/total|history)"), "filter"),
+)
+# C7.1: seat groups (not connector types) the violation filter asks about.
+SEAT_GROUPS = (
+    "o365-admin",
+    "gsuite",
+    "salesforce",
+    "azuread",
+    "azuredo",
+    "dynamics365",
+    "powerbi",
+    "zendesk",
+    "okta",
+    "jira",
+    "confluence",
+    "bamboohr",
+    "docusign",
+    "miro",
+)
+
+
+def is_read_request(method: str, path: str, body: bytes | None) -> bool:
+    """True for a GET, or a PUT on the read-filter allow-list with the right body root."""
+    if method == "GET":
+        return True
+    if method != "PUT" or body is None:
+        return False
+    for pattern, root in READ_FILTERS:
+        if pattern.fullmatch(path):
+            try:
+                parse_xml(body, path=path, expected_root=root)  # checks the root element
+            except KeepitError:
+                return False
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -241,9 +302,16 @@ class KeepitClient:
         return ParentAccount.from_xml(root, requested_id=account)
 
     def child_accounts(self, parent: str) -> list[ChildAccount]:
-        """`GET /users/{parent}/users` (v1). 404 and an empty `<users/>` both mean none."""
+        """`GET /users/{parent}/users?all=1&include_contact_details=1` (v3, C9): the
+        customer accounts with their contact, including those scheduled for deletion
+        (`deletion-deadline`). 404 and an empty `<users/>` both mean none."""
         path = f"/users/{self._guid(parent)}/users"
-        root = self._get_xml_or_none(path, accept=ACCEPT_V1, expected_root="users")
+        root = self._get_xml_or_none(
+            path,
+            accept=ACCEPT_V3,
+            expected_root="users",
+            params={"all": "1", "include_contact_details": "1"},
+        )
         if root is None:
             return []
         return [child for child in map(ChildAccount.from_xml, root.findall("user")) if child.id]
@@ -270,6 +338,81 @@ class KeepitClient:
             path, accept=ACCEPT_PLAIN, params={"reason": "true"}, expected_root="devhealth"
         )
         return ConnectorHealth.from_xml(root)
+
+    # --- the calls of keepit-api.md Part C ------------------------------------------------
+
+    def connectors_health(self, account: str) -> dict[str, ConnectorHealth] | None:
+        """`GET /users/{account}/devices/health?reason=true` (C1): every connector's health
+        in one call, by GUID. None when Keepit does not offer the call (404): the caller
+        then asks per connector, as for any connector missing from the answer."""
+        path = f"/users/{self._guid(account)}/devices/health"
+        root = self._get_xml_or_none(
+            path, accept=ACCEPT_PLAIN, expected_root="devhealth", params={"reason": "true"}
+        )
+        return None if root is None else health_by_connector(root)
+
+    def job_counts(self, account: str, *, start: datetime, end: datetime) -> dict[str, JobCounts]:
+        """`GET /users/{account}/jobs/count?from=…&to=…&job-types=backup` (C2): the
+        backup jobs of every connector in [start, end) by state, by connector GUID (a
+        connector left out had none)."""
+        path = f"/users/{self._guid(account)}/jobs/count"
+        root = self._get_xml(
+            path,
+            accept=ACCEPT_PLAIN,
+            expected_root="jobs-count",
+            params={"from": format_time(start), "to": format_time(end), "job-types": "backup"},
+        )
+        return job_counts_by_connector(root, "backup")
+
+    def job_history(
+        self, account: str, connector: str, *, start: datetime, end: datetime
+    ) -> list[Job]:
+        """`PUT /users/{account}/devices/{guid}/jobs` with a `<filter>` (C3): the finished
+        jobs of one connector in [start, end) — a read, like the audit filter. Keepit's
+        own client asks at most 24 hours at a time; so does Vectis."""
+        path = f"/users/{self._guid(account)}/devices/{quote(connector, safe='')}/jobs"
+        body = (
+            "<filter>"
+            f"<from-time>{format_time(start)}</from-time><to-time>{format_time(end)}</to-time>"
+            "<active-only>false</active-only>"
+            "</filter>"
+        ).encode()
+        answer = self._request("PUT", path, accept=ACCEPT_PLAIN, body=body)
+        root = parse_xml(answer.content, path=path, expected_root="jobs")
+        return [Job.from_xml(element) for element in root.findall("job")]
+
+    def device_status(self, account: str, connector: str) -> DeviceStatus:
+        """`GET /users/{account}/devices/{guid}/status` (C4): status and error code."""
+        path = f"/users/{self._guid(account)}/devices/{quote(connector, safe='')}/status"
+        root = self._get_xml(path, accept=None, expected_root="devstatus")
+        return DeviceStatus.from_xml(root)
+
+    def seat_usage(self, account: str) -> list[SeatResource]:
+        """`GET /users/{account}/resources` (C7.2): usage against the product's limits."""
+        path = f"/users/{self._guid(account)}/resources"
+        root = self._get_xml_or_none(path, accept=None, expected_root="resources")
+        if root is None:
+            return []
+        return [r for r in map(SeatResource.from_xml, root.findall("resource")) if r.name]
+
+    def seat_violations(self, partner: str) -> list[SeatViolation]:
+        """`PUT /users/{partner}/expirations` with the violation filter (C7.1): every
+        child account over a seat limit, with usage, limit and grace expiry — a read."""
+        path = f"/users/{self._guid(partner)}/expirations"
+        groups = "".join(f"<resource-group>{group}</resource-group>" for group in SEAT_GROUPS)
+        body = f"<filter><or><resources-violation>{groups}</resources-violation></or></filter>"
+        answer = self._request("PUT", path, accept=None, body=body.encode())
+        root = parse_xml(answer.content, path=path, expected_root="subaccounts")
+        return seat_violations(root)
+
+    def tokens(self, account: str) -> list[ApiToken]:
+        """`GET /users/{account}/tokens?secondary=1` (C8, Accept v2): the account's
+        tokens with their creation, lifetime or expiry, and last use."""
+        path = f"/users/{self._guid(account)}/tokens"
+        root = self._get_xml(
+            path, accept=ACCEPT_V2_TOKENS, expected_root="tokens", params={"secondary": "1"}
+        )
+        return [ApiToken.from_xml(element) for element in root.findall("token")]
 
     def audit_pages(
         self,
@@ -361,11 +504,16 @@ class KeepitClient:
         return parse_xml(response.content, path=path, expected_root=expected_root)
 
     def _get_xml_or_none(
-        self, path: str, *, accept: str | None, expected_root: str
+        self,
+        path: str,
+        *,
+        accept: str | None,
+        expected_root: str,
+        params: dict[str, str] | None = None,
     ) -> Element | None:
         """For the lists where Keepit answers 404 to mean "none"."""
         try:
-            return self._get_xml(path, accept=accept, expected_root=expected_root)
+            return self._get_xml(path, accept=accept, expected_root=expected_root, params=params)
         except KeepitNotFound:
             return None
 
@@ -379,8 +527,8 @@ class KeepitClient:
         body: bytes | None = None,
     ) -> KeepitAnswer:
         """Send one logical request, retrying transient failures within the budget."""
-        # Read-only by construction: GET anything, PUT only the audit-log filter.
-        if not (method == "GET" or (method == "PUT" and path == AUDIT_FILTER_PATH)):
+        # Read-only by construction: GET anything, PUT only the read filters (C12).
+        if not is_read_request(method, path, body):
             raise KeepitError(f"Refusing {method} {path}: the Keepit client is read-only.")
         headers = {"Accept": accept} if accept else {}
         if body is not None:

@@ -7,16 +7,26 @@ Pure functions: connector kind, audit category, backup status, reason codes, sna
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from backups.models import AuditCategory, BackupStatus, ConnectorKind
 from backups.snapshot import (
-    AccountSnapshot,
     AuditEventSnapshot,
     ConnectorSnapshot,
+    JobDaySnapshot,
+    SeatSnapshot,
     StatusSnapshot,
 )
 
-from .schemas import AuditRecord, BackupSummary, ChildAccount, Connector, ConnectorHealth
+from .fixes import Fix, error_code_fix, reason_fix
+from .schemas import (
+    AuditRecord,
+    BackupSummary,
+    Connector,
+    ConnectorHealth,
+    SeatResource,
+    SeatViolation,
+)
 
 CONNECTOR_KINDS: dict[str, str] = {
     "o365-admin": ConnectorKind.M365,
@@ -223,7 +233,25 @@ def backup_status(summary: BackupSummary | None, health: ConnectorHealth | None)
 # --- snapshots ---------------------------------------------------------------------------------
 
 
-def status_snapshot(summary: BackupSummary | None, health: ConnectorHealth) -> StatusSnapshot:
+def connector_fix(
+    connector: Connector, health: ConnectorHealth, error_code: str, status: str = ""
+) -> Fix | None:
+    """What Keepit says to do: from the device-status error code when the connector is
+    not healthy (as Keepit's own client does), else from the health reason."""
+    if health.health != "healthy":
+        fix = error_code_fix(error_code, connector_type=connector.type, status=status)
+        if fix is not None:
+            return fix
+    return reason_fix(health.reason, connector_type=connector.type)
+
+
+def status_snapshot(
+    summary: BackupSummary | None,
+    health: ConnectorHealth,
+    *,
+    fix: Fix | None = None,
+    error_checked_at: datetime | None = None,
+) -> StatusSnapshot:
     reason = health_reason(health.reason)
     return StatusSnapshot(
         status=backup_status(summary, health),
@@ -234,11 +262,22 @@ def status_snapshot(summary: BackupSummary | None, health: ConnectorHealth) -> S
         last_backup_at=summary.last_snapshot_time if summary else None,
         last_success_at=summary.last_complete_snapshot_time if summary else None,
         last_snapshot_size=summary.last_snapshot_size if summary else None,
+        error_code=fix.code if fix else "",
+        fix_text=fix.sentence if fix else "",
+        help_url=fix.url if fix else "",
+        help_label=fix.label if fix else "",
+        error_checked_at=error_checked_at,
     )
 
 
 def connector_snapshot(
-    connector: Connector, summary: BackupSummary | None, health: ConnectorHealth | None
+    connector: Connector,
+    summary: BackupSummary | None,
+    health: ConnectorHealth | None,
+    *,
+    fix: Fix | None = None,
+    error_checked_at: datetime | None = None,
+    jobs: tuple[JobDaySnapshot, ...] = (),
 ) -> ConnectorSnapshot:
     return ConnectorSnapshot(
         external_id=connector.guid,
@@ -249,28 +288,98 @@ def connector_snapshot(
         deletion_scheduled_at=connector.deletion_deadline,
         vendor_created_at=connector.created,
         # Health unreadable: the last known status stays.
-        status=status_snapshot(summary, health) if health is not None else None,
+        status=status_snapshot(summary, health, fix=fix, error_checked_at=error_checked_at)
+        if health is not None
+        else None,
+        jobs=jobs,
     )
 
 
-def account_snapshot(
-    child: ChildAccount,
-    connectors: list[Connector] | None,
-    summaries: dict[str, BackupSummary],
-    health: dict[str, ConnectorHealth],
-    error: str = "",
-) -> AccountSnapshot:
-    return AccountSnapshot(
-        external_id=child.id,
-        company_name=child.company_name,
-        contact_name=child.full_name,
-        email=child.email,
-        connectors=None
-        if connectors is None
-        else tuple(
-            connector_snapshot(c, summaries.get(c.guid), health.get(c.guid)) for c in connectors
-        ),
-        error=error,
+# Readable names of Keepit's seat resources (keepit-api.md C7); others are spelled out.
+SEAT_LABELS: dict[str, str] = {
+    "o365-admin-seats-total": "Microsoft 365 seats",
+    "azuread-seats-total": "Entra ID seats",
+    "gsuite-seats-total": "Google Workspace seats",
+    "sforce-seats-total": "Salesforce seats",
+    "dynamics365-seats-total": "Dynamics 365 seats",
+    "powerbi-seats-total": "Power BI seats",
+    "zendesk-seats-total": "Zendesk seats",
+    "azuredo-seats-total": "Azure DevOps seats",
+    "confluence-seats-total": "Confluence seats",
+    "jira-seats-total": "Jira seats",
+    "bamboohr-seats-total": "BambooHR seats",
+    "docusign-seats-total": "Docusign seats",
+    "okta-seats-total": "Okta seats",
+    "miro-seats-total": "Miro seats",
+    "m365-quadseats-total": "Microsoft 365 seats (all workloads)",
+    "m365-mailboxonedrive-total": "Microsoft 365 mailbox and OneDrive seats",
+    "entraid-users-total": "Entra ID users",
+    "gw-quadseats-total": "Google Workspace seats (all workloads)",
+    "o365-mailboxes": "Microsoft 365 mailboxes",
+    "o365-onedrives": "OneDrive accounts",
+    "sharepoint-users": "SharePoint users",
+    "gsuite-mailboxes": "Gmail mailboxes",
+    "gsuite-gdrives": "Google Drive accounts",
+    "zendesk-agents": "Zendesk agents",
+}
+
+
+def seat_label(name: str, readable: str = "") -> str:
+    if readable:
+        return readable
+    known = SEAT_LABELS.get(name)
+    if known:
+        return known
+    words = name.replace("-", " ").replace("_", " ").strip()
+    return words[:1].upper() + words[1:]
+
+
+def is_seat_resource(resource: SeatResource) -> bool:
+    """Seats, not other product resources (storage, retention periods, …): Keepit's
+    resource names for seats end in -total, -users, -seats, -mailboxes, -agents …"""
+    name = resource.name.lower()
+    return name in SEAT_LABELS or name.endswith(
+        ("-total", "-users", "-seats", "-mailboxes", "-onedrives", "-gdrives", "-agents")
+    )
+
+
+def seat_snapshots(
+    resources: list[SeatResource] | None, violations: list[SeatViolation]
+) -> tuple[SeatSnapshot, ...] | None:
+    """The account's seats with the violations' grace expiry laid over them (None when
+    its seat usage was not read this time)."""
+    if resources is None:
+        return None
+    over = {violation.resource: violation for violation in violations}
+    seats = []
+    for resource in resources:
+        if not is_seat_resource(resource):
+            continue
+        violation = over.pop(resource.name, None)
+        seats.append(
+            SeatSnapshot(
+                resource=resource.name,
+                label=seat_label(resource.name, violation.readable_name if violation else ""),
+                usage=resource.usage,
+                limit=resource.limit,
+                violated=resource.violated or violation is not None,
+                grace_expires_at=violation.grace_expires if violation else None,
+            )
+        )
+    return (*seats, *violation_snapshots(list(over.values())))
+
+
+def violation_snapshots(violations: list[SeatViolation]) -> tuple[SeatSnapshot, ...]:
+    return tuple(
+        SeatSnapshot(
+            resource=v.resource,
+            label=seat_label(v.resource, v.readable_name),
+            usage=v.usage,
+            limit=v.limit,
+            violated=True,
+            grace_expires_at=v.grace_expires,
+        )
+        for v in violations
     )
 
 

@@ -64,6 +64,13 @@ class KeepitProvider(Provider):
     admin_changelist = "admin:keepit_keepitconnection_changelist"
     admin_add = "admin:keepit_keepitconnection_add"
     admin_change = "admin:keepit_keepitconnection_change"
+    personal_login_warning = (
+        "This connection signs in with a personal Keepit login (a Master Admin's username "
+        "and password), which is shared, never expires on its own schedule and is locked "
+        "by a password change. Create a dedicated API token with read-only rights (in Keepit: "
+        "account profile > User info > Security > Secondary tokens > + Add API token) and "
+        "paste it into API token login and API token password."
+    )
 
     # --- Test connection -------------------------------------------------------------------
 
@@ -236,6 +243,7 @@ class KeepitProvider(Provider):
             raise CollectError(f"The stored Keepit settings cannot be used: {exc}") from exc
         collector = KeepitCollector(
             client,
+            connection=connection,
             parent_guid=str(connection.config.get("account_guid", "")),
             sync_state=connection.sync_state,
             now=now,
@@ -265,4 +273,6 @@ class KeepitProvider(Provider):
             requests=lambda: client.request_count,
             counts=collector.counts,
             close=close,
+            credential=lambda: collector.credential,
+            problems=collector.problems,
         )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from xml.etree.ElementTree import Element
 
+import isodate
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, fromstring
 
@@ -72,10 +73,18 @@ def parse_bool(value: str) -> bool | None:
 
 
 def parse_int(value: str) -> int | None:
+    """Whole numbers as Keepit sends them: text, possibly with whitespace or as a decimal
+    ("3", " 3 ", "3.0"); anything else -> None."""
+    value = value.strip()
     try:
-        return int(value.strip())
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        number = float(value)
     except ValueError:
         return None
+    return int(number) if number.is_integer() else None
 
 
 def format_time(moment: datetime) -> str:
@@ -104,7 +113,9 @@ class ParentAccount:
 
 @dataclass(frozen=True)
 class ChildAccount:
-    """One entry of `GET /users/{parent}/users` (v1): a customer account."""
+    """One entry of `GET /users/{parent}/users`: a customer account. Read in the v3 shape
+    (a nested `<contact>`, `deletion-deadline` for accounts scheduled for deletion) and,
+    as a fallback, the flat v1 fields (`company_name`, `full_name`, `email`)."""
 
     id: str
     created: datetime | None
@@ -112,6 +123,7 @@ class ChildAccount:
     email: str
     full_name: str
     company_name: str
+    deletion_deadline: datetime | None = None
 
     @property
     def display_name(self) -> str:
@@ -120,13 +132,20 @@ class ChildAccount:
 
     @classmethod
     def from_xml(cls, element: Element) -> ChildAccount:
+        contact = element.find("contact")
+
+        def field_(v3: str, v1: str) -> str:
+            nested = text(contact, v3) if contact is not None else ""
+            return nested or text(element, v1) or text(element, v3)
+
         return cls(
             id=text(element, "id"),
             created=parse_time(text(element, "created")),
             parent_id=text(element, "parent_id"),
-            email=text(element, "email"),
-            full_name=text(element, "full_name"),
-            company_name=text(element, "company_name"),
+            email=field_("email", "email"),
+            full_name=field_("fullname", "full_name"),
+            company_name=field_("companyname", "company_name"),
+            deletion_deadline=parse_time(text(element, "deletion-deadline")),
         )
 
 
@@ -258,4 +277,329 @@ class AuditRecord:
             token=text(element, "token"),
             device=text(element, "device").lower(),
             metadata=metadata,
+        )
+
+
+# --- keepit-api.md Part C: job data, device status, seats, tokens ----------------------------
+
+
+def _count(element: Element, name: str) -> int:
+    """A job count: text, maybe padded or decimal; missing or garbage counts as 0."""
+    value = parse_int(text(element, name))
+    return max(0, value) if value is not None else 0
+
+
+def health_by_connector(root: Element) -> dict[str, ConnectorHealth]:
+    """`GET /users/{account}/devices/health?reason=true` (C1): `<devhealth>` with one
+    `<device>` (guid, health, optional reason) per connector, keyed by lower-cased GUID."""
+    found: dict[str, ConnectorHealth] = {}
+    for device in root.findall("device"):
+        guid = text(device, "guid").lower()
+        if guid:
+            found[guid] = ConnectorHealth.from_xml(device)
+    return found
+
+
+@dataclass(frozen=True)
+class JobCounts:
+    """One `<job-type>` of `…/jobs/count` (C2): how many jobs of one type are in each
+    state inside the window. Keepit names no order and may leave types out."""
+
+    name: str
+    scheduled: int = 0
+    in_progress: int = 0
+    cancelled: int = 0
+    successful: int = 0
+    incomplete: int = 0
+    unsuccessful: int = 0
+
+    @property
+    def finished(self) -> int:
+        """Jobs that ended with an outcome a success rate counts (cancelled ones apart)."""
+        return self.successful + self.incomplete + self.unsuccessful
+
+    @classmethod
+    def from_xml(cls, element: Element) -> JobCounts:
+        return cls(
+            name=text(element, "name").lower(),
+            scheduled=_count(element, "scheduled"),
+            in_progress=_count(element, "in-progress"),
+            cancelled=_count(element, "cancelled"),
+            successful=_count(element, "successful"),
+            incomplete=_count(element, "incomplete"),
+            unsuccessful=_count(element, "unsuccessful"),
+        )
+
+    def __add__(self, other: JobCounts) -> JobCounts:
+        return JobCounts(
+            name=self.name or other.name,
+            scheduled=self.scheduled + other.scheduled,
+            in_progress=self.in_progress + other.in_progress,
+            cancelled=self.cancelled + other.cancelled,
+            successful=self.successful + other.successful,
+            incomplete=self.incomplete + other.incomplete,
+            unsuccessful=self.unsuccessful + other.unsuccessful,
+        )
+
+
+def job_counts_of(parent: Element | None, job_type: str) -> JobCounts:
+    """The counts of `job_type` among a `<counts>` (or `<jobs-count>`) element's
+    `<job-type>` children; none listed -> all zero. Repeated entries are added up."""
+    total = JobCounts(name=job_type)
+    if parent is None:
+        return total
+    for entry in parent.findall("job-type"):
+        counts = JobCounts.from_xml(entry)
+        if counts.name == job_type:
+            total = total + counts
+    return total
+
+
+def job_counts_by_connector(root: Element, job_type: str = "backup") -> dict[str, JobCounts]:
+    """`GET /users/{account}/jobs/count` (C2): one `<device>` (guid, `<counts>`) per
+    connector, keyed by lower-cased GUID. Connectors Keepit leaves out had no job."""
+    found: dict[str, JobCounts] = {}
+    for device in root.findall("device"):
+        guid = text(device, "guid").lower()
+        if guid:
+            counts = job_counts_of(device.find("counts"), job_type)
+            found[guid] = found[guid] + counts if guid in found else counts
+    return found
+
+
+# The elements of a job's execution summary that carry its error, most telling first.
+SUMMARY_ERROR_ELEMENTS = ("error", "exit-reason", "reason", "message")
+MAX_ERROR_CHARS = 500
+
+
+def _summary_error(value: str) -> str:
+    """The error sentence(s) in a job's `execsummary`: escaped XML holding `<summary>`
+    (whose element names Keepit does not document), or plain text."""
+    value = value.strip()
+    if not value:
+        return ""
+    if value.startswith("<"):
+        try:
+            root: Element = fromstring(value.encode(), forbid_dtd=True)
+        except (DefusedXmlException, ParseError, ValueError):
+            return ""
+        # The first kind of element that says anything: the errors themselves, else the
+        # exit reason ("completed with errors" adds nothing to the errors it sums up).
+        for name in SUMMARY_ERROR_ELEMENTS:
+            sentences: list[str] = []
+            for element in root.iter(name):
+                found = " ".join("".join(element.itertext()).split())
+                if found and found not in sentences:
+                    sentences.append(found)
+            if sentences:
+                return "; ".join(sentences)
+        return ""
+    return " ".join(value.split())
+
+
+@dataclass(frozen=True)
+class Job:
+    """One `<job>` of the job history (C3; Part B §4.9). Keepit gives no state element:
+    it follows from which timestamp is set (succeeded, failed, cancelled), then `active`."""
+
+    guid: str
+    types: tuple[str, ...]
+    description: str
+    active: bool
+    start: datetime | None
+    succeeded: datetime | None
+    failed: datetime | None
+    cancelled: datetime | None
+    comment: str
+    stats: dict[str, str]
+    summary_error: str
+
+    @property
+    def state(self) -> str:
+        if self.succeeded is not None:
+            return "succeeded"
+        if self.failed is not None:
+            return "failed"
+        if self.cancelled is not None:
+            return "cancelled"
+        return "active" if self.active else "pending"
+
+    @property
+    def ended(self) -> datetime | None:
+        return self.succeeded or self.failed or self.cancelled
+
+    @property
+    def is_backup(self) -> bool:
+        """A backup job: its type says so, or (no type) its description's first tag."""
+        if self.types:
+            return "backup" in self.types
+        return self.description.lower().startswith("[backup]")
+
+    @property
+    def error(self) -> str:
+        """What went wrong, in Keepit's words: the execution summary, else the
+        `fail_reason` statistic, else the comment ("" for a clean job)."""
+        found = self.summary_error or self.stats.get("fail_reason", "") or self.comment
+        return found[:MAX_ERROR_CHARS]
+
+    @classmethod
+    def from_xml(cls, element: Element) -> Job:
+        stats: dict[str, str] = {}
+        holder = element.find("stats")
+        if holder is not None:
+            for stat in holder.findall("stat"):
+                name = text(stat, "name")
+                if name:
+                    stats[name] = " ".join(text(stat, "value").split())
+        types = [t.text.strip().lower() for t in element.findall("type") if t.text]
+        nested = element.find("types")
+        if nested is not None:
+            types += [t.text.strip().lower() for t in nested.findall("type") if t.text]
+        return cls(
+            guid=text(element, "guid"),
+            types=tuple(t for t in types if t),
+            description=text(element, "description"),
+            active=parse_bool(text(element, "active")) is True,
+            start=parse_time(text(element, "started")) or parse_time(text(element, "start")),
+            succeeded=parse_time(text(element, "succeeded")),
+            failed=parse_time(text(element, "failed")),
+            cancelled=parse_time(text(element, "cancelled")),
+            comment=" ".join(text(element, "comment").split()),
+            stats=stats,
+            summary_error=_summary_error(text(element, "execsummary")),
+        )
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """`GET /users/{account}/devices/{guid}/status` (C4), read by Keepit's own rule: the
+    current status is the last `<entry>`, the error code the first entry's
+    `adata/ecode` (its own `ecode` when that is missing); no entry -> status 0."""
+
+    status: str
+    error_code: str
+
+    @classmethod
+    def from_xml(cls, root: Element) -> DeviceStatus:
+        entries = root.findall("entry")
+        if not entries:
+            return cls(status="0", error_code="")
+        first = entries[0]
+        adata = first.find("adata")
+        code = (text(adata, "ecode") if adata is not None else "") or text(first, "ecode")
+        return cls(status=text(entries[-1], "status") or "0", error_code=code.upper())
+
+
+@dataclass(frozen=True)
+class SeatResource:
+    """One `<resource>` of `GET /users/{account}/resources` (C7.2): usage against the
+    product's limit (none: unlimited)."""
+
+    name: str
+    usage: int
+    limit: int | None
+    violated: bool
+    evaluated: datetime | None
+
+    @classmethod
+    def from_xml(cls, element: Element) -> SeatResource:
+        return cls(
+            name=text(element, "name"),
+            usage=parse_int(text(element, "usage")) or 0,
+            limit=parse_int(text(element, "limit")),
+            violated=parse_bool(text(element, "violated")) is True,
+            evaluated=parse_time(text(element, "evaluated")),
+        )
+
+
+@dataclass(frozen=True)
+class SeatViolation:
+    """One violated resource of one account, from `PUT /users/{partner}/expirations`
+    (C7.1): limit, usage and when the grace period ends."""
+
+    account: str
+    group: str
+    resource: str
+    readable_name: str
+    limit: int | None
+    usage: int
+    grace_expires: datetime | None
+
+    @property
+    def overage(self) -> int:
+        return max(0, self.usage - (self.limit or 0))
+
+
+def seat_violations(root: Element) -> list[SeatViolation]:
+    """`<subaccounts>` → `<account>` → `<resources-violation>` → `<resource-group>` →
+    `<resources>` → `<resource>`, each level once or many times."""
+    found: list[SeatViolation] = []
+    for account in root.findall("account"):
+        guid = text(account, "guid")
+        if not guid:
+            continue
+        for violation in account.findall("resources-violation"):
+            for group in violation.findall("resource-group"):
+                group_name = text(group, "name")
+                for resources in group.findall("resources"):
+                    for resource in resources.findall("resource"):
+                        name = text(resource, "name")
+                        if not name:
+                            continue
+                        found.append(
+                            SeatViolation(
+                                account=guid,
+                                group=group_name,
+                                resource=name,
+                                readable_name=text(resource, "readable-name"),
+                                limit=parse_int(text(resource, "limit")),
+                                usage=parse_int(text(resource, "usage")) or 0,
+                                grace_expires=parse_time(text(resource, "grace-expires")),
+                            )
+                        )
+    return found
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """One `<token>` of `GET /users/{account}/tokens?secondary=1` (C8)."""
+
+    guid: str
+    aname: str
+    description: str
+    primary: bool
+    created: datetime | None
+    last_used: datetime | None
+    lifetime: str
+    expires: datetime | None
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """`expires` when Keepit gives it, else `created` + `lifetime` (Keepit's own
+        summary's rule); no lifetime means it never expires."""
+        if self.expires is not None:
+            return self.expires
+        if self.created is None or not self.lifetime:
+            return None
+        try:
+            period = isodate.parse_duration(self.lifetime)
+        except (isodate.ISO8601Error, ValueError):
+            return None
+        try:
+            moment: datetime = self.created + period
+        except (OverflowError, ValueError):
+            return None
+        return moment
+
+    @classmethod
+    def from_xml(cls, element: Element) -> ApiToken:
+        return cls(
+            guid=text(element, "guid"),
+            aname=text(element, "aname"),
+            description=text(element, "descr"),
+            primary=parse_bool(text(element, "primary")) is True,
+            created=parse_time(text(element, "created")),
+            last_used=parse_time(text(element, "lastuse")),
+            lifetime=text(element, "lifetime"),
+            expires=parse_time(text(element, "expires")),
         )

@@ -14,10 +14,12 @@ from factory.django import DjangoModelFactory
 from alerts.models import AlertRule
 from backups.models import (
     AccountLink,
+    AccountSeat,
     AuditCategory,
     BackupAuditEvent,
     BackupConnector,
     BackupConnectorStatus,
+    BackupJobDay,
     BackupStatus,
 )
 from customers.models import Customer
@@ -127,3 +129,28 @@ class StaleRuleFactory(DjangoModelFactory[AlertRule]):
 class FailedRuleFactory(StaleRuleFactory):
     name = "Failed backups"
     kind = AlertRule.Kind.BACKUP_FAILED
+
+
+class JobDayFactory(DjangoModelFactory[BackupJobDay]):
+    """A day of backup jobs: two successful ones unless a test says otherwise."""
+
+    class Meta:
+        model = BackupJobDay
+
+    connector = SubFactory(ConnectorFactory)
+    day = NOW.date()
+    successful = 2
+    closed = True
+    checked_at = NOW
+
+
+class SeatFactory(DjangoModelFactory[AccountSeat]):
+    class Meta:
+        model = AccountSeat
+
+    account_link = SubFactory(AccountLinkFactory)
+    resource = "o365-admin-seats-total"
+    label = "Microsoft 365 seats"
+    usage = 80
+    limit = 100
+    checked_at = NOW

@@ -283,6 +283,19 @@ if KEEPIT_AUDIT_SLICE_HOURS < 1:
     raise ImproperlyConfigured("KEEPIT_AUDIT_SLICE_HOURS must be a whole number of hours >= 1.")
 # Keepit logs every API call, Vectis's own reads included; off stops storing those.
 KEEPIT_STORE_OWN_READS: bool = env.bool("KEEPIT_STORE_OWN_READS", default=True)
+# Backup-job outcomes are kept per connector per UTC day. A day is read one last time
+# (closed) by the first sync this many minutes after it ended, so jobs that ran over
+# midnight are counted finished.
+KEEPIT_JOB_DAY_SETTLE_MINUTES: int = env.int("KEEPIT_JOB_DAY_SETTLE_MINUTES", default=60)
+# Past days (of the last 28) each sync also reads per account until the outcome history
+# is complete: after connecting, the 28-day strip fills in 27 syncs. 0: only from now on.
+KEEPIT_JOB_BACKFILL_DAYS_PER_SYNC: int = env.int("KEEPIT_JOB_BACKFILL_DAYS_PER_SYNC", default=1)
+# Each account's seat usage is read this often (its seat-limit violations every sync).
+KEEPIT_SEATS_REFRESH_HOURS: int = env.int("KEEPIT_SEATS_REFRESH_HOURS", default=24)
+if min(KEEPIT_JOB_DAY_SETTLE_MINUTES, KEEPIT_JOB_BACKFILL_DAYS_PER_SYNC) < 0:
+    raise ImproperlyConfigured(
+        "KEEPIT_JOB_DAY_SETTLE_MINUTES and KEEPIT_JOB_BACKFILL_DAYS_PER_SYNC cannot be negative."
+    )
 # A running sync writes its heartbeat this often, on a timer, whatever Keepit is doing.
 VECTIS_SYNC_HEARTBEAT_SECONDS: float = env.float("VECTIS_SYNC_HEARTBEAT_SECONDS", default=15.0)
 # A running sync whose heartbeat is older than this is taken as crashed (abandoned).

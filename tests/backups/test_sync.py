@@ -84,11 +84,22 @@ def test_a_first_sync_writes_customers_connectors_statuses_and_events(
     stored = BackupAuditEvent.objects.count()
     assert counts["events_added"] + counts["own_reads_added"] == stored > 8 * 6 * 13
     assert counts["events_added"] == BackupAuditEvent.objects.filter(is_own_read=False).count()
-    # Child list, then connectors + summary per account, health per connector, and every
-    # audit page the sandbox served (counted by the sandbox itself).
-    audit_pages = sandbox.server.methods["PUT"]
+    # What the sandbox served (counted by the sandbox itself): the child list; per
+    # account connectors, summary, every connector's health in one call, the job counts
+    # of today and of one past day, its seats; per connection the seat violations and the
+    # token (who am I, its tokens); the device status of connectors that are not healthy,
+    # the job history of those whose jobs failed; every audit page.
+    routes = sandbox.server.requests_by_route()
+    audit_pages = routes["audit"]
     assert audit_pages >= 14 * 24 // 6  # the 14-day window, read in 6-hour slices
-    assert run.http_requests == 1 + 8 * 2 + len(live) + audit_pages
+    assert (routes["children"], routes["devices"], routes["summary"]) == (1, 8, 8)
+    assert routes["health"] == 8  # one per account, none per connector
+    unhealthy = BackupConnectorStatus.objects.exclude(health="healthy").count()
+    assert routes["status"] == counts["status_reads"] == unhealthy
+    assert routes["jobs"] == 8 * 2 + counts["job_history_reads"]
+    assert routes["seats"] == 8 + 1
+    assert (routes["whoami"], routes["tokens"]) == (1, 1)
+    assert run.http_requests == sum(routes.values())
     connection.refresh_from_db()
     assert connection.last_success_at is not None
 

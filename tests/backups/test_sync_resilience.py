@@ -139,8 +139,8 @@ def test_a_run_stopped_inside_a_slice_resumes_at_the_page_it_stopped_at(
 def test_a_time_limit_in_the_inventory_stops_the_requests_at_once(
     settings: Settings,
 ) -> None:
-    """Stopped while the connectors' health is being read: the requests not yet sent are
-    dropped (not sent until the hard limit kills the worker), and the run ends partial."""
+    """Stopped while the accounts are being read: the requests not yet sent are dropped
+    (not sent until the hard limit kills the worker), and the run ends partial."""
     settings.KEEPIT_HTTP_CONCURRENCY = 2
     sandbox = make_sandbox(accounts=30, own_read_audit=False)
     sandbox.server.latency = 0.01
@@ -148,15 +148,17 @@ def test_a_time_limit_in_the_inventory_stops_the_requests_at_once(
         connection = connect(sandbox, settings)
 
         def progress(phase: str, done: int, total: int) -> None:
-            if phase == "health" and done >= 50:
+            if phase == "accounts" and done >= 10:
                 raise SoftTimeLimitExceeded()
 
         run = run_sync(connection, now=sandbox.clock.now_datetime(), progress=progress)
         assert run.outcome == SyncRun.Outcome.PARTIAL
         assert "while reading the customer accounts" in run.error
-        health_requests = 30 * 4
+        # Per account: connectors, summary, health, job counts (today and one past day),
+        # seats; before them the child list, seat violations, who-am-I and the tokens.
+        per_account, before = 6, 4
         # The requests it did send are recorded; the ones still queued were never sent.
-        assert 1 + 30 * 2 + 50 <= run.http_requests < 1 + 30 * 2 + health_requests / 2
+        assert before + 10 * 4 <= run.http_requests < before + 30 * per_account / 2
         assert run.http_requests <= sandbox.server.requests_served
         assert run.counts["accounts_seen"] == 30
         connection.refresh_from_db()

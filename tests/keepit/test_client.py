@@ -110,7 +110,7 @@ def test_each_call_sends_its_accept_version() -> None:
     accepts = [call.request.headers["Accept"] for call in responses.calls]
     assert accepts == [
         "application/vnd.keepit.v1+xml",
-        "application/vnd.keepit.v1+xml",
+        "application/vnd.keepit.v3",  # the child list with contacts and deletion dates
         "application/vnd.keepit.v4+xml",
         "application/xml",
         "application/xml",

@@ -8,13 +8,15 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from django.core.paginator import Paginator
-from django.db.models import Count, Min, OuterRef, QuerySet, Subquery
+from django.db.models import Count, Min, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, StreamingHttpResponse
+from django.utils import timezone
 
 from alerts.models import AlertEvent
 from alerts.selectors import customer_alert_events, open_alert_for_connector, open_alerts
-from backups.models import AccountLink, AuditCategory, BackupConnector, BackupStatus
+from backups.jobs import HISTORY_DAYS, outcome_strips, success_rates
+from backups.models import AccountLink, AccountSeat, AuditCategory, BackupConnector, BackupStatus
 from backups.selectors import (
     STATUS_ORDER,
     STATUS_SEVERITY,
@@ -31,6 +33,7 @@ from integrations.services import connection_freshness, setup_label, setup_url
 from .rows import BADGE, STATUS_LABELS, connector_row, csv_response
 
 TIMELINE_PAGE_SIZE = 50
+SUCCESS_RATE_DAYS = 7
 
 
 def customers_with_health(customers: QuerySet[Customer]) -> QuerySet[Customer]:
@@ -63,7 +66,10 @@ RANK_STATUS = {rank: status for status, rank in STATUS_SEVERITY.items()}
 
 
 def customer_page_context(request: HttpRequest, customer: Customer) -> dict[str, Any]:
-    """Account links, connectors, open alerts and the timeline of one customer."""
+    """Account links (with seats and deletion dates), connectors (with their 28-day
+    outcome strip and success rate), open alerts and the timeline of one customer."""
+    now = timezone.now()
+    today = now.date()
     connectors = list(
         connector_health_list(customer_id=customer.pk).annotate(
             open_alert_id=open_alert_for_connector()
@@ -97,6 +103,8 @@ def customer_page_context(request: HttpRequest, customer: Customer) -> dict[str,
                 }
             )
     timeline.sort(key=lambda item: item["at"], reverse=True)
+    rates = success_rates([c.pk for c in connectors], today=today, days=SUCCESS_RATE_DAYS)
+    strips = outcome_strips(connectors, today=today)
     query = request.GET.copy()
     query.pop("page", None)
     export = request.GET.copy()
@@ -104,7 +112,11 @@ def customer_page_context(request: HttpRequest, customer: Customer) -> dict[str,
     links = list(AccountLink.objects.filter(customer=customer).select_related("connection"))
     freshness = connection_freshness({link.connection_id for link in links})
     failed = {row.pk: row.failed_accounts for row in freshness}
+    seats: dict[int, list[AccountSeat]] = {}
+    for seat in AccountSeat.objects.filter(account_link__in=links):
+        seats.setdefault(seat.account_link_id, []).append(seat)
     for link in links:
+        link.seat_rows = seats.get(link.pk, [])  # type: ignore[attr-defined]
         # Its data is older than "data as of": the latest sync could not read it.
         link.unread_in_last_sync = link.external_id in failed.get(link.connection_id, ())  # type: ignore[attr-defined]
         link.vendor = provider_label(link.connection.provider)  # type: ignore[attr-defined]
@@ -113,10 +125,19 @@ def customer_page_context(request: HttpRequest, customer: Customer) -> dict[str,
         "customer_connections": freshness,
         "setup_url": setup_url(),
         "setup_label": setup_label(),
-        "customer_connectors": [connector_row(c) for c in connectors],
+        "customer_connectors": [
+            connector_row(c, success_rate=rates.get(c.pk), strip=strips.get(c.pk))
+            for c in connectors
+        ],
+        "strip_days": HISTORY_DAYS,
+        "success_rate_days": SUCCESS_RATE_DAYS,
+        "today": today,
+        "now": now,
         "customer_status_counts": _count_rows(connectors),
         "customer_alerts": list(
-            open_alerts().filter(connector__customer=customer).select_related("connector", "rule")
+            open_alerts()
+            .filter(Q(connector__customer=customer) | Q(account_link__customer=customer))
+            .select_related("connector", "rule")
         ),
         "timeline": timeline,
         "timeline_page": page,

@@ -22,6 +22,7 @@ from alerts.selectors import (
     open_alert_for_connector,
     open_alerts,
 )
+from backups.jobs import success_rate, success_rate_annotations
 from backups.models import BackupConnector, BackupStatus, ConnectorKind
 from backups.selectors import (
     STATUS_ORDER,
@@ -37,6 +38,7 @@ from integrations.services import connection_freshness, setup_label, setup_url
 from .rows import BADGE, KIND_LABELS, STATUS_LABELS, connector_row, csv_response, iso, require
 
 PAGE_SIZE = 50
+SUCCESS_RATE_DAYS = 7
 REFRESH_CHOICES = (0, 60, 300)
 ALL_STATUSES = "all"
 
@@ -53,11 +55,21 @@ def _dashboard_filters(request: HttpRequest) -> dict[str, Any]:
         "kind": kind if kind in KIND_LABELS else "",
         "customer_id": int(customer) if customer.isdigit() else None,
         "search": request.GET.get("q", "").strip()[:100],
+        "seat_exceeded": request.GET.get("seats") == "exceeded",
+        "deletion_scheduled": request.GET.get("deletion") == "scheduled",
+    }
+
+
+def _scope(filters: dict[str, Any]) -> dict[str, Any]:
+    """The filters that select connectors (all but status)."""
+    return {
+        name: filters[name]
+        for name in ("kind", "customer_id", "search", "seat_exceeded", "deletion_scheduled")
     }
 
 
 def _is_filtered(filters: dict[str, Any]) -> bool:
-    return bool(filters["kind"] or filters["customer_id"] or filters["search"])
+    return any(_scope(filters).values())
 
 
 def _attention_list(filters: dict[str, Any]) -> QuerySet[BackupConnector]:
@@ -65,11 +77,11 @@ def _attention_list(filters: dict[str, Any]) -> QuerySet[BackupConnector]:
     is not OK, and every one with an open alert (an OK status with a failed job in the
     audit log is still a failure)."""
     connectors = connector_health_list(
-        statuses=filters["statuses"] or None,
-        kind=filters["kind"],
-        customer_id=filters["customer_id"],
-        search=filters["search"],
-    ).annotate(open_alert_id=open_alert_for_connector())
+        statuses=filters["statuses"] or None, **_scope(filters)
+    ).annotate(
+        open_alert_id=open_alert_for_connector(),
+        **success_rate_annotations(today=timezone.now().date(), days=SUCCESS_RATE_DAYS),
+    )
     if filters["statuses"] or filters["all_statuses"]:
         return connectors
     # status_now is OK only for a status row saying OK (no row counts as unknown).
@@ -83,9 +95,7 @@ def dashboard_summary(*, now: datetime, filters: dict[str, Any] | None = None) -
     which)."""
     scoped = filters is not None and _is_filtered(filters)
     connectors = (
-        filtered_connectors(
-            kind=filters["kind"], customer_id=filters["customer_id"], search=filters["search"]
-        )
+        filtered_connectors(**_scope(filters))
         if filters is not None and scoped
         else live_connectors()
     )
@@ -133,7 +143,8 @@ def dashboard(request: HttpRequest, *, site: AdminSite) -> HttpResponseBase:
         "view_health": dashboard_summary(now=timezone.now(), filters=filters),
         "title": "Backup health",
         "page": page,
-        "rows": [connector_row(c) for c in page.object_list],
+        "rows": [_row(c) for c in page.object_list],
+        "success_rate_days": SUCCESS_RATE_DAYS,
         "filters": filters,
         "status_choices": [(s, STATUS_LABELS[s]) for s in STATUS_ORDER],
         "kind_choices": ConnectorKind.choices,
@@ -148,10 +159,17 @@ def dashboard(request: HttpRequest, *, site: AdminSite) -> HttpResponseBase:
     return TemplateResponse(request, "admin/backups/dashboard.html", context)
 
 
+def _row(connector: BackupConnector) -> dict[str, Any]:
+    rate = success_rate(
+        getattr(connector, "jobs_successful", None), getattr(connector, "jobs_finished", None)
+    )
+    return connector_row(connector, success_rate=rate)
+
+
 def _connectors_csv(connectors: QuerySet[BackupConnector]) -> StreamingHttpResponse:
     def rows() -> Iterator[list[Any]]:
         for connector in connectors.iterator(chunk_size=2000):
-            row = connector_row(connector)
+            row = _row(connector)
             yield [
                 row["customer"].name if row["customer"] else "",
                 connector.name,
@@ -161,6 +179,7 @@ def _connectors_csv(connectors: QuerySet[BackupConnector]) -> StreamingHttpRespo
                 row["reason"],
                 iso(row["last_success"]),
                 iso(row["last_backup"]),
+                "" if row["success_rate"] is None else f"{row['success_rate']:.1f}",
                 connector.external_id,
                 row["open_alert_id"] or "",
             ]
@@ -174,6 +193,7 @@ def _connectors_csv(connectors: QuerySet[BackupConnector]) -> StreamingHttpRespo
         "reason",
         "last_successful_backup",
         "last_backup",
+        f"success_rate_{SUCCESS_RATE_DAYS}d_percent",
         "vendor_connector_id",
         "open_alert",
     ]

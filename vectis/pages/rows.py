@@ -29,7 +29,9 @@ def require(request: HttpRequest, *perms: str) -> None:
         raise PermissionDenied
 
 
-def connector_row(connector: BackupConnector) -> dict[str, Any]:
+def connector_row(
+    connector: BackupConnector, *, success_rate: float | None = None, strip: Any = None
+) -> dict[str, Any]:
     status_row = getattr(connector, "backup_status", None)
     status = getattr(connector, "status_now", None) or (
         status_row.status if status_row else BackupStatus.UNKNOWN
@@ -45,6 +47,13 @@ def connector_row(connector: BackupConnector) -> dict[str, Any]:
         "last_success": status_row.last_success_at if status_row else None,
         "last_backup": status_row.last_backup_at if status_row else None,
         "reason": (status_row.reason_text or status_row.reason) if status_row else "",
+        # What the vendor says to do (its error code's sentence) and its help article.
+        "fix": status_row.fix_text if status_row else "",
+        "error_code": status_row.error_code if status_row else "",
+        "help_url": status_row.help_url if status_row else "",
+        "help_label": (status_row.help_label or "How to fix") if status_row else "",
+        "success_rate": success_rate,
+        "strip": strip,
         "open_alert_id": getattr(connector, "open_alert_id", None),
         "vendor": provider_label(connector.connection.provider),
     }

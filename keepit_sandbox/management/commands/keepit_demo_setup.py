@@ -53,14 +53,16 @@ class Command(BaseCommand):
         self._demo_rules()
 
     def _demo_rules(self) -> None:
-        """Two alert rules so the demo shows alerts (e-mails go to the console backend)."""
-        if AlertRule.objects.exists():
-            return
+        """One rule of each kind so the demo shows every alert (e-mails go to the console
+        backend); a kind that already has a rule is left alone."""
+        added = []
         for kind, name in (
             (AlertRule.Kind.BACKUP_STALE, "Backups stale for 48 hours"),
             (AlertRule.Kind.BACKUP_FAILED, "Backups failing"),
+            (AlertRule.Kind.SUCCESS_RATE, "Backup success rate under 90 % (7 days)"),
         ):
-            AlertRule.objects.create(name=name, kind=kind, recipients="admin@localhost")
-        self.stdout.write(
-            "Added two alert rules (Backup Stale, Backup Failed) for admin@localhost."
-        )
+            if not AlertRule.objects.filter(kind=kind).exists():
+                AlertRule.objects.create(name=name, kind=kind, recipients="admin@localhost")
+                added.append(name)
+        if added:
+            self.stdout.write(f"Added alert rules for admin@localhost: {'; '.join(added)}.")

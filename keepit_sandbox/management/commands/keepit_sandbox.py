@@ -1,10 +1,15 @@
-"""`manage.py keepit_sandbox`: serve a simulated Keepit MSP on loopback."""
+"""`manage.py keepit_sandbox`: serve a simulated Keepit MSP on loopback.
+
+The help text is what a demo user reads first, so it lists the states the sandbox
+simulates as well as its flags.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
 import threading
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,9 +21,21 @@ from keepit_sandbox.server import DEFAULT_RANDOM_FAULTS, FAULT_KINDS
 
 class Command(BaseCommand):
     help = (
-        "Serve a simulated Keepit MSP (the Keepit API of keepit-api.md Part A) on loopback. "
-        "Point Vectis at it with KEEPIT_BASE_URL_TEMPLATE=http://127.0.0.1:PORT/{region}. "
-        "Same flags, same data: everything derives from --seed and the clock."
+        "Serve a simulated Keepit MSP (the Keepit API of keepit-api.md Part A, and the read "
+        "calls of Part C) on loopback. Point Vectis at it with "
+        "KEEPIT_BASE_URL_TEMPLATE=http://127.0.0.1:PORT/{region}. Same flags, same data: "
+        "everything derives from --seed and the clock. What it simulates: connectors that "
+        "are healthy, flapping, partial, onboarding, stalled, with a lost login (BADTOKEN, "
+        "BADLOGIN, NONADMINLOGIN), over a seat limit (QUOTAVIOLATED, GRACETIMERSTARTED), "
+        "misconfigured, inaccessible, scheduled for deletion, or with a reason code Keepit "
+        "never published; per-connector and aggregated health; backup jobs (history, "
+        "active jobs, job counts: successful, incomplete, unsuccessful, cancelled) that "
+        "agree with the backup summary; device status with Keepit's error codes (E_REVOKED, "
+        "E_QUOTA, ..., Salesforce status 7); seat usage and seat-limit violations with grace "
+        "periods; the user's primary, API and session tokens (the API token expires 65 days "
+        "after the start day); the v3 child list, where from the 50th account one in 25 is "
+        "scheduled for deletion; the audit log, including the API calls made with the MSP's "
+        "credentials."
     )
     requires_system_checks: list[str] = []
     requires_migrations_checks = False
@@ -130,6 +147,24 @@ class Command(BaseCommand):
             action="store_true",
             help="Do not write the API calls made with the MSP's credentials into its audit log.",
         )
+        parser.add_argument(
+            "--no-aggregated-health",
+            action="store_true",
+            help=(
+                "Answer GET /users/{id}/devices/health (the health of all connectors in one "
+                "call) with 404, like a Keepit without that call; Vectis then asks each "
+                "connector's health."
+            ),
+        )
+        parser.add_argument(
+            "--token-expires-in-days",
+            type=int,
+            default=defaults.token_expires_in_days,
+            help=(
+                "When the MSP's API token expires, in days from the start (default: 65; "
+                "`make demo` uses 20, so the demo shows the API-token alert)."
+            ),
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["host"] not in {"127.0.0.1", "localhost", "::1"}:
@@ -158,6 +193,7 @@ class Command(BaseCommand):
             token_login=options["token_login"],
             token_password=options["token_password"],
             own_read_audit=not options["no_own_read_audit"],
+            token_expires_in_days=options["token_expires_in_days"],
         )
         sandbox = KeepitSandbox(
             config,
@@ -168,9 +204,18 @@ class Command(BaseCommand):
             latency_ms=options["latency_ms"],
             fault_rate=options["fault_rate"],
             fault_kinds=kinds,
+            aggregated_health=not options["no_aggregated_health"],
         )
         msp = sandbox.msp
         connectors = sum(len(c) for c in msp.connectors.values())
+        now = sandbox.clock.now()
+        scenarios = Counter(
+            c.scenario for cs in msp.connectors.values() for c in cs if c.type != "system"
+        )
+        deleting = sum(1 for a in msp.accounts if msp.account_deletion(a) is not None)
+        over_limit = sum(
+            1 for a in msp.accounts if any(r.violated for r in msp.seat_resources(a, now))
+        )
         self.stdout.write(
             f"Keepit sandbox for region {config.region} on {sandbox.url}/{config.region}\n"
             f"  parent account GUID: {msp.parent.guid}\n"
@@ -178,7 +223,13 @@ class Command(BaseCommand):
             f"  {len(msp.accounts)} customer accounts, {connectors} devices\n"
             f"  username / password: {config.username} / {config.password}\n"
             f"  API token login / password: {config.token_login} / {config.token_password}\n"
-            f"  Vectis: KEEPIT_BASE_URL_TEMPLATE={sandbox.base_url_template}"
+            f"  Vectis: KEEPIT_BASE_URL_TEMPLATE={sandbox.base_url_template}\n"
+            f"  connector scenarios: "
+            + ", ".join(f"{name} {count}" for name, count in scenarios.most_common())
+            + "\n"
+            f"  accounts over a seat limit: {over_limit}; scheduled for deletion: {deleting}\n"
+            f"  aggregated health call: "
+            f"{'on' if sandbox.server.aggregated_health else 'off (404)'}"
         )
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -1,0 +1,87 @@
+"""What a connection's stored data already says, for a provider deciding what to read
+this sync (so requests grow with changes and failures, not with the fleet): the job days
+read per account, failures counted per connector, statuses with their error codes, and
+when each account's seats were read. A fixed number of queries, whatever the size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from integrations.models import Connection
+
+from .jobs import HISTORY_DAYS
+from .models import AccountLink, BackupConnectorStatus, BackupJobDay
+
+
+@dataclass
+class KnownJobDays:
+    """What a connection's stored job days say, for the provider deciding what to read:
+    per account, the days read (and whether each was closed); per (connector, day), how
+    many jobs had failed or ended incomplete (a rise means a new failure)."""
+
+    days: dict[str, dict[date, bool]] = field(default_factory=dict)
+    failures: dict[tuple[str, date], int] = field(default_factory=dict)
+
+    def closed(self, account: str, day: date) -> bool:
+        return self.days.get(account, {}).get(day, False)
+
+    def read(self, account: str, day: date) -> bool:
+        return day in self.days.get(account, {})
+
+
+def known_job_days(connection: Connection, *, today: date) -> KnownJobDays:
+    """Two queries, whatever the fleet's size."""
+    oldest = today - timedelta(days=HISTORY_DAYS - 1)
+    known = KnownJobDays()
+    rows = (
+        BackupJobDay.objects.filter(connector__connection=connection, day__gte=oldest)
+        .values_list("connector__account_link__external_id", "day", "closed")
+        .distinct()
+    )
+    for account, day, closed in rows:
+        if account is None:
+            continue
+        days = known.days.setdefault(account, {})
+        days[day] = days.get(day, False) or closed
+    recent = BackupJobDay.objects.filter(
+        connector__connection=connection, day__gte=today - timedelta(days=1)
+    ).values_list("connector__external_id", "day", "incomplete", "unsuccessful")
+    for connector, day, incomplete, unsuccessful in recent:
+        known.failures[(connector, day)] = incomplete + unsuccessful
+    return known
+
+
+@dataclass(frozen=True)
+class StoredStatus:
+    health: str
+    reason: str
+    error_code: str
+    fix_text: str
+    help_url: str
+    help_label: str
+    error_checked_at: datetime | None
+
+
+def stored_statuses(connection: Connection) -> dict[str, StoredStatus]:
+    """Connector external id -> its stored status (health, reason, error code, fix)."""
+    rows = BackupConnectorStatus.objects.filter(connector__connection=connection).values_list(
+        "connector__external_id",
+        "health",
+        "reason",
+        "error_code",
+        "fix_text",
+        "help_url",
+        "help_label",
+        "error_checked_at",
+    )
+    return {row[0]: StoredStatus(*row[1:]) for row in rows}
+
+
+def seat_reads(connection: Connection) -> dict[str, datetime | None]:
+    """Account external id -> when its seat usage was last read."""
+    return dict(
+        AccountLink.objects.filter(connection=connection).values_list(
+            "external_id", "seats_checked_at"
+        )
+    )
