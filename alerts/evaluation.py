@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import CharField, Exists, F, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Cast, Concat
 
+from backups.jobs import HISTORY_DAYS, format_rate, success_rate, success_rate_annotations
 from backups.models import (
     AccountLink,
     AccountSeat,
@@ -82,9 +83,12 @@ def countdown_stage(moment: datetime, now: datetime) -> tuple[str, int]:
 def _scoped_connectors(rule: AlertRule) -> QuerySet[BackupConnector]:
     # Removed connectors, connectors the vendor is deleting and connectors of excluded
     # accounts never alert.
-    connectors = BackupConnector.objects.filter(
-        removed_at__isnull=True, deletion_scheduled_at__isnull=True
-    ).exclude(account_link__state=AccountLink.State.EXCLUDED)
+    connectors = (
+        BackupConnector.objects.filter(removed_at__isnull=True, deletion_scheduled_at__isnull=True)
+        .exclude(account_link__state=AccountLink.State.EXCLUDED)
+        # An account the vendor is deleting has its own alert; its connectors stay quiet.
+        .exclude(account_link__deletion_scheduled_at__isnull=False)
+    )
     if rule.connector_kinds:
         connectors = connectors.filter(kind__in=rule.connector_kinds)
     # A subquery, not a Python list: the scope costs no extra round trip.
@@ -152,8 +156,17 @@ def failed_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
     )
     latest = failures.order_by("-occurred_at", "-id")
     condition = Q(Exists(failures))
+    # A failed job inside the lookback opens the alert; once open, it stays open until a
+    # complete backup follows the failed job (not merely until the lookback passes), as
+    # long as the failure is within the 28 days kept.
+    still_open = Alert.objects.filter(
+        key=Concat(Value(f"{rule.pk}:"), Cast(OuterRef("pk"), CharField())),
+        resolved_at__isnull=True,
+    )
     jobs = BackupJobDay.objects.filter(
-        connector_id=OuterRef("pk"), last_failure_at__gte=since, last_failure_at__lte=now
+        connector_id=OuterRef("pk"),
+        last_failure_at__gte=now - timedelta(days=HISTORY_DAYS),
+        last_failure_at__lte=now,
     ).order_by("-last_failure_at", "-id")
     if rule.include_failed_status:
         condition |= Q(
@@ -181,13 +194,26 @@ def failed_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
             job_failure_at=Subquery(jobs.values("last_failure_at")[:1]),
             job_outcome=Subquery(jobs.values("last_failure_outcome")[:1]),
             job_error=Subquery(jobs.values("last_error")[:1]),
+            job_exact=Subquery(jobs.values("last_failure_exact")[:1]),
+            job_alert_open=Exists(still_open),
         )
         # A complete backup after the failed job ends it.
-        condition |= Q(job_failure_at__isnull=False) & (
-            Q(backup_status__last_success_at__isnull=True)
-            | Q(backup_status__last_success_at__lt=F("job_failure_at"))
+        condition |= (
+            Q(job_failure_at__isnull=False)
+            & (Q(job_failure_at__gte=since) | Q(job_alert_open=True))
+            & (
+                Q(backup_status__last_success_at__isnull=True)
+                | Q(backup_status__last_success_at__lt=F("job_failure_at"))
+            )
         )
-        fields += ["job_failure_at", "job_outcome", "job_error", "backup_status__last_success_at"]
+        fields += [
+            "job_failure_at",
+            "job_outcome",
+            "job_error",
+            "job_exact",
+            "job_alert_open",
+            "backup_status__last_success_at",
+        ]
     conditions = []
     for values in connectors.filter(condition).values(*fields):
         vendor = provider_label(values["connection__provider"])
@@ -203,16 +229,19 @@ def failed_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
             what = f"a failure in the {vendor} audit log"
         job_at = values.get("job_failure_at")
         last_success = values.get("backup_status__last_success_at")
-        if job_at is not None and (last_success is None or last_success < job_at):
-            outcome = (
-                "ended incomplete" if values["job_outcome"] == JobOutcome.INCOMPLETE else ("failed")
-            )
+        in_scope = job_at is not None and (job_at >= since or values.get("job_alert_open"))
+        if job_at is not None and in_scope and (last_success is None or last_success < job_at):
+            incomplete = values["job_outcome"] == JobOutcome.INCOMPLETE
+            outcome = "ended incomplete" if incomplete else "failed"
             error = values["job_error"]
-            reasons.insert(
-                0,
-                f"A {vendor} backup job {outcome} at {_utc(job_at)}"
-                + (f": \u201c{error}\u201d." if error else f" ({vendor} gave no error text)."),
-            )
+            if values.get("job_exact"):
+                when = f"A {vendor} backup job {outcome} at {_utc(job_at)}"
+            else:
+                when = (
+                    f"{vendor} counted a backup job that {outcome} (seen by the sync at "
+                    f"{_utc(job_at)}; {vendor}'s job history did not say more yet)"
+                )
+            reasons.insert(0, when + (f": \u201c{error}\u201d." if error else "."))
             what = f"backup job {outcome}" + (f": {error}" if error else "")
         status, needs = values["backup_status__status"], values["backup_status__reason_is_failure"]
         reason = values["backup_status__reason"] or ""
@@ -239,36 +268,32 @@ def failed_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
 def success_rate_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
     """Connectors whose finished backup jobs over the rule's days succeeded less often
     than the rule's percentage (one query; connectors without a finished job never)."""
-    today = now.date()
-    window = Q(
-        job_days__day__gt=today - timedelta(days=rule.success_rate_days), job_days__day__lte=today
+    annotated = _scoped_connectors(rule).annotate(
+        **success_rate_annotations(today=now.date(), days=rule.success_rate_days)
     )
-    rows = (
-        _scoped_connectors(rule)
-        .annotate(
-            ok=Coalesce(Sum("job_days__successful", filter=window), 0),
-            incomplete=Coalesce(Sum("job_days__incomplete", filter=window), 0),
-            unsuccessful=Coalesce(Sum("job_days__unsuccessful", filter=window), 0),
-        )
-        .annotate(finished=F("ok") + F("incomplete") + F("unsuccessful"))
-        .filter(finished__gt=0, ok__lt=F("finished") * rule.success_rate_percent / 100.0)
-        .values_list("pk", "name", "customer__name", "ok", "incomplete", "unsuccessful", "finished")
+    # (The annotations come from a dict, which the type checker cannot follow.)
+    below = Q(jobs_finished__gt=0) & Q(
+        jobs_successful__lt=F("jobs_finished") * rule.success_rate_percent / 100.0
+    )
+    rows = annotated.filter(below).values_list(  # type: ignore[misc]
+        "pk", "name", "customer__name", "jobs_successful", "jobs_finished"
     )
     conditions = []
-    for pk, name, customer, ok, incomplete, unsuccessful, finished in rows:
-        rate = 100 * ok / finished
+    for pk, name, customer, ok, finished in rows:
+        rate = success_rate(ok, finished) or 0.0
         subject = f"{customer}: {name}" if customer else name
         days = _days(rule.success_rate_days)
         conditions.append(
             Condition(
                 key=rule_key(rule, pk),
                 kind=Alert.Kind.SUCCESS_RATE,
-                summary=f"{subject} — {rate:.0f} % of backup jobs succeeded in {days}"[:255],
+                summary=f"{subject} — {format_rate(rate)} of backup jobs succeeded in {days}"[:255],
                 connector_id=pk,
                 detail=(
                     f"{ok} of {finished} finished backup jobs succeeded in the last {days} "
-                    f"({rate:.1f} %; the rule wants at least {rule.success_rate_percent} %): "
-                    f"{incomplete} incomplete, {unsuccessful} unsuccessful."
+                    f"({format_rate(rate)}; the rule wants at least "
+                    f"{rule.success_rate_percent} %). Incomplete and unsuccessful jobs count "
+                    "against it; the customer page shows each day."
                 ),
             )
         )
@@ -302,8 +327,12 @@ def seat_conditions(*, now: datetime) -> list[Condition]:
         vendor = provider_label(link.connection.provider)
         parts = []
         for seat in violated:
-            limit = "no" if seat.limit is None else str(seat.limit)
-            parts.append(f"{seat.label}: {seat.usage} used of {limit} (over by {seat.overage})")
+            if seat.limit is None:
+                parts.append(f"{seat.label}: {seat.usage} used")
+            else:
+                parts.append(
+                    f"{seat.label}: {seat.usage} used of {seat.limit} (over by {seat.overage})"
+                )
         grace = [s.grace_expires_at for s in violated if s.grace_expires_at is not None]
         stage, what = "", "seat limit exceeded"
         detail = f"{vendor} reports a seat limit exceeded — " + "; ".join(parts) + "."
@@ -353,6 +382,7 @@ def deletion_conditions(*, now: datetime) -> list[Condition]:
                 f"{when:%Y-%m-%d}"[:255],
                 connection_id=link.connection_id,
                 account_link_id=link.pk,
+                stage=stage,
                 detail=(
                     f"{vendor} will delete the account {link.display_name} "
                     f"({link.external_id}) and its backups at {_utc(when)} ({left}). If that "
@@ -367,8 +397,9 @@ TOKEN_WARNING_DAYS = 30
 
 
 def token_conditions(*, now: datetime) -> list[Condition]:
-    """Connections whose credential expires within 30 days (steps at 30, 7 and 1 days
-    left, and once expired); renewing it (a later expiry) resolves the alert."""
+    """Connections whose credential expires within 30 days (told again at 7 and 1 days
+    left, and once expired). The alert is keyed on the expiry date, so renewing the
+    credential (a new expiry) resolves it, even when the new one is soon too."""
     rows = Connection.objects.filter(
         enabled=True,
         credential_expires_at__isnull=False,
@@ -380,23 +411,28 @@ def token_conditions(*, now: datetime) -> list[Condition]:
         assert expires is not None
         vendor = provider_label(connection.provider)
         stage, days = countdown_stage(expires, now)
-        what = (
-            "the API token has expired"
-            if stage == "0"
-            else f"the API token expires in {_days(days)}"
-        )
+        noun = "login" if connection.credential_kind == "username_password" else "API token"
+        if stage == "0":
+            what = f"the {noun} has expired"
+            detail = (
+                f"The {vendor} {noun} this connection signs in with expired at "
+                f"{_utc(expires)}: syncs will fail. Create a new API token in {vendor} and "
+                "paste it into the connection."
+            )
+        else:
+            what = f"the {noun} expires in {_days(days)}"
+            detail = (
+                f"The {vendor} {noun} this connection signs in with expires at "
+                f"{_utc(expires)} ({_days(days)} left). Create a new API token in {vendor} "
+                "and paste it into the connection before then, or every sync will fail."
+            )
         conditions.append(
             Condition(
-                key=f"token:{connection.pk}",
+                key=f"token:{connection.pk}:{expires:%Y%m%d%H%M}",
                 kind=Alert.Kind.TOKEN_EXPIRY,
                 summary=f"{connection.name}: {what}"[:255],
                 connection_id=connection.pk,
-                detail=(
-                    f"The {vendor} credential this connection signs in with "
-                    f"{'expired' if stage == '0' else 'expires'} at {_utc(expires)}. Create a "
-                    f"new API token in {vendor} and paste it into the connection before then, "
-                    "or every sync will fail."
-                ),
+                detail=detail,
                 stage=stage,
             )
         )

@@ -23,6 +23,7 @@ from .evaluation import Condition
 from .models import Alert, AlertEvent, AlertNotification, AlertRule
 
 EXCLUDED_NOTE = "The account was excluded from monitoring; resolved without a notice."
+REMOVED_NOTE = "The vendor no longer lists the account (deleted); resolved without a notice."
 
 
 @dataclass
@@ -170,6 +171,21 @@ def apply(
         notified=silent_resolve,
     )
     record(AlertEvent.Kind.RESOLVED, excluded, now=now, notified=True, note=EXCLUDED_NOTE)
+    # An account alert (seats, deletion) that ends because the account is gone is no
+    # good news: it ends quietly too.
+    gone_accounts = (
+        set(
+            Alert.objects.filter(
+                pk__in=[pk for pk in resolved if pk not in excluded],
+                account_link__removed_at__isnull=False,
+            ).values_list("pk", flat=True)
+        )
+        if resolved and not silent_resolve
+        else set()
+    )
+    AlertEvent.objects.filter(
+        alert_id__in=gone_accounts, kind=AlertEvent.Kind.RESOLVED, at=now
+    ).update(notified_at=now, note=REMOVED_NOTE)
     still = [pk for key, pk in already.items() if key in current]
     escalated = escalate(
         {pk: current[key] for key, pk in already.items() if key in current}, now=now
@@ -187,33 +203,48 @@ def apply(
     result.reminded += Alert.objects.filter(pk__in=[*reminded, *escalated])
 
 
-# Countdown steps, farthest first: moving right is news.
+# Countdown steps, farthest first: moving right is news. ("grace": a seat limit's grace
+# period with more than a week left; "30": a token with more than a week left.)
 STAGES = ("", "30", "grace", "7", "1", "0")
+# Alerts whose words follow the data while they are open: countdowns (the days left) and
+# a failed backup whose job error arrives a sync later. Only a nearer step is told again.
+REFRESHED_KINDS = (
+    Alert.Kind.TOKEN_EXPIRY,
+    Alert.Kind.SEAT_EXCEEDED,
+    Alert.Kind.ACCOUNT_DELETION,
+    Alert.Kind.BACKUP_FAILED,
+)
 
 
 def escalate(open_alerts: dict[int, Condition], *, now: datetime) -> list[int]:
-    """Countdown alerts (token expiry, seat grace) whose step moved nearer: their summary
-    and detail follow, claimed on the old step so a reminder is recorded once. A step
-    moving back (more time) updates the words quietly."""
-    counting = {pk: c for pk, c in open_alerts.items() if c.stage}
+    """Open alerts whose words changed get them (claimed on the old step); those whose
+    countdown step moved nearer (token expiry, seat grace, deletion) are returned, to be
+    told once more. A step moving back (more time) updates the words quietly."""
+    counting = {pk: c for pk, c in open_alerts.items() if c.kind in REFRESHED_KINDS}
     if not counting:
         return []
     stored = {
-        pk: (stage, snoozed_until)
-        for pk, stage, snoozed_until in Alert.objects.filter(pk__in=list(counting)).values_list(
-            "pk", "stage", "snoozed_until"
-        )
+        pk: (stage, summary, detail, state, snoozed_until)
+        for pk, stage, summary, detail, state, snoozed_until in Alert.objects.filter(
+            pk__in=list(counting)
+        ).values_list("pk", "stage", "summary", "detail", "state", "snoozed_until")
     }
     nearer: list[int] = []
     for pk, condition in counting.items():
-        old, snoozed_until = stored.get(pk, (condition.stage, None))
-        if old == condition.stage:
+        if pk not in stored:
             continue
+        old, summary, detail, state, snoozed_until = stored[pk]
+        if (old, summary, detail) == (condition.stage, condition.summary, condition.detail):
+            continue
+        # The words follow every day ("6 days of grace left"); claimed on the old step.
         changed = Alert.objects.filter(pk=pk, stage=old, resolved_at__isnull=True).update(
             stage=condition.stage, summary=condition.summary, detail=condition.detail
         )
         snoozed = snoozed_until is not None and snoozed_until > now
-        if changed and _rank(condition.stage) > _rank(old) and not snoozed:
+        # A nearer step is news — unless someone already has it in hand (acknowledged)
+        # or asked for quiet (snoozed).
+        nearer_step = _rank(condition.stage) > _rank(old)
+        if changed and nearer_step and state == Alert.State.OPEN and not snoozed:
             nearer.append(pk)
     return nearer
 

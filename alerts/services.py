@@ -89,12 +89,15 @@ def notify(*, now: datetime) -> list[AlertNotification]:
             rule = event.alert.rule
             link = event.alert.account_link
             if rule is None and link is not None:
-                # An account's seats or deletion: whoever watches that customer.
+                # An account's seats or deletion: whoever watches that customer (and, for
+                # a resolution, wants resolved notices).
+                resolved = event.kind == AlertEvent.Kind.RESOLVED
                 recipients = sorted(
                     {
                         r
                         for candidate in rules
                         if _covers(candidate, link.customer_id)
+                        and (candidate.send_resolved or not resolved)
                         for r in candidate.recipient_list
                     }
                 )

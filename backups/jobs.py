@@ -10,6 +10,7 @@ but the real number varies, so nothing here assumes a number of jobs per day.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from .models import BackupConnector, BackupJobDay, JobOutcome
 from .snapshot import JobDaySnapshot
 
 HISTORY_DAYS = 28
+# The success rate the pages show (the rule's days are its own).
+SUCCESS_RATE_DAYS = 7
 BATCH_SIZE = 1000
 COUNT_FIELDS = ("successful", "incomplete", "unsuccessful", "cancelled", "in_progress")
 
@@ -62,12 +65,17 @@ def apply_job_days(
         ):
             desired["last_job_end_at"] = snapshot.last_job_end_at
         failure = snapshot.failure
+        # A later failure replaces the stored one; so does the exact account (from the
+        # vendor's job history) of a failure first stored only as "seen at".
         if failure is not None and (
-            row.last_failure_at is None or failure.at >= row.last_failure_at
+            row.last_failure_at is None
+            or failure.at >= row.last_failure_at
+            or (failure.exact and not row.last_failure_exact)
         ):
             desired["last_failure_at"] = failure.at
             desired["last_failure_outcome"] = failure.outcome
             desired["last_error"] = failure.error
+            desired["last_failure_exact"] = failure.exact
         if not fresh and all(getattr(row, k) == v for k, v in desired.items()):
             continue
         for key, value in desired.items():
@@ -84,6 +92,7 @@ def apply_job_days(
             "last_failure_at",
             "last_failure_outcome",
             "last_error",
+            "last_failure_exact",
             "checked_at",
         ],
         batch_size=BATCH_SIZE,
@@ -118,23 +127,9 @@ def success_rate(successful: int | None, finished: int | None) -> float | None:
     return 100.0 * (successful or 0) / finished
 
 
-def success_rates(connector_ids: Sequence[int], *, today: date, days: int) -> dict[int, float]:
-    """Connector id -> success rate (%) over `days` days, for those with finished jobs."""
-    rows = (
-        BackupJobDay.objects.filter(
-            connector_id__in=list(connector_ids),
-            day__gt=today - timedelta(days=days),
-            day__lte=today,
-        )
-        .values("connector_id")
-        .annotate(s=Sum("successful"), i=Sum("incomplete"), u=Sum("unsuccessful"))
-    )
-    rates: dict[int, float] = {}
-    for row in rows:
-        rate = success_rate(row["s"], row["s"] + row["i"] + row["u"])
-        if rate is not None:
-            rates[row["connector_id"]] = rate
-    return rates
+def format_rate(rate: float) -> str:
+    """One decimal, rounded down, so 89.96 % never reads "90.0 %" under a 90 % rule."""
+    return f"{math.floor(rate * 10) / 10:.1f} %"
 
 
 @dataclass(frozen=True)
@@ -167,7 +162,7 @@ def outcome_strips(
             day = oldest + timedelta(days=offset)
             found = rows[connector.pk].get(day)
             if found is not None:
-                cells.append(StripCell(day, found.outcome, _cell_title(found, labels)))
+                cells.append(StripCell(day, found.outcome, _cell_title(found, labels, today)))
             elif day < born:
                 cells.append(
                     StripCell(day, "before", f"{day:%a %d %b}: the connector did not exist")
@@ -178,7 +173,7 @@ def outcome_strips(
     return strips
 
 
-def _cell_title(row: BackupJobDay, labels: dict[str, str]) -> str:
+def _cell_title(row: BackupJobDay, labels: dict[str, str], today: date) -> str:
     parts = [f"{row.day:%a %d %b}: {labels[row.outcome]}"]
     counts = [
         f"{getattr(row, name)} {name.replace('_', ' ')}"
@@ -187,8 +182,10 @@ def _cell_title(row: BackupJobDay, labels: dict[str, str]) -> str:
     ]
     if counts:
         parts.append(", ".join(counts))
-    if not row.closed and row.day < row.checked_at.date():
-        parts.append("not final")
+    if row.day == today:
+        parts.append("so far today")
+    elif not row.closed:
+        parts.append("not final: the day was not read after it ended")
     if row.last_error:
         parts.append(f"error: {row.last_error}")
     return " — ".join(parts)

@@ -22,6 +22,8 @@ class KnownJobDays:
 
     days: dict[str, dict[date, bool]] = field(default_factory=dict)
     failures: dict[tuple[str, date], int] = field(default_factory=dict)
+    # (connector, day) whose failure the job history has not explained yet.
+    pending: set[tuple[str, date]] = field(default_factory=set)
 
     def closed(self, account: str, day: date) -> bool:
         return self.days.get(account, {}).get(day, False)
@@ -46,9 +48,18 @@ def known_job_days(connection: Connection, *, today: date) -> KnownJobDays:
         days[day] = days.get(day, False) or closed
     recent = BackupJobDay.objects.filter(
         connector__connection=connection, day__gte=today - timedelta(days=1)
-    ).values_list("connector__external_id", "day", "incomplete", "unsuccessful")
-    for connector, day, incomplete, unsuccessful in recent:
+    ).values_list(
+        "connector__external_id",
+        "day",
+        "incomplete",
+        "unsuccessful",
+        "last_failure_at",
+        "last_failure_exact",
+    )
+    for connector, day, incomplete, unsuccessful, failed_at, exact in recent:
         known.failures[(connector, day)] = incomplete + unsuccessful
+        if failed_at is not None and not exact:
+            known.pending.add((connector, day))
     return known
 
 
@@ -59,7 +70,6 @@ class StoredStatus:
     error_code: str
     fix_text: str
     help_url: str
-    help_label: str
     error_checked_at: datetime | None
 
 
@@ -72,7 +82,6 @@ def stored_statuses(connection: Connection) -> dict[str, StoredStatus]:
         "error_code",
         "fix_text",
         "help_url",
-        "help_label",
         "error_checked_at",
     )
     return {row[0]: StoredStatus(*row[1:]) for row in rows}

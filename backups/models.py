@@ -286,11 +286,14 @@ class BackupAuditEvent(models.Model):
 
 class JobOutcome(models.TextChoices):
     """A day's backup jobs at a glance, worst first: any unsuccessful job makes the day
-    failed, any incomplete one incomplete; a day with no finished job is "no job"."""
+    failed, any incomplete one incomplete; a day with no finished job is "running" or
+    "cancelled" when it had such jobs, else "no job"."""
 
     FAILED = "failed", "Failed"
     INCOMPLETE = "incomplete", "Some incomplete"
     SUCCESSFUL = "successful", "All successful"
+    CANCELLED = "cancelled", "Cancelled only"
+    RUNNING = "running", "Running"
     NO_JOB = "no_job", "No job"
 
 
@@ -316,6 +319,8 @@ class BackupJobDay(models.Model):
     last_failure_at = models.DateTimeField(null=True, blank=True)
     last_failure_outcome = models.CharField(max_length=16, blank=True, default="")
     last_error = models.TextField(blank=True, default="")
+    # False: the time is when a sync saw the failure; the job history is asked again.
+    last_failure_exact = models.BooleanField(default=False)
     checked_at = models.DateTimeField()
 
     class Meta:
@@ -327,9 +332,9 @@ class BackupJobDay(models.Model):
             models.UniqueConstraint(fields=["connector", "day"], name="job_day_unique_connector"),
         ]
         indexes = [
-            # Backup-failed alerts: failed jobs inside a lookback window.
+            # Backup-failed alerts: a connector's latest failed job inside a lookback.
             models.Index(
-                fields=["last_failure_at"],
+                fields=["connector", "-last_failure_at"],
                 condition=Q(last_failure_at__isnull=False),
                 name="job_day_failure_time_idx",
             ),
@@ -350,6 +355,10 @@ class BackupJobDay(models.Model):
             return JobOutcome.INCOMPLETE
         if self.successful:
             return JobOutcome.SUCCESSFUL
+        if self.in_progress:
+            return JobOutcome.RUNNING
+        if self.cancelled:
+            return JobOutcome.CANCELLED
         return JobOutcome.NO_JOB
 
 

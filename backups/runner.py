@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -99,6 +100,7 @@ def run_sync(
         error=error,
         failed_accounts=sorted(collection.failed_accounts) if collection is not None else [],
         stopped_early=stopped_early,
+        notes=" ".join(collection.notes()) if collection is not None else "",
     )
 
 
@@ -115,13 +117,14 @@ def _record_credential(connection: Connection, collection: Collection, *, now: d
     credential = collection.credential()
     if credential is None:
         return
-    values = {
+    values: dict[str, Any] = {
         "credential_kind": credential.kind,
-        "credential_expires_at": credential.expires_at,
-        "credential_last_used_at": credential.last_used_at,
         "credential_checked_at": now,
         "credential_note": credential.note[:255],
     }
+    if credential.found:  # the vendor did not list it: what was known stays
+        values["credential_expires_at"] = credential.expires_at
+        values["credential_last_used_at"] = credential.last_used_at
     Connection.objects.filter(pk=connection.pk).update(**values)
     for key, value in values.items():
         setattr(connection, key, value)

@@ -47,17 +47,18 @@ class StatusSnapshot:
 class JobFailureSnapshot:
     """The latest unsuccessful or incomplete backup job of a day, as far as known."""
 
-    at: datetime  # when the job ended (or, unknown, when the sync first saw it)
-    outcome: str  # a JobOutcome value: incomplete / unsuccessful
+    at: datetime  # when the job ended (exact) or, unknown, when the sync first saw it
+    outcome: str  # a JobOutcome value: incomplete / failed
     error: str = ""  # the vendor's error sentence, "" when it gave none
+    exact: bool = True  # False: the vendor's job history did not say (asked again next sync)
 
 
 @dataclass(frozen=True)
 class JobDaySnapshot:
     """A connector's backup jobs of one UTC day, by outcome, as read this sync.
 
-    `closed`: read after the day ended (final). `new_failure`: a job failed or ended
-    incomplete since the last sync; `failure` describes the latest one when known."""
+    `closed`: read after the day ended (final). `failure`: the latest job that failed or
+    ended incomplete since the last sync, when there is a new one."""
 
     day: date
     successful: int = 0
@@ -89,7 +90,7 @@ class CredentialSnapshot:
     kind: str  # "api_token" or "username_password"
     expires_at: datetime | None = None
     last_used_at: datetime | None = None
-    found: bool = True  # False: the vendor listed no token of this login
+    found: bool = True  # False: the vendor listed no token of this login (expiry unknown)
     note: str = ""
 
 
@@ -198,6 +199,8 @@ class Collection:
     credential: Callable[[], CredentialSnapshot | None] = lambda: None
     #: What could not be read that belongs to no account (the run ends partial with them).
     problems: list[str] = field(default_factory=list)
+    #: What the vendor does not offer these credentials (said, but not a failure).
+    notes: Callable[[], list[str]] = lambda: []
     #: What `read_inventory` returned (empty until then).
     accounts: list[AccountSnapshot] = field(default_factory=list)
 

@@ -125,6 +125,7 @@ def finish_sync_run(
     error: str = "",
     failed_accounts: list[str] | None = None,
     stopped_early: bool = False,
+    notes: str = "",
 ) -> SyncRun:
     """Record the end of a run on the run and on its connection, then tell listeners.
 
@@ -138,6 +139,7 @@ def finish_sync_run(
     run.http_requests = http_requests
     run.error = error
     run.failed_accounts = failed_accounts or []
+    run.notes = notes
     run.save(
         update_fields=[
             "outcome",
@@ -147,6 +149,7 @@ def finish_sync_run(
             "http_requests",
             "error",
             "failed_accounts",
+            "notes",
         ]
     )
     updates: dict[str, Any] = {"last_sync_started_at": run.started_at}

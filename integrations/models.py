@@ -114,6 +114,9 @@ class SyncRun(models.Model):
     http_requests = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True, default="")
     failed_accounts = models.JSONField(default=list, blank=True)
+    # What the vendor does not offer these credentials (a read it refuses): said, but
+    # not a failure of the run.
+    notes = models.TextField(blank=True, default="")
 
     class Meta:
         db_table = "integration_sync_runs"

@@ -102,7 +102,9 @@ READ_CHUNK_BYTES = 64 * 1024
 DEFAULT_MAX_RESPONSE_BYTES = 20 * 1024 * 1024
 
 _GUID = r"[A-Za-z0-9_-]{1,100}"
-_CONNECTOR = r"[^/]{1,200}"
+# A connector GUID as it goes into a path: URL-quoted, never "." or ".." (a dot segment
+# would let a read-filter pattern reach another path once the URL is normalised).
+_CONNECTOR = r"[A-Za-z0-9_%-]{1,200}"
 # keepit-api.md C12: the only PUTs Vectis may send, each a read with a filter or range
 # body: (path pattern, body root). Nothing else but GET goes out.
 READ_FILTERS: tuple[tuple[re.Pattern[str], str], ...] = (

@@ -57,6 +57,8 @@ class Fix:
     code: str
     sentence: str
     url: str
+    # "status": from the device status's error code; "reason": from the health reason.
+    source: str = "status"
 
     @property
     def label(self) -> str:
@@ -151,11 +153,11 @@ def reason_fix(reason: str, *, connector_type: str) -> Fix | None:
     config_type = _REASON_CONFIG_TYPES.get(reason)
     if config_type is not None:
         what, url = INCOMPLETE_CONFIG[config_type]
-        return Fix(reason, f"{what} are missing from the backup configuration", url)
+        return Fix(reason, f"{what} are missing from the backup configuration", url, "reason")
     counterpart = _REASON_CODES.get(reason)
     if counterpart is None:
         return None
     fix = error_code_fix(counterpart, connector_type=connector_type)
     if fix is None or fix.url == SUPPORT_FORM:
         return None
-    return Fix(reason, fix.sentence, fix.url)
+    return Fix(reason, fix.sentence, fix.url, source="reason")

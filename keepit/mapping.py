@@ -262,7 +262,8 @@ def status_snapshot(
         last_backup_at=summary.last_snapshot_time if summary else None,
         last_success_at=summary.last_complete_snapshot_time if summary else None,
         last_snapshot_size=summary.last_snapshot_size if summary else None,
-        error_code=fix.code if fix else "",
+        # Only a device status's code is an error code; a reason stays in `reason`.
+        error_code=fix.code if fix and fix.source == "status" else "",
         fix_text=fix.sentence if fix else "",
         help_url=fix.url if fix else "",
         help_label=fix.label if fix else "",

@@ -66,10 +66,11 @@ class KeepitProvider(Provider):
     admin_change = "admin:keepit_keepitconnection_change"
     personal_login_warning = (
         "This connection signs in with a personal Keepit login (a Master Admin's username "
-        "and password), which is shared, never expires on its own schedule and is locked "
-        "by a password change. Create a dedicated API token with read-only rights (in Keepit: "
-        "account profile > User info > Security > Secondary tokens > + Add API token) and "
-        "paste it into API token login and API token password."
+        "and password): it can change everything in your Keepit account, and it stops "
+        "working when that person changes their password or leaves. Create a dedicated API "
+        "token with read-only rights (in Keepit: account profile > User info > Security > "
+        "Secondary tokens > + Add API token) and paste it into API token login and API token "
+        "password."
     )
 
     # --- Test connection -------------------------------------------------------------------
@@ -273,6 +274,7 @@ class KeepitProvider(Provider):
             requests=lambda: client.request_count,
             counts=collector.counts,
             close=close,
-            credential=lambda: collector.credential,
-            problems=collector.problems,
+            credential=lambda: collector.inventory.credential,
+            problems=collector.inventory.problems,
+            notes=lambda: collector.inventory.notes,
         )

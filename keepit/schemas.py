@@ -525,10 +525,6 @@ class SeatViolation:
     usage: int
     grace_expires: datetime | None
 
-    @property
-    def overage(self) -> int:
-        return max(0, self.usage - (self.limit or 0))
-
 
 def seat_violations(root: Element) -> list[SeatViolation]:
     """`<subaccounts>` → `<account>` → `<resources-violation>` → `<resource-group>` →

@@ -83,6 +83,8 @@ REGION_SEGMENT_RE = re.compile(r"^[a-z0-9-]{2,32}$")
 FAULT_KINDS = (
     "429",
     "503",
+    "403",
+    "404",
     "drop",
     "malformed",
     "xml-bomb",
@@ -103,6 +105,7 @@ ROUTES = (
     "health",
     "audit",
     "jobs",
+    "history",
     "status",
     "seats",
     "tokens",
@@ -230,6 +233,11 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
             )
         elif fault == "503":
             self._text(503, "Service temporarily unavailable")
+        elif fault == "403":
+            # A token without the permission this call needs.
+            self._text(403, "Access denied")
+        elif fault == "404":
+            self._text(404, "Not found")
         elif fault == "drop":
             self.close_connection = True
             with contextlib.suppress(OSError):
@@ -1019,6 +1027,8 @@ def _route_of(method: str, segments: list[str]) -> str:
         return "summary"
     if rest[-1:] == ["health"]:
         return "health"
+    if method == "PUT" and rest[0] == "devices" and rest[2:] == ["jobs"]:
+        return "history"  # the job-history filter (route "jobs" covers the counts too)
     if rest == ["jobs", "count"] or (rest[0] == "devices" and rest[2:3] == ["jobs"]):
         return "jobs"
     if rest[0] == "devices" and rest[2:] == ["status"]:

@@ -91,13 +91,21 @@ def test_an_account_scheduled_for_deletion_alerts_until_the_deletion_is_cancelle
 ) -> None:
     settings.KEEPIT_JOB_BACKFILL_DAYS_PER_SYNC = 0
     connection = connect(msp_sandbox, settings)
-    account = msp_sandbox.msp.accounts[1]
+    AlertRule.objects.create(name="Failed", kind=AlertRule.Kind.BACKUP_FAILED, recipients="a@b.c")
+    # An account with a connector that would alert (a revoked token) ...
+    account = next(
+        a
+        for a in msp_sandbox.msp.accounts
+        if any(c.scenario == "BADTOKEN" for c in msp_sandbox.msp.connectors[a.guid])
+    )
     msp_sandbox.msp.schedule_account_deletion(account.guid, START + timedelta(days=20))
     sync(connection, msp_sandbox)
     link = AccountLink.objects.get(external_id=account.guid)
     assert link.deletion_scheduled_at == START + timedelta(days=20)
     evaluate(now=msp_sandbox.clock.now_datetime(), send=False)
     alert = Alert.objects.get(account_link=link, resolved_at__isnull=True)
+    # ... alerts once, for the deletion; its connectors stay quiet meanwhile.
+    assert not Alert.objects.filter(connector__account_link=link).exists()
     assert alert.kind == Alert.Kind.ACCOUNT_DELETION
     assert f"{START + timedelta(days=20):%Y-%m-%d}" in alert.summary
     assert "in 20 days" in alert.detail
@@ -139,14 +147,23 @@ def test_a_token_expiring_in_six_days_alerts_once_and_resolves_when_renewed(
     assert events(alert, AlertEvent.Kind.REMINDER) == 0
     assert AlertNotification.objects.filter(events__alert=alert).count() == 1
 
-    # Renewed: the expiry moves a year out.
-    msp_sandbox.msp.set_token(login, expires=START + timedelta(days=365), lifetime=None)
+    # Renewed, but with a short lifetime again: the old alert ends, a new one says so.
+    msp_sandbox.msp.set_token(login, expires=START + timedelta(days=20), lifetime=None)
     msp_sandbox.advance(timedelta(minutes=15))
     sync(connection, msp_sandbox)
     evaluate(now=msp_sandbox.clock.now_datetime(), send=False)
     alert.refresh_from_db()
     assert alert.resolved_at is not None
     assert events(alert, AlertEvent.Kind.RESOLVED) == 1
+    renewed = Alert.objects.get(kind=Alert.Kind.TOKEN_EXPIRY, resolved_at__isnull=True)
+    assert "expires in 20 days" in renewed.summary
+
+    # Renewed for a year: nothing is open.
+    msp_sandbox.msp.set_token(login, expires=START + timedelta(days=365), lifetime=None)
+    msp_sandbox.advance(timedelta(minutes=15))
+    sync(connection, msp_sandbox)
+    evaluate(now=msp_sandbox.clock.now_datetime(), send=False)
+    assert not Alert.objects.filter(kind=Alert.Kind.TOKEN_EXPIRY, resolved_at__isnull=True)
 
 
 def test_a_personal_login_connection_reads_its_user_and_says_so(
@@ -158,6 +175,12 @@ def test_a_personal_login_connection_reads_its_user_and_says_so(
     connection = Connection.objects.get(pk=connection.pk)
     assert connection.credential_kind == "username_password"
     assert connection.credential_checked_at is not None
+    # The Master Admin's own token has no expiry: nothing to warn about but the login
+    # itself (the card and connection page say so, tests/vectis/test_depth_pages.py).
+    assert connection.credential_expires_at is None
+    AlertRule.objects.create(name="Stale", kind=AlertRule.Kind.BACKUP_STALE, recipients="a@b.c")
+    evaluate(now=msp_sandbox.clock.now_datetime(), send=False)
+    assert not Alert.objects.filter(kind=Alert.Kind.TOKEN_EXPIRY).exists()
 
 
 def test_the_error_code_and_its_article_reach_the_alert_and_the_email(
@@ -217,3 +240,24 @@ def test_an_excluded_account_loses_its_seat_alert_quietly(
     resolved = AlertEvent.objects.get(alert=alert, kind=AlertEvent.Kind.RESOLVED)
     assert resolved.notified_at is not None  # no "resolved" e-mail for a decision
     assert Customer.objects.exists()
+
+
+def test_an_account_alert_of_a_deleted_account_ends_without_a_resolved_notice(
+    msp_sandbox: Any, settings: Any, watcher: AlertRule
+) -> None:
+    settings.KEEPIT_JOB_BACKFILL_DAYS_PER_SYNC = 0
+    connection = connect(msp_sandbox, settings)
+    account = msp_sandbox.msp.accounts[3]
+    msp_sandbox.msp.schedule_account_deletion(account.guid, START + timedelta(days=2))
+    sync(connection, msp_sandbox)
+    evaluate(now=msp_sandbox.clock.now_datetime(), send=False)
+    link = AccountLink.objects.get(external_id=account.guid)
+    alert = Alert.objects.get(account_link=link)
+    # Keepit deleted it: the next sync no longer lists it (marked removed, never deleted).
+    AccountLink.objects.filter(pk=link.pk).update(removed_at=msp_sandbox.clock.now_datetime())
+    evaluate(now=msp_sandbox.clock.now_datetime(), send=False)
+    alert.refresh_from_db()
+    assert alert.resolved_at is not None
+    resolved = AlertEvent.objects.get(alert=alert, kind=AlertEvent.Kind.RESOLVED)
+    assert resolved.notified_at is not None
+    assert "deleted" in resolved.note

@@ -272,4 +272,116 @@ def test_requests_grow_with_failures_not_with_connectors(msp_sandbox: Any, setti
     msp_sandbox.server.reset_request_log()
     sync(connection, msp_sandbox)
     routes_after = Counter(entry.route for entry in msp_sandbox.server.request_log)
-    assert routes_after["jobs"] == accounts + 1
+    assert routes_after["jobs"] == accounts
+    assert routes_after["history"] == 1
+
+
+def test_a_part_c_read_keepit_refuses_is_a_note_not_a_failed_sync(
+    msp_sandbox: Any, settings: Any
+) -> None:
+    """A token without DevJobsCount, Expirations or Tokens (403) must not make every
+    sync partial (and the connection Degraded): the run says what Keepit does not offer."""
+    settings.KEEPIT_JOB_BACKFILL_DAYS_PER_SYNC = 0
+    connection = connect(msp_sandbox, settings)
+    accounts = len(msp_sandbox.msp.accounts)
+    msp_sandbox.inject(*["403"] * accounts, route="jobs")
+    msp_sandbox.inject("403", route="seats")
+    msp_sandbox.inject("403", route="tokens")
+    run = sync(connection, msp_sandbox)
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+    assert run.failed_accounts == []
+    for what in ("backup job counts", "seat-limit violations", "token list"):
+        assert f"Keepit does not offer the {what} to these credentials" in run.notes
+    assert not BackupJobDay.objects.exists()  # nothing read: "not read", never "no job"
+    connection.refresh_from_db()
+    assert connection.partial_runs_in_row == 0
+    assert connection.credential_note == "Keepit does not show these credentials' tokens."
+    # The next sync, with the permissions granted, reads them.
+    msp_sandbox.advance(timedelta(minutes=15))
+    run = sync(connection, msp_sandbox)
+    assert run.notes == ""
+    assert BackupJobDay.objects.exists()
+
+
+def test_a_failure_whose_job_history_cannot_be_read_is_asked_again(
+    msp_sandbox: Any, settings: Any
+) -> None:
+    settings.KEEPIT_JOB_BACKFILL_DAYS_PER_SYNC = 0
+    connection = connect(msp_sandbox, settings)
+    backup_failed_rule(include_failed_status=False)
+    target = healthy_connector(msp_sandbox)
+    sync(connection, msp_sandbox)
+    error = "The mailbox is over its size limit"
+    msp_sandbox.msp.set_job_outcome(
+        target.guid, "incomplete", since=msp_sandbox.clock.now_datetime(), error=error
+    )
+    ends = next_job_end(target, msp_sandbox.clock.now_datetime())
+    msp_sandbox.advance(ends - msp_sandbox.clock.now_datetime() + timedelta(minutes=5))
+    # Other connectors may fail in this sync too: every history read answers 503.
+    msp_sandbox.inject(*["503"] * 40, route="history")
+    seen_at = msp_sandbox.clock.now_datetime()
+    sync(connection, msp_sandbox)
+    msp_sandbox.server.clear_faults()
+    connector = BackupConnector.objects.get(external_id=target.guid)
+    day = BackupJobDay.objects.get(connector=connector, day=ends.date())
+    assert (day.incomplete, day.last_error, day.last_failure_exact) == (1, "", False)
+    assert day.last_failure_at == seen_at
+    evaluate(now=seen_at, send=False)
+    alert = Alert.objects.get(connector=connector, resolved_at__isnull=True)
+    assert f"seen by the sync at {seen_at:%Y-%m-%d %H:%M} UTC" in alert.detail
+
+    # The next sync asks the history again, though no new failure was counted.
+    msp_sandbox.advance(timedelta(minutes=15))
+    sync(connection, msp_sandbox)
+    day.refresh_from_db()
+    assert (day.last_error, day.last_failure_exact, day.last_failure_at) == (error, True, ends)
+    evaluate(now=msp_sandbox.clock.now_datetime(), send=False)
+    alert.refresh_from_db()
+    assert error in alert.detail  # the words follow; no second message
+    assert alert.events.filter(kind=AlertEvent.Kind.OPENED).count() == 1
+    assert not alert.events.filter(kind=AlertEvent.Kind.REMINDER).exists()
+
+
+def test_after_an_outage_the_days_missed_are_read_and_closed(
+    msp_sandbox: Any, settings: Any
+) -> None:
+    settings.KEEPIT_JOB_BACKFILL_DAYS_PER_SYNC = 3
+    connection = connect(msp_sandbox, settings)
+    target = healthy_connector(msp_sandbox)
+    sync(connection, msp_sandbox)
+    connector = BackupConnector.objects.get(external_id=target.guid)
+    assert not BackupJobDay.objects.get(connector=connector, day=START.date()).closed
+    # Three days without a sync (the worker was down).
+    msp_sandbox.advance(timedelta(days=3, hours=2))
+    sync(connection, msp_sandbox)
+    days = {row.day: row for row in BackupJobDay.objects.filter(connector=connector)}
+    today = msp_sandbox.clock.now_datetime().date()
+    for back in (1, 2):
+        assert (today - timedelta(days=back)) in days  # never read before: read now
+    # The day read before the outage, never closed, is read again and closed.
+    assert days[START.date()].closed
+
+
+def test_a_connector_younger_than_its_account_has_no_days_before_it_existed(
+    settings: Any,
+) -> None:
+    settings.KEEPIT_JOB_BACKFILL_DAYS_PER_SYNC = 5
+    msp_sandbox = make_sandbox(accounts=40, events_per_account_per_day=0, own_read_audit=False)
+    try:
+        connection = connect(msp_sandbox, settings)
+        young = [
+            c
+            for a in msp_sandbox.msp.accounts
+            for c in msp_sandbox.msp.connectors[a.guid]
+            if c.scenario == "onboarding"
+        ]
+        assert young, "the sandbox MSP should have a connector added in the last two days"
+        sync(connection, msp_sandbox)
+    finally:
+        msp_sandbox.stop()
+    for simulated in young:
+        created = datetime.fromtimestamp(simulated.created, START.tzinfo).date()
+        connector = BackupConnector.objects.get(external_id=simulated.guid)
+        days = set(BackupJobDay.objects.filter(connector=connector).values_list("day", flat=True))
+        assert days
+        assert min(days) >= created

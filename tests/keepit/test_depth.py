@@ -175,7 +175,7 @@ def test_seat_usage_and_violations() -> None:
         ("zzz999-yyy888-xxx777", "jira-seats-total"),
     ]
     first = violations[0]
-    assert (first.limit, first.usage, first.overage) == (100, 112, 12)
+    assert (first.limit, first.usage) == (100, 112)
     assert first.grace_expires == datetime(2026, 12, 10, tzinfo=UTC)
     assert violations[1].grace_expires is None  # unparseable: unknown, not guessed
     responses.put(f"{BASE}/users/{PARENT}/expirations", body=fixture("expirations_empty.xml"))
@@ -224,6 +224,10 @@ def test_tokens_carry_expiry_from_expires_or_created_plus_lifetime() -> None:
         ("PUT", "/users/abc/devices/dev1/jobs", b"not xml", False),
         ("PUT", "/users/abc/devices/dev1/jobs", None, False),
         ("PUT", "/users/abc/devices/dev1/jobs/extra", b"<filter/>", False),
+        # Dot segments would reach other paths once the URL is normalised.
+        ("PUT", "/users/abc/devices/../jobs", b"<filter/>", False),
+        ("PUT", "/users/abc/devices/./jobs", b"<filter/>", False),
+        ("PUT", "/users/abc/devices/../../audit/filter/pretty/jobs", b"<filter/>", False),
         ("PATCH", "/audit/filter/pretty", b"<filter/>", False),
     ],
 )

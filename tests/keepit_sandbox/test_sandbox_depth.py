@@ -950,7 +950,7 @@ def test_the_request_log_counts_requests_by_route(sandbox: KeepitSandbox) -> Non
     tokens_of(sandbox)
     call(sandbox, f"/users/{account.guid}/devices", auth=("wrong", "login"))
     assert server.requests_by_route() == Counter(
-        {"devices": 2, "health": 2, "jobs": 2, "status": 1, "seats": 2, "tokens": 1}
+        {"devices": 2, "health": 2, "jobs": 1, "history": 1, "status": 1, "seats": 2, "tokens": 1}
     )
     assert server.request_log[-1] == ("GET", f"/us-dc/users/{account.guid}/devices", "devices")
     assert ("PUT", f"/us-dc/users/{msp.parent.guid}/expirations", "seats") in server.request_log

@@ -92,7 +92,7 @@ def test_the_customer_page_shows_each_connectors_28_day_strip_and_success_rate(
     assert len(young_cells) >= 25  # days before the young connector existed
     # 7-day rate: 3 successful of 5 finished (the day with 5 failures is older).
     rates = re.findall(r'data-testid="success-rate">([^<]*)<', html)
-    assert "60 %" in [r.strip() for r in rates]
+    assert "60.0 %" in [r.strip() for r in rates]
     assert "—" in html  # the connector without a finished job has no rate, not 100 %
 
 
@@ -172,7 +172,7 @@ def test_the_dashboard_has_a_success_rate_column_and_account_filters(admin_clien
     dashboard = reverse("admin:dashboard")
     html = admin_client.get(dashboard + "?status=all").content.decode()
     assert "Success rate (7 d)" in html
-    assert "75 %" in html
+    assert "75.0 %" in html
     seats = admin_client.get(dashboard + "?status=all&seats=exceeded").content.decode()
     assert "Over Seats M365" in seats
     assert "Calm M365" not in seats

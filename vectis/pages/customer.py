@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from alerts.models import AlertEvent
 from alerts.selectors import customer_alert_events, open_alert_for_connector, open_alerts
-from backups.jobs import HISTORY_DAYS, outcome_strips, success_rates
+from backups.jobs import HISTORY_DAYS, SUCCESS_RATE_DAYS, outcome_strips, success_rate_annotations
 from backups.models import AccountLink, AccountSeat, AuditCategory, BackupConnector, BackupStatus
 from backups.selectors import (
     STATUS_ORDER,
@@ -33,7 +33,6 @@ from integrations.services import connection_freshness, setup_label, setup_url
 from .rows import BADGE, STATUS_LABELS, connector_row, csv_response
 
 TIMELINE_PAGE_SIZE = 50
-SUCCESS_RATE_DAYS = 7
 
 
 def customers_with_health(customers: QuerySet[Customer]) -> QuerySet[Customer]:
@@ -72,7 +71,8 @@ def customer_page_context(request: HttpRequest, customer: Customer) -> dict[str,
     today = now.date()
     connectors = list(
         connector_health_list(customer_id=customer.pk).annotate(
-            open_alert_id=open_alert_for_connector()
+            open_alert_id=open_alert_for_connector(),
+            **success_rate_annotations(today=today, days=SUCCESS_RATE_DAYS),
         )
     )
     categories = [c for c in request.GET.getlist("category") if c in dict(AuditCategory.choices)]
@@ -103,7 +103,6 @@ def customer_page_context(request: HttpRequest, customer: Customer) -> dict[str,
                 }
             )
     timeline.sort(key=lambda item: item["at"], reverse=True)
-    rates = success_rates([c.pk for c in connectors], today=today, days=SUCCESS_RATE_DAYS)
     strips = outcome_strips(connectors, today=today)
     query = request.GET.copy()
     query.pop("page", None)
@@ -125,10 +124,7 @@ def customer_page_context(request: HttpRequest, customer: Customer) -> dict[str,
         "customer_connections": freshness,
         "setup_url": setup_url(),
         "setup_label": setup_label(),
-        "customer_connectors": [
-            connector_row(c, success_rate=rates.get(c.pk), strip=strips.get(c.pk))
-            for c in connectors
-        ],
+        "customer_connectors": [connector_row(c, strip=strips.get(c.pk)) for c in connectors],
         "strip_days": HISTORY_DAYS,
         "success_rate_days": SUCCESS_RATE_DAYS,
         "today": today,

@@ -22,7 +22,7 @@ from alerts.selectors import (
     open_alert_for_connector,
     open_alerts,
 )
-from backups.jobs import success_rate, success_rate_annotations
+from backups.jobs import SUCCESS_RATE_DAYS, success_rate_annotations
 from backups.models import BackupConnector, BackupStatus, ConnectorKind
 from backups.selectors import (
     STATUS_ORDER,
@@ -38,7 +38,6 @@ from integrations.services import connection_freshness, setup_label, setup_url
 from .rows import BADGE, KIND_LABELS, STATUS_LABELS, connector_row, csv_response, iso, require
 
 PAGE_SIZE = 50
-SUCCESS_RATE_DAYS = 7
 REFRESH_CHOICES = (0, 60, 300)
 ALL_STATUSES = "all"
 
@@ -82,7 +81,13 @@ def _attention_list(filters: dict[str, Any]) -> QuerySet[BackupConnector]:
         open_alert_id=open_alert_for_connector(),
         **success_rate_annotations(today=timezone.now().date(), days=SUCCESS_RATE_DAYS),
     )
-    if filters["statuses"] or filters["all_statuses"]:
+    # An account's seats or deletion concern every connector of it, healthy ones too.
+    if (
+        filters["statuses"]
+        or filters["all_statuses"]
+        or filters["seat_exceeded"]
+        or (filters["deletion_scheduled"])
+    ):
         return connectors
     # status_now is OK only for a status row saying OK (no row counts as unknown).
     return connectors.filter(
@@ -143,7 +148,7 @@ def dashboard(request: HttpRequest, *, site: AdminSite) -> HttpResponseBase:
         "view_health": dashboard_summary(now=timezone.now(), filters=filters),
         "title": "Backup health",
         "page": page,
-        "rows": [_row(c) for c in page.object_list],
+        "rows": [connector_row(c) for c in page.object_list],
         "success_rate_days": SUCCESS_RATE_DAYS,
         "filters": filters,
         "status_choices": [(s, STATUS_LABELS[s]) for s in STATUS_ORDER],
@@ -159,17 +164,10 @@ def dashboard(request: HttpRequest, *, site: AdminSite) -> HttpResponseBase:
     return TemplateResponse(request, "admin/backups/dashboard.html", context)
 
 
-def _row(connector: BackupConnector) -> dict[str, Any]:
-    rate = success_rate(
-        getattr(connector, "jobs_successful", None), getattr(connector, "jobs_finished", None)
-    )
-    return connector_row(connector, success_rate=rate)
-
-
 def _connectors_csv(connectors: QuerySet[BackupConnector]) -> StreamingHttpResponse:
     def rows() -> Iterator[list[Any]]:
         for connector in connectors.iterator(chunk_size=2000):
-            row = _row(connector)
+            row = connector_row(connector)
             yield [
                 row["customer"].name if row["customer"] else "",
                 connector.name,
@@ -179,7 +177,7 @@ def _connectors_csv(connectors: QuerySet[BackupConnector]) -> StreamingHttpRespo
                 row["reason"],
                 iso(row["last_success"]),
                 iso(row["last_backup"]),
-                "" if row["success_rate"] is None else f"{row['success_rate']:.1f}",
+                row["success_rate_text"].removesuffix(" %"),
                 connector.external_id,
                 row["open_alert_id"] or "",
             ]

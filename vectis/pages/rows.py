@@ -10,6 +10,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, StreamingHttpResponse
 
+from backups.jobs import format_rate, success_rate
 from backups.models import BackupConnector, BackupStatus, ConnectorKind
 from integrations.registry import provider_label
 
@@ -29,10 +30,13 @@ def require(request: HttpRequest, *perms: str) -> None:
         raise PermissionDenied
 
 
-def connector_row(
-    connector: BackupConnector, *, success_rate: float | None = None, strip: Any = None
-) -> dict[str, Any]:
+def connector_row(connector: BackupConnector, *, strip: Any = None) -> dict[str, Any]:
+    """How a connector reads on every page; its success rate comes from
+    `backups.jobs.success_rate_annotations` when the query carried them."""
     status_row = getattr(connector, "backup_status", None)
+    rate = success_rate(
+        getattr(connector, "jobs_successful", None), getattr(connector, "jobs_finished", None)
+    )
     status = getattr(connector, "status_now", None) or (
         status_row.status if status_row else BackupStatus.UNKNOWN
     )
@@ -52,7 +56,8 @@ def connector_row(
         "error_code": status_row.error_code if status_row else "",
         "help_url": status_row.help_url if status_row else "",
         "help_label": (status_row.help_label or "How to fix") if status_row else "",
-        "success_rate": success_rate,
+        "success_rate": rate,
+        "success_rate_text": format_rate(rate) if rate is not None else "",
         "strip": strip,
         "open_alert_id": getattr(connector, "open_alert_id", None),
         "vendor": provider_label(connector.connection.provider),

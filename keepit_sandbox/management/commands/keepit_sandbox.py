@@ -32,9 +32,10 @@ class Command(BaseCommand):
         "active jobs, job counts: successful, incomplete, unsuccessful, cancelled) that "
         "agree with the backup summary; device status with Keepit's error codes (E_REVOKED, "
         "E_QUOTA, ..., Salesforce status 7); seat usage and seat-limit violations with grace "
-        "periods; the user's primary, API and session tokens (the API token expires 65 days "
-        "after the start day); the v3 child list, where from the 50th account one in 25 is "
-        "scheduled for deletion; the audit log, including the API calls made with the MSP's "
+        "periods; the user's primary, API and session tokens (the API token expires "
+        "--token-expires-in-days after the start day, 65 by default); the v3 child list, "
+        "where one account in 25 (the 25th, 50th, ...) is scheduled for deletion; the audit "
+        "log, including the API calls made with the MSP's "
         "credentials."
     )
     requires_system_checks: list[str] = []
