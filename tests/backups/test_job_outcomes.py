@@ -385,3 +385,39 @@ def test_a_connector_younger_than_its_account_has_no_days_before_it_existed(
         days = set(BackupJobDay.objects.filter(connector=connector).values_list("day", flat=True))
         assert days
         assert min(days) >= created
+
+
+def test_a_failed_job_alert_stays_open_past_the_lookback_until_a_complete_backup(
+    msp_sandbox: Any, settings: Any
+) -> None:
+    settings.KEEPIT_JOB_BACKFILL_DAYS_PER_SYNC = 0
+    connection = connect(msp_sandbox, settings)
+    backup_failed_rule(include_failed_status=False, lookback_hours=24)
+    target = healthy_connector(msp_sandbox)
+    sync(connection, msp_sandbox)
+    now = msp_sandbox.clock.now_datetime()
+    msp_sandbox.msp.set_job_outcome(target.guid, "unsuccessful", since=now)
+    ends = next_job_end(target, now)
+    # After that one failure every job is cancelled: no new failure, no complete backup.
+    msp_sandbox.msp.set_job_outcome(target.guid, "cancelled", since=ends)
+    msp_sandbox.advance(ends - now + timedelta(minutes=5))
+    sync(connection, msp_sandbox)
+    evaluate(now=msp_sandbox.clock.now_datetime(), send=False)
+    connector = BackupConnector.objects.get(external_id=target.guid)
+    alert = Alert.objects.get(connector=connector, resolved_at__isnull=True)
+    # A day and a half later the failure is outside the lookback, but nothing succeeded.
+    msp_sandbox.advance(timedelta(hours=36))
+    sync(connection, msp_sandbox)
+    evaluate(now=msp_sandbox.clock.now_datetime(), send=False)
+    alert.refresh_from_db()
+    assert alert.resolved_at is None
+    # The next complete backup ends it.
+    msp_sandbox.msp.set_job_outcome(
+        target.guid, "successful", since=msp_sandbox.clock.now_datetime()
+    )
+    later = next_job_end(target, msp_sandbox.clock.now_datetime())
+    msp_sandbox.advance(later - msp_sandbox.clock.now_datetime() + timedelta(minutes=5))
+    sync(connection, msp_sandbox)
+    evaluate(now=msp_sandbox.clock.now_datetime(), send=False)
+    alert.refresh_from_db()
+    assert alert.resolved_at is not None
