@@ -95,6 +95,8 @@ class Ingest:
         self.counts = IngestCounts()
         self.customer_by_account: dict[str, int | None] = {}
         self.connector_by_guid: dict[str, int] = {}
+        #: The inventory of this run is in the database (the data shown is this run's).
+        self.inventory_stored = False
 
     # --- inventory ---------------------------------------------------------------------------
 

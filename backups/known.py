@@ -1,7 +1,8 @@
 """What a connection's stored data already says, for a provider deciding what to read
 this sync (so requests grow with changes and failures, not with the fleet): the job days
-read per account, failures counted per connector, statuses with their error codes, and
-when each account's seats were read. A fixed number of queries, whatever the size."""
+read per account, failures counted per connector, statuses with their error codes, when
+each account's seats were read, and which accounts are excluded. A fixed number of
+queries, whatever the size."""
 
 from __future__ import annotations
 
@@ -85,6 +86,17 @@ def stored_statuses(connection: Connection) -> dict[str, StoredStatus]:
         "error_checked_at",
     )
     return {row[0]: StoredStatus(*row[1:]) for row in rows}
+
+
+def excluded_accounts(connection: Connection) -> set[str]:
+    """External ids of the accounts an admin excluded: a provider need not read them (their
+    connectors leave the dashboard and the alert rules, so reading them would only cost
+    requests — and a failure there must not make the run partial)."""
+    return set(
+        AccountLink.objects.filter(
+            connection=connection, state=AccountLink.State.EXCLUDED
+        ).values_list("external_id", flat=True)
+    )
 
 
 def seat_reads(connection: Connection) -> dict[str, datetime | None]:

@@ -71,11 +71,19 @@ def run_sync(
     except SoftTimeLimitExceeded:
         stopped_early = True
         outcome = SyncRun.Outcome.PARTIAL
-        error = (
-            f"The sync reached its time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s) while "
-            f"reading {tracker.phase}. Everything read so far is kept, and the next sync "
-            "continues from there."
-        )
+        limit = settings.CELERY_TASK_SOFT_TIME_LIMIT
+        if ingest.inventory_stored:
+            error = (
+                f"The sync reached its time limit ({limit} s) while reading {tracker.phase}. "
+                "Everything read so far is kept, and the next sync continues from there."
+            )
+        else:
+            error = (
+                f"The sync reached its time limit ({limit} s) while reading {tracker.phase}, "
+                "before it could store them: nothing of this run was kept and the data shown "
+                "is from the last sync. The next sync reads them again; if this repeats, "
+                "raise CELERY_TASK_SOFT_TIME_LIMIT."
+            )
         logger.warning("Sync of connection %s: %s", connection.pk, error)
     except Exception as exc:
         logger.exception("Sync of connection %s failed unexpectedly", connection.pk)
@@ -100,6 +108,7 @@ def run_sync(
         error=error,
         failed_accounts=sorted(collection.failed_accounts) if collection is not None else [],
         stopped_early=stopped_early,
+        stored_data=ingest.inventory_stored,
         notes=" ".join(collection.notes()) if collection is not None else "",
     )
 
@@ -138,6 +147,7 @@ def _ingest(
     with transaction.atomic():
         ingest.apply_inventory(collection.accounts)
         _record_credential(connection, collection, now=ingest.now)
+    ingest.inventory_stored = True
     audit_error = ""
     try:
         for batch in collection.audit():

@@ -125,12 +125,15 @@ def finish_sync_run(
     error: str = "",
     failed_accounts: list[str] | None = None,
     stopped_early: bool = False,
+    stored_data: bool = True,
     notes: str = "",
 ) -> SyncRun:
     """Record the end of a run on the run and on its connection, then tell listeners.
 
     `stopped_early`: a partial run that ran out of time and will continue, not one that
     failed to read something; it neither counts towards Degraded nor ends a streak.
+    `stored_data`: the run stored what it read (False: it stopped before it could, so the
+    data shown is still the previous run's and "last successful sync" must not move).
     The schedule (`next_sync_at`) is not touched: it belongs to the beat tick."""
     run.outcome = outcome
     run.finished_at = now
@@ -153,7 +156,7 @@ def finish_sync_run(
         ]
     )
     updates: dict[str, Any] = {"last_sync_started_at": run.started_at}
-    if outcome in (SyncRun.Outcome.SUCCEEDED, SyncRun.Outcome.PARTIAL):
+    if outcome in (SyncRun.Outcome.SUCCEEDED, SyncRun.Outcome.PARTIAL) and stored_data:
         updates["last_success_at"] = now
     if outcome == SyncRun.Outcome.PARTIAL and not stopped_early:
         updates["partial_runs_in_row"] = F("partial_runs_in_row") + 1

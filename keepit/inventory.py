@@ -37,7 +37,14 @@ from typing import TypeVar
 from django.conf import settings
 
 from backups.jobs import HISTORY_DAYS
-from backups.known import KnownJobDays, StoredStatus, known_job_days, seat_reads, stored_statuses
+from backups.known import (
+    KnownJobDays,
+    StoredStatus,
+    excluded_accounts,
+    known_job_days,
+    seat_reads,
+    stored_statuses,
+)
 from backups.models import JobOutcome
 from backups.snapshot import (
     AccountSnapshot,
@@ -156,14 +163,14 @@ def job_failure(jobs: list[Job], counts: JobCounts) -> JobFailureSnapshot | None
         job
         for job in jobs
         if job.ended is not None
-        and (job.state == "failed" or (job.state == "succeeded" and bool(job.error)))
+        and (job.state == "failed" or (job.state == "succeeded" and bool(job.problem)))
     ]
     if not failed:
         return None
     latest = max(failed, key=lambda job: job.ended or datetime.min.replace(tzinfo=UTC))
     assert latest.ended is not None
     outcome = JobOutcome.FAILED if latest.state == "failed" else JobOutcome.INCOMPLETE
-    error = latest.error or (latest.comment if latest.state == "failed" else "")
+    error = latest.error if latest.state == "failed" else latest.problem
     return JobFailureSnapshot(at=latest.ended, outcome=outcome, error=error, exact=True)
 
 
@@ -193,6 +200,7 @@ class InventoryReader:
         self.known = KnownJobDays()
         self.stored: dict[str, StoredStatus] = {}
         self.seats_read: dict[str, datetime | None] = {}
+        self.excluded: set[str] = set()
         self.violations: dict[str, list[SeatViolation]] | None = None
 
     def accounts(self) -> list[AccountSnapshot]:
@@ -204,11 +212,18 @@ class InventoryReader:
         self.known = known_job_days(self.connection, today=self.now.date())
         self.stored = stored_statuses(self.connection)
         self.seats_read = seat_reads(self.connection)
+        self.excluded = excluded_accounts(self.connection)
+        self.counts["accounts_excluded"] = sum(1 for c in children if c.id in self.excluded)
         self.violations = self._seat_violations()
         self.credential = self._credential()
-        readings: dict[str, AccountReading] = {}
+        # Excluded accounts are listed (their link stays) but not read: their connectors
+        # stay as they were, and a failure there cannot make the run partial.
+        readings: dict[str, AccountReading] = {
+            child.id: AccountReading(child=child) for child in children if child.id in self.excluded
+        }
+        to_read = [child for child in children if child.id not in self.excluded]
         self.progress.phase = "the customer accounts (connectors, health, backup jobs, seats)"
-        for child, reading in fan_out(self.progress, "accounts", self._read_account, children):
+        for child, reading in fan_out(self.progress, "accounts", self._read_account, to_read):
             readings[child.id] = reading
         tasks = [task for reading in readings.values() for task in self._connector_tasks(reading)]
         self.progress.phase = "the connectors' health, status and job history"

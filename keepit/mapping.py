@@ -6,6 +6,7 @@ Pure functions: connector kind, audit category, backup status, reason codes, sna
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -403,6 +404,21 @@ def event_snapshot(record: AuditRecord, *, own_login: str) -> AuditEventSnapshot
         operation=record.acl,
         method=record.method,
         metadata=record.metadata,
-        # Keepit logs every API call, ours included: its token is our login.
-        is_own_read=bool(own_login) and record.token == own_login,
+        is_own_read=is_own_read(record, own_login=own_login),
     )
+
+
+# Keepit's capability names of the read-only PUTs Vectis sends (keepit-api.md C12: filters,
+# ranges, counts and usage reports).
+_READ_PUT_ACL = re.compile(r"filter|range|count|usage|history|expiration", re.IGNORECASE)
+
+
+def is_own_read(record: AuditRecord, *, own_login: str) -> bool:
+    """Keepit logs every API call, ours included: a record is one of Vectis's own reads
+    when its actor is the connection's login *and* it was a read (a GET, or a PUT of a
+    read filter). With a personal login, the same name also signs the admin's own work in
+    Keepit (restores, deletions, settings changes): those are real events, never ours."""
+    if not own_login or record.token != own_login:
+        return False
+    method = record.method.strip().lower()
+    return method in ("get", "head") or (method == "put" and bool(_READ_PUT_ACL.search(record.acl)))

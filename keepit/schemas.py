@@ -436,11 +436,17 @@ class Job:
         return self.description.lower().startswith("[backup]")
 
     @property
-    def error(self) -> str:
-        """What went wrong, in Keepit's words: the execution summary, else the
-        `fail_reason` statistic, else the comment ("" for a clean job)."""
-        found = self.summary_error or self.stats.get("fail_reason", "") or self.comment
+    def problem(self) -> str:
+        """An error Keepit reported for the job: the execution summary's, else the
+        `fail_reason` statistic ("" for a clean job). A comment alone is not one: Keepit
+        writes comments on jobs that went fine too."""
+        found = self.summary_error or self.stats.get("fail_reason", "")
         return found[:MAX_ERROR_CHARS]
+
+    @property
+    def error(self) -> str:
+        """What went wrong, in Keepit's words: the problem, else the comment."""
+        return (self.problem or self.comment)[:MAX_ERROR_CHARS]
 
     @classmethod
     def from_xml(cls, element: Element) -> Job:

@@ -90,6 +90,7 @@ FAULT_KINDS = (
     "xml-bomb",
     "xxe",
     "hang",
+    "slow",
     "huge",
     "huge-stream",
     "overfull",
@@ -248,6 +249,10 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
             self._send(200, XML_BOMB)
         elif fault == "xxe":
             self._send(200, XXE)
+        elif fault.startswith("slow"):
+            # A slow answer that still comes: wait, then serve the request as usual.
+            time.sleep(float(fault.partition(":")[2] or 5))
+            return False
         elif fault.startswith("hang"):
             seconds = float(fault.partition(":")[2] or 30)
             time.sleep(seconds)

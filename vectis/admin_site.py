@@ -1,7 +1,8 @@
 """The Vectis admin site: the MSP admin UI, branded and grouped by what MSPs look for.
 
 The index shows sections (Integrations, Customers, Backups, Alerts) rather than Django
-apps, so a provider app such as `keepit` appears under Integrations.
+apps; every provider's app (the package of a dotted path in `VECTIS_PROVIDERS`) appears
+under Integrations, so a second vendor needs no line here.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import URLPattern, URLResolver, path, reverse
@@ -21,7 +23,6 @@ from .pages.dashboard import dashboard, dashboard_summary
 # app label -> section title; sections appear in this order, unknown apps after them.
 SECTIONS: dict[str, str] = {
     "integrations": "Integrations",
-    "keepit": "Integrations",
     "customers": "Customers",
     "backups": "Backups",
     "alerts": "Alerts",
@@ -29,6 +30,14 @@ SECTIONS: dict[str, str] = {
     "axes": "Users and permissions",
 }
 SECTION_ORDER = ["Integrations", "Customers", "Backups", "Alerts", "Users and permissions"]
+
+
+def section_of(app_label: str, default: str) -> str:
+    """The section an app's models appear under: a provider's app under Integrations."""
+    if app_label in SECTIONS:
+        return SECTIONS[app_label]
+    providers = {path.split(".", 1)[0] for path in settings.VECTIS_PROVIDERS.values()}
+    return "Integrations" if app_label in providers else default
 
 
 REVIEW_TABS = {"review": "to_review", "linked": "linked", "excluded": "excluded"}
@@ -69,7 +78,7 @@ class VectisAdminSite(admin.AdminSite):
             return apps
         sections: dict[str, dict[str, Any]] = {}
         for app in apps:
-            title = SECTIONS.get(app["app_label"], app["name"])
+            title = section_of(app["app_label"], app["name"])
             section = sections.get(title)
             if section is None:
                 sections[title] = {**app, "name": title, "models": list(app["models"])}

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from django.contrib.auth.models import User
+from django.test import Client
 from pytest_django.fixtures import Settings
 
 from alerts import services
@@ -159,9 +161,6 @@ def refusing_smtp(smtp: SmtpServer) -> SmtpServer:
 def test_a_permanent_refusal_fails_the_delivery_at_once_with_the_servers_sentence(
     sandbox: KeepitSandbox, settings: Settings, refusing_smtp: SmtpServer
 ) -> None:
-    from django.contrib.auth.models import User
-    from django.test import Client
-
     synced_sandbox(sandbox, settings)
     StaleRuleFactory.create(name="Stale", recipients="gone@msp.example, tech@msp.example")
     now = sandbox.clock.now_datetime()
@@ -210,6 +209,16 @@ def test_temporary_refusals_retry_with_backoff_up_to_the_cap_then_fail_visibly(
     assert busy.attempts == 4
     assert busy.error.startswith("Gave up after 4 attempts over less than an hour: ")
     assert busy.failed_at == moments[-1]
+    # Visibly: on the admin home, and in the delivery log with the server's sentence.
+    client = Client()
+    client.force_login(User.objects.create_superuser("root", "r@x.example", "x"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("django.utils.timezone.now", lambda: moments[-1])
+        home = client.get("/admin/").content.decode()
+        log = client.get("/admin/alerts/alertnotification/").content.decode()
+    assert "1 alert e-mail could not be delivered in the last 7 days." in home
+    assert "busy@msp.example" in log
+    assert "Mailbox temporarily unavailable" in log
 
 
 @pytest.mark.django_db

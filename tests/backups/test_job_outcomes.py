@@ -10,11 +10,14 @@ from typing import Any
 
 import pytest
 
+from alerts.evaluation import success_rate_conditions
 from alerts.models import Alert, AlertEvent, AlertRule
 from alerts.services import evaluate
+from backups.jobs import format_rate
 from backups.models import BackupConnector, BackupJobDay, JobOutcome
 from integrations.models import SyncRun
 from tests.conftest import START, connect, make_sandbox, sync
+from tests.factories import NOW, ConnectorFactory, JobDayFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -259,10 +262,19 @@ def test_requests_grow_with_failures_not_with_connectors(msp_sandbox: Any, setti
     total = sum(routes.values())
     print(f"requests by route: {dict(routes)}; total {total}, before job data {before}")
     assert total <= before + accounts
-    assert routes["jobs"] == accounts  # one count per account, no history: nothing failed
+    # Exactly what a steady-state sync asks: per connection the child list, who am I, the
+    # token list and the seat violations; per account connectors, backup summary, every
+    # connector's health in one call and one day's job counts; no job history (nothing
+    # failed), no seat usage (read once a day), no per-connector health.
+    expected = {"children": 1, "whoami": 1, "tokens": 1, "seats": 1}
+    expected |= {route: accounts for route in ("devices", "summary", "health", "jobs")}
+    assert {route: routes[route] for route in expected} == expected
+    assert routes["history"] == 0
+    assert set(routes) <= {*expected, "audit", "status"}
     unhealthy = connectors.exclude(backup_status__health="healthy").count()
     assert routes["status"] <= unhealthy  # device status only where health is not healthy
     assert run.http_requests == total
+    assert run.counts["health_fallbacks"] == 0
 
     # One connector starts failing: one more request, for its job history.
     target = healthy_connector(msp_sandbox)
@@ -421,3 +433,35 @@ def test_a_failed_job_alert_stays_open_past_the_lookback_until_a_complete_backup
     evaluate(now=msp_sandbox.clock.now_datetime(), send=False)
     alert.refresh_from_db()
     assert alert.resolved_at is not None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("successful", "failed", "alerts"),
+    [(9, 1, False), (8999, 1001, True), (899, 101, True), (10, 0, False)],
+)
+def test_the_success_rate_rule_fires_below_its_threshold_never_on_it(
+    successful: int, failed: int, alerts: bool
+) -> None:
+    """90 % of finished jobs is on a 90 % rule (no alert); 89.99 % is under it, and the
+    alert never reads "90.0 %" for it (rounded down)."""
+    rule = AlertRule.objects.create(
+        name="Success rate", kind=AlertRule.Kind.SUCCESS_RATE, recipients="noc@msp.example"
+    )
+    assert (rule.success_rate_days, rule.success_rate_percent) == (7, 90)
+    connector = ConnectorFactory.create()
+    JobDayFactory.create(
+        connector=connector, day=NOW.date(), successful=successful, unsuccessful=failed
+    )
+    conditions = success_rate_conditions(rule, now=NOW)
+    assert bool(conditions) is alerts
+    if alerts:
+        assert "90.0 %" not in conditions[0].summary
+        assert "89.9 %" in conditions[0].summary
+
+
+def test_rates_are_shown_rounded_down_to_one_decimal() -> None:
+    assert format_rate(89.96) == "89.9 %"
+    assert format_rate(90.0) == "90.0 %"
+    assert format_rate(100.0) == "100.0 %"
+    assert format_rate(0.04) == "0.0 %"

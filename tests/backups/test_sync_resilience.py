@@ -15,7 +15,7 @@ from pytest_django.fixtures import Settings
 
 from alerts import services as alert_services
 from alerts.models import Alert
-from backups.models import BackupAuditEvent, BackupConnector
+from backups.models import AccountLink, BackupAuditEvent, BackupConnector
 from backups.runner import run_sync
 from integrations.models import Connection, SyncRun
 from keepit.client import AUDIT_PAGE_SIZE
@@ -163,6 +163,13 @@ def test_a_time_limit_in_the_inventory_stops_the_requests_at_once(
         assert run.counts["accounts_seen"] == 30
         connection.refresh_from_db()
         assert connection.partial_runs_in_row == 0  # it ran out of time; it did not fail
+        # Nothing of it was stored, and it says so: the data shown is not this run's, so
+        # "last successful sync" stays where it was (the sync-stale check sees a sync that
+        # never fits in its time limit).
+        assert "nothing of this run was kept" in run.error
+        assert "Everything read so far is kept" not in run.error
+        assert connection.last_success_at is None
+        assert not BackupConnector.objects.filter(connection=connection).exists()
     finally:
         sandbox.stop()
 
@@ -399,3 +406,45 @@ def test_own_reads_are_counted_apart_and_can_be_left_out(
     assert third.counts["own_reads_added"] == 0
     assert third.counts["own_reads_skipped"] > 0
     assert BackupAuditEvent.objects.filter(is_own_read=True).count() == stored
+
+
+# --- excluded means excluded --------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_excluded_account_is_not_read_so_it_can_never_make_a_sync_partial(
+    settings: Settings,
+) -> None:
+    """An excluded account stays listed (its link and decision stay), but none of its
+    data is asked for: a failure there could only make every run partial and, three in a
+    row, Degraded — for an account the MSP said is not theirs to watch."""
+    sandbox = make_sandbox(accounts=3, own_read_audit=False)
+    try:
+        connection = connect(sandbox, settings)
+        sync(connection, sandbox)
+        link = AccountLink.objects.filter(connection=connection).order_by("external_id").first()
+        assert link is not None
+        connectors_before = set(
+            BackupConnector.objects.filter(account_link=link).values_list("pk", "updated_at")
+        )
+        assert connectors_before
+        AccountLink.objects.filter(pk=link.pk).update(state=AccountLink.State.EXCLUDED)
+        sandbox.server.request_log.clear()
+        run = sync(connection, sandbox)
+        assert run.outcome == SyncRun.Outcome.SUCCEEDED
+        asked = [entry.path for entry in sandbox.server.request_log]
+        assert not [path for path in asked if f"/users/{link.external_id}/" in path]
+        assert run.counts["accounts_excluded"] == 1
+        # The other accounts were read as usual.
+        others = AccountLink.objects.filter(connection=connection).exclude(pk=link.pk)
+        for other in others:
+            assert any(f"/users/{other.external_id}/devices" in path for path in asked)
+        # Its connectors stay as they were; the link keeps the admin's decision.
+        assert (
+            set(BackupConnector.objects.filter(account_link=link).values_list("pk", "updated_at"))
+            == connectors_before
+        )
+        link.refresh_from_db()
+        assert link.state == AccountLink.State.EXCLUDED
+    finally:
+        sandbox.stop()

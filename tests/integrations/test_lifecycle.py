@@ -206,8 +206,10 @@ def test_a_real_beat_and_worker_sync_every_minute_at_a_one_minute_interval(
 
 @pytest.mark.django_db(transaction=True)
 def test_a_slow_keepit_never_makes_a_live_sync_look_abandoned(settings: Settings) -> None:
-    """One answer per second, one request at a time: the run's heartbeat comes from a
-    timer, so a second sync started meanwhile is refused instead of taking over."""
+    """A slow Keepit, one request at a time, whose first answer takes twice the stale
+    limit: no request completes for 4 s, yet the run's heartbeat comes from a timer, so a
+    second sync started meanwhile is refused instead of taking over. (A heartbeat written
+    per completed request would be 3 s old at the check, past the 2 s limit.)"""
     settings.VECTIS_SYNC_HEARTBEAT_SECONDS = 0.5
     settings.VECTIS_SYNC_STALE_SECONDS = 2
     settings.KEEPIT_HTTP_CONCURRENCY = 1
@@ -215,11 +217,12 @@ def test_a_slow_keepit_never_makes_a_live_sync_look_abandoned(settings: Settings
     settings.KEEPIT_AUDIT_SLICE_HOURS = 24
     sandbox = KeepitSandbox(
         SandboxConfig(accounts=1, connectors_per_account=2, events_per_account_per_day=2),
-        latency_ms=1000,
+        latency_ms=300,
     ).start()
     try:
         settings.KEEPIT_BASE_URL_TEMPLATE = sandbox.base_url_template
         connection = sandbox_connection(sandbox)
+        sandbox.inject("slow:4", route="children")
         outcome: list[str] = []
 
         def slow_sync() -> None:
@@ -232,7 +235,7 @@ def test_a_slow_keepit_never_makes_a_live_sync_look_abandoned(settings: Settings
 
         thread = threading.Thread(target=slow_sync)
         thread.start()
-        time.sleep(3.5)  # well past VECTIS_SYNC_STALE_SECONDS, half-way through the run
+        time.sleep(3)  # past VECTIS_SYNC_STALE_SECONDS, while the child list is still coming
         assert thread.is_alive(), "the slow sync should still be running"
         with pytest.raises(SyncAlreadyRunning):
             claim_sync_run(connection, trigger="manual", now=timezone.now())

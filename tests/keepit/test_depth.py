@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 import responses
 
+from backups.models import JobOutcome
 from keepit.client import is_read_request
 from keepit.errors import KeepitProtocolError
 from keepit.fixes import (
@@ -21,6 +22,8 @@ from keepit.fixes import (
     error_code_fix,
     reason_fix,
 )
+from keepit.inventory import job_failure
+from keepit.schemas import Job, JobCounts
 from tests.keepit.test_client import BASE, CHILD, PARENT, fixture, make_client
 
 T0 = datetime(2026, 11, 26, tzinfo=UTC)
@@ -286,3 +289,62 @@ def test_health_reasons_get_the_article_of_their_error_code() -> None:
     # Late backups and throttling have no article; the reason's sentence says enough.
     for reason in ("NOCHECKIN", "THROTTLINGBACKUP", "OK", "", "NEWFANGLEDREASON", "QUOTAVIOLATED"):
         assert reason_fix(reason, connector_type="o365-admin") is None
+
+
+@responses.activate
+def test_empty_part_c_answers_mean_nothing_there_not_an_error() -> None:
+    """An account without connectors or jobs, a partner without tokens: Keepit answers an
+    empty root element (or one with whitespace only), which reads as an empty result."""
+    responses.get(f"{BASE}/users/{CHILD}/devices/health", body=b"<devhealth/>")
+    responses.get(f"{BASE}/users/{CHILD}/jobs/count", body=b"<jobs-count>\n  </jobs-count>")
+    responses.get(f"{BASE}/users/{PARENT}/tokens", body=b"<tokens/>")
+    responses.put(f"{BASE}/users/{CHILD}/devices/CONN01-M365AA-000001/jobs", body=b"<jobs></jobs>")
+    client = make_client()
+    assert client.connectors_health(CHILD) == {}
+    assert client.job_counts(CHILD, start=T0, end=T1) == {}
+    assert client.tokens(PARENT) == []
+    assert client.job_history(CHILD, "CONN01-M365AA-000001", start=T0, end=T1) == []
+
+
+@responses.activate
+def test_a_connector_left_out_of_the_day_counts_had_no_job_and_one_with_empty_counts_too() -> None:
+    responses.get(f"{BASE}/users/{CHILD}/jobs/count", body=fixture("jobs_count_account.xml"))
+    counts = make_client().job_counts(CHILD, start=T0, end=T1)
+    empty = counts["conn03-gwsaaa-000003"]  # keyed by lower-cased GUID
+    assert (empty.successful, empty.incomplete, empty.unsuccessful, empty.finished) == (0, 0, 0, 0)
+    assert counts["conn01-m365aa-000001"].finished == 3  # whitespace in " 2 " read as 2
+    assert "conn99-absent-000099" not in counts
+
+
+def _job(guid: str, *, ended: str, state: str, comment: str = "", fail_reason: str = "") -> Job:
+    at = datetime.fromisoformat(ended)
+    return Job(
+        guid=guid,
+        types=("backup",),
+        description="",
+        active=False,
+        start=at,
+        succeeded=at if state == "succeeded" else None,
+        failed=at if state == "failed" else None,
+        cancelled=None,
+        comment=comment,
+        stats={"fail_reason": fail_reason} if fail_reason else {},
+        summary_error="",
+    )
+
+
+def test_a_comment_on_a_good_job_is_not_an_error_but_a_failed_jobs_comment_is_its_reason() -> None:
+    counts = JobCounts(name="backup", successful=2, unsuccessful=1)
+    fine = _job("a", ended="2026-11-26T03:00:00+00:00", state="succeeded", comment="Nightly run")
+    assert job_failure([fine], counts) is None
+    failed = _job("b", ended="2026-11-26T02:00:00+00:00", state="failed", comment="Token expired")
+    # The failed job is the failure even though a later job ended well with a comment.
+    failure = job_failure([failed, fine], counts)
+    assert failure is not None
+    assert (failure.outcome, failure.error) == (JobOutcome.FAILED, "Token expired")
+    partly = _job(
+        "c", ended="2026-11-26T04:00:00+00:00", state="succeeded", fail_reason="3 items skipped"
+    )
+    failure = job_failure([failed, fine, partly], counts)
+    assert failure is not None
+    assert (failure.outcome, failure.error) == (JobOutcome.INCOMPLETE, "3 items skipped")

@@ -1,4 +1,5 @@
-"""Keepit's health reason codes are Keepit's (keepit-api.md Part C5)."""
+"""Keepit's health reason codes are Keepit's (keepit-api.md Part C5), and which audit records are
+Vectis's own reads."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from backups.models import BackupStatus
-from keepit.mapping import HEALTH_REASONS, backup_status, health_reason
-from keepit.schemas import BackupSummary, ConnectorHealth
+from keepit.mapping import HEALTH_REASONS, backup_status, event_snapshot, health_reason
+from keepit.schemas import AuditRecord, BackupSummary, ConnectorHealth
 
 # The vendor's HealthReason type, as Keepit's own client declares it (22 values).
 KEEPIT_HEALTH_REASONS = [
@@ -94,3 +95,48 @@ def test_no_code_says_nothing() -> None:
     assert health_reason("") == health_reason("  ")
     assert health_reason("").sentence == ""
     assert not health_reason("").needs_action
+
+
+# --- Vectis's own reads --------------------------------------------------------------------
+
+
+def _record(*, token: str, method: str, acl: str) -> AuditRecord:
+    return AuditRecord(
+        time=datetime(2026, 11, 26, 11, 0, tzinfo=UTC),
+        account="acct",
+        company="Contoso",
+        area="Backup/Restore",
+        message="…",
+        acl=acl,
+        method=method,
+        allowed=True,
+        succeeded=True,
+        client_ip="203.0.113.7",
+        token=token,
+        device="",
+    )
+
+
+@pytest.mark.parametrize(
+    ("token", "method", "acl", "own"),
+    [
+        ("vectis-api", "get", "GetDevices", True),
+        ("vectis-api", "GET", "GetUsers", True),
+        ("vectis-api", "put", "AuditFilter", True),
+        ("vectis-api", "put", "FilterDeviceJobs", True),
+        ("vectis-api", "put", "FilterExpirations", True),
+        # The same login doing real work in Keepit (a personal Master Admin login shared
+        # with Vectis): a restore, a connector change, a deletion — real events.
+        ("vectis-api", "post", "CreateRestoreJob", False),
+        ("vectis-api", "put", "UpdateDevice", False),
+        ("vectis-api", "delete", "DeleteUser", False),
+        # Somebody else reading is not us.
+        ("admin@msp.example", "get", "GetDevices", False),
+    ],
+)
+def test_only_reads_signed_with_the_connections_login_are_vectiss_own(
+    token: str, method: str, acl: str, own: bool
+) -> None:
+    event = event_snapshot(_record(token=token, method=method, acl=acl), own_login="vectis-api")
+    assert event is not None
+    assert event.is_own_read is own

@@ -207,6 +207,14 @@ def test_admin_is_branded_vectis_and_grouped_by_section(client: Client, admin_us
     positions = [html.find(f">{title}<") for title in ("Integrations", "Customers", "Backups")]
     assert all(p > 0 for p in positions)
     assert positions == sorted(positions)
+    # A provider's app (here Keepit's connections) sits under Integrations, not a section
+    # of its own: found from VECTIS_PROVIDERS, not from a list naming the vendor.
+    response = client.get("/admin/")
+    sections = {app["name"]: app for app in response.context["app_list"]}
+    assert "Keepit" not in sections
+    assert "keepitconnection" in {
+        m["object_name"].lower() for m in sections["Integrations"]["models"]
+    }
 
 
 def test_docker_compose_defines_the_stack_wired_by_environment() -> None:

@@ -1,0 +1,101 @@
+"""integrations/sql.py: the raw SQL that must stay raw is built from model metadata, so a
+field with a default never breaks it and a mistake fails here, not in the database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from backups.models import AuditCategory, BackupAuditEvent
+from integrations.models import Connection
+from integrations.sql import MissingValue, column, insert_rows, update_returning
+
+WHEN = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def connection(db: None) -> Connection:
+    return Connection.objects.create(provider="keepit", name="SQL helper")
+
+
+def event_row(connection: Connection, key: str, **values: object) -> dict[str, object]:
+    return {"connection_id": connection.pk, "occurred_at": WHEN, "dedup_key": key, **values}
+
+
+def test_columns_a_row_does_not_give_take_the_fields_defaults(connection: Connection) -> None:
+    ids = insert_rows(BackupAuditEvent, [event_row(connection, "a")], conflict=None, returning="id")
+    event = BackupAuditEvent.objects.get(pk=ids[0])
+    # Python defaults, a callable default, NULL for nullable fields, now for auto_now_add.
+    assert event.category == AuditCategory.OTHER
+    assert event.metadata == {}
+    assert event.message == ""
+    assert event.succeeded is None
+    assert event.customer_id is None
+    assert event.is_own_read is False
+    assert event.created_at is not None
+
+
+def test_rows_already_stored_are_skipped_and_only_new_ones_come_back(
+    connection: Connection,
+) -> None:
+    first = insert_rows(
+        BackupAuditEvent,
+        [event_row(connection, "a"), event_row(connection, "b")],
+        conflict="(connection_id, dedup_key)",
+        returning="dedup_key",
+    )
+    again = insert_rows(
+        BackupAuditEvent,
+        [event_row(connection, "b", message="changed"), event_row(connection, "c")],
+        conflict="(connection_id, dedup_key)",
+        returning="dedup_key",
+    )
+    assert sorted(first) == ["a", "b"]
+    assert again == ["c"]
+    assert BackupAuditEvent.objects.get(dedup_key="b").message == ""  # DO NOTHING
+
+
+def test_a_batch_larger_than_one_statement_allows_is_cut_not_refused(
+    connection: Connection,
+) -> None:
+    rows = [event_row(connection, f"k{i}") for i in range(3_000)]  # > 30,000 parameters
+    assert len(insert_rows(BackupAuditEvent, rows, conflict=None)) == 3_000
+
+
+def test_a_field_without_a_default_or_an_unknown_key_fails_loudly(
+    connection: Connection,
+) -> None:
+    with pytest.raises(MissingValue, match=r"BackupAuditEvent\.occurred_at"):
+        insert_rows(
+            BackupAuditEvent,
+            [{"connection_id": connection.pk, "dedup_key": "x"}],
+            conflict=None,
+        )
+    with pytest.raises(MissingValue, match="no field occured_at"):
+        insert_rows(BackupAuditEvent, [event_row(connection, "y", occured_at=WHEN)], conflict=None)
+    assert not BackupAuditEvent.objects.exists()
+
+
+def test_a_claim_changes_and_returns_only_the_rows_that_still_matched(
+    connection: Connection,
+) -> None:
+    insert_rows(
+        BackupAuditEvent,
+        [event_row(connection, "a"), event_row(connection, "b", category="recovery")],
+        conflict=None,
+    )
+    where = f"{column(BackupAuditEvent, 'category')} = %s"
+    claimed = update_returning(
+        BackupAuditEvent,
+        {"message": "claimed"},
+        where=where,
+        params=["recovery"],
+        returning="dedup_key",
+    )
+    assert claimed == ["b"]
+    assert (
+        update_returning(BackupAuditEvent, {"message": "x"}, where=where, params=["security"]) == []
+    )
+    assert BackupAuditEvent.objects.get(dedup_key="b").message == "claimed"
+    assert BackupAuditEvent.objects.get(dedup_key="a").message == ""
