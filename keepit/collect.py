@@ -3,12 +3,15 @@ a stream of batches. It writes no table: it returns snapshots (backups/snapshot.
 backups/ writes them.
 
 **Audit log**: the window (first sync: `KEEPIT_AUDIT_WINDOW_DAYS`; then the cursor minus
-`KEEPIT_AUDIT_OVERLAP_MINUTES`) is read in `KEEPIT_AUDIT_SLICE_HOURS` slices, oldest
-first. A reader thread streams each slice's pages through a bounded queue while the
-consumer stores them, so memory stays flat. Every batch carries the sync state to commit
-with it: inside a slice, the page to resume at (`audit_resume`); after a slice, the
-cursor (`audit_cursor`). A run stopped half-way resumes one page before where it
-stopped (the dedup key drops the repeats), not at the window's start. Keepit logs our
+`KEEPIT_AUDIT_OVERLAP_MINUTES`) is cut into `KEEPIT_AUDIT_SLICE_HOURS` slices on a fixed
+grid, and `KEEPIT_AUDIT_CONCURRENCY` reader threads read them at once, oldest first, each
+following `next-offset` to the slice's end. Their pages reach the consumer (the sync,
+storing them) in batches through one bounded queue, so memory stays flat. Every batch
+carries the sync state to commit with it, as far as what has been stored: the cursor
+(`audit_cursor`) moves only over the slices complete from the window's start, and each
+slice in progress keeps the page to resume at (`audit_resume`). A run stopped half-way
+therefore never skips a record (a slice after the cursor is read again unless it can
+resume) and never stores one twice (the dedup key drops the repeats). Keepit logs our
 own API reads too: they are marked, and not stored when `KEEPIT_STORE_OWN_READS` is off.
 """
 
@@ -17,7 +20,8 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Generator, Iterator
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -31,13 +35,16 @@ from .inventory import InventoryReader
 from .mapping import event_snapshot
 from .schemas import AuditRecord
 
-BATCH_SIZE = 1000
+# Records stored per transaction: big enough to go by COPY (integrations/sql.py), small
+# enough that a stopped run re-reads little.
+BATCH_SIZE = 2400
 AUDIT_QUEUE_BATCHES = 4
 # Keepit does not say whether the filter's bounds are inclusive: consecutive slices
 # overlap by this much so no boundary record falls between two (dedup drops the repeat).
 SLICE_OVERLAP = timedelta(seconds=1)
 
 Slice = tuple[datetime, datetime]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class KeepitCollector:
@@ -93,130 +100,200 @@ class KeepitCollector:
         return start, end
 
     def slices(self) -> list[Slice]:
-        """The window cut into `KEEPIT_AUDIT_SLICE_HOURS` slices, oldest first."""
+        """The window cut into `KEEPIT_AUDIT_SLICE_HOURS` slices, oldest first, on a grid
+        anchored at the epoch (so a stopped run and the next one cut the same slices, and
+        the next can resume a slice at the page it stopped at)."""
         start, end = self._window()
         step = timedelta(hours=settings.KEEPIT_AUDIT_SLICE_HOURS)
         slices: list[Slice] = []
         while start < end:
-            stop = min(start + step, end)
+            grid = EPOCH + ((start - EPOCH) // step + 1) * step
+            stop = min(grid, end)
             slices.append((start - SLICE_OVERLAP if slices else start, stop))
             start = stop
         return slices
 
-    def _resume_point(self) -> tuple[datetime, datetime, int] | None:
-        """The slice a stopped run was reading and the page to start again at (one page
-        early), if that slice is still inside the window."""
-        resume = self.state.get("audit_resume")
-        if not isinstance(resume, dict):
-            return None
-        try:
-            start = datetime.fromisoformat(resume["from"])
-            end = datetime.fromisoformat(resume["to"])
-            offset = int(resume["offset"])
-        except (KeyError, TypeError, ValueError):
-            return None
+    def _resume_offsets(self) -> dict[Slice, int]:
+        """Slices a stopped run was reading, and the page to start each at again (one page
+        early), while they are still inside the window."""
+        stored = self.state.get("audit_resume")
+        if not isinstance(stored, dict):
+            return {}
+        if {"from", "to", "offset"} <= stored.keys():  # one slice, as runs before 2026-12 kept it
+            stored = {stored["from"]: {"to": stored["to"], "offset": stored["offset"]}}
         oldest = self.now - timedelta(days=settings.KEEPIT_AUDIT_WINDOW_DAYS)
-        if start < oldest or end > self.now or offset <= 0:
-            return None
-        return start, end, max(0, offset - AUDIT_PAGE_SIZE)
+        found: dict[Slice, int] = {}
+        for start_text, entry in stored.items():
+            try:
+                start = datetime.fromisoformat(start_text)
+                end = datetime.fromisoformat(entry["to"])
+                offset = int(entry["offset"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if start >= oldest and end <= self.now and offset > 0:
+                found[(start, end)] = max(0, offset - AUDIT_PAGE_SIZE)
+        return found
 
     def audit(self) -> Generator[AuditBatch, None, None]:
-        """The audit log as batches, each with the sync state to commit with it. Raises
-        AuditError (with a sentence) when Keepit stops answering as it should."""
-        resume = self._resume_point()
-        if resume is not None:
-            start, end, offset = resume
-            phase = f"the audit log (resuming the slice from {start:%Y-%m-%d %H:%M} UTC)"
-            yield from self._slice(start, end, offset=offset, phase=phase)
-        slices = self.slices()
-        for number, (start, end) in enumerate(slices, start=1):
-            phase = (
-                f"the audit log (slice {number} of {len(slices)}, from {start:%Y-%m-%d %H:%M} UTC)"
-            )
-            yield from self._slice(start, end, offset=0, phase=phase)
+        """The audit log as batches, each with the sync state to commit with it. Slices
+        are read concurrently (`KEEPIT_AUDIT_CONCURRENCY` at a time, oldest first); each
+        batch carries the state as far as what has been stored: the cursor moves only
+        over the slices that are complete from the window's start, and a slice in
+        progress keeps the page to resume at. Raises AuditError (with a sentence) when
+        Keepit stops answering as it should; what was stored stays."""
+        resume = self._resume_offsets()
+        # A slice a stopped run was reading resumes at its page; one the grid no longer
+        # has (the old tail, which ended at the old "now") is covered by the new slices
+        # from their start, and the dedup key drops what both read.
+        work = [(piece, resume.get(piece, 0)) for piece in self.slices()]
+        if work:
+            yield from AuditReader(self, work).batches()
 
-    def _state_after(
-        self, start: datetime, end: datetime, next_offset: int | None
-    ) -> dict[str, Any]:
-        if next_offset is None:  # the slice is complete: the cursor moves on
-            self.state.pop("audit_resume", None)
-            self.state["audit_cursor"] = end.isoformat()
-        else:
+    def _state_after(self, reader: AuditReader) -> dict[str, Any]:
+        """The sync state as far as the batches stored so far reach."""
+        if reader.cursor is not None:
+            self.state["audit_cursor"] = reader.cursor.isoformat()
+        if reader.in_progress:
             self.state["audit_resume"] = {
-                "from": start.isoformat(),
-                "to": end.isoformat(),
-                "offset": next_offset,
+                start.isoformat(): {"to": end.isoformat(), "offset": offset}
+                for (start, end), offset in sorted(reader.in_progress.items())
             }
+        else:
+            self.state.pop("audit_resume", None)
         return dict(self.state)
 
-    def _slice(
-        self, start: datetime, end: datetime, *, offset: int, phase: str
-    ) -> Iterator[AuditBatch]:
-        """One slice: a reader thread streams its pages in batches through a bounded
-        queue while the consumer stores them."""
-        self.progress.phase = phase
-        batches: queue.Queue[tuple[list[AuditRecord], int | None] | BaseException | None] = (
-            queue.Queue(maxsize=AUDIT_QUEUE_BATCHES)
+
+@dataclass
+class _SliceBatch:
+    index: int
+    records: list[AuditRecord]
+    next_offset: int | None
+
+
+class AuditReader:
+    """Reads the planned slices with a few reader threads, hands their batches to the
+    consumer (the sync, storing them) through one bounded queue, and keeps what the
+    consumer has been given: the cursor (end of the complete slices from the start of the
+    plan) and the slices in progress with their next page. Memory stays flat: at most
+    `queue + readers` batches exist at a time."""
+
+    def __init__(self, collector: KeepitCollector, work: list[tuple[Slice, int]]) -> None:
+        self.collector = collector
+        self.work = work
+        self.cursor: datetime | None = None
+        self.in_progress: dict[Slice, int] = {}
+        self.done: set[int] = set()
+        self._contiguous = 0  # slices [0, _contiguous) of the plan are complete
+        self._readers = max(1, min(settings.KEEPIT_AUDIT_CONCURRENCY, len(work)))
+        self._queue: queue.Queue[_SliceBatch | BaseException | None] = queue.Queue(
+            maxsize=AUDIT_QUEUE_BATCHES
         )
-        stop = threading.Event()
+        self._next = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
 
-        def hand_over(item: tuple[list[AuditRecord], int | None] | BaseException | None) -> bool:
-            while not stop.is_set():
-                try:
-                    batches.put(item, timeout=0.5)
-                    return True
-                except queue.Full:
-                    continue
-            return False
+    def _take(self) -> int | None:
+        with self._lock:
+            if self._next >= len(self.work) or self._stop.is_set():
+                return None
+            self._next += 1
+            return self._next - 1
 
-        def reader() -> None:
-            batch: list[AuditRecord] = []
+    def _hand_over(self, item: _SliceBatch | BaseException | None) -> bool:
+        while not self._stop.is_set():
             try:
-                for page in self.client.audit_pages(
-                    self.parent_guid, start=start, end=end, recursive=True, offset=offset
+                self._queue.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _read(self) -> None:
+        client = self.collector.client
+        parent = self.collector.parent_guid
+        try:
+            while (index := self._take()) is not None:
+                (start, end), offset = self.work[index]
+                batch: list[AuditRecord] = []
+                for page in client.audit_pages(
+                    parent, start=start, end=end, recursive=True, offset=offset
                 ):
                     batch.extend(page.records)
                     if len(batch) >= BATCH_SIZE or page.next_offset is None:
-                        if not hand_over((batch, page.next_offset)):
+                        if not self._hand_over(_SliceBatch(index, batch, page.next_offset)):
                             return
                         batch = []
-                hand_over(None)
-            except BaseException as exc:  # handed to the consumer, which decides
-                hand_over(exc)
+            self._hand_over(None)
+        except BaseException as exc:  # handed to the consumer, which decides
+            self._hand_over(exc)
 
-        thread = threading.Thread(target=reader, name="keepit-audit-reader", daemon=True)
-        thread.start()
-        own_login = self.client.login
+    def _record(self, item: _SliceBatch) -> None:
+        piece, _offset = self.work[item.index]
+        if item.next_offset is not None:
+            self.in_progress[piece] = item.next_offset
+            return
+        self.in_progress.pop(piece, None)
+        self.done.add(item.index)
+        while self._contiguous in self.done:
+            self.cursor = self.work[self._contiguous][0][1]
+            self._contiguous += 1
+
+    def batches(self) -> Iterator[AuditBatch]:
+        collector = self.collector
+        threads = [
+            threading.Thread(target=self._read, name=f"keepit-audit-reader-{n}", daemon=True)
+            for n in range(self._readers)
+        ]
+        for thread in threads:
+            thread.start()
+        own_login = collector.client.login
         store_own = settings.KEEPIT_STORE_OWN_READS
+        finished_readers = 0
+        total = len(self.work)
         try:
-            while True:
-                item = batches.get()
+            while finished_readers < len(threads):
+                item = self._queue.get()
                 if item is None:
-                    return
+                    finished_readers += 1
+                    continue
                 if isinstance(item, KeepitError):
                     raise AuditError(str(item)) from item
                 if isinstance(item, BaseException):
                     raise item
-                records, next_offset = item
                 events = []
-                for record in records:
+                for record in item.records:
                     event = event_snapshot(record, own_login=own_login)
                     if event is None:
                         continue
                     if event.is_own_read and not store_own:
-                        self.own_reads_skipped += 1
+                        collector.own_reads_skipped += 1
                         continue
                     events.append(event)
+                self._record(item)
+                phase = (
+                    f"the audit log ({len(self.done)} of {total} slices complete, "
+                    f"the oldest still open from {self._oldest_open():%Y-%m-%d %H:%M} UTC)"
+                    if len(self.done) < total
+                    else "the audit log"
+                )
+                collector.progress.phase = phase
                 yield AuditBatch(
                     events=events,
-                    sync_state=self._state_after(start, end, next_offset),
-                    seen=len(records),
+                    sync_state=collector._state_after(self),
+                    seen=len(item.records),
                     phase=phase,
                 )
         finally:
-            # However this ends (time limit, crash, the consumer closing us), the reader
-            # stops and lets go.
-            stop.set()
-            while not batches.empty():
-                batches.get_nowait()
-            thread.join(timeout=2)
+            # However this ends (time limit, crash, the consumer closing us), the readers
+            # stop and let go.
+            self._stop.set()
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            for thread in threads:
+                thread.join(timeout=2)
+
+    def _oldest_open(self) -> datetime:
+        for index, ((start, _end), _offset) in enumerate(self.work):
+            if index not in self.done:
+                return start
+        return self.work[-1][0][1]

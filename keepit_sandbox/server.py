@@ -29,7 +29,8 @@ that is not there (401).
 
 Faults can be injected for tests (`inject`, optionally only for one route of ROUTES such
 as "audit", "devices" or "jobs") or at random (`fault_rate`): 429 with Retry-After, 503,
-dropped connections, malformed XML, an XML bomb, an external entity, a hang, a huge
+dropped connections, malformed XML, an XML bomb, an external entity, a hang, a slow
+answer (`slow:SECONDS`, or `slow:SECONDS:FAULT` for a failure that takes its time), a huge
 answer (`huge:MB` with a Content-Length, `huge-stream:MB` without one, streamed so the
 sandbox itself stays small) and an audit page with more records than the `limit` asked
 for (`overfull`).
@@ -37,7 +38,8 @@ for (`overfull`).
 Read-only proof: every non-GET request is counted in `methods` and its path kept in
 `non_get_paths`; the only PUTs answered are the filters above (everything else is 405).
 `request_log` keeps (method, path, route) of the latest requests, so a test can count
-what a sync sent (`requests_by_route`).
+what a sync sent (`requests_by_route`); `peak_in_flight` the most requests of a route it
+answered at once.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ import socket
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple
@@ -211,6 +213,20 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
             region = segments.pop(0)
         route = _route_of(method, segments)
         sandbox.count_request(method, self.path, region=region, route=route)
+        with sandbox.in_flight(route):
+            self._answer(method, segments, query, body, route=route, region=region)
+
+    def _answer(
+        self,
+        method: str,
+        segments: list[str],
+        query: dict[str, str],
+        body: bytes,
+        *,
+        route: str,
+        region: str,
+    ) -> None:
+        sandbox = self.server
         if sandbox.latency > 0:
             time.sleep(sandbox.latency)
         self.overfull = False
@@ -250,9 +266,12 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
         elif fault == "xxe":
             self._send(200, XXE)
         elif fault.startswith("slow"):
-            # A slow answer that still comes: wait, then serve the request as usual.
-            time.sleep(float(fault.partition(":")[2] or 5))
-            return False
+            # A slow answer: wait, then serve the request as usual ("slow:2"), or answer
+            # it with another fault ("slow:2:503", a failure that takes its time).
+            _slow, _colon, rest = fault.partition(":")
+            wait, _colon, then = rest.partition(":")
+            time.sleep(float(wait or 5))
+            return bool(then) and self._inject(then)
         elif fault.startswith("hang"):
             seconds = float(fault.partition(":")[2] or 30)
             time.sleep(seconds)
@@ -1147,6 +1166,21 @@ class KeepitSandboxServer(ThreadingHTTPServer):
         self.non_get_paths: set[str] = set()
         # Requests per region segment: proves credentials only went where they were sent.
         self.regions: Counter[str] = Counter()
+        # Requests being answered now, and the most at once, per route: proves what a
+        # client reads concurrently.
+        self._in_flight: Counter[str] = Counter()
+        self.peak_in_flight: Counter[str] = Counter()
+
+    @contextlib.contextmanager
+    def in_flight(self, route: str) -> Iterator[None]:
+        with self._lock:
+            self._in_flight[route] += 1
+            self.peak_in_flight[route] = max(self.peak_in_flight[route], self._in_flight[route])
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight[route] -= 1
 
     def count_request(self, method: str, path: str, *, region: str = "", route: str = "") -> None:
         with self._lock:

@@ -281,6 +281,10 @@ if KEEPIT_MAX_RESPONSE_MB <= 0:
 KEEPIT_AUDIT_SLICE_HOURS: int = env.int("KEEPIT_AUDIT_SLICE_HOURS", default=6)
 if KEEPIT_AUDIT_SLICE_HOURS < 1:
     raise ImproperlyConfigured("KEEPIT_AUDIT_SLICE_HOURS must be a whole number of hours >= 1.")
+# Audit slices read at once by one sync (its share of the connection's request budget).
+KEEPIT_AUDIT_CONCURRENCY: int = env.int("KEEPIT_AUDIT_CONCURRENCY", default=8)
+if KEEPIT_AUDIT_CONCURRENCY < 1:
+    raise ImproperlyConfigured("KEEPIT_AUDIT_CONCURRENCY must be at least 1.")
 # Keepit logs every API call, Vectis's own reads included; off stops storing those.
 KEEPIT_STORE_OWN_READS: bool = env.bool("KEEPIT_STORE_OWN_READS", default=True)
 # Backup-job outcomes are kept per connector per UTC day. A day is read one last time

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -98,14 +98,15 @@ def test_a_first_sync_stopped_by_the_time_limit_resumes_where_it_stopped(
 def test_a_run_stopped_inside_a_slice_resumes_at_the_page_it_stopped_at(
     settings: Settings,
 ) -> None:
-    """One 14-day slice of thousands of records: the run stops after two batches, and
-    the next one starts one page before where it stopped, not at the slice's start."""
-    settings.KEEPIT_AUDIT_SLICE_HOURS = 14 * 24
-    sandbox = make_sandbox(accounts=6, events_per_account_per_day=60, own_read_audit=False)
+    """One slice of thousands of records (slices on a grid of ~11 years: the 14 days fall
+    in one): the run stops after two batches, and the next one starts one page before
+    where it stopped, not at the slice's start."""
+    settings.KEEPIT_AUDIT_SLICE_HOURS = 100_000
+    sandbox = make_sandbox(accounts=6, events_per_account_per_day=120, own_read_audit=False)
     try:
         connection = connect(sandbox, settings)
         expected = window_total(sandbox)
-        assert expected > 4_000
+        assert expected > 8_000
         first = run_sync(
             connection,
             now=sandbox.clock.now_datetime(),
@@ -113,7 +114,7 @@ def test_a_run_stopped_inside_a_slice_resumes_at_the_page_it_stopped_at(
         )
         assert first.outcome == SyncRun.Outcome.PARTIAL
         connection.refresh_from_db()
-        resume = connection.sync_state["audit_resume"]
+        (resume,) = connection.sync_state["audit_resume"].values()
         assert resume["offset"] >= 2_000
         assert "audit_cursor" not in connection.sync_state  # the slice is not complete
         kept = BackupAuditEvent.objects.count()
@@ -175,8 +176,6 @@ def test_a_time_limit_in_the_inventory_stops_the_requests_at_once(
 
 
 def connection_cursor(connection: Connection) -> Any:
-    from datetime import datetime
-
     connection.refresh_from_db()
     return datetime.fromisoformat(connection.sync_state["audit_cursor"])
 
@@ -196,8 +195,7 @@ def test_a_sync_that_crashes_half_way_says_so_and_the_next_one_continues(
         )
         assert crashed.outcome == SyncRun.Outcome.FAILED
         assert crashed.error.startswith(
-            "The sync stopped on an unexpected error (RuntimeError) while reading the audit "
-            "log (slice "
+            "The sync stopped on an unexpected error (RuntimeError) while reading the audit log ("
         ), crashed.error
         assert "What it read before is kept and the next sync continues" in crashed.error
         assert "Traceback" not in crashed.error
@@ -273,6 +271,7 @@ def test_an_oversized_inventory_answer_is_refused_and_nothing_of_it_is_stored(
 def test_a_hostile_audit_page_ends_the_run_partial_and_none_of_it_is_stored(
     sandbox: KeepitSandbox, settings: Settings, fault: str, sentence: str
 ) -> None:
+    settings.KEEPIT_AUDIT_CONCURRENCY = 1  # the oldest slice asks first: it gets the fault
     connection = connect(sandbox, settings)
     sandbox.inject(fault, route="audit")
     run = sync(connection, sandbox)
@@ -446,5 +445,43 @@ def test_an_excluded_account_is_not_read_so_it_can_never_make_a_sync_partial(
         )
         link.refresh_from_db()
         assert link.state == AccountLink.State.EXCLUDED
+    finally:
+        sandbox.stop()
+
+
+@pytest.mark.django_db
+def test_slices_read_at_once_never_skip_or_repeat_an_event_when_one_fails(
+    settings: Settings,
+) -> None:
+    """Eight slices in flight; the first audit request fails for good, a second later,
+    while the slices after it complete. The cursor moves only over the slices complete
+    from the window's start, so the next sync reads what was missing and every record is
+    stored exactly once."""
+    settings.KEEPIT_AUDIT_CONCURRENCY = 8
+    sandbox = make_sandbox(accounts=6, events_per_account_per_day=40, own_read_audit=False)
+    sandbox.server.latency = 0.02
+    try:
+        connection = connect(sandbox, settings)
+        settings.KEEPIT_MAX_ATTEMPTS = 1
+        expected = window_total(sandbox)
+        sandbox.inject("slow:1:503", route="audit")
+        first = sync(connection, sandbox)
+        assert first.outcome == SyncRun.Outcome.PARTIAL
+        assert first.error.startswith("The audit log could not be read completely: ")
+        assert sandbox.server.peak_in_flight["audit"] >= 4  # really read at once
+        kept = BackupAuditEvent.objects.count()
+        assert 0 < kept < expected
+        connection.refresh_from_db()
+        cursor = connection.sync_state.get("audit_cursor")
+        if cursor is not None:  # never past a record that is not stored
+            newest_contiguous = datetime.fromisoformat(cursor)
+            assert newest_contiguous < START
+        second = sync(connection, sandbox)
+        assert second.outcome == SyncRun.Outcome.SUCCEEDED, second.error
+        keys = list(BackupAuditEvent.objects.values_list("dedup_key", flat=True))
+        assert len(keys) == len(set(keys)) == expected
+        connection.refresh_from_db()
+        assert connection.sync_state["audit_cursor"] == START.isoformat()
+        assert "audit_resume" not in connection.sync_state
     finally:
         sandbox.stop()

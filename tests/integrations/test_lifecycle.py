@@ -71,7 +71,7 @@ def test_a_connection_starts_a_sync_every_interval_through_two_hours_of_beat_tic
     print(
         f"{len(starts)} syncs in 2 h: "
         + ", ".join(f"{s:%H:%M:%S}" for s in starts)
-        + f"; gaps {min(gaps):.0f}–{max(gaps):.0f} s"
+        + f"; gaps {min(gaps):.0f} to {max(gaps):.0f} s"
     )
     assert len(starts) == 9, [f"{s:%H:%M:%S}" for s in starts]  # 07:53 … 09:53
     assert all(abs(gap - 900) <= 60 for gap in gaps), gaps

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from backups.models import AuditCategory, BackupAuditEvent
+from integrations import sql
 from integrations.models import Connection
 from integrations.sql import MissingValue, column, insert_rows, update_returning
 
@@ -99,3 +100,72 @@ def test_a_claim_changes_and_returns_only_the_rows_that_still_matched(
     )
     assert BackupAuditEvent.objects.get(dedup_key="b").message == "claimed"
     assert BackupAuditEvent.objects.get(dedup_key="a").message == ""
+
+
+# --- COPY ---------------------------------------------------------------------------------
+
+
+def test_big_batches_go_by_copy_and_store_exactly_what_values_would(
+    connection: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above COPY_MIN_ROWS rows PostgreSQL gets them by COPY: awkward text (tabs,
+    newlines, backslashes, quotes, "\\N", non-ASCII), JSON, NULL versus "" and booleans
+    arrive as they were, duplicates are skipped and only new keys come back."""
+    monkeypatch.setattr(sql, "COPY_MIN_ROWS", 3)
+    copied: list[int] = []
+    real_copy = sql.copy_rows
+
+    def counting_copy(*args: object, **kwargs: object) -> list[object]:
+        copied.append(1)
+        return real_copy(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sql, "copy_rows", counting_copy)
+    awkward = 'tab\there\nnew line \\ back\\slash \\N "quoted" Søren Ærø ApS €'
+    rows = [
+        event_row(
+            connection,
+            "a",
+            message=awkward,
+            metadata={"key": "va\tl\\ue", "quote": '"'},
+            succeeded=True,
+            allowed=False,
+        ),
+        event_row(connection, "b", message="", actor="", succeeded=None),
+        event_row(connection, "c", category="recovery"),
+    ]
+    assert sorted(
+        insert_rows(
+            BackupAuditEvent, rows, conflict="(connection_id, dedup_key)", returning="dedup_key"
+        )
+    ) == ["a", "b", "c"]
+    assert copied == [1]
+    a = BackupAuditEvent.objects.get(dedup_key="a")
+    assert a.message == awkward
+    assert a.metadata == {"key": "va\tl\\ue", "quote": '"'}
+    assert (a.succeeded, a.allowed, a.occurred_at) == (True, False, WHEN)
+    b = BackupAuditEvent.objects.get(dedup_key="b")
+    assert (b.message, b.actor, b.succeeded) == ("", "", None)
+    # Again, with one new row and a duplicate inside the batch: only "d" is new.
+    again = insert_rows(
+        BackupAuditEvent,
+        [event_row(connection, "a"), event_row(connection, "d"), event_row(connection, "d")],
+        conflict="(connection_id, dedup_key)",
+        returning="dedup_key",
+    )
+    assert again == ["d"]
+    assert BackupAuditEvent.objects.count() == 4
+    assert len(copied) == 2
+
+
+def test_copy_inside_an_open_transaction_keeps_earlier_batches(connection: Connection) -> None:
+    from django.db import transaction
+
+    with transaction.atomic():
+        first = sql.copy_rows(
+            BackupAuditEvent, [event_row(connection, f"x{i}") for i in range(5)], conflict=None
+        )
+        second = sql.copy_rows(
+            BackupAuditEvent, [event_row(connection, f"y{i}") for i in range(7)], conflict=None
+        )
+    assert (len(first), len(second)) == (5, 7)
+    assert BackupAuditEvent.objects.count() == 12
