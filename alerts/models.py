@@ -183,7 +183,9 @@ class Alert(models.Model):
     # the last complete backup, or the accounts a degraded sync cannot read.
     detail = models.TextField(blank=True, default="")
     opened_at = models.DateTimeField()
-    last_seen_at = models.DateTimeField()
+    # When it opened or its words last changed ("last changed"; an open alert still holds
+    # at every evaluation, so that is not written again and again).
+    last_seen_at = models.DateTimeField("last changed")
     last_notified_at = models.DateTimeField(null=True, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
     acknowledged_at = models.DateTimeField(null=True, blank=True)

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db.models import BigIntegerField, Case, Exists, OuterRef, Subquery, Value, When
+from django.db.models import BigIntegerField, Case, Q, Value, When
 
 from integrations.models import Connection
-from integrations.sql import insert_rows
+from integrations.sql import fill_foreign_key, insert_rows, refresh_statistics
 
 from .accounts import BATCH_SIZE, SEEN_RESOLUTION, match_accounts
 from .jobs import apply_job_days
@@ -63,6 +63,10 @@ STATUS_FIELDS = (
 )
 
 
+# Rows a run adds after which the tables' statistics are refreshed before the relink.
+REFRESH_STATISTICS_AFTER = 10_000
+
+
 @dataclass
 class IngestCounts:
     accounts_seen: int = 0
@@ -93,25 +97,53 @@ class Ingest:
         self.connection = connection
         self.now = now
         self.counts = IngestCounts()
-        self.customer_by_account: dict[str, int | None] = {}
-        self.connector_by_guid: dict[str, int] = {}
-        #: The inventory of this run is in the database (the data shown is this run's).
-        self.inventory_stored = False
+        # For the audit events: the customer of each linked account and the id of each
+        # connector, loaded from the database when the first batch comes.
+        self.customer_by_account: dict[str, int | None] | None = None
+        self.connector_by_guid: dict[str, int] | None = None
 
     # --- inventory ---------------------------------------------------------------------------
 
     def apply_inventory(self, accounts: Sequence[AccountSnapshot]) -> None:
-        """Links and customers, connectors and statuses, then the relink of stored events.
-        Call it inside a transaction: it is one consistent picture."""
+        """Every account read whole (a provider that does not read in parts): links and
+        customers, then connectors and statuses, then the relink of stored events. Call it
+        inside a transaction: it is one consistent picture."""
+        self.apply_accounts(accounts)
+        self.apply_part(accounts)
+        self.relink()
+
+    def apply_accounts(self, accounts: Sequence[AccountSnapshot]) -> None:
+        """The account list (the plan): links and customers of every listed account,
+        their connectors marked removed when the vendor no longer lists the account, and
+        the stored events of accounts whose customer changed moved with them."""
         self.counts.accounts_seen = len(accounts)
         linked = match_accounts(self.connection, accounts, now=self.now)
         self.counts.accounts_linked = linked.linked
         self.counts.customers_created = linked.customers_created
         self.counts.accounts_ambiguous = linked.ambiguous
         self.counts.accounts_removed = linked.removed
-        self.counts.seats_written = apply_seats(accounts, linked.links, now=self.now)
-        connectors = self._apply_connectors(accounts, linked.links)
-        self.counts.job_days_written = apply_job_days(
+        # Connectors of accounts the vendor no longer lists: removed (kept, not deleted).
+        self.counts.connectors_removed += BackupConnector.objects.filter(
+            connection=self.connection,
+            removed_at__isnull=True,
+            account_link__removed_at__isnull=False,
+        ).update(removed_at=self.now, updated_at=self.now)
+        self.counts.events_relinked += relink_events(
+            self.connection, linked.moved, unknown_connectors=False
+        )
+
+    def apply_part(self, accounts: Sequence[AccountSnapshot]) -> None:
+        """Some listed accounts, read whole: their seats, connectors, statuses and daily
+        job outcomes. Only these accounts' rows are loaded and written, so a part costs
+        the same whatever the size of the fleet."""
+        ids = [account.external_id for account in accounts]
+        links = {
+            link.external_id: link
+            for link in AccountLink.objects.filter(connection=self.connection, external_id__in=ids)
+        }
+        self.counts.seats_written += apply_seats(accounts, links, now=self.now)
+        connectors = self._apply_connectors(accounts, links)
+        self.counts.job_days_written += apply_job_days(
             connectors,
             (
                 (item.external_id, day)
@@ -121,27 +153,38 @@ class Ingest:
             ),
             now=self.now,
         )
-        self.customer_by_account = {
-            guid: link.customer_id
-            for guid, link in linked.links.items()
-            if link.state == AccountLink.State.LINKED
-        }
-        self.connector_by_guid = {guid: c.pk for guid, c in connectors.items()}
-        self.counts.events_relinked = relink_events(self.connection, linked.moved)
+
+    def relink(self, *, rows_added: int = 0) -> None:
+        """Stored audit events whose connector was unknown when they arrived (its account
+        could not be read then, or its part was stored after them) get it. `rows_added`:
+        how many events and connectors the run just stored — after a big first sync the
+        planner's statistics describe nearly empty tables, and a join planned on them
+        compares every event with every connector; fresh statistics first."""
+        if rows_added >= REFRESH_STATISTICS_AFTER:
+            refresh_statistics(BackupAuditEvent, BackupConnector)
+        self.counts.events_relinked += relink_events(self.connection, {})
 
     def _apply_connectors(
         self, accounts: Sequence[AccountSnapshot], links: dict[str, AccountLink]
     ) -> dict[str, BackupConnector]:
         now = self.now
-        existing = {
-            c.external_id: c for c in BackupConnector.objects.filter(connection=self.connection)
-        }
+        reported_ids = [
+            item.external_id for account in accounts for item in account.connectors or ()
+        ]
+        # This part's accounts' connectors, and any connector they report that was filed
+        # under another account before (a connector that moved).
+        mine = BackupConnector.objects.filter(connection=self.connection).filter(
+            Q(account_link_id__in=[link.pk for link in links.values()])
+            | Q(external_id__in=reported_ids)
+        )
+        existing = {c.external_id: c for c in mine}
         statuses = {
             s.connector_id: s
-            for s in BackupConnectorStatus.objects.filter(connector__connection=self.connection)
+            for s in BackupConnectorStatus.objects.filter(
+                connector_id__in=[c.pk for c in existing.values()]
+            )
         }
         readable = {a.external_id for a in accounts if a.connectors is not None}
-        listed = {a.external_id for a in accounts}
         created: list[BackupConnector] = []
         changed: list[BackupConnector] = []
         reported: set[str] = set()
@@ -188,8 +231,9 @@ class Ingest:
             if connector.removed_at is not None or connector.external_id in reported:
                 continue
             account_guid = link_guid_by_pk.get(connector.account_link_id or -1, "")
-            # Removed only when we know: its account was read, or is no longer listed.
-            if account_guid in readable or account_guid not in listed:
+            # Removed only when we know: its account was read and no longer reports it.
+            # (Connectors of accounts the vendor no longer lists: `apply_accounts`.)
+            if account_guid in readable:
                 connector.removed_at = connector.updated_at = now
                 changed.append(connector)
                 self.counts.connectors_removed += 1
@@ -199,7 +243,10 @@ class Ingest:
             changed, [*CONNECTOR_FIELDS, "last_seen_at", "updated_at"], batch_size=BATCH_SIZE
         )
         connectors = {
-            c.external_id: c for c in BackupConnector.objects.filter(connection=self.connection)
+            c.external_id: c
+            for c in BackupConnector.objects.filter(
+                connection=self.connection, external_id__in=[*existing, *reported]
+            )
         }
         self._apply_statuses(accounts, connectors, statuses)
         return connectors
@@ -265,6 +312,18 @@ class Ingest:
         constraint (ON CONFLICT DO NOTHING), and RETURNING counts what was new. `seen`:
         records the provider read for this batch (some it may have dropped)."""
         self.counts.events_seen += seen
+        if self.customer_by_account is None or self.connector_by_guid is None:
+            self.customer_by_account = dict(
+                AccountLink.objects.filter(
+                    connection=self.connection, state=AccountLink.State.LINKED
+                ).values_list("external_id", "customer_id")
+            )
+            self.connector_by_guid = dict(
+                BackupConnector.objects.filter(connection=self.connection).values_list(
+                    "external_id", "pk"
+                )
+            )
+        customer_by_account, connector_by_guid = self.customer_by_account, self.connector_by_guid
         by_key: dict[str, AuditEventSnapshot] = {}
         for event in events:
             by_key.setdefault(event.dedup_key, event)
@@ -273,8 +332,8 @@ class Ingest:
         rows = [
             {
                 "connection_id": self.connection.pk,
-                "customer_id": self.customer_by_account.get(event.account_external_id),
-                "connector_id": self.connector_by_guid.get(event.connector_external_id)
+                "customer_id": customer_by_account.get(event.account_external_id),
+                "connector_id": connector_by_guid.get(event.connector_external_id)
                 if event.connector_external_id
                 else None,
                 "account_external_id": event.account_external_id[:100],
@@ -309,21 +368,19 @@ class Ingest:
         self.counts.events_added += len(inserted) - own
 
 
-def relink_events(connection: Connection, moved_accounts: dict[str, int | None]) -> int:
+def relink_events(
+    connection: Connection,
+    moved_accounts: dict[str, int | None],
+    *,
+    unknown_connectors: bool = True,
+) -> int:
     """Give stored audit events what was not known when they were inserted: the
     connector (its account's connector list could not be read then) and, for accounts
     whose customer changed, the new customer. Two set-based UPDATEs, each on its own
     index (the first touches only events it can link); returns how many changed."""
-    known = BackupConnector.objects.filter(
-        connection_id=connection.pk, external_id=OuterRef("connector_external_id")
-    )
-    # Index audit_unlinked_connector_idx: only events still without their connector.
-    changed = (
-        BackupAuditEvent.objects.filter(connection_id=connection.pk, connector__isnull=True)
-        .exclude(connector_external_id="")
-        .filter(Exists(known))
-        .update(connector_id=Subquery(known.values("pk")[:1]))
-    )
+    changed = 0
+    if unknown_connectors:
+        changed += link_unknown_connectors(connection)
     if moved_accounts:
         # Index audit_account_idx: the events of one account of one connection.
         changed += BackupAuditEvent.objects.filter(
@@ -338,3 +395,20 @@ def relink_events(connection: Connection, moved_accounts: dict[str, int | None])
             )
         )
     return changed
+
+
+def link_unknown_connectors(connection: Connection) -> int:
+    """Stored events of the connection whose connector was unknown when they arrived get
+    it, in one `UPDATE … FROM` join (index audit_unlinked_connector_idx finds only the
+    events still without their connector; the connectors' unique (connection, external
+    id) index the match). A join, not a correlated subquery: after a first sync that
+    stored its audit log while its connectors were being read, that is tens of
+    thousands of rows, and the subquery took seconds for what the join does at once."""
+    return fill_foreign_key(
+        BackupAuditEvent,
+        "connector",
+        by="connector_external_id",
+        target_key="external_id",
+        scope="connection",
+        scope_value=connection.pk,
+    )

@@ -6,6 +6,7 @@ queries, whatever the size."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -33,12 +34,18 @@ class KnownJobDays:
         return day in self.days.get(account, {})
 
 
-def known_job_days(connection: Connection, *, today: date) -> KnownJobDays:
-    """Two queries, whatever the fleet's size."""
+def known_job_days(
+    connection: Connection, *, today: date, accounts: Collection[str] | None = None
+) -> KnownJobDays:
+    """Two queries, whatever the fleet's size (`accounts`: only these accounts', for a
+    part of a sync)."""
     oldest = today - timedelta(days=HISTORY_DAYS - 1)
     known = KnownJobDays()
+    mine = BackupJobDay.objects.filter(connector__connection=connection)
+    if accounts is not None:
+        mine = mine.filter(connector__account_link__external_id__in=list(accounts))
     rows = (
-        BackupJobDay.objects.filter(connector__connection=connection, day__gte=oldest)
+        mine.filter(day__gte=oldest)
         .values_list("connector__account_link__external_id", "day", "closed")
         .distinct()
     )
@@ -47,9 +54,7 @@ def known_job_days(connection: Connection, *, today: date) -> KnownJobDays:
             continue
         days = known.days.setdefault(account, {})
         days[day] = days.get(day, False) or closed
-    recent = BackupJobDay.objects.filter(
-        connector__connection=connection, day__gte=today - timedelta(days=1)
-    ).values_list(
+    recent = mine.filter(day__gte=today - timedelta(days=1)).values_list(
         "connector__external_id",
         "day",
         "incomplete",
@@ -74,9 +79,14 @@ class StoredStatus:
     error_checked_at: datetime | None
 
 
-def stored_statuses(connection: Connection) -> dict[str, StoredStatus]:
+def stored_statuses(
+    connection: Connection, *, accounts: Collection[str] | None = None
+) -> dict[str, StoredStatus]:
     """Connector external id -> its stored status (health, reason, error code, fix)."""
-    rows = BackupConnectorStatus.objects.filter(connector__connection=connection).values_list(
+    mine = BackupConnectorStatus.objects.filter(connector__connection=connection)
+    if accounts is not None:
+        mine = mine.filter(connector__account_link__external_id__in=list(accounts))
+    rows = mine.values_list(
         "connector__external_id",
         "health",
         "reason",
@@ -99,10 +109,11 @@ def excluded_accounts(connection: Connection) -> set[str]:
     )
 
 
-def seat_reads(connection: Connection) -> dict[str, datetime | None]:
+def seat_reads(
+    connection: Connection, *, accounts: Collection[str] | None = None
+) -> dict[str, datetime | None]:
     """Account external id -> when its seat usage was last read."""
-    return dict(
-        AccountLink.objects.filter(connection=connection).values_list(
-            "external_id", "seats_checked_at"
-        )
-    )
+    links = AccountLink.objects.filter(connection=connection)
+    if accounts is not None:
+        links = links.filter(external_id__in=list(accounts))
+    return dict(links.values_list("external_id", "seats_checked_at"))

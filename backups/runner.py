@@ -1,28 +1,36 @@
-"""One sync of one connection, for every provider, in a fixed order:
+"""One sync of one connection, for every provider: a plan, then parts, then the finish.
 
-1. **Claim** the connection (integrations.lifecycle: a `running` SyncRun; the database
-   refuses a second) and keep its heartbeat on a timer while the run is alive.
-2. **Collect**: the provider reads its vendor and returns snapshots (backups/snapshot.py);
-   it writes no table.
-3. **Ingest the inventory** in one transaction (backups/ingest.py): account links and
-   customers, connectors, statuses, then stored events learn what was not known when
-   they arrived.
-4. **Ingest the audit stream** batch by batch; each batch is stored together with the
-   provider's sync state (its cursor, or where to resume) in one transaction, so a run
-   stopped half-way resumes where it stopped.
-5. **Finish**: outcome, counts, requests, error sentence; listeners (alerts) are told
-   after commit.
+1. **Plan** (`start_sync`): claim the connection (integrations.lifecycle: a `running`
+   SyncRun; the database refuses a second), ask the provider for its account list and
+   store it (account links and customers; connectors of accounts no longer listed are
+   marked removed). Then split the work into parts (SyncChunk rows): the accounts in
+   parts of `VECTIS_SYNC_CHUNK_ACCOUNTS`, and the audit log as one more part. A provider
+   that reads everything at once (no `plan`) is stored whole here and only the audit log
+   is a part.
+2. **Parts** (`run_part`): each reads its accounts through the provider (connectors,
+   statuses, job days, seats) and stores them in one transaction, or streams the audit
+   log batch by batch, each batch stored with the provider's sync state (its cursor) so a
+   part stopped half-way resumes where it stopped. Under Celery each part is a task, so
+   several workers share one large MSP; memory follows the part, not the fleet.
+3. **Finish** (`finish_run`, by whoever ends the last part): stored events learn the
+   connectors that arrived after them, and the run gets its outcome, counts, requests and
+   sentence; listeners (alerts) are told after commit.
 
-Outcomes: the vendor unreadable as a whole → `failed` and nothing written; some accounts
-or the audit log unreadable → `partial`, naming them, their data untouched; Celery's soft
-time limit → `partial` with a sentence saying it will continue; anything unexpected →
-`failed` with a sentence (the traceback goes to the log).
+`run_sync` does all of it in this process (the `keepit_sync` command, tests, the
+benchmark): the audit log is read by its own threads while the accounts are read, and
+this thread stores both as they come, so one process is about as fast as the requests.
+
+Outcomes: the vendor unreadable as a whole → `failed` and nothing written; some accounts,
+a part or the audit log unreadable → `partial`, naming them, their data untouched; a time
+limit → `partial` with a sentence saying what was kept and that the next sync continues;
+anything unexpected → `failed` with a sentence (the traceback goes to the log).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -31,16 +39,439 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from integrations.lifecycle import RunHeartbeat, claim_sync_run, finish_sync_run
-from integrations.models import Connection, SyncRun
+from integrations.lifecycle import (
+    RunHeartbeat,
+    claim_chunk,
+    claim_sync_run,
+    finish_chunk,
+    finish_sync_run,
+)
+from integrations.models import Connection, SyncChunk, SyncRun
 from integrations.registry import get_provider
+from integrations.sql import relax_commit
 
 from .ingest import Ingest
-from .snapshot import AuditError, CollectError, Collection, SyncProgress, SyncProvider
+from .models import AccountLink
+from .snapshot import (
+    AccountSnapshot,
+    AuditBatch,
+    AuditError,
+    CollectError,
+    Collection,
+    SyncProgress,
+    SyncProvider,
+)
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
+# Audit batches stored per step while the accounts are being read in this process.
+PUMP_BATCHES = 4
+
+
+@dataclass
+class PartResult:
+    """How one part ended, as recorded on its SyncChunk row."""
+
+    state: str = SyncChunk.State.DONE
+    counts: dict[str, int] = field(default_factory=dict)
+    failed_accounts: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    http_requests: int = 0
+    error: str = ""
+    stopped_early: bool = False
+    stored: bool = False
+
+    def record(self, chunk: SyncChunk, *, now: datetime) -> bool:
+        """Write it on the part; True when it was the run's last part."""
+        return finish_chunk(
+            chunk,
+            state=self.state,
+            now=now,
+            counts=self.counts,
+            failed_accounts=self.failed_accounts,
+            problems=self.problems,
+            notes=self.notes,
+            http_requests=self.http_requests,
+            error=self.error,
+            stopped_early=self.stopped_early,
+            stored=self.stored,
+        )
+
+
+# --- 1. the plan ---------------------------------------------------------------------------
+
+
+def start_sync(
+    connection: Connection,
+    *,
+    trigger: str = SyncRun.Trigger.SCHEDULE,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+    provider: SyncProvider | None = None,
+) -> tuple[SyncRun, list[SyncChunk], Collection | None]:
+    """Claim, plan and split one sync; returns the run, its parts still to do (none when
+    it ended while planning: then the run is finished) and the provider's reading (left
+    open, for a caller that does the parts in this process; close it). Raises
+    `integrations.lifecycle.SyncAlreadyRunning` when another sync holds the claim."""
+    started = now or timezone.now()
+    source = provider or _sync_provider(connection)
+    run = claim_sync_run(connection, trigger=trigger, now=started)
+    tracker = SyncProgress(progress)
+    ingest = Ingest(connection, now=started)
+    collection: Collection | None = None
+    plan_part = PartResult(state=SyncChunk.State.DONE, stored=True)
+    try:
+        with RunHeartbeat(run):
+            collection = source.collect(connection, now=started, progress=tracker)
+            if collection.in_parts:
+                assert collection.plan is not None
+                plans = collection.plan()
+                accounts = [plan.account for plan in plans]
+            else:
+                plans = []
+                accounts = collection.read_inventory()
+            tracker.phase = "the account list"
+            with transaction.atomic():
+                if collection.in_parts:
+                    ingest.apply_accounts(accounts)
+                else:
+                    ingest.apply_inventory(accounts)
+                _record_credential(connection, collection, now=started)
+                plan_part.counts = {**ingest.counts.as_dict(), **collection.counts}
+                plan_part.failed_accounts = _failed(accounts)
+                plan_part.problems = list(collection.problems)
+                plan_part.notes = collection.notes()
+                plan_part.http_requests = collection.requests()
+                parts = _create_parts(run, plans, plan_part, now=started)
+        return run, parts, collection
+    except CollectError as exc:
+        error = exc.sentence
+        outcome = SyncRun.Outcome.FAILED
+    except SoftTimeLimitExceeded:
+        error = (
+            f"The sync reached its time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s) while "
+            f"reading {tracker.phase}, before it could store anything: the data shown is "
+            "from the last sync. The next sync starts again; if this repeats, raise "
+            "CELERY_TASK_SOFT_TIME_LIMIT."
+        )
+        outcome = SyncRun.Outcome.FAILED
+        logger.warning("Sync of connection %s: %s", connection.pk, error)
+    except Exception as exc:
+        logger.exception("Sync of connection %s failed unexpectedly", connection.pk)
+        error = _unexpected(exc, tracker.phase)
+        outcome = SyncRun.Outcome.FAILED
+    requests = collection.requests() if collection is not None else 0
+    if collection is not None:
+        collection.close()
+    finish_sync_run(
+        run,
+        outcome=outcome,
+        now=timezone.now(),
+        counts=ingest.counts.as_dict(),
+        http_requests=requests,
+        error=error,
+        stored_data=False,
+    )
+    return run, [], None
+
+
+def _create_parts(
+    run: SyncRun, plans: list[Any], plan_part: PartResult, *, now: datetime
+) -> list[SyncChunk]:
+    """The plan itself (done) as part 1, then the account parts, then the audit log."""
+    size = settings.VECTIS_SYNC_CHUNK_ACCOUNTS
+    rows = [
+        SyncChunk(
+            run=run,
+            number=0,
+            kind=SyncChunk.Kind.PLAN,
+            state=SyncChunk.State.DONE,
+            accounts=len(plans) or plan_part.counts.get("accounts_seen", 0),
+            attempts=1,
+            started_at=run.started_at,
+            heartbeat_at=now,
+            finished_at=timezone.now(),
+            counts=plan_part.counts,
+            failed_accounts=plan_part.failed_accounts,
+            problems=plan_part.problems,
+            notes=plan_part.notes,
+            http_requests=plan_part.http_requests,
+            stored=True,
+        )
+    ]
+    for start in range(0, len(plans), size):
+        piece = plans[start : start + size]
+        rows.append(
+            SyncChunk(
+                run=run,
+                number=len(rows),
+                kind=SyncChunk.Kind.ACCOUNTS,
+                payload=[plan.payload for plan in piece],
+                account_ids=[plan.account.external_id for plan in piece],
+                accounts=len(piece),
+                queued_at=now,
+            )
+        )
+    rows.append(SyncChunk(run=run, number=len(rows), kind=SyncChunk.Kind.AUDIT, queued_at=now))
+    created = SyncChunk.objects.bulk_create(rows)
+    SyncRun.objects.filter(pk=run.pk).update(chunks_total=len(rows), chunks_finished=1)
+    run.chunks_total, run.chunks_finished = len(rows), 1
+    return [chunk for chunk in created if chunk.state == SyncChunk.State.PENDING]
+
+
+# --- 2. the parts -------------------------------------------------------------------------
+
+
+def run_part(
+    chunk_id: int,
+    *,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+    provider: SyncProvider | None = None,
+) -> SyncRun | None:
+    """Do one part in this process (a Celery task): claim it, read and store it, record
+    how it ended, and finish the run when it was the last. None when the part was not
+    this worker's to do (claimed elsewhere, ended, or its run is over)."""
+    chunk = claim_chunk(chunk_id, now=now or timezone.now())
+    if chunk is None:
+        return None
+    run = chunk.run
+    connection = run.connection
+    tracker = SyncProgress(progress)
+    part: _Part | None = None
+    result = PartResult()
+    collection: Collection | None = None
+    try:
+        with RunHeartbeat(run, chunk=chunk):
+            source = provider or _sync_provider(connection)
+            collection = source.collect(connection, now=run.started_at, progress=tracker)
+            part = _Part(chunk, collection, tracker)
+            result = part.result
+            if chunk.kind == SyncChunk.Kind.ACCOUNTS:
+                part.accounts()
+            else:
+                part.audit_all()
+    except SoftTimeLimitExceeded:
+        result.stopped_early = True
+        result.stored = chunk.kind == SyncChunk.Kind.AUDIT  # its batches are stored as they come
+        result.error = _time_limit(tracker.phase, kept=chunk.kind == SyncChunk.Kind.AUDIT)
+        logger.warning("Sync of connection %s: %s", connection.pk, result.error)
+    except Exception as exc:
+        logger.exception("Part %s of a sync of connection %s failed", chunk.number, connection.pk)
+        result.state = SyncChunk.State.FAILED
+        result.error = _unexpected(exc, tracker.phase)
+    finally:
+        if part is not None:
+            part.settle()
+        if collection is not None:
+            result.http_requests = collection.requests()
+            collection.close()
+    if result.record(chunk, now=timezone.now()):
+        return finish_run(run.pk)
+    return SyncRun.objects.get(pk=run.pk)
+
+
+class _Part:
+    """One part read through a provider's Collection and stored, step by step, so the
+    same code serves a Celery task (one part) and `run_sync` (every part, interleaved)."""
+
+    def __init__(self, chunk: SyncChunk, collection: Collection, tracker: SyncProgress) -> None:
+        self.chunk = chunk
+        self.collection = collection
+        self.tracker = tracker
+        self.connection = chunk.run.connection
+        self.ingest = Ingest(self.connection, now=chunk.run.started_at)
+        self.result = PartResult()
+        self._stream: Iterator[AuditBatch] | None = None
+        self.done = False
+        # A stop was raised while it was storing (it, not another part, was interrupted).
+        self.interrupted = False
+        self._provider_counts: dict[str, int] = {}
+
+    # accounts
+
+    def accounts(self) -> None:
+        """Read this part's accounts and store them in one transaction."""
+        assert self.collection.read_accounts is not None
+        before = dict(self.collection.counts)
+        self.tracker.phase = f"the customer accounts (part {self.chunk.number})"
+        accounts = self.collection.read_accounts(list(self.chunk.payload), self.tracker)
+        self.tracker.phase = "the connectors and backup statuses"
+        with transaction.atomic():
+            self.ingest.apply_part(accounts)
+        self.result.stored = True
+        self.result.failed_accounts = _failed(accounts)
+        self._provider_counts = {k: v - before.get(k, 0) for k, v in self.collection.counts.items()}
+        self.result.notes = self.collection.notes()
+        self.done = True
+        self.settle()
+
+    def settle(self) -> None:
+        """The part's counts, as far as it got: what was stored, and what the provider
+        counted for it (an account part that stopped before storing counts nothing)."""
+        if self.chunk.kind == SyncChunk.Kind.AUDIT:
+            self.result.counts = {
+                **self.ingest.counts.as_dict(),
+                **self.collection.audit_counts,
+            }
+        elif self.result.stored:
+            self.result.counts = {**self.ingest.counts.as_dict(), **self._provider_counts}
+
+    # audit log
+
+    def audit_step(self, *, wait: bool) -> bool:
+        """Store the audit batches that are ready (all of them, waiting for each, when
+        `wait`); True when the audit log has ended."""
+        if self.done:
+            return True
+        if self._stream is None:
+            self.tracker.phase = "the audit log"
+            self._stream = iter(self.collection.audit())
+        # Without waiting, a few batches at a time: the caller is reading accounts.
+        budget = None if wait else PUMP_BATCHES
+        try:
+            while wait or (budget and self.collection.audit_ready()):
+                if budget is not None:
+                    budget -= 1
+                self.interrupted = True
+                self._store(next(self._stream))
+                self.interrupted = False
+        except StopIteration:
+            self.interrupted = False
+            self._end_audit()
+        except AuditError as exc:
+            self.interrupted = False
+            self.result.problems.append(
+                f"The audit log could not be read completely: {exc.sentence}"
+            )
+            self._end_audit()
+        return self.done
+
+    def audit_all(self) -> None:
+        self.audit_step(wait=True)
+
+    def _store(self, batch: AuditBatch) -> None:
+        if batch.phase:
+            self.tracker.phase = batch.phase
+        with transaction.atomic():
+            relax_commit()  # the batch and its cursor are lost, or kept, together
+            self.ingest.insert_events(batch.events, seen=batch.seen or len(batch.events))
+            self.connection.sync_state = batch.sync_state
+            Connection.objects.filter(pk=self.connection.pk).update(sync_state=batch.sync_state)
+        self.tracker("audit events", self.ingest.counts.events_seen, 0)
+
+    def _end_audit(self) -> None:
+        self.done = True
+        self.result.stored = True
+        self.settle()
+
+
+# --- 3. the finish -------------------------------------------------------------------------
+
+
+def finish_run(run_id: int, *, http_requests: int | None = None) -> SyncRun:
+    """Finish a run whose parts have all ended: relink stored events, sum the parts'
+    counts, pick the outcome and its sentence, record it (once, whoever calls)."""
+    run = SyncRun.objects.select_related("connection").get(pk=run_id)
+    if run.outcome != SyncRun.Outcome.RUNNING:
+        return run
+    parts = list(run.chunks.order_by("number"))
+    counts: dict[str, int] = {}
+    for part in parts:
+        for key, value in part.counts.items():
+            counts[key] = counts.get(key, 0) + int(value)
+    ingest = Ingest(run.connection, now=run.started_at)
+    added = sum(counts.get(k, 0) for k in ("events_added", "own_reads_added", "connectors_added"))
+    ingest.relink(rows_added=added)
+    counts["events_relinked"] = counts.get("events_relinked", 0) + ingest.counts.events_relinked
+    failed: dict[str, str] = {}
+    for part in parts:
+        failed.update(part.failed_accounts)
+    failed.update(_unread_parts(run, parts))
+    notes: list[str] = []
+    for part in parts:
+        notes += [note for note in part.notes if note not in notes]
+    outcome, error, stopped_early, stored = _verdict(parts, failed)
+    return finish_sync_run(
+        run,
+        outcome=outcome,
+        now=timezone.now(),
+        counts=counts,
+        http_requests=http_requests
+        if http_requests is not None
+        else sum(part.http_requests for part in parts),
+        error=error,
+        failed_accounts=sorted(failed),
+        stopped_early=stopped_early,
+        stored_data=stored,
+        notes=" ".join(notes),
+    )
+
+
+def _verdict(parts: list[SyncChunk], failed: dict[str, str]) -> tuple[str, str, bool, bool]:
+    """(outcome, sentence, stopped early, the accounts were stored) of a run's parts."""
+    account_parts = [p for p in parts if p.kind == SyncChunk.Kind.ACCOUNTS]
+    stored = all(p.stored for p in account_parts)
+    sentences: list[str] = []
+    stopped = [p for p in parts if p.stopped_early]
+    if stopped:
+        lead = next((p for p in stopped if p.error), stopped[0])
+        if lead.error:
+            sentences.append(lead.error)
+        unread = sum(p.accounts for p in account_parts if not p.stored and p != lead)
+        if unread:
+            sentences.append(
+                f"{unread} account(s) were not read before it stopped; they keep the data "
+                "of the last sync and are read again next time."
+            )
+    broken = [p for p in parts if p.state == SyncChunk.State.FAILED and not p.stopped_early]
+    for part in broken:
+        if part.kind == SyncChunk.Kind.AUDIT and part.error:
+            sentences.append(f"The audit log could not be read: {part.error}")
+        # (a failed part of accounts names its accounts among those not read)
+    if failed:
+        sentences.append(
+            f"{len(failed)} account(s) could not be read: " + "; ".join(sorted(failed.values())[:5])
+        )
+    for part in parts:
+        sentences += part.problems
+    if broken and len(broken) == len(parts) - 1 and not any(p.stored for p in broken):
+        return SyncRun.Outcome.FAILED, " ".join(sentences), False, False
+    if stopped or broken or failed or any(p.problems for p in parts):
+        only_stopped = bool(stopped) and not broken
+        return SyncRun.Outcome.PARTIAL, " ".join(sentences), only_stopped, stored
+    return SyncRun.Outcome.SUCCEEDED, "", False, True
+
+
+def _unread_parts(run: SyncRun, parts: list[SyncChunk]) -> dict[str, str]:
+    """The accounts of the parts of accounts that failed as a whole (their worker kept
+    dying, or an unexpected error): id -> a sentence naming the account and why."""
+    broken = [
+        p
+        for p in parts
+        if p.kind == SyncChunk.Kind.ACCOUNTS
+        and p.state == SyncChunk.State.FAILED
+        and not p.stopped_early
+        and p.error
+    ]
+    if not broken:
+        return {}
+    ids = [account for part in broken for account in part.account_ids]
+    names = dict(
+        AccountLink.objects.filter(
+            connection_id=run.connection_id, external_id__in=ids
+        ).values_list("external_id", "company_name")
+    )
+    return {
+        account: f"{names.get(account) or account} ({account}): {part.error}"
+        for part in broken
+        for account in part.account_ids
+    }
+
+
+# --- everything in this process ---------------------------------------------------------------
 
 
 def run_sync(
@@ -51,66 +482,157 @@ def run_sync(
     progress: Progress | None = None,
     provider: SyncProvider | None = None,
 ) -> SyncRun:
-    """Sync one connection and return its finished run. Raises
-    `integrations.lifecycle.SyncAlreadyRunning` when another sync holds the claim."""
-    started = now or timezone.now()
-    source = provider or _sync_provider(connection)
-    run = claim_sync_run(connection, trigger=trigger, now=started)
-    tracker = SyncProgress(progress)
-    ingest = Ingest(connection, now=started)
-    collection: Collection | None = None
-    outcome: str = SyncRun.Outcome.SUCCEEDED
-    error, stopped_early = "", False
+    """Sync one connection in this process and return its finished run. Raises
+    `integrations.lifecycle.SyncAlreadyRunning` when another sync holds the claim.
+
+    The parts run here, interleaved: the audit log is read by the provider's threads
+    from the start, and this thread stores its batches whenever they are ready — between
+    the accounts' requests (at each progress report) and after each part — so reading the
+    accounts and the audit log overlap, within the connection's request budget. A time
+    limit stops every part, each recording what it kept; anything unexpected fails the
+    run with a sentence."""
+    run, parts, collection = start_sync(
+        connection, trigger=trigger, now=now, progress=progress, provider=provider
+    )
+    if collection is None:
+        return run
+    inline = _Inline(run, parts, collection, progress)
     try:
         with RunHeartbeat(run):
-            collection = source.collect(connection, now=started, progress=tracker)
-            collection.read_inventory()
-            outcome, error = _ingest(connection, collection, ingest, tracker)
-    except CollectError as exc:
-        outcome, error = SyncRun.Outcome.FAILED, exc.sentence
+            inline.go()
     except SoftTimeLimitExceeded:
-        stopped_early = True
-        outcome = SyncRun.Outcome.PARTIAL
-        limit = settings.CELERY_TASK_SOFT_TIME_LIMIT
-        if ingest.inventory_stored:
-            error = (
-                f"The sync reached its time limit ({limit} s) while reading {tracker.phase}. "
-                "Everything read so far is kept, and the next sync continues from there."
-            )
-        else:
-            error = (
-                f"The sync reached its time limit ({limit} s) while reading {tracker.phase}, "
-                "before it could store them: nothing of this run was kept and the data shown "
-                "is from the last sync. The next sync reads them again; if this repeats, "
-                "raise CELERY_TASK_SOFT_TIME_LIMIT."
-            )
-        logger.warning("Sync of connection %s: %s", connection.pk, error)
+        inline.stop(exc=None)
     except Exception as exc:
         logger.exception("Sync of connection %s failed unexpectedly", connection.pk)
-        outcome = SyncRun.Outcome.FAILED
-        error = (
-            f"The sync stopped on an unexpected error ({type(exc).__name__}) while reading "
-            f"{tracker.phase}. What it read before is kept and the next sync continues from "
-            "there; if this happens again, send the worker log of this time to support."
-        )
+        inline.stop(exc=exc)
     finally:
-        if collection is not None:
-            collection.close()
-    counts = ingest.counts.as_dict()
-    if collection is not None:
-        counts.update(collection.counts)
-    return finish_sync_run(
-        run,
-        outcome=outcome,
-        now=timezone.now(),
-        counts=counts,
-        http_requests=collection.requests() if collection is not None else 0,
-        error=error,
-        failed_accounts=sorted(collection.failed_accounts) if collection is not None else [],
-        stopped_early=stopped_early,
-        stored_data=ingest.inventory_stored,
-        notes=" ".join(collection.notes()) if collection is not None else "",
-    )
+        requests = collection.requests()
+        collection.close()
+    if inline.crash:
+        return finish_sync_run(
+            run,
+            outcome=SyncRun.Outcome.FAILED,
+            now=timezone.now(),
+            counts=inline.counts(),
+            http_requests=requests,
+            error=inline.crash,
+            stored_data=inline.accounts_stored(),
+        )
+    return finish_run(run.pk, http_requests=requests)
+
+
+class _Inline:
+    """The parts of one run done by this process (see `run_sync`)."""
+
+    def __init__(
+        self,
+        run: SyncRun,
+        parts: list[SyncChunk],
+        collection: Collection,
+        progress: Progress | None,
+    ) -> None:
+        self.run = run
+        self.collection = collection
+        self.progress = progress
+        self.account_chunks = [p for p in parts if p.kind == SyncChunk.Kind.ACCOUNTS]
+        self.audit_chunk = next(p for p in parts if p.kind == SyncChunk.Kind.AUDIT)
+        self.audit: _Part | None = None
+        self.current: _Part | None = None
+        self.finished: list[_Part] = []
+        self.deferred: BaseException | None = None
+        self.crash = ""
+
+    def _pump(self, phase: str, done: int, total: int) -> None:
+        """Progress of an account part: report it, and store the audit batches the
+        audit readers have brought meanwhile. A stop raised by the audit log waits until
+        the account part is stored (it belongs to the audit part, not to this one)."""
+        if self.progress is not None:
+            self.progress(phase, done, total)
+        if self.audit is not None and self.deferred is None and not self.audit.done:
+            try:
+                self.audit.audit_step(wait=False)
+            except BaseException as exc:  # re-raised once the account part is stored
+                self.audit.interrupted = True
+                self.deferred = exc
+
+    def _claim(self, chunk: SyncChunk) -> SyncChunk | None:
+        claimed = claim_chunk(chunk.pk, now=timezone.now())
+        if claimed is not None:
+            claimed.run = self.run
+        return claimed
+
+    def go(self) -> None:
+        chunk = self._claim(self.audit_chunk)
+        if chunk is not None:
+            self.audit = _Part(chunk, self.collection, SyncProgress(self.progress))
+            self.audit.audit_step(wait=False)  # starts the audit readers
+        for pending in self.account_chunks:
+            claimed = self._claim(pending)
+            if claimed is None:
+                continue
+            self.current = _Part(claimed, self.collection, SyncProgress(self._pump))
+            self.current.accounts()
+            self.current.result.record(claimed, now=timezone.now())
+            self.finished.append(self.current)
+            self.current = None
+            if self.deferred is not None:
+                raise self.deferred
+            if self.audit is not None:
+                self.audit.audit_step(wait=False)
+        if self.audit is not None:
+            self.audit.audit_step(wait=True)
+            self.audit.result.record(self.audit.chunk, now=timezone.now())
+            self.finished.append(self.audit)
+
+    def stop(self, *, exc: BaseException | None) -> None:
+        """Record every part that had not ended: the one that was interrupted says why;
+        the others stopped with it. `exc` None: a time limit; else a crash."""
+        now = timezone.now()
+        interrupted: _Part | None = None
+        if self.audit is not None and self.audit.interrupted:
+            interrupted = self.audit
+        elif self.current is not None:
+            interrupted = self.current
+        elif self.audit is not None and self.audit not in self.finished:
+            interrupted = self.audit
+        if exc is not None and interrupted is not None:
+            self.crash = _unexpected(exc, interrupted.tracker.phase)
+        for part in [self.current, self.audit]:
+            if part is None or part in self.finished:
+                continue
+            is_audit = part.chunk.kind == SyncChunk.Kind.AUDIT
+            if exc is None:
+                part.result.stopped_early = True
+                part.result.stored = is_audit  # audit batches are stored as they come
+                if part is interrupted:
+                    part.result.error = _time_limit(part.tracker.phase, kept=is_audit)
+            else:
+                part.result.state = SyncChunk.State.FAILED
+                part.result.error = self.crash if part is interrupted else ""
+            part.settle()
+            part.result.record(part.chunk, now=now)
+            self.finished.append(part)
+        for pending in self.account_chunks:
+            chunk = self._claim(pending)
+            if chunk is None:
+                continue
+            PartResult(
+                state=SyncChunk.State.FAILED if exc is not None else SyncChunk.State.DONE,
+                stopped_early=exc is None,
+            ).record(chunk, now=now)
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for chunk in self.run.chunks.all():
+            for key, value in chunk.counts.items():
+                counts[key] = counts.get(key, 0) + int(value)
+        return counts
+
+    def accounts_stored(self) -> bool:
+        return not self.run.chunks.filter(kind=SyncChunk.Kind.ACCOUNTS, stored=False).exists()
+
+
+# --- helpers -----------------------------------------------------------------------------------
 
 
 def _sync_provider(connection: Connection) -> SyncProvider:
@@ -118,6 +640,38 @@ def _sync_provider(connection: Connection) -> SyncProvider:
     if not callable(getattr(provider, "collect", None)):
         raise TypeError(f"The {provider.name} provider does not sync backups.")
     return provider  # type: ignore[return-value]
+
+
+def _failed(accounts: list[AccountSnapshot]) -> dict[str, str]:
+    """Accounts (id -> sentence naming it) of which something could not be read."""
+    return {
+        account.external_id: f"{account.display_name} ({account.external_id}): {account.error}"
+        for account in accounts
+        if account.error
+    }
+
+
+def _time_limit(phase: str, *, kept: bool) -> str:
+    limit = settings.CELERY_TASK_SOFT_TIME_LIMIT
+    if kept:
+        return (
+            f"The sync reached its time limit ({limit} s) while reading {phase}. "
+            "Everything read so far is kept, and the next sync continues from there."
+        )
+    return (
+        f"The sync reached its time limit ({limit} s) while reading {phase}, before these "
+        "accounts could be stored: they keep the data of the last sync and are read again "
+        "next time; if this repeats, raise CELERY_TASK_SOFT_TIME_LIMIT or lower "
+        "VECTIS_SYNC_CHUNK_ACCOUNTS."
+    )
+
+
+def _unexpected(exc: BaseException, phase: str) -> str:
+    return (
+        f"The sync stopped on an unexpected error ({type(exc).__name__}) while reading "
+        f"{phase}. What it read before is kept and the next sync continues from there; if "
+        "this happens again, send the worker log of this time to support."
+    )
 
 
 def _record_credential(connection: Connection, collection: Collection, *, now: datetime) -> None:
@@ -137,38 +691,3 @@ def _record_credential(connection: Connection, collection: Collection, *, now: d
     Connection.objects.filter(pk=connection.pk).update(**values)
     for key, value in values.items():
         setattr(connection, key, value)
-
-
-def _ingest(
-    connection: Connection, collection: Collection, ingest: Ingest, tracker: SyncProgress
-) -> tuple[str, str]:
-    """Steps 3 and 4; returns (outcome, error sentence)."""
-    tracker.phase = "the connectors and backup statuses"
-    with transaction.atomic():
-        ingest.apply_inventory(collection.accounts)
-        _record_credential(connection, collection, now=ingest.now)
-    ingest.inventory_stored = True
-    audit_error = ""
-    try:
-        for batch in collection.audit():
-            if batch.phase:
-                tracker.phase = batch.phase
-            with transaction.atomic():
-                ingest.insert_events(batch.events, seen=batch.seen or len(batch.events))
-                connection.sync_state = batch.sync_state
-                Connection.objects.filter(pk=connection.pk).update(sync_state=batch.sync_state)
-            tracker("audit events", ingest.counts.events_seen, 0)
-    except AuditError as exc:
-        audit_error = exc.sentence
-    problems = []
-    failed = collection.failed_accounts
-    if failed:
-        problems.append(
-            f"{len(failed)} account(s) could not be read: " + "; ".join(sorted(failed.values())[:5])
-        )
-    problems += collection.problems
-    if audit_error:
-        problems.append(f"The audit log could not be read completely: {audit_error}")
-    if problems:
-        return SyncRun.Outcome.PARTIAL, " ".join(problems)
-    return SyncRun.Outcome.SUCCEEDED, ""

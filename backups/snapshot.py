@@ -179,20 +179,48 @@ class SyncProgress:
         self._report(phase, done, total)
 
 
+@dataclass(frozen=True)
+class AccountPlan:
+    """One account as the planner lists it: what Vectis stores about the account itself
+    (`account`, whose `connectors` are not read yet) and what the provider needs to read
+    the rest later, maybe in another process (`payload`, JSON)."""
+
+    account: AccountSnapshot
+    payload: dict[str, Any]
+
+
 @dataclass
 class Collection:
-    """One sync's reading of the vendor, opened by `collect()`. The runner asks for the
-    inventory first, whole (`read_inventory`, which may raise CollectError); then for the
-    audit log, a stream of batches read while they are stored (memory stays flat).
-    Whatever happens, the runner can still ask how many requests were sent, and closes
-    it once."""
+    """One sync's reading of the vendor, opened by `collect()`. Nothing is read until the
+    runner asks. The accounts come one of two ways:
 
-    inventory: Callable[[], list[AccountSnapshot]]
+    - **in parts** (`plan` and `read_accounts`): `plan()` lists every account (cheap: the
+      vendor's account list), then `read_accounts(payloads)` reads the connectors,
+      statuses and the rest of some of them — a part of a few hundred, perhaps in another
+      Celery task — so a large MSP is read by several workers and memory stays flat;
+    - **whole** (`inventory`): every account with everything, in one call (a small
+      vendor, or a test).
+
+    Then the audit log: a stream of batches read while they are stored. `plan` and
+    `inventory` raise CollectError when nothing can be read. Whatever happens, the
+    runner can still ask how many requests were sent, and closes it once."""
+
     audit: Callable[[], Iterator[AuditBatch]]
+    #: The audit stream has a batch (or its end) ready: taking it will not wait. Lets
+    #: one process store the audit log while it reads the accounts.
+    audit_ready: Callable[[], bool] = lambda: True
+    inventory: Callable[[], list[AccountSnapshot]] | None = None
+    plan: Callable[[], list[AccountPlan]] | None = None
+    #: (payloads, the part's progress) -> the accounts read whole.
+    read_accounts: Callable[[list[dict[str, Any]], SyncProgress], list[AccountSnapshot]] | None = (
+        None
+    )
     #: Requests sent to the vendor so far (the run records the total).
     requests: Callable[[], int] = lambda: 0
-    #: Counts only the provider knows (records read, own reads not stored, …).
+    #: Counts only the provider knows of its accounts (health read one by one, …) ...
     counts: dict[str, int] = field(default_factory=dict)
+    #: ... and of its audit log (own reads not stored, …).
+    audit_counts: dict[str, int] = field(default_factory=dict)
     #: Release the vendor client (and stop any reader); called once, however the run ends.
     close: Callable[[], None] = lambda: None
     #: What the vendor says about the connection's own credential (None: not read).
@@ -204,8 +232,20 @@ class Collection:
     #: What `read_inventory` returned (empty until then).
     accounts: list[AccountSnapshot] = field(default_factory=list)
 
+    @property
+    def in_parts(self) -> bool:
+        return self.plan is not None and self.read_accounts is not None
+
     def read_inventory(self) -> list[AccountSnapshot]:
-        self.accounts = self.inventory()
+        """Every account with everything, whichever way the provider reads them (whole,
+        or planned and then read in one go)."""
+        if self.inventory is not None:
+            self.accounts = self.inventory()
+        elif self.plan is not None and self.read_accounts is not None:
+            payloads = [plan.payload for plan in self.plan()]
+            self.accounts = self.read_accounts(payloads, SyncProgress())
+        else:
+            raise TypeError("A Collection needs `inventory`, or `plan` and `read_accounts`.")
         return self.accounts
 
     @property

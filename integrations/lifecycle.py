@@ -15,7 +15,10 @@ per connection); a run whose heartbeat stopped is abandoned by the next claim.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from types import TracebackType
@@ -26,7 +29,7 @@ from django.db import IntegrityError, connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from .models import Connection, SyncRun
+from .models import Connection, SyncChunk, SyncRun
 from .signals import sync_finished
 
 logger = logging.getLogger(__name__)
@@ -74,16 +77,20 @@ def beat_sync_run(run: SyncRun, *, now: datetime) -> None:
 
 
 class RunHeartbeat:
-    """Writes a running sync's heartbeat every `VECTIS_SYNC_HEARTBEAT_SECONDS` from a
-    background thread for as long as the run is alive (a context manager around it).
+    """Writes a running sync's heartbeat (and its part's, when given) every
+    `VECTIS_SYNC_HEARTBEAT_SECONDS` from a background thread for as long as the work is
+    alive (a context manager around it).
 
     On a timer, not on progress: a vendor that answers one request a second keeps the
     run looking alive as surely as a fast one. The thread uses its own database
     connection and closes it when the run ends.
     """
 
-    def __init__(self, run: SyncRun, *, interval: float | None = None) -> None:
+    def __init__(
+        self, run: SyncRun, *, chunk: SyncChunk | None = None, interval: float | None = None
+    ) -> None:
         self.run = run
+        self.chunk = chunk
         self.interval = interval or settings.VECTIS_SYNC_HEARTBEAT_SECONDS
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -94,7 +101,12 @@ class RunHeartbeat:
         try:
             while not self._stop.wait(self.interval):
                 try:
-                    beat_sync_run(self.run, now=timezone.now())
+                    now = timezone.now()
+                    beat_sync_run(self.run, now=now)
+                    if self.chunk is not None:
+                        SyncChunk.objects.filter(
+                            pk=self.chunk.pk, state=SyncChunk.State.RUNNING
+                        ).update(heartbeat_at=now)
                 except Exception:  # a lost database connection must not kill the sync
                     logger.warning("Heartbeat of sync run %s not written", self.run.pk)
                     connections.close_all()
@@ -134,7 +146,44 @@ def finish_sync_run(
     failed to read something; it neither counts towards Degraded nor ends a streak.
     `stored_data`: the run stored what it read (False: it stopped before it could, so the
     data shown is still the previous run's and "last successful sync" must not move).
-    The schedule (`next_sync_at`) is not touched: it belongs to the beat tick."""
+    The schedule (`next_sync_at`) is not touched: it belongs to the beat tick. A run
+    that is no longer running (taken as abandoned meanwhile) is left as it is."""
+    with transaction.atomic():
+        # Locked, so of two finishers (the last part's task and the watchdog) one finishes.
+        current = (
+            SyncRun.objects.select_for_update().filter(pk=run.pk).values_list("outcome", flat=True)
+        )
+        if list(current) != [SyncRun.Outcome.RUNNING]:
+            logger.warning("Sync run %s was already over when it was to finish", run.pk)
+            run.refresh_from_db()
+            return run
+        return _finish(
+            run,
+            outcome=outcome,
+            now=now,
+            counts=counts,
+            http_requests=http_requests,
+            error=error,
+            failed_accounts=failed_accounts,
+            stopped_early=stopped_early,
+            stored_data=stored_data,
+            notes=notes,
+        )
+
+
+def _finish(
+    run: SyncRun,
+    *,
+    outcome: str,
+    now: datetime,
+    counts: dict[str, int],
+    http_requests: int,
+    error: str,
+    failed_accounts: list[str] | None,
+    stopped_early: bool,
+    stored_data: bool,
+    notes: str,
+) -> SyncRun:
     run.outcome = outcome
     run.finished_at = now
     run.heartbeat_at = now
@@ -224,3 +273,138 @@ def take_due_slots(*, now: datetime) -> list[int]:
         if moved:
             taken.append(connection.pk)
     return taken
+
+
+# --- the parts of a run ------------------------------------------------------------------------
+#
+# A large sync is split into parts (SyncChunk), each one Celery task. The database, not the
+# broker, keeps them together: a task claims its part (pending → running), beats its
+# heartbeat, and records how it ended; whoever ends the last part finishes the run. The
+# watchdog (`tend_sync_runs`, every beat tick) queues again a part whose worker died or
+# whose message was lost, and fails it after `VECTIS_SYNC_CHUNK_ATTEMPTS` tries.
+
+# A run whose parts have not all ended after this long is ended by the watchdog (its
+# missing parts fail): no worker picked them up.
+RUN_MAX_AGE = timedelta(hours=6)
+
+
+def claim_chunk(chunk_id: int, *, now: datetime) -> SyncChunk | None:
+    """Take a part for this worker, if it is still waiting and its run still running.
+    None: someone else has it, it has ended, or its run is over (a duplicate message, a
+    run taken as abandoned) — the caller does nothing."""
+    claimed = SyncChunk.objects.filter(
+        pk=chunk_id, state=SyncChunk.State.PENDING, run__outcome=SyncRun.Outcome.RUNNING
+    ).update(
+        state=SyncChunk.State.RUNNING,
+        attempts=F("attempts") + 1,
+        started_at=now,
+        heartbeat_at=now,
+        worker=f"{socket.gethostname()}:{os.getpid()}"[:255],
+    )
+    if not claimed:
+        return None
+    return SyncChunk.objects.select_related("run__connection").get(pk=chunk_id)
+
+
+def finish_chunk(chunk: SyncChunk, *, state: str, now: datetime, **result: Any) -> bool:
+    """Record how a part ended (`result`: counts, failed_accounts, problems, notes,
+    http_requests, error, stopped_early, stored); True when it was the run's last part
+    (the caller then finishes the run). A part the watchdog took back meanwhile (its
+    worker looked dead) is not recorded twice."""
+    with transaction.atomic():
+        ended = SyncChunk.objects.filter(pk=chunk.pk, state=SyncChunk.State.RUNNING).update(
+            state=state, finished_at=now, heartbeat_at=now, **result
+        )
+        if not ended:
+            return False
+        return _count_finished(chunk.run_id)
+
+
+def _count_finished(run_id: int) -> bool:
+    """One more part of the run ended (inside the caller's transaction); True when that
+    was the last. The row lock of the UPDATE orders concurrent callers, so exactly one
+    sees the count reach the total."""
+    SyncRun.objects.filter(pk=run_id).update(chunks_finished=F("chunks_finished") + 1)
+    finished, total = SyncRun.objects.filter(pk=run_id).values_list(
+        "chunks_finished", "chunks_total"
+    )[0]
+    return bool(finished >= total)
+
+
+@dataclass
+class Tended:
+    """What the watchdog found: parts to queue again, runs to finish."""
+
+    requeue: list[int] = field(default_factory=list)
+    finish: list[int] = field(default_factory=list)
+
+
+def tend_sync_runs(*, now: datetime) -> Tended:
+    """The watchdog of runs split into parts (every beat tick):
+
+    - a running part whose heartbeat is older than `VECTIS_SYNC_STALE_SECONDS` lost its
+      worker: it waits again (queued anew), or fails after `VECTIS_SYNC_CHUNK_ATTEMPTS`;
+    - a part waiting that long since it was queued may have lost its message: queued
+      again (a duplicate finds it claimed and does nothing);
+    - a run whose parts have not all ended keeps its heartbeat (it is alive while they
+      are handled); one older than RUN_MAX_AGE has its missing parts failed;
+    - a run whose parts have all ended but that nobody finished is finished.
+    """
+    stale_before = now - timedelta(seconds=settings.VECTIS_SYNC_STALE_SECONDS)
+    tended = Tended()
+    live = Q(run__outcome=SyncRun.Outcome.RUNNING)
+    dead = SyncChunk.objects.filter(
+        live, state=SyncChunk.State.RUNNING, heartbeat_at__lt=stale_before
+    ).values_list("pk", "attempts", "run_id")
+    for pk, attempts, run_id in dead:
+        claim = SyncChunk.objects.filter(
+            pk=pk, state=SyncChunk.State.RUNNING, heartbeat_at__lt=stale_before
+        )
+        if attempts >= settings.VECTIS_SYNC_CHUNK_ATTEMPTS:
+            with transaction.atomic():
+                if claim.update(
+                    state=SyncChunk.State.FAILED,
+                    finished_at=now,
+                    error=(
+                        f"The worker reading this part stopped {attempts} time(s) before it "
+                        "finished (crash or restart); its accounts keep the data of the last "
+                        "sync and are read again next time."
+                    ),
+                ) and _count_finished(run_id):
+                    tended.finish.append(run_id)
+        elif claim.update(state=SyncChunk.State.PENDING, queued_at=now):
+            tended.requeue.append(pk)
+    lost = SyncChunk.objects.filter(live, state=SyncChunk.State.PENDING, queued_at__lt=stale_before)
+    for pk in lost.values_list("pk", flat=True):
+        if SyncChunk.objects.filter(
+            pk=pk, state=SyncChunk.State.PENDING, queued_at__lt=stale_before
+        ).update(queued_at=now):
+            tended.requeue.append(pk)
+    parted = SyncRun.objects.filter(outcome=SyncRun.Outcome.RUNNING, chunks_total__gt=0)
+    for run_id in parted.filter(
+        started_at__lt=now - RUN_MAX_AGE, chunks_finished__lt=F("chunks_total")
+    ).values_list("pk", flat=True):
+        with transaction.atomic():
+            for pk in SyncChunk.objects.filter(
+                run_id=run_id, state__in=[SyncChunk.State.PENDING, SyncChunk.State.RUNNING]
+            ).values_list("pk", flat=True):
+                if SyncChunk.objects.filter(
+                    pk=pk, state__in=[SyncChunk.State.PENDING, SyncChunk.State.RUNNING]
+                ).update(
+                    state=SyncChunk.State.FAILED,
+                    finished_at=now,
+                    error=(
+                        f"No worker finished this part within {RUN_MAX_AGE.seconds // 3600} "
+                        "hours; its accounts keep the data of the last sync."
+                    ),
+                ) and _count_finished(run_id):
+                    tended.finish.append(run_id)
+    parted.filter(chunks_finished__lt=F("chunks_total")).update(heartbeat_at=now)
+    tended.finish += [
+        pk
+        for pk in parted.filter(
+            chunks_finished__gte=F("chunks_total"), heartbeat_at__lt=stale_before
+        ).values_list("pk", flat=True)
+        if pk not in tended.finish
+    ]
+    return tended

@@ -117,6 +117,10 @@ class SyncRun(models.Model):
     # What the vendor does not offer these credentials (a read it refuses): said, but
     # not a failure of the run.
     notes = models.TextField(blank=True, default="")
+    # The parts the run was split into (SyncChunk) and how many have ended: the run
+    # finishes when the last one does. 0 parts: a run that ended while planning.
+    chunks_total = models.PositiveIntegerField(default=0)
+    chunks_finished = models.PositiveIntegerField(default=0)
 
     class Meta:
         db_table = "integration_sync_runs"
@@ -141,3 +145,77 @@ class SyncRun(models.Model):
         if self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+
+class SyncChunk(models.Model):
+    """One part of a sync run, done by one Celery task: a slice of the connection's
+    accounts, or the audit log. Parts of one run may run on several workers at once.
+
+    The database coordinates them, not the broker: a task claims its part with a
+    conditional UPDATE (pending → running), writes its heartbeat while it works, and
+    records how it ended; the task that ends the last part finishes the run. A part whose
+    worker died (stale heartbeat) goes back to pending and is queued again, at most
+    `VECTIS_SYNC_CHUNK_ATTEMPTS` times; then it fails, and the run ends partial naming
+    its accounts. A message lost by the broker is queued again the same way.
+    """
+
+    class Kind(models.TextChoices):
+        PLAN = "plan", "Account list"
+        ACCOUNTS = "accounts", "Accounts"
+        AUDIT = "audit", "Audit log"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Waiting for a worker"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="chunks")
+    number = models.PositiveIntegerField()
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    # What the provider needs to read this part (its accounts), as the planner gave it,
+    # and the accounts' external ids (to name them when the part fails).
+    payload = models.JSONField(default=list, blank=True)
+    account_ids = models.JSONField(default=list, blank=True)
+    accounts = models.PositiveIntegerField(default=0)
+    # Who did it (host:pid of the worker), for an operator following a run.
+    worker = models.CharField(max_length=255, blank=True, default="")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    counts = models.JSONField(default=dict, blank=True)
+    # Accounts of this part that could not be read: external id -> sentence naming it.
+    failed_accounts = models.JSONField(default=dict, blank=True)
+    problems = models.JSONField(default=list, blank=True)
+    notes = models.JSONField(default=list, blank=True)
+    http_requests = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    # It stopped at a time limit and the next run continues where it stopped.
+    stopped_early = models.BooleanField(default=False)
+    # Everything it read is stored (False: it stopped before its accounts were written).
+    stored = models.BooleanField(default=False)
+
+    class Meta:
+        db_table = "integration_sync_chunks"
+        ordering = ["run", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "number"], name="sync_chunk_number_per_run"),
+        ]
+        indexes = [
+            # The watchdog: parts waiting or running, by state.
+            models.Index(
+                fields=["state", "heartbeat_at"],
+                condition=Q(state__in=["pending", "running"]),
+                name="sync_chunk_unfinished_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        if self.kind == self.Kind.PLAN:
+            return f"Part {self.number + 1}: the account list ({self.accounts} account(s))"
+        if self.kind == self.Kind.AUDIT:
+            return f"Part {self.number + 1}: the audit log"
+        return f"Part {self.number + 1}: {self.accounts} account(s)"

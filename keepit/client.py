@@ -29,6 +29,7 @@ import random
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -215,6 +216,33 @@ class KeepitCredentials:
         return f"{self.kind} {self.login}"
 
 
+class _FairBudget:
+    """At most `size` holders at once, served in the order they asked (the standard
+    library's semaphore lets a thread that just released take the slot straight back,
+    so the accounts' readers would starve the audit log's readers sharing the budget)."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._lock = threading.Lock()
+        self._waiting: deque[threading.Event] = deque()
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._free > 0 and not self._waiting:
+                self._free -= 1
+                return
+            turn = threading.Event()
+            self._waiting.append(turn)
+        turn.wait()  # the slot is handed over by the releaser
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            if self._waiting:
+                self._waiting.popleft().set()
+            else:
+                self._free += 1
+
+
 class _RequestCounter:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -228,8 +256,8 @@ class _RequestCounter:
 class KeepitClient:
     """Read-only access to one Keepit region with one credential.
 
-    Thread-safe for concurrent reads (the sync fans out over a thread pool); size the
-    connection pool with `pool_size` to match.
+    Thread-safe for concurrent reads (the sync fans out over thread pools); `pool_size`
+    is both the connection pool and the request budget: never more requests in flight.
     """
 
     def __init__(
@@ -256,6 +284,9 @@ class KeepitClient:
         self.max_response_bytes = max(1, max_response_bytes)
         self._sleep = sleep
         self._requests = _RequestCounter()
+        # The request budget: at most `pool_size` requests in flight, whichever threads
+        # send them (the accounts' and the audit log's readers share one client).
+        self._in_flight = _FairBudget(max(pool_size, 1))
         self._session = requests.Session()
         # Bytes, so requests sends them as they are: UTF-8, like Keepit's own client.
         self._session.auth = HTTPBasicAuth(
@@ -540,24 +571,25 @@ class KeepitClient:
         attempt = 0
         while True:
             attempt += 1
-            self._requests.increment()
             failure: str
             retry_after: float | None = None
             try:
-                response = self._session.request(
-                    method,
-                    url,
-                    params=params,
-                    data=body,
-                    headers=headers,
-                    timeout=self.timeout,
-                    stream=True,
-                )
-                try:
-                    status = response.status_code
-                    content = self._read_capped(response) if status < 300 else b""
-                finally:
-                    response.close()
+                with self._in_flight:
+                    self._requests.increment()  # counted when it really goes out
+                    response = self._session.request(
+                        method,
+                        url,
+                        params=params,
+                        data=body,
+                        headers=headers,
+                        timeout=self.timeout,
+                        stream=True,
+                    )
+                    try:
+                        status = response.status_code
+                        content = self._read_capped(response) if status < 300 else b""
+                    finally:
+                        response.close()
             except _AnswerTooLarge as exc:
                 cap = self.max_response_bytes / (1024 * 1024)
                 size = f" ({exc.size / (1024 * 1024):.0f} MB)" if exc.size else ""

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 
-from backups.snapshot import AccountSnapshot, AuditBatch, AuditError, SyncProgress
+from backups.snapshot import AccountPlan, AccountSnapshot, AuditBatch, AuditError, SyncProgress
 from integrations.models import Connection
 
 from .client import AUDIT_PAGE_SIZE, KeepitClient
@@ -66,7 +66,9 @@ class KeepitCollector:
         self.state = dict(sync_state)
         self.now = now
         self.progress = progress
-        self.own_reads_skipped = 0
+        self.reader: AuditReader | None = None
+        # What the provider knows of the audit log that the ingest does not.
+        self.audit_counts: dict[str, int] = {"own_reads_skipped": 0}
         # What the provider knows that the ingest does not (merged into the run's counts).
         self.counts: dict[str, int] = {}
         self.inventory = InventoryReader(
@@ -79,11 +81,21 @@ class KeepitCollector:
 
     # --- inventory -----------------------------------------------------------------------
 
-    def accounts(self) -> list[AccountSnapshot]:
-        """Every child account with its connectors, statuses, job days and seats
-        (keepit/inventory.py); raises KeepitError when the child list cannot be read."""
+    def plan(self) -> list[AccountPlan]:
+        """Every child account, listed (keepit/inventory.py); raises KeepitError when the
+        child list cannot be read."""
         try:
-            return self.inventory.accounts()
+            return self.inventory.plan()
+        finally:
+            self.counts.update(self.inventory.counts)
+
+    def read_accounts(
+        self, payloads: list[dict[str, Any]], progress: SyncProgress
+    ) -> list[AccountSnapshot]:
+        """Some planned accounts with their connectors, statuses, job days and seats
+        (`progress`: the part's, which its reads report to)."""
+        try:
+            return self.inventory.read(payloads, progress=progress)
         finally:
             self.counts.update(self.inventory.counts)
 
@@ -134,20 +146,28 @@ class KeepitCollector:
                 found[(start, end)] = max(0, offset - AUDIT_PAGE_SIZE)
         return found
 
-    def audit(self) -> Generator[AuditBatch, None, None]:
-        """The audit log as batches, each with the sync state to commit with it. Slices
-        are read concurrently (`KEEPIT_AUDIT_CONCURRENCY` at a time, oldest first); each
-        batch carries the state as far as what has been stored: the cursor moves only
-        over the slices that are complete from the window's start, and a slice in
-        progress keeps the page to resume at. Raises AuditError (with a sentence) when
-        Keepit stops answering as it should; what was stored stays."""
+    def audit(self) -> Iterator[AuditBatch]:
+        """The audit log as batches (the reading starts at once), each with the sync
+        state to commit with it. Slices are read concurrently (`KEEPIT_AUDIT_CONCURRENCY`
+        at a time, oldest first); each batch carries the state as far as what has been
+        stored: the cursor moves only over the slices that are complete from the
+        window's start, and a slice in progress keeps the page to resume at. Raises
+        AuditError (with a sentence) when Keepit stops answering as it should; what was
+        stored stays."""
         resume = self._resume_offsets()
         # A slice a stopped run was reading resumes at its page; one the grid no longer
         # has (the old tail, which ended at the old "now") is covered by the new slices
         # from their start, and the dedup key drops what both read.
         work = [(piece, resume.get(piece, 0)) for piece in self.slices()]
-        if work:
-            yield from AuditReader(self, work).batches()
+        if not work:
+            return iter(())
+        self.reader = AuditReader(self, work)
+        self.reader.start()
+        return self.reader.batches()
+
+    def audit_ready(self) -> bool:
+        """A batch of the audit log can be had without waiting (or the log has ended)."""
+        return self.reader is None or self.reader.ready()
 
     def _state_after(self, reader: AuditReader) -> dict[str, Any]:
         """The sync state as far as the batches stored so far reach."""
@@ -191,6 +211,22 @@ class AuditReader:
         self._next = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._read, name=f"keepit-audit-reader-{n}", daemon=True)
+            for n in range(self._readers)
+        ]
+        self._finished_readers = 0
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def ready(self) -> bool:
+        """A batch (or the end, or a failure) can be taken without waiting."""
+        with self._queue.mutex:
+            items = list(self._queue.queue)
+        ends = sum(1 for item in items if item is None)
+        return len(items) > ends or self._finished_readers + ends >= len(self._threads)
 
     def _take(self) -> int | None:
         with self._lock:
@@ -240,21 +276,14 @@ class AuditReader:
 
     def batches(self) -> Iterator[AuditBatch]:
         collector = self.collector
-        threads = [
-            threading.Thread(target=self._read, name=f"keepit-audit-reader-{n}", daemon=True)
-            for n in range(self._readers)
-        ]
-        for thread in threads:
-            thread.start()
         own_login = collector.client.login
         store_own = settings.KEEPIT_STORE_OWN_READS
-        finished_readers = 0
         total = len(self.work)
         try:
-            while finished_readers < len(threads):
+            while self._finished_readers < len(self._threads):
                 item = self._queue.get()
                 if item is None:
-                    finished_readers += 1
+                    self._finished_readers += 1
                     continue
                 if isinstance(item, KeepitError):
                     raise AuditError(str(item)) from item
@@ -266,7 +295,7 @@ class AuditReader:
                     if event is None:
                         continue
                     if event.is_own_read and not store_own:
-                        collector.own_reads_skipped += 1
+                        collector.audit_counts["own_reads_skipped"] += 1
                         continue
                     events.append(event)
                 self._record(item)
@@ -289,8 +318,9 @@ class AuditReader:
             self._stop.set()
             while not self._queue.empty():
                 self._queue.get_nowait()
-            for thread in threads:
-                thread.join(timeout=2)
+            for thread in self._threads:
+                if thread.is_alive():
+                    thread.join(timeout=2)
 
     def _oldest_open(self) -> datetime:
         for index, ((start, _end), _offset) in enumerate(self.work):

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.conf import settings
 
@@ -47,6 +47,7 @@ from backups.known import (
 )
 from backups.models import JobOutcome
 from backups.snapshot import (
+    AccountPlan,
     AccountSnapshot,
     ConnectorSnapshot,
     CredentialSnapshot,
@@ -132,6 +133,8 @@ class AccountReading:
     health_fallbacks: int = 0
     status_reads: int = 0
     job_history_reads: int = 0
+    # Its seat-limit violations from the partner-wide call (None: that call failed).
+    violations: list[SeatViolation] | None = None
 
     def failure_count(self, day: date, guid: str) -> int:
         counts = self.counts.get(day, {}).get(guid)
@@ -200,41 +203,89 @@ class InventoryReader:
         self.known = KnownJobDays()
         self.stored: dict[str, StoredStatus] = {}
         self.seats_read: dict[str, datetime | None] = {}
-        self.excluded: set[str] = set()
-        self.violations: dict[str, list[SeatViolation]] | None = None
 
-    def accounts(self) -> list[AccountSnapshot]:
-        """Every child account with its connectors, statuses, job days and seats (raises
-        KeepitError when the child list itself cannot be read)."""
+    def plan(self) -> list[AccountPlan]:
+        """Every child account, listed (raises KeepitError when the child list itself
+        cannot be read), with what reading it later needs: the account, whether it is
+        excluded, its seat-limit violations. Reads the per-connection calls too (the
+        violations of every account in one call, the token)."""
         self.progress.phase = "the customer accounts"
         children = self.client.child_accounts(self.parent_guid)
         self.counts["accounts_seen"] = len(children)
-        self.known = known_job_days(self.connection, today=self.now.date())
-        self.stored = stored_statuses(self.connection)
-        self.seats_read = seat_reads(self.connection)
-        self.excluded = excluded_accounts(self.connection)
-        self.counts["accounts_excluded"] = sum(1 for c in children if c.id in self.excluded)
-        self.violations = self._seat_violations()
+        excluded = excluded_accounts(self.connection)
+        self.counts["accounts_excluded"] = sum(1 for c in children if c.id in excluded)
+        violations = self._seat_violations()
         self.credential = self._credential()
+        plans = []
+        for child in children:
+            own = None if violations is None else violations.get(child.id, [])
+            account = AccountSnapshot(
+                external_id=child.id,
+                company_name=child.company_name,
+                contact_name=child.full_name,
+                email=child.email,
+                connectors=None,
+                deletion_scheduled_at=child.deletion_deadline,
+            )
+            payload = {
+                "child": _child_json(child),
+                "excluded": child.id in excluded,
+                "violations": None if own is None else [_violation_json(v) for v in own],
+            }
+            plans.append(AccountPlan(account=account, payload=payload))
+        return plans
+
+    def read(
+        self, payloads: list[dict[str, Any]], *, progress: SyncProgress | None = None
+    ) -> list[AccountSnapshot]:
+        """Some planned accounts (`plan()` payloads), read whole: connectors, statuses,
+        job days and seats. What is known about them is loaded for them only, so memory
+        follows the part, not the fleet. `progress`: the part's (reports go there)."""
+        if progress is not None:
+            self.progress = progress
+        children = [_child_from_json(payload["child"]) for payload in payloads]
+        ids = [child.id for child in children]
+        self.known = known_job_days(self.connection, today=self.now.date(), accounts=ids)
+        self.stored = stored_statuses(self.connection, accounts=ids)
+        self.seats_read = seat_reads(self.connection, accounts=ids)
+        violations: dict[str, list[SeatViolation] | None] = {
+            child.id: None
+            if payload["violations"] is None
+            else [_violation_from_json(v) for v in payload["violations"]]
+            for child, payload in zip(children, payloads, strict=True)
+        }
         # Excluded accounts are listed (their link stays) but not read: their connectors
         # stay as they were, and a failure there cannot make the run partial.
         readings: dict[str, AccountReading] = {
-            child.id: AccountReading(child=child) for child in children if child.id in self.excluded
+            child.id: AccountReading(child=child, violations=violations[child.id])
+            for child, payload in zip(children, payloads, strict=True)
+            if payload["excluded"]
         }
-        to_read = [child for child in children if child.id not in self.excluded]
+        to_read = [
+            AccountReading(child=child, violations=violations[child.id])
+            for child, payload in zip(children, payloads, strict=True)
+            if not payload["excluded"]
+        ]
         self.progress.phase = "the customer accounts (connectors, health, backup jobs, seats)"
-        for child, reading in fan_out(self.progress, "accounts", self._read_account, to_read):
-            readings[child.id] = reading
+        for reading, _ in fan_out(self.progress, "accounts", self._read_account, to_read):
+            readings[reading.child.id] = reading
         tasks = [task for reading in readings.values() for task in self._connector_tasks(reading)]
         self.progress.phase = "the connectors' health, status and job history"
         for task, result in fan_out(self.progress, "connectors", self._read_connector, tasks):
             readings[task.account].merge(task, result)
         for name in ("health_fallbacks", "status_reads", "job_history_reads"):
-            self.counts[name] = sum(getattr(r, name) for r in readings.values())
+            self.counts[name] = self.counts.get(name, 0) + sum(
+                getattr(r, name) for r in readings.values()
+            )
         for reading in readings.values():
             for name, sentence in reading.unavailable.items():
                 self.unavailable.setdefault(name, sentence)
         return [self._snapshot(readings[child.id]) for child in children]
+
+    def accounts(self) -> list[AccountSnapshot]:
+        """Every child account with its connectors, statuses, job days and seats, in one
+        go (raises KeepitError when the child list cannot be read)."""
+        return self.read([plan.payload for plan in self.plan()])
 
     @property
     def notes(self) -> list[str]:
@@ -246,17 +297,17 @@ class InventoryReader:
 
     # --- per account -----------------------------------------------------------------------
 
-    def _read_account(self, child: ChildAccount) -> AccountReading:
+    def _read_account(self, reading: AccountReading) -> None:
         """Connectors and backup summary; when it has connectors, their health in one
         call and the job counts of the day(s) due; its seats when due."""
-        reading = AccountReading(child=child)
+        child = reading.child
         try:
             reading.connectors = self.client.connectors(child.id)
             reading.summaries = {s.guid: s for s in self.client.backup_summary(child.id)}
         except KeepitError as exc:
             reading.connectors = None
             reading.errors.append(str(exc))
-            return reading
+            return
         if reading.connectors:
             try:
                 found = self.client.connectors_health(child.id)
@@ -283,7 +334,7 @@ class InventoryReader:
         refresh = timedelta(hours=settings.KEEPIT_SEATS_REFRESH_HOURS)
         # The seat list carries its own violation flags; without the violations reading
         # (which gives the grace expiry) it would lose them: read both or neither.
-        if self.violations is not None and (checked is None or self.now - checked >= refresh):
+        if reading.violations is not None and (checked is None or self.now - checked >= refresh):
             try:
                 reading.seats = self.client.seat_usage(child.id)
             except UNAVAILABLE as exc:
@@ -291,7 +342,6 @@ class InventoryReader:
                 reading.seats = []  # said once; asked again tomorrow, not every sync
             except KeepitError as exc:
                 reading.errors.append(f"seat usage: {exc}")
-        return reading
 
     def job_windows(self, child: ChildAccount) -> list[JobWindow]:
         """The UTC days whose job counts this sync reads for an account:
@@ -454,7 +504,7 @@ class InventoryReader:
 
     def _snapshot(self, reading: AccountReading) -> AccountSnapshot:
         child = reading.child
-        violations = None if self.violations is None else self.violations.get(child.id, [])
+        violations = reading.violations
         return AccountSnapshot(
             external_id=child.id,
             company_name=child.company_name,
@@ -565,3 +615,62 @@ def fan_out(
         finished = True
     finally:
         pool.shutdown(wait=finished, cancel_futures=not finished)
+
+
+# --- plans cross processes as JSON ----------------------------------------------------------
+
+
+def _when(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _moment(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _child_json(child: ChildAccount) -> dict[str, Any]:
+    return {
+        "id": child.id,
+        "created": _when(child.created),
+        "parent_id": child.parent_id,
+        "email": child.email,
+        "full_name": child.full_name,
+        "company_name": child.company_name,
+        "deletion_deadline": _when(child.deletion_deadline),
+    }
+
+
+def _child_from_json(data: dict[str, Any]) -> ChildAccount:
+    return ChildAccount(
+        id=data["id"],
+        created=_moment(data["created"]),
+        parent_id=data["parent_id"],
+        email=data["email"],
+        full_name=data["full_name"],
+        company_name=data["company_name"],
+        deletion_deadline=_moment(data["deletion_deadline"]),
+    )
+
+
+def _violation_json(violation: SeatViolation) -> dict[str, Any]:
+    return {
+        "account": violation.account,
+        "group": violation.group,
+        "resource": violation.resource,
+        "readable_name": violation.readable_name,
+        "limit": violation.limit,
+        "usage": violation.usage,
+        "grace_expires": _when(violation.grace_expires),
+    }
+
+
+def _violation_from_json(data: dict[str, Any]) -> SeatViolation:
+    return SeatViolation(
+        account=data["account"],
+        group=data["group"],
+        resource=data["resource"],
+        readable_name=data["readable_name"],
+        limit=data["limit"],
+        usage=data["usage"],
+        grace_expires=_moment(data["grace_expires"]),
+    )

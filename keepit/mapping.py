@@ -6,6 +6,7 @@ Pure functions: connector kind, audit category, backup status, reason codes, sna
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -200,7 +201,9 @@ def connector_kind(connector: Connector) -> str:
     return CONNECTOR_KINDS.get(key, ConnectorKind.OTHER)
 
 
+@functools.lru_cache(maxsize=1024)
 def audit_category(area: str) -> str:
+    """The category of a raw area (cached: Keepit uses a handful of area strings)."""
     lowered = area.lower()
     for keywords, category in CATEGORY_KEYWORDS:
         if any(keyword in lowered for keyword in keywords):

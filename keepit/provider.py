@@ -9,7 +9,7 @@ accounts, in the configured region only. Every failure becomes one specific sent
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +18,7 @@ from typing import Any
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from backups.snapshot import AccountSnapshot, AuditBatch, CollectError, Collection, SyncProgress
+from backups.snapshot import AccountPlan, AuditBatch, CollectError, Collection, SyncProgress
 from integrations.base import ConnectionTestResult, Provider
 from integrations.crypto import SecretDecryptionError
 from integrations.models import Connection
@@ -250,29 +250,32 @@ class KeepitProvider(Provider):
             now=now,
             progress=progress,
         )
-        audits: list[Generator[AuditBatch, None, None]] = []
+        audits: list[Iterator[AuditBatch]] = []
 
-        def inventory() -> list[AccountSnapshot]:
+        def plan() -> list[AccountPlan]:
             try:
-                return collector.accounts()
+                return collector.plan()
             except KeepitError as exc:
                 raise CollectError(describe_error(exc, region=region)) from exc
 
-        def audit() -> Generator[AuditBatch, None, None]:
+        def audit() -> Iterator[AuditBatch]:
             audits.append(collector.audit())
             return audits[-1]
 
         def close() -> None:
             for stream in audits:
-                stream.close()  # stops the audit reader thread if left half-read
-            collector.counts["own_reads_skipped"] = collector.own_reads_skipped
+                if isinstance(stream, Generator):
+                    stream.close()  # stops the audit readers if left half-read
             client.close()
 
         return Collection(
-            inventory=inventory,
+            plan=plan,
+            read_accounts=collector.read_accounts,
             audit=audit,
+            audit_ready=collector.audit_ready,
             requests=lambda: client.request_count,
             counts=collector.counts,
+            audit_counts=collector.audit_counts,
             close=close,
             credential=lambda: collector.inventory.credential,
             problems=collector.inventory.problems,

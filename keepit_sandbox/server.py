@@ -1088,6 +1088,15 @@ def _parse_query_time(value: str | None, default: float) -> float:
 
 
 def _record_xml(record: dict[str, str]) -> str:
+    """A record's XML, kept on the record (the simulation keeps generated records a while,
+    and a client reading slices at once is served the same ones again)."""
+    cached = record.get("_xml")
+    if cached is None:
+        cached = record["_xml"] = _build_record_xml(record)
+    return cached
+
+
+def _build_record_xml(record: dict[str, str]) -> str:
     parts = [
         _element(name, record[name])
         for name in (

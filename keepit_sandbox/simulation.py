@@ -566,6 +566,8 @@ class SandboxMsp:
     _own_reads_lock: threading.Lock = field(init=False)
     _logged: list[dict[str, str]] = field(init=False)
     _queries: OrderedDict[tuple[str, ...], _AuditQuery] = field(init=False)
+    _chunks: OrderedDict[tuple[int, int], list[dict[str, str]]] = field(init=False)
+    _chunks_lock: threading.Lock = field(init=False)
     _job_overrides: dict[str, list[JobOverride]] = field(init=False)
     _seat_overrides: dict[str, dict[str, SeatResource]] = field(init=False)
     _seats_cleared: set[str] = field(init=False)
@@ -604,6 +606,8 @@ class SandboxMsp:
         self._own_reads_lock = threading.Lock()
         self._logged = []
         self._queries = OrderedDict()
+        self._chunks = OrderedDict()
+        self._chunks_lock = threading.Lock()
         self._job_overrides = {}
         self._seat_overrides = {}
         self._seats_cleared = set()
@@ -1278,7 +1282,25 @@ class SandboxMsp:
         return record
 
     def _chunk_events(self, day: int, account_index: int) -> list[dict[str, str]]:
-        """The generated audit records of one account on one day, time-ordered."""
+        """The generated audit records of one account on one day, time-ordered. The
+        latest days' are kept (a client reading a day's slices at once asks for the same
+        account-days again and again): generating them was most of an audit page's cost.
+        Callers must not change the records."""
+        key = (day, account_index)
+        with self._chunks_lock:
+            cached = self._chunks.get(key)
+            if cached is not None:
+                self._chunks.move_to_end(key)
+                return cached
+        events = self._generate_chunk(day, account_index)
+        with self._chunks_lock:
+            self._chunks[key] = events
+            # Two days of every account: the concurrent slices of a day, and the day before.
+            while len(self._chunks) > max(4096, 2 * (len(self.accounts) + 1)):
+                self._chunks.popitem(last=False)
+        return events
+
+    def _generate_chunk(self, day: int, account_index: int) -> list[dict[str, str]]:
         seed = self.config.seed
         account = self.parent if account_index < 0 else self.accounts[account_index]
         count = self.config.events_per_account_per_day

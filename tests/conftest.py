@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -56,61 +58,79 @@ def worker_sandbox() -> Iterator[Any]:
         yield running
 
 
+@contextlib.contextmanager
+def celery_worker(
+    name: str, *, pool: str = "solo", **env: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `celery worker` process on the Redis broker, using the test database (and
+    `env` on top of the test settings), until the block ends. Its log lands in
+    artifacts/celery-<name>.log. `pool="prefork"` for time limits (which the solo pool
+    does not enforce), with one child, as production workers run them."""
+    from vectis.celery import app
+
+    log_path = ARTIFACTS / f"celery-{name}.log"
+    log_path.parent.mkdir(exist_ok=True)
+    hostname = f"{name}-{os.getpid()}@%h"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "vectis",
+                "worker",
+                f"--pool={pool}",
+                "--concurrency=1",
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--hostname",
+                hostname,
+            ],
+            cwd=ROOT,
+            env=subprocess_env(
+                DATABASE_URL=database_url(), CELERY_TASK_ALWAYS_EAGER="false", **env
+            ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            expected = hostname.replace("%h", socket.gethostname())
+            while time.monotonic() < deadline:
+                if process.poll() is not None:
+                    raise RuntimeError(f"celery worker exited early; see {log_path}")
+                replies = app.control.ping(destination=[expected], timeout=1.0)
+                if replies:
+                    break
+            else:
+                raise RuntimeError(f"celery worker did not answer within 60 s; see {log_path}")
+            yield process
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=10)
+
+
 @pytest.fixture(scope="module")
 def celery_worker_process(
     django_db_setup: None, django_db_blocker: Any, worker_sandbox: Any
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A real `celery worker` process on the Redis broker, using the test database and
-    the worker sandbox. Per module: a worker left running would pick up the tasks other
-    tests queue (an alert evaluation after a sync, at the real time) and change their
-    data behind their back."""
+    """A real worker using the worker sandbox. Per module: a worker left running would
+    pick up the tasks other tests queue (an alert evaluation after a sync, at the real
+    time) and change their data behind their back."""
     from vectis.celery import app
 
     app.control.purge()  # drop messages left by an earlier, interrupted run
-    log_path = ARTIFACTS / "celery-worker.log"
-    log_path.parent.mkdir(exist_ok=True)
-    log = log_path.open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "vectis",
-            "worker",
-            "--pool=solo",
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--hostname",
-            f"test-worker-{os.getpid()}@%h",
-        ],
-        cwd=ROOT,
-        env=subprocess_env(
-            DATABASE_URL=database_url(),
-            CELERY_TASK_ALWAYS_EAGER="false",
-            KEEPIT_BASE_URL_TEMPLATE=worker_sandbox.base_url_template,
-        ),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"celery worker exited early; see {log_path}")
-        replies = app.control.ping(timeout=1.0)
-        if replies:
-            break
-    else:
-        process.terminate()
-        raise RuntimeError(f"celery worker did not answer within 60 s; see {log_path}")
-    yield process
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    with celery_worker(
+        "worker", KEEPIT_BASE_URL_TEMPLATE=worker_sandbox.base_url_template
+    ) as process:
+        yield process
 
 
 @pytest.fixture

@@ -314,6 +314,15 @@ if VECTIS_SYNC_STALE_SECONDS < 3 * VECTIS_SYNC_HEARTBEAT_SECONDS:
     )
 # A connection whose last N runs were all partial is Degraded, and alerts like a stale sync.
 VECTIS_DEGRADED_AFTER_PARTIAL_RUNS: int = env.int("VECTIS_DEGRADED_AFTER_PARTIAL_RUNS", default=3)
+# A sync is split into parts of this many accounts (plus one for the audit log), each a
+# Celery task, so several workers share one large MSP; a part whose worker died is queued
+# again up to this many times, then the run ends partial naming its accounts.
+VECTIS_SYNC_CHUNK_ACCOUNTS: int = env.int("VECTIS_SYNC_CHUNK_ACCOUNTS", default=500)
+VECTIS_SYNC_CHUNK_ATTEMPTS: int = env.int("VECTIS_SYNC_CHUNK_ATTEMPTS", default=3)
+if VECTIS_SYNC_CHUNK_ACCOUNTS < 1 or VECTIS_SYNC_CHUNK_ATTEMPTS < 1:
+    raise ImproperlyConfigured(
+        "VECTIS_SYNC_CHUNK_ACCOUNTS and VECTIS_SYNC_CHUNK_ATTEMPTS must be at least 1."
+    )
 
 # --- Alert e-mail delivery ----------------------------------------------------------------
 # A message the SMTP server keeps refusing with a temporary error is retried with backoff

@@ -465,6 +465,41 @@ def test_the_evaluation_query_count_does_not_grow_with_connectors(contoso: Custo
     assert counts[0] == counts[1]
 
 
+def test_a_steady_evaluation_writes_nothing(contoso: Customer) -> None:
+    """Nothing changed since the last pass (the same stale and failed connectors, their
+    alerts open with the same words): the pass writes no row at all — at 80,000
+    connectors rewriting every open alert each pass was most of its time."""
+    StaleRuleFactory.create()
+    FailedRuleFactory.create()
+    for index in range(5):
+        item = ConnectorFactory.create(
+            customer=contoso,
+            name=f"C{index}",
+            backup_status__last_success_at=NOW - timedelta(days=3),
+        )
+        AuditEventFactory.create(connector=item, occurred_at=NOW - timedelta(hours=1))
+    services.evaluate(now=NOW, send=False)
+    opened = Alert.objects.filter(resolved_at__isnull=True).count()
+    assert opened == 10
+    services.notify(now=NOW)
+    before = {a.pk: (a.last_seen_at, a.summary) for a in Alert.objects.all()}
+
+    def rows_written() -> dict[str, int]:
+        """Rows inserted, updated or deleted so far in this (the test's) transaction."""
+        with db.cursor() as cursor:
+            cursor.execute(
+                "SELECT relname, n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_xact_user_tables "
+                "WHERE relname IN ('alerts', 'alert_events', 'alert_notifications')"
+            )
+            return dict(cursor.fetchall())
+
+    written_before = rows_written()
+    services.evaluate(now=NOW + timedelta(minutes=5), send=False)
+    assert rows_written() == written_before
+    assert sum(written_before.values()) > 0  # the counter does count this transaction
+    assert {a.pk: (a.last_seen_at, a.summary) for a in Alert.objects.all()} == before
+
+
 # --- operators and the admin ------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ def test_the_beat_task_syncs_due_connections_through_a_real_worker(
 ) -> None:
     connection = sandbox_connection(worker_sandbox)
     result = sync_due_connections.delay()
-    assert result.get(timeout=30) == {"enqueued": [connection.pk]}
+    assert result.get(timeout=30)["enqueued"] == [connection.pk]
     deadline = time.monotonic() + 60
     run = None
     while time.monotonic() < deadline:
@@ -38,7 +38,10 @@ def test_the_beat_task_syncs_due_connections_through_a_real_worker(
     connection.refresh_from_db()
     assert connection.next_sync_at is not None
     # Not due any more: the next beat tick enqueues nothing.
-    assert sync_due_connections.delay().get(timeout=30) == {"enqueued": []}
+    assert sync_due_connections.delay().get(timeout=30)["enqueued"] == []
+    # The run went through its parts: the account list, one part of accounts, the audit.
+    kinds = list(run.chunks.order_by("number").values_list("kind", "state"))
+    assert kinds == [("plan", "done"), ("accounts", "done"), ("audit", "done")]
 
 
 @pytest.mark.django_db

@@ -1,0 +1,212 @@
+"""A sync in parts over real Celery workers on Redis (issue "Sync at 20,000 accounts"):
+two workers share one connection's parts, a part whose worker dies is queued again (and
+fails, naming its accounts, after its attempts), and a first sync that keeps reaching the
+time limit completes over several runs with every event stored exactly once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from pytest_django.fixtures import Settings as SettingsWrapper
+
+from backups.models import BackupAuditEvent, BackupConnector
+from backups.tasks import sync_connection, sync_due_connections
+from integrations.models import Connection, SyncChunk, SyncRun
+from keepit_sandbox import KeepitSandbox, SandboxConfig
+from tests.conftest import celery_worker, sandbox_connection
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def live_sandbox() -> Iterator[KeepitSandbox]:
+    """A sandbox on real time (the workers sync at the real now), without own-read audit
+    records, so the audit log holds only what the simulated MSP did."""
+    from vectis.celery import app
+
+    app.control.purge()  # no message of an earlier test reaches these workers
+    with KeepitSandbox(
+        SandboxConfig(accounts=6, events_per_account_per_day=12, own_read_audit=False)
+    ) as running:
+        yield running
+
+
+def worker_env(sandbox: KeepitSandbox, **extra: str) -> dict[str, str]:
+    return {
+        "KEEPIT_BASE_URL_TEMPLATE": sandbox.base_url_template,
+        "VECTIS_SYNC_CHUNK_ACCOUNTS": "2",
+        "VECTIS_SYNC_HEARTBEAT_SECONDS": "0.5",
+        "VECTIS_SYNC_STALE_SECONDS": "2",
+        **extra,
+    }
+
+
+def wait_for(condition: Any, *, seconds: float = 60, what: str = "") -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"not within {seconds} s: {what}")
+
+
+def finished_run(connection: Connection, *, after: int = 0, seconds: float = 90) -> SyncRun:
+    def done() -> SyncRun | None:
+        return (
+            SyncRun.objects.filter(connection=connection, pk__gt=after)
+            .exclude(outcome=SyncRun.Outcome.RUNNING)
+            .first()
+        )
+
+    run: SyncRun = wait_for(done, seconds=seconds, what="the run to finish")
+    return run
+
+
+def connector_total(sandbox: KeepitSandbox) -> int:
+    """Backup connectors the sandbox MSP has (Keepit's `system` devices are not)."""
+    return sum(1 for items in sandbox.msp.connectors.values() for c in items if c.type != "system")
+
+
+def audit_total(sandbox: KeepitSandbox, start: float, end: float) -> int:
+    msp = sandbox.msp
+    _page, total = msp.audit_page(msp.parent.guid, start, end, True, 0, 1)
+    return int(total)
+
+
+def test_two_workers_share_the_parts_of_one_connection(
+    live_sandbox: KeepitSandbox, settings: SettingsWrapper
+) -> None:
+    settings.KEEPIT_BASE_URL_TEMPLATE = live_sandbox.base_url_template
+    live_sandbox.server.latency = 0.1  # parts take long enough for both workers to take some
+    connection = sandbox_connection(live_sandbox)
+    env = worker_env(live_sandbox)
+    with celery_worker("fan-a", **env), celery_worker("fan-b", **env):
+        sync_connection.delay(connection.pk, "manual")
+        run = finished_run(connection)
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+    parts = list(run.chunks.order_by("number"))
+    # The account list, three parts of two accounts, the audit log: all done.
+    assert [(p.kind, p.accounts, p.state) for p in parts] == [
+        ("plan", 6, "done"),
+        ("accounts", 2, "done"),
+        ("accounts", 2, "done"),
+        ("accounts", 2, "done"),
+        ("audit", 0, "done"),
+    ]
+    assert len({p.worker for p in parts[1:]}) == 2  # both workers did parts
+    expected = connector_total(live_sandbox)
+    assert BackupConnector.objects.filter(connection=connection).count() == expected
+    assert run.counts["connectors_added"] == expected
+    assert run.counts["accounts_seen"] == 6
+    assert run.counts["events_added"] == BackupAuditEvent.objects.count() > 0
+    assert run.http_requests == sum(p.http_requests for p in parts)
+
+
+@pytest.mark.parametrize("attempts", [2, 1])
+def test_a_part_whose_worker_dies_is_queued_again_or_named_when_out_of_attempts(
+    live_sandbox: KeepitSandbox, settings: SettingsWrapper, attempts: int
+) -> None:
+    """The first part of accounts hangs and its worker is killed. The watchdog (the beat
+    tick) sees its heartbeat stop: with attempts left it queues the part again and a new
+    worker completes the run; without, the part fails and the run ends partial, naming
+    the part's accounts."""
+    settings.KEEPIT_BASE_URL_TEMPLATE = live_sandbox.base_url_template
+    settings.VECTIS_SYNC_HEARTBEAT_SECONDS = 0.5
+    settings.VECTIS_SYNC_STALE_SECONDS = 2
+    settings.VECTIS_SYNC_CHUNK_ATTEMPTS = attempts
+    connection = sandbox_connection(live_sandbox)
+    env = worker_env(live_sandbox)
+    live_sandbox.inject("slow:20", route="devices")  # the first account read hangs
+    with celery_worker("doomed", **env) as doomed:
+        sync_connection.delay(connection.pk, "manual")
+        hanging = wait_for(
+            lambda: SyncChunk.objects.filter(
+                kind=SyncChunk.Kind.ACCOUNTS, state=SyncChunk.State.RUNNING
+            ).first(),
+            what="a part of accounts to start",
+        )
+        time.sleep(0.5)
+        doomed.kill()  # SIGKILL: no goodbye, no cleanup
+        doomed.wait(timeout=10)
+    time.sleep(2.5)  # past VECTIS_SYNC_STALE_SECONDS
+    tended = sync_due_connections.apply().get()
+    if attempts > 1:
+        assert hanging.pk in tended["requeued"]
+    else:
+        assert hanging.pk not in tended["requeued"]
+    with celery_worker("rescuer", **env):
+        run = finished_run(connection)
+    hanging.refresh_from_db()
+    if attempts > 1:
+        assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+        assert (hanging.state, hanging.attempts) == (SyncChunk.State.DONE, 2)
+        assert BackupConnector.objects.filter(connection=connection).count() == (
+            connector_total(live_sandbox)
+        )
+        return
+    assert run.outcome == SyncRun.Outcome.PARTIAL
+    assert hanging.state == SyncChunk.State.FAILED
+    assert "The worker reading this part stopped 1 time(s)" in hanging.error
+    # Its two accounts are named; the other parts were read and stored.
+    assert sorted(run.failed_accounts) == sorted(hanging.account_ids)
+    links = connection.account_links.filter(external_id__in=hanging.account_ids)
+    for link in links:
+        assert f"{link.company_name} ({link.external_id})" in run.error
+    assert "2 account(s) could not be read" in run.error
+    lost = sum(
+        1
+        for account in hanging.account_ids
+        for c in live_sandbox.msp.connectors[account]
+        if c.type != "system"
+    )
+    assert BackupConnector.objects.filter(connection=connection).count() == (
+        connector_total(live_sandbox) - lost
+    )
+
+
+def test_a_first_sync_that_keeps_reaching_the_time_limit_completes_over_three_runs(
+    live_sandbox: KeepitSandbox, settings: SettingsWrapper
+) -> None:
+    """Each audit page takes 1.2 s and a task may run 3 s (Celery's soft time limit): the
+    audit part of the first and second runs stops after two slices, each run continuing
+    where the last stopped, and the third completes — every record stored exactly once."""
+    settings.KEEPIT_BASE_URL_TEMPLATE = live_sandbox.base_url_template
+    connection = sandbox_connection(live_sandbox)
+    env = worker_env(
+        live_sandbox,
+        CELERY_TASK_SOFT_TIME_LIMIT="3",
+        CELERY_TASK_TIME_LIMIT="20",
+        KEEPIT_AUDIT_CONCURRENCY="1",
+        KEEPIT_AUDIT_SLICE_HOURS="72",
+        KEEPIT_AUDIT_OVERLAP_MINUTES="0",
+        VECTIS_SYNC_CHUNK_ACCOUNTS="500",
+    )
+    live_sandbox.inject(*["slow:1.2"] * 40, route="audit")
+    runs: list[SyncRun] = []
+    with celery_worker("limited", pool="prefork", **env):
+        for _ in range(3):
+            sync_connection.delay(connection.pk, "manual")
+            runs.append(finished_run(connection, after=runs[-1].pk if runs else 0))
+            if runs[-1].outcome == SyncRun.Outcome.SUCCEEDED:
+                break
+    assert [run.outcome for run in runs] == ["partial", "partial", "succeeded"], [
+        run.error for run in runs
+    ]
+    for run in runs[:2]:
+        assert run.error.startswith("The sync reached its time limit (3 s) while reading ")
+        assert "Everything read so far is kept, and the next sync continues" in run.error
+        audit = run.chunks.get(kind=SyncChunk.Kind.AUDIT)
+        assert audit.stopped_early
+        assert audit.counts["events_added"] > 0
+    # Every record of the window from the first run's start to the last run's is stored,
+    # once: nothing skipped, nothing repeated.
+    first, last = runs[0].started_at, runs[-1].started_at
+    expected = audit_total(live_sandbox, (first - timedelta(days=14)).timestamp(), last.timestamp())
+    keys = list(BackupAuditEvent.objects.values_list("dedup_key", flat=True))
+    assert len(keys) == len(set(keys)) == expected
+    assert sum(run.counts["events_added"] for run in runs) == expected
