@@ -222,11 +222,18 @@ class BackupAuditEvent(models.Model):
     """One vendor audit-log record. Vendors give no event id, so `dedup_key` (a hash of
     the record's fields) is unique per connection and overlapping windows insert once."""
 
+    # No single-column indexes on connection and customer: the composite indexes below
+    # lead with them (every insert would otherwise update two more indexes for nothing).
     connection = models.ForeignKey(
-        Connection, on_delete=models.CASCADE, related_name="audit_events"
+        Connection, on_delete=models.CASCADE, related_name="audit_events", db_index=False
     )
     customer = models.ForeignKey(
-        Customer, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
+        Customer,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="audit_events",
+        db_index=False,
     )
     connector = models.ForeignKey(
         BackupConnector,

@@ -28,14 +28,21 @@ anything unexpected → `failed` with a sentence (the traceback goes to the log)
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.db import connection as db
 from django.db import transaction
 from django.utils import timezone
 
@@ -47,7 +54,7 @@ from integrations.lifecycle import (
     finish_sync_run,
 )
 from integrations.models import Connection, SyncChunk, SyncRun
-from integrations.registry import get_provider
+from integrations.registry import get_provider, settings_prefixes
 from integrations.sql import relax_commit
 
 from .ingest import Ingest
@@ -230,10 +237,12 @@ def run_part(
     now: datetime | None = None,
     progress: Progress | None = None,
     provider: SyncProvider | None = None,
+    budget: int | None = None,
 ) -> SyncRun | None:
     """Do one part in this process (a Celery task): claim it, read and store it, record
     how it ended, and finish the run when it was the last. None when the part was not
-    this worker's to do (claimed elsewhere, ended, or its run is over)."""
+    this worker's to do (claimed elsewhere, ended, or its run is over). `budget`: at most
+    this many requests in flight (a share of the connection's budget)."""
     chunk = claim_chunk(chunk_id, now=now or timezone.now())
     if chunk is None:
         return None
@@ -247,6 +256,8 @@ def run_part(
         with RunHeartbeat(run, chunk=chunk):
             source = provider or _sync_provider(connection)
             collection = source.collect(connection, now=run.started_at, progress=tracker)
+            if budget is not None and collection.budget is not None:
+                collection.budget(budget)
             part = _Part(chunk, collection, tracker)
             result = part.result
             if chunk.kind == SyncChunk.Kind.ACCOUNTS:
@@ -508,6 +519,9 @@ def run_sync(
     finally:
         requests = collection.requests()
         collection.close()
+    if inline.audit_process is not None and inline.audit_process.poll() is None:
+        inline.audit_process.terminate()  # stopped with the run
+        inline.audit_process.wait()
     if inline.crash:
         return finish_sync_run(
             run,
@@ -518,7 +532,38 @@ def run_sync(
             error=inline.crash,
             stored_data=inline.accounts_stored(),
         )
+    if inline.parts_in_process:
+        return finish_run(run.pk)  # each part counted its own requests
     return finish_run(run.pk, http_requests=requests)
+
+
+def _database_url() -> str:
+    """The URL of the database this process uses (the same one, whatever the .env or a
+    test runner chose), for a process of ours to join it."""
+    conf = db.settings_dict
+    user = quote(conf.get("USER") or "", safe="")
+    password = quote(conf.get("PASSWORD") or "", safe="")
+    credentials = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = conf.get("HOST") or "127.0.0.1"
+    port = conf.get("PORT") or 5432
+    return f"postgres://{credentials}{host}:{port}/{quote(conf['NAME'], safe='')}"
+
+
+def _plain_setting(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool) or value is None
+
+
+def _audit_process_possible(collection: Collection) -> bool:
+    """The audit part can run in a process of its own: a database other processes see
+    (PostgreSQL, nothing uncommitted: not inside a transaction — a test's, say), a
+    provider whose request budget can be split, and the setting on."""
+    return (
+        settings.VECTIS_SYNC_AUDIT_PROCESS
+        and db.vendor == "postgresql"
+        and not db.in_atomic_block
+        and collection.budget is not None
+        and collection.request_budget >= 2
+    )
 
 
 class _Inline:
@@ -541,6 +586,9 @@ class _Inline:
         self.finished: list[_Part] = []
         self.deferred: BaseException | None = None
         self.crash = ""
+        self.audit_process: subprocess.Popen[str] | None = None
+        # The audit part ran in its own process: the parts' request counts add up.
+        self.parts_in_process = False
 
     def _pump(self, phase: str, done: int, total: int) -> None:
         """Progress of an account part: report it, and store the audit batches the
@@ -562,16 +610,28 @@ class _Inline:
         return claimed
 
     def go(self) -> None:
+        if _audit_process_possible(self.collection):
+            self._go_with_audit_process()
+            return
         chunk = self._claim(self.audit_chunk)
         if chunk is not None:
             self.audit = _Part(chunk, self.collection, SyncProgress(self.progress))
             self.audit.audit_step(wait=False)  # starts the audit readers
+        self._account_parts(self._pump)
+        if self.audit is not None:
+            self.audit.audit_step(wait=True)
+            self.audit.result.record(self.audit.chunk, now=timezone.now())
+            self.finished.append(self.audit)
+
+    def _account_parts(self, progress: Progress) -> None:
         for pending in self.account_chunks:
             claimed = self._claim(pending)
             if claimed is None:
                 continue
-            self.current = _Part(claimed, self.collection, SyncProgress(self._pump))
+            before = self.collection.requests()
+            self.current = _Part(claimed, self.collection, SyncProgress(progress))
             self.current.accounts()
+            self.current.result.http_requests = self.collection.requests() - before
             self.current.result.record(claimed, now=timezone.now())
             self.finished.append(self.current)
             self.current = None
@@ -579,10 +639,76 @@ class _Inline:
                 raise self.deferred
             if self.audit is not None:
                 self.audit.audit_step(wait=False)
-        if self.audit is not None:
-            self.audit.audit_step(wait=True)
-            self.audit.result.record(self.audit.chunk, now=timezone.now())
-            self.finished.append(self.audit)
+
+    def _go_with_audit_process(self) -> None:
+        """The audit part in a process of its own (its own interpreter lock and database
+        connection), the accounts here: parsing the audit log no longer slows the
+        accounts' requests. The request budget is split while both run — the audit
+        process takes `audit_share`, this one the rest — and this one gets it whole back
+        when the audit log is done."""
+        total = self.collection.request_budget
+        # The audit process is held up by parsing and storing, not by requests: a quarter
+        # of the budget keeps it busy; the accounts, which wait on requests, get the rest.
+        share = max(1, total // 4)
+        # The settings that shape a sync, as this process has them (a test, the benchmark
+        # or an operator may have changed them here).
+        prefixes = settings_prefixes()
+        overrides = {
+            name: getattr(settings, name)
+            for name in dir(settings)
+            if name.startswith(prefixes) and _plain_setting(getattr(settings, name))
+        }
+        budget = self.collection.budget
+        assert budget is not None
+        # A process of its own, started as a command (never by forking this one: a
+        # database connection or a thread must not be copied half-way).
+        child = subprocess.Popen(  # noqa: S603 (our interpreter, our command, an id)
+            [
+                sys.executable,
+                str(settings.BASE_DIR / "manage.py"),
+                "sync_part",
+                str(self.audit_chunk.pk),
+                "--budget",
+                str(share),
+                "--stdin",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "DATABASE_URL": _database_url()},
+        )
+        assert child.stdin is not None
+        child.stdin.write(json.dumps(overrides))
+        child.stdin.close()
+        budget(total - share)
+        self.audit_process = child
+
+        def give_back() -> None:  # the whole budget again once the audit log is done
+            child.wait()
+            budget(total)
+
+        watcher = threading.Thread(target=give_back, name="audit-process-watcher", daemon=True)
+        watcher.start()
+        try:
+            self._account_parts(self.progress or (lambda phase, done, total: None))
+        finally:
+            watcher.join()
+        audit = SyncChunk.objects.get(pk=self.audit_chunk.pk)
+        if audit.state in (SyncChunk.State.PENDING, SyncChunk.State.RUNNING):
+            # The process died before it could say how it ended.
+            claimed = (
+                self._claim(self.audit_chunk) if audit.state == SyncChunk.State.PENDING else audit
+            )
+            if claimed is not None:
+                PartResult(
+                    state=SyncChunk.State.FAILED,
+                    error=(
+                        f"The process reading the audit log stopped (exit code "
+                        f"{child.returncode}) before it finished; what it stored is kept and "
+                        "the next sync continues from there."
+                    ),
+                ).record(claimed, now=timezone.now())
+        self.parts_in_process = True
 
     def stop(self, *, exc: BaseException | None) -> None:
         """Record every part that had not ended: the one that was interrupted says why;

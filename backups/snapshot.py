@@ -229,6 +229,11 @@ class Collection:
     problems: list[str] = field(default_factory=list)
     #: What the vendor does not offer these credentials (said, but not a failure).
     notes: Callable[[], list[str]] = lambda: []
+    #: Set how many requests may be in flight (None: the provider cannot say): lets a
+    #: sync give part of its budget to a process reading the audit log.
+    budget: Callable[[int], None] | None = None
+    #: ... and how many it allows when nobody changed it.
+    request_budget: int = 0
     #: What `read_inventory` returned (empty until then).
     accounts: list[AccountSnapshot] = field(default_factory=list)
 

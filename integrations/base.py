@@ -56,6 +56,9 @@ class Provider:
     #: Shown on the card and the connection page of a connection that signs in with a
     #: person's login instead of an API token ("" when the vendor has no such advice).
     personal_login_warning: ClassVar[str] = ""
+    #: The prefix of the provider's own settings (e.g. "ACME_"): a part of a sync done in
+    #: another process gets them as this process has them.
+    settings_prefix: ClassVar[str] = ""
 
     def test_connection(
         self, *, config: dict[str, Any], secrets: dict[str, str]

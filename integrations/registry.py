@@ -47,3 +47,8 @@ def provider_label(kind: str) -> str:
         return get_provider(kind).name
     except UnknownProvider:
         return kind
+
+
+def settings_prefixes() -> tuple[str, ...]:
+    """The prefixes of the settings that shape a sync: Vectis's own and each provider's."""
+    return ("VECTIS_", *(p.settings_prefix for p in all_providers() if p.settings_prefix))

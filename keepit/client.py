@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import os
 import random
 import re
 import threading
@@ -222,6 +223,7 @@ class _FairBudget:
     so the accounts' readers would starve the audit log's readers sharing the budget)."""
 
     def __init__(self, size: int) -> None:
+        self._size = size
         self._free = size
         self._lock = threading.Lock()
         self._waiting: deque[threading.Event] = deque()
@@ -237,10 +239,20 @@ class _FairBudget:
 
     def __exit__(self, *exc: object) -> None:
         with self._lock:
-            if self._waiting:
+            if self._waiting and self._free >= 0:
                 self._waiting.popleft().set()
             else:
                 self._free += 1
+
+    def resize(self, size: int) -> None:
+        """A new size, taking effect as requests end (a smaller one never cuts a request
+        short: `_free` goes below zero until enough have ended)."""
+        with self._lock:
+            self._free += size - self._size
+            self._size = size
+            while self._free > 0 and self._waiting:
+                self._free -= 1
+                self._waiting.popleft().set()
 
 
 class _RequestCounter:
@@ -293,6 +305,13 @@ class KeepitClient:
             credentials.login.encode(), credentials.password.encode()
         )
         self._session.headers["User-Agent"] = user_agent
+        # The environment (proxy, CA bundle) is read once here, not on every request: a
+        # sync sends thousands, and requests' per-request look-up was measurable.
+        self._session.proxies = requests.utils.get_environ_proxies(self.base_url)
+        self._session.verify = (
+            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        )
+        self._session.trust_env = False
         # Our own retry loop handles retries (Retry-After, budget); the adapter never does.
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(pool_size, 1), max_retries=0)
         self._session.mount("http://", adapter)
@@ -317,6 +336,10 @@ class KeepitClient:
 
     def close(self) -> None:
         self._session.close()
+
+    def set_budget(self, size: int) -> None:
+        """How many requests may be in flight from now on (at least 1)."""
+        self._in_flight.resize(max(1, size))
 
     # --- the calls of keepit-api.md Part A -------------------------------------------------
 

@@ -28,8 +28,9 @@ are cancelled.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, TypeVar
@@ -267,11 +268,9 @@ class InventoryReader:
             if not payload["excluded"]
         ]
         self.progress.phase = "the customer accounts (connectors, health, backup jobs, seats)"
-        for reading, _ in fan_out(self.progress, "accounts", self._read_account, to_read):
+        for reading in to_read:
             readings[reading.child.id] = reading
-        tasks = [task for reading in readings.values() for task in self._connector_tasks(reading)]
-        self.progress.phase = "the connectors' health, status and job history"
-        for task, result in fan_out(self.progress, "connectors", self._read_connector, tasks):
+        for task, result in self._read_pipelined(to_read):
             readings[task.account].merge(task, result)
         for name in ("health_fallbacks", "status_reads", "job_history_reads"):
             self.counts[name] = self.counts.get(name, 0) + sum(
@@ -384,6 +383,53 @@ class InventoryReader:
                 budget -= 1
             day -= DAY
         return windows
+
+    def _read_pipelined(
+        self, readings: list[AccountReading]
+    ) -> Iterator[tuple[ConnectorTask, ConnectorResult]]:
+        """Each account's calls, then — as soon as they are back — its connectors' (not
+        once every account is done: no phase waits for the slowest account). Bounded
+        concurrency (`KEEPIT_HTTP_CONCURRENCY` threads); a connector's calls go before
+        the next account's, so work in flight finishes first. Yields the connectors'
+        results on the calling thread, which reports progress. If the run stops (time
+        limit, crash), what is not started is cancelled."""
+        workers = max(1, settings.KEEPIT_HTTP_CONCURRENCY)
+        total = len(readings)
+        waiting_accounts = deque(readings)
+        waiting_connectors: deque[ConnectorTask] = deque()
+        running: dict[Future[Any], tuple[str, Any]] = {}
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keepit")
+        accounts_done = 0
+        finished = False
+        self.progress("accounts", 0, total)
+
+        def top_up() -> None:
+            while len(running) < workers and (waiting_connectors or waiting_accounts):
+                if waiting_connectors:
+                    task = waiting_connectors.popleft()
+                    running[pool.submit(self._read_connector, task)] = ("connector", task)
+                else:
+                    reading = waiting_accounts.popleft()
+                    running[pool.submit(self._read_account, reading)] = ("account", reading)
+
+        try:
+            top_up()
+            while running:
+                done, _pending = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    kind, item = running.pop(future)
+                    result = future.result()
+                    if kind == "account":
+                        waiting_connectors.extend(self._connector_tasks(item))
+                        accounts_done += 1
+                        if accounts_done % 10 == 0 or accounts_done == total:
+                            self.progress("accounts", accounts_done, total)
+                    else:
+                        yield item, result
+                top_up()
+            finished = True
+        finally:
+            pool.shutdown(wait=finished, cancel_futures=not finished)
 
     # --- per connector ---------------------------------------------------------------------
 
@@ -593,28 +639,6 @@ class InventoryReader:
             last_job_end_at=last_end,
             failure=failure,
         )
-
-
-def fan_out(
-    progress: SyncProgress, phase: str, func: Callable[[T], R], items: list[T]
-) -> Iterator[tuple[T, R]]:
-    """`func` over `items` with bounded concurrency (`KEEPIT_HTTP_CONCURRENCY`), yielding
-    in completion order on the calling thread (which reports progress). If the run stops
-    (time limit, crash), the requests not yet started are cancelled."""
-    total = len(items)
-    progress(phase, 0, total)
-    workers = max(1, settings.KEEPIT_HTTP_CONCURRENCY)
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keepit")
-    finished = False
-    try:
-        futures = {pool.submit(func, item): item for item in items}
-        for done, future in enumerate(as_completed(futures), start=1):
-            yield futures[future], future.result()
-            if done % 10 == 0 or done == total:
-                progress(phase, done, total)
-        finished = True
-    finally:
-        pool.shutdown(wait=finished, cancel_futures=not finished)
 
 
 # --- plans cross processes as JSON ----------------------------------------------------------

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
@@ -72,6 +73,7 @@ class KeepitProvider(Provider):
         "Secondary tokens > + Add API token) and paste it into API token login and API token "
         "password."
     )
+    settings_prefix = "KEEPIT_"
 
     # --- Test connection -------------------------------------------------------------------
 
@@ -273,6 +275,8 @@ class KeepitProvider(Provider):
             read_accounts=collector.read_accounts,
             audit=audit,
             audit_ready=collector.audit_ready,
+            budget=client.set_budget,
+            request_budget=settings.KEEPIT_HTTP_CONCURRENCY,
             requests=lambda: client.request_count,
             counts=collector.counts,
             audit_counts=collector.audit_counts,

@@ -245,6 +245,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": timedelta(minutes=1),
         "options": {"expires": 60},
     },
+    # History past its retention (vectis/retention.py), in batches.
+    "prune-history": {
+        "task": "vectis.tasks.prune_history",
+        "schedule": timedelta(hours=24),
+        "options": {"expires": 60 * 60},
+    },
 }
 
 # --- Providers ----------------------------------------------------------------------------
@@ -318,10 +324,35 @@ VECTIS_DEGRADED_AFTER_PARTIAL_RUNS: int = env.int("VECTIS_DEGRADED_AFTER_PARTIAL
 # Celery task, so several workers share one large MSP; a part whose worker died is queued
 # again up to this many times, then the run ends partial naming its accounts.
 VECTIS_SYNC_CHUNK_ACCOUNTS: int = env.int("VECTIS_SYNC_CHUNK_ACCOUNTS", default=500)
+# A sync run in one process (the keepit_sync command) reads the audit log in a second
+# process, so parsing it does not slow the accounts (PostgreSQL only).
+VECTIS_SYNC_AUDIT_PROCESS: bool = env.bool("VECTIS_SYNC_AUDIT_PROCESS", default=True)
 VECTIS_SYNC_CHUNK_ATTEMPTS: int = env.int("VECTIS_SYNC_CHUNK_ATTEMPTS", default=3)
 if VECTIS_SYNC_CHUNK_ACCOUNTS < 1 or VECTIS_SYNC_CHUNK_ATTEMPTS < 1:
     raise ImproperlyConfigured(
         "VECTIS_SYNC_CHUNK_ACCOUNTS and VECTIS_SYNC_CHUNK_ATTEMPTS must be at least 1."
+    )
+
+# --- History retention (vectis/retention.py: the prune_history command, daily beat task) --
+VECTIS_AUDIT_RETENTION_DAYS: int = env.int("VECTIS_AUDIT_RETENTION_DAYS", default=400)
+VECTIS_JOB_DAY_RETENTION_DAYS: int = env.int("VECTIS_JOB_DAY_RETENTION_DAYS", default=400)
+VECTIS_SYNC_RUN_RETENTION_DAYS: int = env.int("VECTIS_SYNC_RUN_RETENTION_DAYS", default=90)
+VECTIS_ALERT_RETENTION_DAYS: int = env.int("VECTIS_ALERT_RETENTION_DAYS", default=365)
+VECTIS_PRUNE_BATCH: int = env.int("VECTIS_PRUNE_BATCH", default=10_000)
+# Pruned audit events must be older than what a first sync reads, or it would bring them
+# back; job days back the 28-day outcome strips.
+if VECTIS_AUDIT_RETENTION_DAYS <= KEEPIT_AUDIT_WINDOW_DAYS:
+    raise ImproperlyConfigured(
+        f"VECTIS_AUDIT_RETENTION_DAYS ({VECTIS_AUDIT_RETENTION_DAYS}) must be more than the "
+        f"audit window a first sync reads (KEEPIT_AUDIT_WINDOW_DAYS = {KEEPIT_AUDIT_WINDOW_DAYS})."
+    )
+if (
+    VECTIS_JOB_DAY_RETENTION_DAYS < 29
+    or min(VECTIS_SYNC_RUN_RETENTION_DAYS, VECTIS_ALERT_RETENTION_DAYS, VECTIS_PRUNE_BATCH) < 1
+):
+    raise ImproperlyConfigured(
+        "VECTIS_JOB_DAY_RETENTION_DAYS must be at least 29 (the 28-day outcome strips); the "
+        "other retention settings and VECTIS_PRUNE_BATCH at least 1."
     )
 
 # --- Alert e-mail delivery ----------------------------------------------------------------

@@ -210,3 +210,29 @@ def test_a_first_sync_that_keeps_reaching_the_time_limit_completes_over_three_ru
     keys = list(BackupAuditEvent.objects.values_list("dedup_key", flat=True))
     assert len(keys) == len(set(keys)) == expected
     assert sum(run.counts["events_added"] for run in runs) == expected
+
+
+def test_a_sync_in_one_process_reads_the_audit_log_in_a_second_one(
+    live_sandbox: KeepitSandbox, settings: SettingsWrapper
+) -> None:
+    """`keepit_sync` (run_sync) with nothing uncommitted: the accounts are read here and
+    the audit log by a process of its own (`manage.py sync_part`), the request budget
+    split between them; the run adds up both."""
+    import os
+
+    from backups.runner import run_sync
+
+    settings.KEEPIT_BASE_URL_TEMPLATE = live_sandbox.base_url_template
+    settings.KEEPIT_HTTP_CONCURRENCY = 8
+    connection = sandbox_connection(live_sandbox)
+    run = run_sync(connection)
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+    parts = {p.kind: p for p in run.chunks.all()}
+    here = f":{os.getpid()}"
+    assert parts["accounts"].worker.endswith(here)
+    assert not parts["audit"].worker.endswith(here)  # another process
+    assert parts["audit"].counts["events_added"] == BackupAuditEvent.objects.count() > 0
+    assert run.http_requests == sum(p.http_requests for p in parts.values())
+    assert run.http_requests == live_sandbox.server.requests_served
+    # The audit process had a quarter of the budget: never more requests in flight.
+    assert live_sandbox.server.peak_in_flight["audit"] <= 2
