@@ -27,6 +27,7 @@ import re
 import resource
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -89,7 +90,11 @@ def rows_written_since(xid: int) -> int:
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """The largest resident set of this process or of a process it started and waited
+    for (a one-process sync reads the audit log in a process of its own)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024
 
 
 def bench_connection(template: str, parent: str) -> Any:
@@ -141,10 +146,11 @@ def child_sync(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def child_floor(args: argparse.Namespace) -> dict[str, Any]:
-    """The very reads of a sync — the provider's collect(): the account list, the
-    accounts in parts, and the audit log read at the same time (its batches taken as
-    they come, as the sync stores them) — at the same concurrency, writing nothing (the
-    few reads of what is already stored are counted as queries)."""
+    """The very reads of a sync — the provider's collect(), as `run_sync` makes them: the
+    account list, the accounts in parts here, and the audit log at the same time in a
+    process of its own with a quarter of the request budget (the rest here, all of it
+    back once the audit log is read) — writing nothing (the few reads of what is already
+    stored are counted as queries)."""
     setup_django(args.database)
     from django.conf import settings
     from django.db import connection as db
@@ -155,42 +161,82 @@ def child_floor(args: argparse.Namespace) -> dict[str, Any]:
     connection = bench_connection(args.template, args.parent)
     counter = QueryCounter()
     now = datetime.fromisoformat(args.now)
+    total = settings.KEEPIT_HTTP_CONCURRENCY
+    share = max(1, total // 4)
     started = time.perf_counter()
-    records = 0
     with db.execute_wrapper(counter):
         collection = KeepitProvider().collect(connection, now=now, progress=SyncProgress())
         try:
             assert collection.plan is not None
             assert collection.read_accounts is not None
+            assert collection.budget is not None
             plans = collection.plan()
-            stream = iter(collection.audit())
-            ended = False
-
-            def take(wait: bool) -> None:
-                nonlocal records, ended
-                while not ended and (wait or collection.audit_ready()):
-                    try:
-                        records += next(stream).seen
-                    except StopIteration:
-                        ended = True
-
+            audit = subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    "floor-audit",
+                    "--database",
+                    args.database,
+                    "--template",
+                    args.template,
+                    "--parent",
+                    args.parent,
+                    "--now",
+                    args.now,
+                    "--budget",
+                    str(share),
+                ],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            collection.budget(total - share)
+            budget = collection.budget
+            watcher = threading.Thread(target=lambda: (audit.wait(), budget(total)), daemon=True)
+            watcher.start()
             size = settings.VECTIS_SYNC_CHUNK_ACCOUNTS
-            # As the sync does: audit batches taken at each progress report of the parts.
-            part_progress = SyncProgress(lambda phase, done, total: take(wait=False))
             for start in range(0, len(plans), size):
                 payloads = [p.payload for p in plans[start : start + size]]
-                collection.read_accounts(payloads, part_progress)
-                take(wait=False)
-            take(wait=True)
+                collection.read_accounts(payloads, SyncProgress())
+            out, _err = audit.communicate()
+            watcher.join()
+            audit_figures = json.loads(out.strip().splitlines()[-1])
         finally:
             collection.close()
     return {
         "seconds": round(time.perf_counter() - started, 2),
-        "http_requests": collection.requests(),
-        "audit_records": records,
+        "http_requests": collection.requests() + audit_figures["http_requests"],
+        "audit_records": audit_figures["audit_records"],
         "sql_queries": counter.queries,
         "write_statements": counter.write_statements,
         "row_writes": 0,
+        "peak_rss_mb": round(max(peak_rss_mb(), audit_figures["peak_rss_mb"]), 1),
+    }
+
+
+def child_floor_audit(args: argparse.Namespace) -> dict[str, Any]:
+    """The floor's audit process: the audit log read with a share of the budget."""
+    setup_django(args.database)
+    from backups.snapshot import SyncProgress
+    from keepit.provider import KeepitProvider
+
+    connection = bench_connection(args.template, args.parent)
+    collection = KeepitProvider().collect(
+        connection, now=datetime.fromisoformat(args.now), progress=SyncProgress()
+    )
+    records = 0
+    try:
+        assert collection.budget is not None
+        collection.budget(args.budget)
+        for batch in collection.audit():
+            records += batch.seen
+    finally:
+        collection.close()
+    return {
+        "http_requests": collection.requests(),
+        "audit_records": records,
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
 
@@ -333,6 +379,8 @@ class Sandbox:
             "--start",
             start.isoformat(),
             "--no-own-read-audit",
+            "--processes",
+            str(args.sandbox_processes),
         ]
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": "vectis.settings_test"}
         self.process = subprocess.Popen(
@@ -411,7 +459,16 @@ def main() -> int:
         "--accounts (0: run it at full size)",
     )
     parser.add_argument("--port", type=int, default=9310)
-    parser.add_argument("--child", choices=["floor", "sync", "naive"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--sandbox-processes",
+        type=int,
+        default=1,
+        help="processes answering as Keepit (a real Keepit is not one Python process)",
+    )
+    parser.add_argument(
+        "--child", choices=["floor", "floor-audit", "sync", "naive"], help=argparse.SUPPRESS
+    )
+    parser.add_argument("--budget", type=int, default=2, help=argparse.SUPPRESS)
     parser.add_argument("--database", default="vectis_bench", help=argparse.SUPPRESS)
     parser.add_argument("--template", help=argparse.SUPPRESS)
     parser.add_argument("--parent", help=argparse.SUPPRESS)
@@ -419,7 +476,12 @@ def main() -> int:
     args = parser.parse_args()
 
     if args.child:
-        handler = {"floor": child_floor, "sync": child_sync, "naive": child_naive}[args.child]
+        handler = {
+            "floor": child_floor,
+            "floor-audit": child_floor_audit,
+            "sync": child_sync,
+            "naive": child_naive,
+        }[args.child]
         print(json.dumps(handler(args)))
         return 0
 

@@ -102,6 +102,14 @@ class Command(BaseCommand):
             "--start", default="", help="The sandbox's time at start-up, ISO 8601 (default: now)."
         )
         parser.add_argument(
+            "--processes",
+            type=int,
+            default=1,
+            help="answer with this many processes (benchmarks: a real Keepit has more than "
+            "one core); each holds its own copy of the simulated MSP, so it needs --speed 0, "
+            "and what requests change (own-read records, a token's last use) is per process",
+        )
+        parser.add_argument(
             "--latency-ms",
             type=int,
             default=0,
@@ -232,6 +240,17 @@ class Command(BaseCommand):
             f"  aggregated health call: "
             f"{'on' if sandbox.server.aggregated_health else 'off (404)'}"
         )
+        if options["processes"] > 1 and options["speed"] != 0:
+            raise CommandError("--processes needs --speed 0 (each process keeps its own clock).")
+        children: list[int] = []
+        self.stdout.flush()  # a child must not inherit (and print again) what is buffered
+        for _ in range(options["processes"] - 1):
+            # Forked before any thread starts: each child serves the same listening socket.
+            pid = os.fork()
+            if pid == 0:
+                children = []
+                break
+            children.append(pid)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         sandbox.start()
@@ -241,3 +260,7 @@ class Command(BaseCommand):
             pass
         finally:
             sandbox.stop()
+            for child in children:
+                os.kill(child, signal.SIGTERM)
+            for child in children:
+                os.waitpid(child, 0)
