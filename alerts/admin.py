@@ -3,15 +3,18 @@ the e-mails sent for them."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import apprise
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -24,7 +27,16 @@ from backups.models import ConnectorKind
 from integrations.admin import HistoryAdmin
 
 from . import lifecycle
-from .models import Alert, AlertEvent, AlertNotification, AlertRule
+from .channels import describe_target, secret_for_new_webhook
+from .models import (
+    Alert,
+    AlertEvent,
+    AlertNotification,
+    AlertRule,
+    NotificationChannel,
+    validate_recipients,
+)
+from .services import send_test
 
 STATE_BADGES: dict[str, str] = {
     Alert.State.OPEN: "vx-failed",
@@ -59,10 +71,27 @@ class AlertRuleForm(forms.ModelForm[AlertRule]):
             "customers",
             "connector_kinds",
             "recipients",
+            "channels",
             "send_resolved",
             "reminder_hours",
+            "escalation_channel",
+            "escalation_minutes",
         ]
-        widgets = {"recipients": forms.Textarea(attrs={"rows": 3})}
+        widgets = {
+            "recipients": forms.Textarea(attrs={"rows": 3}),
+            "channels": forms.CheckboxSelectMultiple,
+        }
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if not data.get("recipients", "").strip() and not data.get("channels"):
+            raise forms.ValidationError(
+                "Give the rule at least one e-mail recipient or one channel, or nobody hears "
+                "of its alerts."
+            )
+        if bool(data.get("escalation_channel")) != bool(data.get("escalation_minutes")):
+            raise forms.ValidationError("Escalation needs both a channel and a delay (or neither).")
+        return data
 
 
 @admin.register(AlertRule)
@@ -82,7 +111,11 @@ class AlertRuleAdmin(admin.ModelAdmin[AlertRule]):
         ),
         ("Backup Success Rate", {"fields": ["success_rate_days", "success_rate_percent"]}),
         ("Scope", {"fields": ["customers", "connector_kinds"]}),
-        ("Notifications", {"fields": ["recipients", "send_resolved", "reminder_hours"]}),
+        (
+            "Notifications",
+            {"fields": ["recipients", "channels", "send_resolved", "reminder_hours"]},
+        ),
+        ("Escalation", {"fields": ["escalation_channel", "escalation_minutes"]}),
     ]
 
     @admin.display(description="Condition")
@@ -100,6 +133,186 @@ class AlertRuleAdmin(admin.ModelAdmin[AlertRule]):
     def scope(self, rule: AlertRule) -> str:
         kinds = ", ".join(rule.kind_labels()) or "all kinds"
         return f"{kinds}"
+
+
+class NotificationChannelForm(forms.ModelForm[NotificationChannel]):
+    """A channel's target: addresses for e-mail; a URL for everything else, which is a
+    secret — stored encrypted, never shown again (leave it empty to keep the stored one)."""
+
+    url = forms.CharField(
+        label="URL",
+        required=False,
+        widget=forms.TextInput(attrs={"size": 80, "autocomplete": "off"}),
+        help_text="Teams: the Workflows webhook URL (https://….logic.azure.com/workflows/…) "
+        "or workflows://…; Slack: https://hooks.slack.com/services/…; generic webhook: your "
+        "https:// endpoint; other services: any apprise URL (https://appriseit.com). Stored "
+        "encrypted and never shown again: leave empty to keep the stored one.",
+    )
+    new_secret = forms.BooleanField(
+        label="Generate a new signing secret",
+        required=False,
+        help_text="Generic webhook: the receiver checks X-Vectis-Signature with it. A new "
+        "secret is shown once, after saving.",
+    )
+
+    class Meta:
+        model = NotificationChannel
+        fields = [
+            "name",
+            "kind",
+            "addresses",
+            "min_severity",
+            "enabled",
+            "digest_enabled",
+            "digest_time",
+            "digest_timezone",
+        ]
+        widgets = {"addresses": forms.Textarea(attrs={"rows": 2, "cols": 60})}
+        help_texts = {"addresses": "E-mail channel: addresses, separated by commas or lines."}
+
+    def clean_digest_timezone(self) -> str:
+        name = str(self.cleaned_data.get("digest_timezone") or "").strip()
+        if name:
+            try:
+                ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise forms.ValidationError(
+                    f"“{name}” is not a time zone name (e.g. Europe/Copenhagen)."
+                ) from None
+        return name
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        kind = data.get("kind")
+        url = str(data.get("url") or "").strip()
+        if kind == NotificationChannel.Kind.EMAIL:
+            addresses = str(data.get("addresses") or "")
+            try:
+                validate_recipients(addresses)
+            except forms.ValidationError as exc:
+                self.add_error("addresses", exc)
+            return data
+        stored = self.instance.pk is not None and self.instance.has_url
+        if not url and not stored:
+            self.add_error("url", "Enter the URL messages are posted to.")
+            return data
+        if url:
+            problem = url_problem(str(kind), url)
+            if problem:
+                self.add_error("url", problem)
+        if data.get("digest_enabled") and not data.get("digest_time"):
+            self.add_error("digest_time", "Choose the local time the digest goes out.")
+        return data
+
+
+def url_problem(kind: str, url: str) -> str:
+    """Why this URL cannot be used for this kind of channel ("" when it can)."""
+    if kind == NotificationChannel.Kind.WEBHOOK:
+        if not re.match(r"^https?://[^\s/]+", url):
+            return "A webhook URL starts with https:// (or http:// inside your network)."
+        return ""
+    if kind == NotificationChannel.Kind.SLACK and not (
+        url.startswith("https://hooks.slack.com/") or url.startswith("slack://")
+    ):
+        return "A Slack incoming webhook starts with https://hooks.slack.com/services/."
+    if kind == NotificationChannel.Kind.TEAMS and not (
+        url.startswith(("workflow://", "workflows://")) or ".logic.azure.com" in url
+    ):
+        return (
+            "A Teams Workflows webhook is the URL Teams gives when you add the “Post to a "
+            "channel when a webhook request is received” workflow (…logic.azure.com/…)."
+        )
+    if not apprise.Apprise().add(url):
+        return "Apprise does not recognise this URL (see https://appriseit.com for its forms)."
+    return ""
+
+
+@admin.register(NotificationChannel)
+class NotificationChannelAdmin(admin.ModelAdmin[NotificationChannel]):
+    """Where alerts go besides plain e-mail. The URL is write-only; **Send test**
+    delivers a sample message through the very code alerts take and shows the answer."""
+
+    form = NotificationChannelForm
+    list_display = ["name", "kind", "target", "min_severity", "state", "digest"]
+    list_filter = ["kind", "enabled"]
+    search_fields = ["name"]
+    readonly_fields = ["target", "state"]
+    change_form_template = "admin/alerts/notificationchannel/change_form.html"
+    fieldsets = [
+        (None, {"fields": ["name", "kind", "min_severity", "enabled", "state"]}),
+        ("Target", {"fields": ["target", "url", "addresses", "new_secret"]}),
+        ("Morning digest", {"fields": ["digest_enabled", "digest_time", "digest_timezone"]}),
+    ]
+
+    @admin.display(description="Target")
+    def target(self, channel: NotificationChannel) -> str:
+        return describe_target(channel) or "—"
+
+    @admin.display(description="State")
+    def state(self, channel: NotificationChannel) -> str:
+        if channel.enabled:
+            return "Enabled"
+        return f"Disabled: {channel.disabled_reason}" if channel.disabled_reason else "Disabled"
+
+    @admin.display(description="Digest")
+    def digest(self, channel: NotificationChannel) -> str:
+        if not channel.digest_enabled or channel.digest_time is None:
+            return "—"
+        return f"daily at {channel.digest_time:%H:%M} {channel.digest_timezone or 'UTC'}"
+
+    def save_model(
+        self, request: HttpRequest, obj: NotificationChannel, form: Any, change: bool
+    ) -> None:
+        url = str(form.cleaned_data.get("url") or "").strip()
+        values = obj.secrets() if obj.has_url else {}
+        if obj.kind == NotificationChannel.Kind.EMAIL:
+            values = {}
+        elif url:
+            values["url"] = url
+        new_secret = ""
+        if obj.kind == NotificationChannel.Kind.WEBHOOK and (
+            form.cleaned_data.get("new_secret") or not values.get("secret")
+        ):
+            new_secret = values["secret"] = secret_for_new_webhook()
+        obj.set_secrets(values)
+        if obj.enabled and not form.initial.get("enabled", True):
+            obj.consecutive_failures, obj.disabled_at, obj.disabled_reason = 0, None, ""
+        super().save_model(request, obj, form, change)
+        if new_secret:
+            messages.warning(
+                request,
+                f"The webhook's signing secret (shown this once; give it to the receiver): "
+                f"{new_secret}",
+            )
+
+    def construct_change_message(
+        self, request: HttpRequest, form: Any, formsets: Any, add: bool = False
+    ) -> list[dict[str, Any]]:
+        # History names the fields that changed, never a URL or a secret.
+        message = super().construct_change_message(request, form, formsets, add)
+        for entry in message:
+            changed = entry.get("changed")
+            if changed:
+                changed["fields"] = [f for f in changed.get("fields", []) if f != "URL"]
+        return message
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "<int:object_id>/send-test/",
+                self.admin_site.admin_view(self.send_test_view),
+                name="alerts_notificationchannel_send_test",
+            ),
+            *super().get_urls(),
+        ]
+
+    @method_decorator(require_POST)
+    def send_test_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        channel = get_object_or_404(NotificationChannel, pk=object_id)
+        if not self.has_change_permission(request, channel):
+            raise PermissionDenied
+        ok, message = send_test(channel, now=timezone.now())
+        return JsonResponse({"ok": ok, "message": message})
 
 
 class AlertEventInline(admin.TabularInline[AlertEvent, Alert]):
@@ -449,8 +662,17 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
 class AlertNotificationAdmin(HistoryAdmin[AlertNotification]):
     """The delivery log: every message, as it was written before sending."""
 
-    list_display = ["created_at", "recipient", "subject", "status", "attempts", "sent_at", "error"]
-    list_filter = ["status"]
+    list_display = [
+        "created_at",
+        "recipient",
+        "purpose",
+        "subject",
+        "status",
+        "attempts",
+        "sent_at",
+        "error",
+    ]
+    list_filter = ["status", "purpose", "channel"]
     search_fields = ["recipient", "subject"]
     fields = [
         "recipient",

@@ -18,6 +18,7 @@ from django.template.loader import render_to_string
 from backups.models import BackupConnector, ConnectorKind
 from integrations.registry import provider_label
 
+from .actions import action_url
 from .models import Alert, AlertEvent
 
 KIND_LABELS = dict(Alert.Kind.choices)
@@ -76,6 +77,11 @@ def message_item(event: AlertEvent, now: datetime) -> dict[str, Any]:
         "snoozed": alert.is_snoozed(now),
         "help_url": "",
         "help_label": "",
+        # Act from the message (signed, single-purpose links to a confirmation page).
+        "acknowledge_url": ""
+        if alert.resolved_at or alert.state != Alert.State.OPEN
+        else action_url(alert, "acknowledge"),
+        "snooze_url": "" if alert.resolved_at else action_url(alert, "snooze"),
     }
     connector: BackupConnector | None = alert.connector
     if connector is not None:

@@ -25,6 +25,7 @@ from django.db.models import Q
 
 from backups.models import AccountLink, BackupConnector, ConnectorKind
 from customers.models import Customer
+from integrations.crypto import decrypt_secrets, encrypt_secrets
 from integrations.models import Connection
 
 
@@ -46,6 +47,80 @@ def validate_recipients(value: str) -> None:
             bad.append(address)
     if bad:
         raise ValidationError(f"Not an e-mail address: {', '.join(bad)}")
+
+
+class Severity(models.IntegerChoices):
+    """How bad an alert is; a channel takes alerts from its minimum up."""
+
+    WARNING = 20, "Warning"
+    CRITICAL = 30, "Critical"
+
+
+class NotificationChannel(models.Model):
+    """Where alert messages go besides a rule's plain e-mail recipients: e-mail
+    addresses, a Microsoft Teams workflow, a Slack webhook, a generic webhook (a signed,
+    versioned JSON body a PSA or automation tool can consume) or any other service
+    apprise knows by URL. URLs are secrets (whoever has one can post to the team): they
+    are encrypted at rest like the backup vendors' credentials and never shown again."""
+
+    class Kind(models.TextChoices):
+        EMAIL = "email", "E-mail"
+        TEAMS = "teams", "Microsoft Teams (Workflows webhook)"
+        SLACK = "slack", "Slack (incoming webhook)"
+        WEBHOOK = "webhook", "Generic webhook (signed JSON)"
+        APPRISE = "apprise", "Other service (apprise URL)"
+
+    name = models.CharField(max_length=120, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    # E-mail addresses in clear (an address is not a secret); for every other kind the
+    # URL, encrypted (integrations/crypto.py), with the webhook's signing secret.
+    addresses = models.TextField(blank=True, default="")
+    target_ciphertext = models.TextField(blank=True, default="", editable=False)
+    min_severity = models.PositiveSmallIntegerField(
+        "minimum severity",
+        choices=Severity.choices,
+        default=Severity.WARNING,
+        help_text="Alerts less severe than this do not go to this channel.",
+    )
+    enabled = models.BooleanField(default=True)
+    # A channel that fails this many deliveries in a row disables itself (and says so).
+    consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+    disabled_at = models.DateTimeField(null=True, blank=True, editable=False)
+    disabled_reason = models.TextField(blank=True, default="", editable=False)
+    # A daily digest instead of (or besides) the stream: what is open, what changed.
+    digest_enabled = models.BooleanField("send a morning digest", default=False)
+    digest_time = models.TimeField("digest at (local time)", null=True, blank=True)
+    digest_timezone = models.CharField(
+        "time zone",
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="For the digest time, e.g. Europe/Copenhagen (empty: the server's TIME_ZONE).",
+    )
+    last_digest_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "alert_channels"
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def address_list(self) -> list[str]:
+        return parse_recipients(self.addresses)
+
+    def secrets(self) -> dict[str, str]:
+        return decrypt_secrets(self.target_ciphertext)
+
+    def set_secrets(self, values: dict[str, str]) -> None:
+        self.target_ciphertext = encrypt_secrets(values)
+
+    @property
+    def has_url(self) -> bool:
+        return bool(self.target_ciphertext)
 
 
 class AlertRule(models.Model):
@@ -113,8 +188,26 @@ class AlertRule(models.Model):
         help_text="Connector kinds this rule covers; empty for all.",
     )
     recipients = models.TextField(
+        blank=True,
         validators=[validate_recipients],
-        help_text="One or more e-mail addresses, separated by commas or new lines.",
+        help_text="E-mail addresses, separated by commas or new lines (and/or channels below).",
+    )
+    channels = models.ManyToManyField(
+        NotificationChannel,
+        blank=True,
+        related_name="rules",
+        help_text="Teams, Slack, webhooks or e-mail channels this rule also sends to.",
+    )
+    escalation_channel = models.ForeignKey(
+        NotificationChannel,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="escalating_rules",
+        help_text="An alert still open and unacknowledged after the delay below is sent here once.",
+    )
+    escalation_minutes = models.PositiveIntegerField(
+        "escalate after (minutes)", null=True, blank=True
     )
     send_resolved = models.BooleanField("Send resolved notices", default=True)
     reminder_hours = models.PositiveIntegerField(
@@ -198,6 +291,13 @@ class Alert(models.Model):
     previous = models.OneToOneField(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="next"
     )
+    # Sent once to the rule's escalation channel (open and unacknowledged too long).
+    escalated_at = models.DateTimeField(null=True, blank=True)
+    # The alert that explains this one (a connection that cannot sync, an account whose
+    # connectors all fail for one reason): while it is open this one is not notified.
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
 
     class Meta:
         db_table = "alerts"
@@ -219,6 +319,19 @@ class Alert(models.Model):
     def is_snoozed(self, now: datetime) -> bool:
         return self.snoozed_until is not None and self.snoozed_until > now
 
+    @property
+    def severity(self) -> int:
+        """Critical: a backup failed, syncing stopped, a token or a seat grace period
+        about to run out (a day or less); everything else a warning."""
+        if self.kind in (self.Kind.BACKUP_FAILED, self.Kind.SYNC_STALE):
+            return Severity.CRITICAL
+        if self.kind in (self.Kind.TOKEN_EXPIRY, self.Kind.SEAT_EXCEEDED) and self.stage in (
+            "1",
+            "0",
+        ):
+            return Severity.CRITICAL
+        return Severity.WARNING
+
 
 class AlertEvent(models.Model):
     """One entry of an alert's history. Opened, resolved and reminder entries are
@@ -231,6 +344,7 @@ class AlertEvent(models.Model):
         SNOOZED = "snoozed", "Snoozed"
         UNSNOOZED = "unsnoozed", "Unsnoozed"
         RESOLVED = "resolved", "Resolved"
+        ESCALATED = "escalated", "Escalated"
 
     NOTIFIED_KINDS = (Kind.OPENED, Kind.REMINDER, Kind.RESOLVED)
 
@@ -256,7 +370,9 @@ class AlertEvent(models.Model):
 
 
 class AlertNotification(models.Model):
-    """One e-mail to one recipient, written before sending (the delivery log)."""
+    """One message to one recipient or channel, written before sending (the delivery
+    log): claimed before each attempt, retried with backoff while the failure is
+    temporary, failed at once when it is permanent."""
 
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting to send"
@@ -265,10 +381,29 @@ class AlertNotification(models.Model):
         # The SMTP server refused it for good (5xx), or it was retried too long.
         FAILED = "failed", "Failed"
 
+    class Purpose(models.TextChoices):
+        ALERTS = "alerts", "Alerts"
+        TEST = "test", "Test message"
+        DIGEST = "digest", "Daily digest"
+        MAINTENANCE = "maintenance", "After maintenance"
+        ESCALATION = "escalation", "Escalation"
+        NOTICE = "notice", "Notice to the admins"
+
     recipient = models.CharField(max_length=254)
+    # None: an e-mail to `recipient` (a rule's plain recipients); else this channel.
+    channel = models.ForeignKey(
+        NotificationChannel,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="deliveries",
+    )
+    purpose = models.CharField(max_length=16, choices=Purpose.choices, default=Purpose.ALERTS)
     subject = models.CharField(max_length=255)
     body_text = models.TextField()
     body_html = models.TextField()
+    # The webhook's JSON body (and what chat channels are built from), as sent.
+    payload = models.JSONField(default=dict, blank=True)
     events = models.ManyToManyField(AlertEvent, related_name="notifications")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
@@ -298,3 +433,50 @@ class AlertNotification(models.Model):
 
 # A message claimed for sending longer ago than this was lost with its worker; retry it.
 SENDING_TIMEOUT = timedelta(minutes=10)
+
+
+class MaintenanceWindow(models.Model):
+    """Planned work on a customer, a connector or a whole connection: while a window is
+    on, evaluation goes on (alerts open and resolve) but their messages are held; when it
+    ends, one summary per recipient says what is still open and what opened and resolved
+    meanwhile. One-off (start and end) or weekly (days, start time, duration, in a time
+    zone, daylight-saving changes included)."""
+
+    class Repeat(models.TextChoices):
+        ONCE = "once", "Once"
+        WEEKLY = "weekly", "Every week"
+
+    reason = models.CharField(max_length=200)
+    customer = models.ForeignKey(
+        Customer, null=True, blank=True, on_delete=models.CASCADE, related_name="maintenance"
+    )
+    connector = models.ForeignKey(
+        BackupConnector,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="maintenance",
+    )
+    connection = models.ForeignKey(
+        Connection, null=True, blank=True, on_delete=models.CASCADE, related_name="maintenance"
+    )
+    repeat = models.CharField(max_length=8, choices=Repeat.choices, default=Repeat.ONCE)
+    starts_at = models.DateTimeField("starts", null=True, blank=True)
+    ends_at = models.DateTimeField("ends", null=True, blank=True)
+    # Weekly: ISO weekdays (1 Monday … 7 Sunday), local start time and duration.
+    weekdays = models.JSONField(default=list, blank=True)
+    start_time = models.TimeField("starts at (local time)", null=True, blank=True)
+    duration_minutes = models.PositiveIntegerField(null=True, blank=True)
+    timezone = models.CharField(
+        max_length=64, blank=True, default="", help_text="e.g. Europe/Copenhagen (empty: UTC)"
+    )
+    # The end of the latest occurrence whose summary has gone out.
+    summarized_until = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "alert_maintenance_windows"
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.reason

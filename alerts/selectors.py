@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from django.db.models import Exists, OuterRef, QuerySet, Subquery
 
-from .models import Alert, AlertEvent, AlertNotification
+from .models import Alert, AlertEvent, AlertNotification, NotificationChannel
 
 # The admin home shows e-mails that failed for good this recently.
 FAILED_DELIVERY_WINDOW = timedelta(days=7)
@@ -50,3 +50,13 @@ def failed_deliveries(*, now: datetime) -> int:
     return AlertNotification.objects.filter(
         status=AlertNotification.Status.FAILED, failed_at__gte=now - FAILED_DELIVERY_WINDOW
     ).count()
+
+
+def disabled_channels() -> list[NotificationChannel]:
+    """Channels that disabled themselves (too many failed deliveries in a row): alerts
+    no longer reach them until someone fixes and enables them."""
+    return list(
+        NotificationChannel.objects.filter(enabled=False, disabled_at__isnull=False).order_by(
+            "-disabled_at"
+        )
+    )

@@ -15,10 +15,14 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
+from django.utils.html import escape
 
-from .compose import compose, hours_ago
+from . import payloads
+from .channels import ChannelTransport
+from .compose import clean_header, compose, hours_ago
 from .evaluation import (
     deletion_conditions,
     rule_conditions,
@@ -28,7 +32,14 @@ from .evaluation import (
     token_conditions,
 )
 from .lifecycle import EvaluationResult, apply, claim_events_to_notify
-from .models import SENDING_TIMEOUT, Alert, AlertEvent, AlertNotification, AlertRule
+from .models import (
+    SENDING_TIMEOUT,
+    Alert,
+    AlertEvent,
+    AlertNotification,
+    AlertRule,
+    NotificationChannel,
+)
 from .transports import DeliveryFailed, EmailTransport, Transport
 
 logger = logging.getLogger(__name__)
@@ -65,64 +76,111 @@ def evaluate(*, now: datetime, send: bool = True) -> EvaluationResult:
 
 
 def notify(*, now: datetime) -> list[AlertNotification]:
-    """Claim the history entries to tell and write one message per recipient grouping
-    them (the delivery log), before anything is sent."""
+    """Claim the history entries to tell and write one message per recipient and per
+    channel grouping them (the delivery log), before anything is sent."""
     with transaction.atomic():
         event_ids = claim_events_to_notify(now)
         if not event_ids:
             return []
-        events = list(
-            AlertEvent.objects.filter(pk__in=event_ids).select_related(
-                "alert__rule",
-                "alert__connector__customer",
-                "alert__connector__connection",
-                "alert__connector__backup_status",
-                "alert__connection",
-                "alert__account_link__customer",
-                "alert__account_link__connection",
-            )
+        events = list(AlertEvent.objects.filter(pk__in=event_ids).select_related(*EVENT_RELATED))
+        rules = list(
+            AlertRule.objects.filter(enabled=True).prefetch_related("customers", "channels")
         )
-        rules = list(AlertRule.objects.filter(enabled=True).prefetch_related("customers"))
-        everyone = sorted({r for rule in rules for r in rule.recipient_list})
         per_recipient: dict[str, list[AlertEvent]] = defaultdict(list)
+        per_channel: dict[int, list[AlertEvent]] = defaultdict(list)
+        channels: dict[int, NotificationChannel] = {}
         for event in events:
-            rule = event.alert.rule
-            link = event.alert.account_link
-            if rule is None and link is not None:
-                # An account's seats or deletion: whoever watches that customer (and, for
-                # a resolution, wants resolved notices).
-                resolved = event.kind == AlertEvent.Kind.RESOLVED
-                recipients = sorted(
-                    {
-                        r
-                        for candidate in rules
-                        if _covers(candidate, link.customer_id)
-                        and (candidate.send_resolved or not resolved)
-                        for r in candidate.recipient_list
-                    }
-                )
-            elif rule is None:
-                recipients = everyone  # the sync and token checks concern everybody
-            elif event.kind == AlertEvent.Kind.RESOLVED and not rule.send_resolved:
-                continue
-            else:
-                recipients = rule.recipient_list
+            recipients, targets = _audience(event, rules)
             for recipient in recipients:
                 per_recipient[recipient].append(event)
+            for channel in targets:
+                channels[channel.pk] = channel
+                per_channel[channel.pk].append(event)
         notifications = []
         for recipient, recipient_events in sorted(per_recipient.items()):
-            message = compose(recipient_events, now=now)
-            notification = AlertNotification.objects.create(
-                recipient=recipient,
-                subject=message.subject,
-                body_text=message.text,
-                body_html=message.html,
-                created_at=now,
-                next_attempt_at=now,
-            )
-            notification.events.set(recipient_events)
-            notifications.append(notification)
+            notifications.append(_write(recipient_events, now=now, recipient=recipient))
+        for channel_id, channel_events in sorted(per_channel.items()):
+            notifications.append(_write(channel_events, now=now, channel=channels[channel_id]))
     return notifications
+
+
+# What composing a message needs of an event, in one query.
+EVENT_RELATED = (
+    "alert__rule",
+    "alert__connector__customer",
+    "alert__connector__connection",
+    "alert__connector__backup_status",
+    "alert__connection",
+    "alert__account_link__customer",
+    "alert__account_link__connection",
+)
+
+
+def _audience(
+    event: AlertEvent, rules: list[AlertRule]
+) -> tuple[list[str], list[NotificationChannel]]:
+    """Who hears of this history entry: e-mail recipients and channels. A rule's alert
+    goes to the rule's; an account's seats or deletion to every rule watching that
+    customer; the sync and token checks to every rule. Resolutions only where the rule
+    sends resolved notices; a channel only from its minimum severity up."""
+    alert = event.alert
+    resolved = event.kind == AlertEvent.Kind.RESOLVED
+    if alert.rule is not None:
+        rule = next((r for r in rules if r.pk == alert.rule_id), alert.rule)
+        watching = [rule] if rule.send_resolved or not resolved else []
+    elif alert.account_link is not None:
+        watching = [
+            r
+            for r in rules
+            if _covers(r, alert.account_link.customer_id) and (r.send_resolved or not resolved)
+        ]
+    else:
+        watching = rules  # the sync and token checks concern everybody
+    recipients = sorted({address for rule in watching for address in rule.recipient_list})
+    severity = alert.severity
+    targets = {
+        channel.pk: channel
+        for rule in watching
+        for channel in rule.channels.all()
+        if channel.enabled and channel.min_severity <= severity
+    }
+    return recipients, sorted(targets.values(), key=lambda c: c.pk)
+
+
+def _write(
+    events: list[AlertEvent],
+    *,
+    now: datetime,
+    recipient: str = "",
+    channel: NotificationChannel | None = None,
+    purpose: str = AlertNotification.Purpose.ALERTS,
+    subject: str = "",
+) -> AlertNotification:
+    """One message of the delivery log, with its content (and, for a channel, the
+    webhook JSON every channel kind is built from)."""
+    message = compose(events, now=now)
+    title = subject or message.subject
+    notification = AlertNotification.objects.create(
+        recipient=channel.name if channel is not None else recipient,
+        channel=channel,
+        purpose=purpose,
+        subject=title,
+        body_text=message.text,
+        body_html=message.html,
+        payload=payloads.payload(
+            purpose,
+            subject=title,
+            text=message.text,
+            now=now,
+            alerts=[payloads.alert_json(e.alert, event=e.kind) for e in events],
+        )
+        if channel is not None
+        else {},
+        created_at=now,
+        next_attempt_at=now,
+    )
+    notification.events.set(events)
+    return notification
 
 
 def _covers(rule: AlertRule, customer_id: int | None) -> bool:
@@ -135,13 +193,19 @@ def send_due(*, now: datetime, transport: Transport | None = None) -> tuple[int,
     """Send every message that is due; returns (sent, failed). Each message is claimed
     first (pending -> sending), so two senders never send the same message. A permanent
     refusal fails the message at once; temporary ones are retried with backoff up to
-    VECTIS_EMAIL_MAX_ATTEMPTS attempts or VECTIS_EMAIL_MAX_AGE_HOURS hours."""
-    due = AlertNotification.objects.filter(
-        Q(status=AlertNotification.Status.PENDING, next_attempt_at__lte=now)
-        | Q(status=AlertNotification.Status.SENDING, claimed_at__lt=now - SENDING_TIMEOUT)
-    ).order_by("next_attempt_at", "id")
+    VECTIS_EMAIL_MAX_ATTEMPTS attempts or VECTIS_EMAIL_MAX_AGE_HOURS hours. A channel
+    that fails `VECTIS_CHANNEL_MAX_FAILURES` deliveries in a row disables itself."""
+    due = (
+        AlertNotification.objects.filter(
+            Q(status=AlertNotification.Status.PENDING, next_attempt_at__lte=now)
+            | Q(status=AlertNotification.Status.SENDING, claimed_at__lt=now - SENDING_TIMEOUT)
+        )
+        .select_related("channel")
+        .order_by("next_attempt_at", "id")
+    )
     sent = failed = 0
-    channel = transport or EmailTransport()
+    email = transport or EmailTransport()
+    chat = transport or ChannelTransport()
     max_attempts = settings.VECTIS_EMAIL_MAX_ATTEMPTS
     max_age = timedelta(hours=settings.VECTIS_EMAIL_MAX_AGE_HOURS)
     try:
@@ -152,8 +216,26 @@ def send_due(*, now: datetime, transport: Transport | None = None) -> tuple[int,
             if claimed != 1:
                 continue  # another sender has it
             attempts = notification.attempts + 1
+            channel = notification.channel
+            if channel is not None:
+                channel.refresh_from_db(fields=["enabled", "disabled_reason"])
+                if not channel.enabled:
+                    _record_failure(
+                        notification,
+                        DeliveryFailed(
+                            f"The channel “{channel.name}” is disabled"
+                            + (f": {channel.disabled_reason}" if channel.disabled_reason else "."),
+                            permanent=True,
+                        ),
+                        attempts=attempts,
+                        now=now,
+                        max_attempts=max_attempts,
+                        max_age=max_age,
+                    )
+                    failed += 1
+                    continue
             try:
-                channel.send(notification)
+                (chat if channel is not None else email).send(notification)
             except DeliveryFailed as failure:
                 _record_failure(
                     notification,
@@ -163,15 +245,116 @@ def send_due(*, now: datetime, transport: Transport | None = None) -> tuple[int,
                     max_attempts=max_attempts,
                     max_age=max_age,
                 )
+                if channel is not None and notification.purpose != AlertNotification.Purpose.TEST:
+                    _channel_failed(channel, failure, now=now)
                 failed += 1
                 continue
             AlertNotification.objects.filter(pk=notification.pk).update(
                 status=AlertNotification.Status.SENT, attempts=attempts, sent_at=now, error=""
             )
+            if channel is not None:
+                NotificationChannel.objects.filter(pk=channel.pk).update(consecutive_failures=0)
             sent += 1
     finally:
-        channel.close()
+        email.close()
+        if chat is not email:
+            chat.close()
     return sent, failed
+
+
+def _channel_failed(
+    channel: NotificationChannel, failure: DeliveryFailed, *, now: datetime
+) -> None:
+    """One more failure in a row; at `VECTIS_CHANNEL_MAX_FAILURES` the channel disables
+    itself (claimed: once), its waiting messages fail, and the admins hear of it."""
+    NotificationChannel.objects.filter(pk=channel.pk).update(
+        consecutive_failures=F("consecutive_failures") + 1
+    )
+    limit = settings.VECTIS_CHANNEL_MAX_FAILURES
+    reason = (
+        f"Disabled after {limit} failed deliveries in a row; the last: {failure.sentence}. "
+        "Fix the channel, then enable it again."
+    )
+    disabled = NotificationChannel.objects.filter(
+        pk=channel.pk, enabled=True, consecutive_failures__gte=limit
+    ).update(enabled=False, disabled_at=now, disabled_reason=reason[:1000])
+    if not disabled:
+        return
+    logger.error("Channel %s disabled itself: %s", channel.name, reason)
+    AlertNotification.objects.filter(
+        channel=channel, status=AlertNotification.Status.PENDING
+    ).update(
+        status=AlertNotification.Status.FAILED,
+        failed_at=now,
+        error=f"Not sent: the channel “{channel.name}” disabled itself.",
+    )
+    admins = sorted(
+        set(
+            get_user_model()
+            .objects.filter(is_active=True, is_superuser=True)
+            .exclude(email="")
+            .values_list("email", flat=True)
+        )
+    )
+    subject = clean_header(f"[Vectis] The channel “{channel.name}” disabled itself")
+    text = (
+        f"The notification channel “{channel.name}” ({channel.get_kind_display()}) failed "
+        f"{limit} deliveries in a row and disabled itself, so alerts no longer reach it.\n\n"
+        f"{reason}\n\n{settings.VECTIS_BASE_URL.rstrip('/')}"
+        f"/admin/alerts/notificationchannel/{channel.pk}/change/\n"
+    )
+    for address in admins:
+        AlertNotification.objects.create(
+            recipient=address,
+            purpose=AlertNotification.Purpose.NOTICE,
+            subject=subject,
+            body_text=text,
+            body_html=f"<p>{escape(text)}</p>".replace("\n", "<br>"),
+            created_at=now,
+            next_attempt_at=now,
+        )
+
+
+def send_test(channel: NotificationChannel, *, now: datetime) -> tuple[bool, str]:
+    """The channel's Send test: a sample message through the very code alerts take,
+    written to the delivery log and sent at once; returns (delivered, the answer)."""
+    text = (
+        "This is a test message from Vectis. If you can read it here, alert messages "
+        f"reach “{channel.name}”.\n\nSent {now:%Y-%m-%d %H:%M} UTC."
+    )
+    subject = f"[Vectis] Test message for “{channel.name}”"
+    notification = AlertNotification.objects.create(
+        recipient=channel.name,
+        channel=channel,
+        purpose=AlertNotification.Purpose.TEST,
+        subject=subject,
+        body_text=text,
+        body_html=f"<p>{escape(text)}</p>",
+        payload=payloads.payload(
+            AlertNotification.Purpose.TEST, subject=subject, text=text, now=now, alerts=[]
+        ),
+        created_at=now,
+        next_attempt_at=now,
+        status=AlertNotification.Status.SENDING,
+        claimed_at=now,
+    )
+    transport = ChannelTransport()
+    try:
+        transport.send(notification)
+    except DeliveryFailed as failure:
+        AlertNotification.objects.filter(pk=notification.pk).update(
+            status=AlertNotification.Status.FAILED,
+            attempts=1,
+            error=failure.sentence,
+            failed_at=now,
+        )
+        return False, f"Not delivered: {failure.sentence}."
+    finally:
+        transport.close()
+    AlertNotification.objects.filter(pk=notification.pk).update(
+        status=AlertNotification.Status.SENT, attempts=1, sent_at=now
+    )
+    return True, f"Delivered to “{channel.name}” at {now:%H:%M} UTC."
 
 
 def _record_failure(

@@ -62,11 +62,15 @@ class EmailTransport:
         self._connection = get_connection()
 
     def send(self, notification: AlertNotification) -> None:
+        self.send_to([notification.recipient], notification)
+
+    def send_to(self, addresses: list[str], notification: AlertNotification) -> None:
+        """The message to these addresses (an e-mail channel's)."""
         message = EmailMultiAlternatives(
             subject=notification.subject,
             body=notification.body_text,
             from_email=settings.DEFAULT_FROM_EMAIL,
-            to=[notification.recipient],
+            to=addresses,
             connection=self._connection,
         )
         message.attach_alternative(notification.body_html, "text/html")

@@ -360,6 +360,9 @@ if (
 # up to this many attempts or this many hours, then marked failed (and shown as such).
 VECTIS_EMAIL_MAX_ATTEMPTS: int = env.int("VECTIS_EMAIL_MAX_ATTEMPTS", default=20)
 VECTIS_EMAIL_MAX_AGE_HOURS: int = env.int("VECTIS_EMAIL_MAX_AGE_HOURS", default=24)
+# A notification channel (Teams, Slack, webhook …) that fails this many deliveries in a
+# row disables itself and tells the admins.
+VECTIS_CHANNEL_MAX_FAILURES: int = env.int("VECTIS_CHANNEL_MAX_FAILURES", default=5)
 
 # --- Sign-in ----------------------------------------------------------------------------
 # django-axes: after this many wrong passwords in a row for a user, or from an address,

@@ -6,10 +6,14 @@ from django.contrib import admin
 from django.urls import path
 from django.views.generic import RedirectView
 
+from alerts.views import alert_action
+
 from .health import healthz
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    # Where the Acknowledge / Snooze links of alert messages lead (a confirmation page).
+    path("alerts/act/<str:token>/", alert_action, name="alert_action"),
     path("admin/", admin.site.urls),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
 ]

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from alerts.selectors import (
     connector_has_open_alert,
+    disabled_channels,
     failed_deliveries,
     open_alert_for_connector,
     open_alerts,
@@ -128,6 +129,7 @@ def dashboard_summary(*, now: datetime, filters: dict[str, Any] | None = None) -
         "setup_url": setup_url(),
         "setup_label": setup_label(),
         "failed_deliveries": failed_deliveries(now=now),
+        "disabled_channels": disabled_channels(),
     }
 
 

@@ -1,0 +1,343 @@
+"""Alerts where MSPs work: Teams, Slack and a generic webhook, delivered over real HTTP to
+local receivers through the delivery log (issue "Alerts where MSPs work")."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import pytest
+import time_machine
+from django.contrib.auth.models import User
+from django.core import mail
+from django.db import connections
+from django.test import Client
+from django.utils import timezone
+from pytest_django.fixtures import Settings
+
+from alerts import services
+from alerts.models import Alert, AlertNotification, NotificationChannel, Severity
+from tests.alerts.receivers import Receiver, start_receiver
+from tests.factories import NOW, ConnectorFactory, CustomerFactory, StaleRuleFactory
+
+pytestmark = pytest.mark.django_db
+
+SECRET = "test-signing-secret"
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    running = start_receiver()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def tls_receiver() -> Iterator[Receiver]:
+    running = start_receiver(tls=True)
+    yield running
+    running.stop()
+
+
+def make_channel(kind: str, url: str, *, name: str = "", **fields: object) -> NotificationChannel:
+    channel = NotificationChannel(name=name or f"{kind} channel", kind=kind, **fields)
+    values = {"url": url}
+    if kind == NotificationChannel.Kind.WEBHOOK:
+        values["secret"] = SECRET
+    channel.set_secrets(values)
+    channel.save()
+    return channel
+
+
+def stale_alert_for(*channels: NotificationChannel, recipients: str = "") -> None:
+    """A Backup Stale rule sending to these channels, and a connector it alerts on."""
+    rule = StaleRuleFactory.create(recipients=recipients)
+    rule.channels.set(channels)
+    ConnectorFactory.create(
+        customer=CustomerFactory.create(name="Contoso Ltd"),
+        name="Contoso Mail",
+        backup_status__last_success_at=NOW - timedelta(days=3),
+    )
+
+
+def test_a_webhook_gets_the_documented_json_signed_with_the_channels_secret(
+    receiver: Receiver,
+) -> None:
+    hook = make_channel(NotificationChannel.Kind.WEBHOOK, f"{receiver.base}/psa/hook")
+    stale_alert_for(hook)
+    result = services.evaluate(now=NOW)
+    assert (result.sent, result.failed) == (1, 0)
+    (request,) = receiver.requests
+    assert request.path == "/psa/hook"
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["X-Vectis-Event"] == "alerts"
+    # The signature a receiver recomputes: HMAC-SHA256("<timestamp>.<raw body>").
+    timestamp = request.headers["X-Vectis-Timestamp"]
+    expected = hmac.new(SECRET.encode(), f"{timestamp}.".encode() + request.body, hashlib.sha256)
+    assert request.headers["X-Vectis-Signature"] == "sha256=" + expected.hexdigest()
+    body = request.json()
+    alert = Alert.objects.get()
+    assert body["version"] == 1
+    assert body["type"] == "alerts"
+    assert body["subject"].startswith("[Vectis] 1 backup stale — Contoso Ltd: Contoso Mail")
+    (item,) = body["alerts"]
+    assert item["id"] == alert.pk
+    assert item["event"] == "opened"
+    assert item["kind"] == "backup_stale"
+    assert item["severity"] == "warning"
+    assert item["rule"] == {"id": alert.rule_id, "name": "Stale backups"}
+    assert item["customer"]["name"] == "Contoso Ltd"
+    assert item["connector"]["name"] == "Contoso Mail"
+    assert item["state"] == "open"
+    assert item["opened_at"] == "2026-11-26T12:00:00Z"
+    assert item["resolved_at"] is None
+    assert item["links"]["alert"].endswith(f"/admin/alerts/alert/{alert.pk}/change/")
+    assert "/alerts/act/" in item["links"]["acknowledge"]
+    assert "/alerts/act/" in item["links"]["snooze_4h"]
+    delivery = AlertNotification.objects.get(channel=hook)
+    assert (delivery.status, delivery.purpose) == ("sent", "alerts")
+
+
+def test_teams_and_slack_get_their_own_message_built_from_the_same_alert(
+    tls_receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Teams through its Workflows webhook (an adaptive card), Slack through its
+    incoming webhook (Slack's own JSON); both over https to the local receiver."""
+    from apprise.plugins.slack import NotifySlack
+
+    # Slack's webhook host is fixed in apprise: point it at the receiver (real HTTPS).
+    monkeypatch.setattr(NotifySlack, "webhook_url", f"{tls_receiver.base}/services")
+    teams = make_channel(
+        NotificationChannel.Kind.TEAMS,
+        f"workflows://127.0.0.1:{tls_receiver.port}/wf123/sig456?verify=no",
+    )
+    slack = make_channel(NotificationChannel.Kind.SLACK, "slack://T000/B000/XXXX?verify=no")
+    stale_alert_for(teams, slack)
+    result = services.evaluate(now=NOW)
+    assert (result.sent, result.failed) == (2, 0)
+    by_path = {r.path.split("?")[0]: r.json() for r in tls_receiver.requests}
+    card = by_path["/workflows/wf123/triggers/manual/paths/invoke"]
+    assert card["type"] == "message"
+    (attachment,) = card["attachments"]
+    assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
+    texts = " ".join(str(block.get("text", "")) for block in attachment["content"]["body"])
+    assert "1 backup stale — Contoso Ltd: Contoso Mail" in texts
+    assert "/alerts/act/" in texts  # acknowledge and snooze from the chat
+    slack_body = by_path["/services/T000/B000/XXXX"]
+    text = str(slack_body)
+    assert "Contoso Mail" in text
+    assert "/alerts/act/" in text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_is_delivered_once_by_two_senders_after_three_503s(
+    receiver: Receiver,
+) -> None:
+    hook = make_channel(NotificationChannel.Kind.WEBHOOK, f"{receiver.base}/hook")
+    stale_alert_for(hook)
+    services.evaluate(now=NOW, send=False)
+    receiver.answer(503, 503, 503)
+    moment = NOW
+
+    def send(at: datetime, barrier: threading.Barrier) -> None:
+        barrier.wait()
+        try:
+            services.send_due(now=at)
+        finally:
+            connections.close_all()
+
+    for _ in range(8):
+        barrier = threading.Barrier(2)
+        threads = [threading.Thread(target=send, args=(moment, barrier)) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        moment += timedelta(minutes=31)  # past any backoff
+    delivery = AlertNotification.objects.get(channel=hook)
+    assert delivery.status == AlertNotification.Status.SENT
+    assert delivery.attempts == 4
+    assert len(receiver.requests) == 4  # three refused, one delivered: never twice
+    assert len({r.body for r in receiver.requests}) == 1
+
+
+@pytest.mark.parametrize("status", [410, 404])
+def test_a_hook_that_is_gone_fails_at_once(receiver: Receiver, status: int) -> None:
+    hook = make_channel(NotificationChannel.Kind.WEBHOOK, f"{receiver.base}/gone")
+    stale_alert_for(hook)
+    receiver.answer(status)
+    result = services.evaluate(now=NOW)
+    assert (result.sent, result.failed) == (0, 1)
+    delivery = AlertNotification.objects.get(channel=hook)
+    assert delivery.status == AlertNotification.Status.FAILED
+    assert delivery.attempts == 1
+    assert delivery.error == f"The webhook answered HTTP {status}"
+    assert services.send_due(now=NOW + timedelta(hours=2)) == (0, 0)  # never again
+    assert len(receiver.requests) == 1
+
+
+def test_a_channel_failing_five_times_in_a_row_disables_itself_and_says_so(
+    receiver: Receiver, settings: Settings
+) -> None:
+    User.objects.create_superuser("boss", "boss@msp.example", "pw")
+    hook = make_channel(NotificationChannel.Kind.WEBHOOK, f"{receiver.base}/down")
+    stale_alert_for(hook, recipients="noc@msp.example")
+    receiver.answer(*[503] * 10)
+    services.evaluate(now=NOW)
+    for minutes in (1, 3, 7, 15):
+        services.send_due(now=NOW + timedelta(minutes=minutes))
+    hook.refresh_from_db()
+    assert not hook.enabled
+    assert hook.consecutive_failures == 5
+    assert hook.disabled_reason.startswith("Disabled after 5 failed deliveries in a row")
+    assert "HTTP 503" in hook.disabled_reason
+    assert len(receiver.requests) == 5
+    # Its waiting message failed; the admins are told by e-mail (the next sending pass).
+    assert AlertNotification.objects.get(channel=hook).status == "failed"
+    services.send_due(now=NOW + timedelta(minutes=16))
+    notice = [m for m in mail.outbox if m.to == ["boss@msp.example"]]
+    assert len(notice) == 1
+    assert "disabled itself" in notice[0].subject
+    # And on the admin home.
+    client = Client()
+    client.force_login(User.objects.get(username="boss"))
+    home = client.get("/admin/").content.decode()
+    assert "disabled itself" in home
+    assert hook.name in home
+
+
+def test_send_test_delivers_a_sample_and_shows_the_answer_in_place(
+    receiver: Receiver, admin_client: Client
+) -> None:
+    hook = make_channel(NotificationChannel.Kind.WEBHOOK, f"{receiver.base}/hook")
+    url = f"/admin/alerts/notificationchannel/{hook.pk}/send-test/"
+    answer = admin_client.post(url).json()
+    assert answer["ok"] is True
+    assert answer["message"].startswith(f"Delivered to “{hook.name}”")
+    assert receiver.requests[0].json()["type"] == "test"
+    receiver.answer(410)
+    answer = admin_client.post(url).json()
+    assert answer == {"ok": False, "message": "Not delivered: The webhook answered HTTP 410."}
+    assert list(
+        AlertNotification.objects.filter(channel=hook).values_list("purpose", "status")
+    ) == [("test", "failed"), ("test", "sent")]
+    hook.refresh_from_db()
+    assert hook.enabled  # a test never disables a channel
+    assert admin_client.get(url).status_code == 405
+
+
+def test_a_channels_url_is_never_shown_again_nor_kept_in_clear(admin_client: Client) -> None:
+    url = "https://prod-11.westeurope.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke?sig=TOPSECRET"
+    response = admin_client.post(
+        "/admin/alerts/notificationchannel/add/",
+        {
+            "name": "NOC Teams",
+            "kind": "teams",
+            "url": url,
+            "addresses": "",
+            "min_severity": Severity.WARNING,
+            "enabled": "on",
+            "digest_timezone": "",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    channel = NotificationChannel.objects.get()
+    assert channel.secrets()["url"] == url
+    assert "TOPSECRET" not in channel.target_ciphertext
+    page = admin_client.get(f"/admin/alerts/notificationchannel/{channel.pk}/change/")
+    html = page.content.decode()
+    assert "TOPSECRET" not in html
+    assert "prod-11.westeurope.logic.azure.com" in html  # the host, to recognise it
+    history = admin_client.get(f"/admin/alerts/notificationchannel/{channel.pk}/history/")
+    assert "TOPSECRET" not in history.content.decode()
+    # Saving again without a URL keeps the stored one.
+    admin_client.post(
+        f"/admin/alerts/notificationchannel/{channel.pk}/change/",
+        {"name": "NOC Teams", "kind": "teams", "url": "", "addresses": "", "min_severity": 30},
+    )
+    channel.refresh_from_db()
+    assert channel.secrets()["url"] == url
+    assert channel.min_severity == Severity.CRITICAL
+
+
+def test_a_wrong_url_for_the_kind_is_refused_with_a_sentence(admin_client: Client) -> None:
+    response = admin_client.post(
+        "/admin/alerts/notificationchannel/add/",
+        {"name": "Oops", "kind": "slack", "url": "https://example.com/x", "min_severity": 20},
+    )
+    assert response.status_code == 200
+    assert "A Slack incoming webhook starts with https://hooks.slack.com/services/." in (
+        response.content.decode()
+    )
+    assert not NotificationChannel.objects.exists()
+
+
+def test_a_channel_takes_only_alerts_from_its_minimum_severity_up(receiver: Receiver) -> None:
+    critical_only = make_channel(
+        NotificationChannel.Kind.WEBHOOK,
+        f"{receiver.base}/critical",
+        min_severity=Severity.CRITICAL,
+    )
+    stale_alert_for(critical_only, recipients="noc@msp.example")  # stale is a warning
+    services.evaluate(now=NOW)
+    assert receiver.requests == []
+    assert len(mail.outbox) == 1  # the plain recipients still hear of it
+
+
+# --- acting from the message ----------------------------------------------------------------
+
+
+def action_links(receiver: Receiver) -> dict[str, str]:
+    links = receiver.requests[-1].json()["alerts"][0]["links"]
+    return {key: re.sub(r"^https?://[^/]+", "", value) for key, value in links.items() if value}
+
+
+def test_a_message_link_acts_only_from_its_confirmation_page(
+    receiver: Receiver, admin_client: Client
+) -> None:
+    hook = make_channel(NotificationChannel.Kind.WEBHOOK, f"{receiver.base}/hook")
+    stale_alert_for(hook)
+    services.evaluate(now=NOW)
+    links = action_links(receiver)
+    alert = Alert.objects.get()
+    # Not signed in: to the sign-in page first.
+    assert Client().get(links["acknowledge"]).status_code == 302
+    # A preview or a click only shows what the button would do.
+    page = admin_client.get(links["acknowledge"])
+    assert page.status_code == 200
+    assert "Acknowledge?" in page.content.decode()
+    alert.refresh_from_db()
+    assert alert.state == Alert.State.OPEN
+    done = admin_client.post(links["acknowledge"])
+    assert done.status_code == 302
+    alert.refresh_from_db()
+    assert (alert.state, alert.acknowledged_by) == (Alert.State.ACKNOWLEDGED, "admin")
+    # The snooze link snoozes, for four hours.
+    admin_client.post(links["snooze_4h"])
+    alert.refresh_from_db()
+    assert alert.snoozed_until is not None
+    assert alert.snoozed_at is not None
+    length = alert.snoozed_until - alert.snoozed_at
+    assert timedelta(hours=3, minutes=59) < length < timedelta(hours=4, minutes=1)
+
+
+def test_a_message_link_expires_after_seven_days_and_cannot_be_forged(
+    receiver: Receiver, admin_client: Client
+) -> None:
+    hook = make_channel(NotificationChannel.Kind.WEBHOOK, f"{receiver.base}/hook")
+    stale_alert_for(hook)
+    services.evaluate(now=NOW)
+    link = action_links(receiver)["acknowledge"]
+    forged = link[:-6] + ("AAAAAA" if not link.endswith("AAAAAA/") else "BBBBBB") + "/"
+    bad = admin_client.post(forged)
+    assert bad.status_code == 400
+    assert "not a valid Vectis alert link" in bad.content.decode()
+    with time_machine.travel(timezone.now() + timedelta(days=8)):
+        old = admin_client.get(link)
+    assert old.status_code == 400
+    assert "This link has expired" in old.content.decode()
+    assert Alert.objects.get().state == Alert.State.OPEN
