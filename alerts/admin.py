@@ -26,13 +26,14 @@ from django.views.decorators.http import require_POST
 from backups.models import ConnectorKind
 from integrations.admin import HistoryAdmin
 
-from . import lifecycle
+from . import lifecycle, maintenance
 from .channels import describe_target, secret_for_new_webhook
 from .models import (
     Alert,
     AlertEvent,
     AlertNotification,
     AlertRule,
+    MaintenanceWindow,
     NotificationChannel,
     validate_recipients,
 )
@@ -313,6 +314,106 @@ class NotificationChannelAdmin(admin.ModelAdmin[NotificationChannel]):
             raise PermissionDenied
         ok, message = send_test(channel, now=timezone.now())
         return JsonResponse({"ok": ok, "message": message})
+
+
+class MaintenanceWindowForm(forms.ModelForm[MaintenanceWindow]):
+    weekdays = forms.TypedMultipleChoiceField(
+        label="Days",
+        coerce=int,
+        required=False,
+        choices=[
+            (1, "Mon"),
+            (2, "Tue"),
+            (3, "Wed"),
+            (4, "Thu"),
+            (5, "Fri"),
+            (6, "Sat"),
+            (7, "Sun"),
+        ],
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Every week: the days it starts on.",
+    )
+
+    class Meta:
+        model = MaintenanceWindow
+        fields = [
+            "reason",
+            "customer",
+            "connector",
+            "connection",
+            "repeat",
+            "starts_at",
+            "ends_at",
+            "weekdays",
+            "start_time",
+            "duration_minutes",
+            "timezone",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        scopes = [name for name in ("customer", "connector", "connection") if data.get(name)]
+        if len(scopes) != 1:
+            raise forms.ValidationError(
+                "Choose what the window covers: one customer, one connector or one connection."
+            )
+        if data.get("repeat") == MaintenanceWindow.Repeat.ONCE:
+            starts, ends = data.get("starts_at"), data.get("ends_at")
+            if not starts or not ends:
+                raise forms.ValidationError("A one-off window needs its start and its end.")
+            if ends <= starts:
+                self.add_error("ends_at", "The end must come after the start.")
+        else:
+            if not data.get("weekdays"):
+                self.add_error("weekdays", "Choose at least one day.")
+            if not data.get("start_time"):
+                self.add_error("start_time", "Choose the local start time.")
+            if not data.get("duration_minutes"):
+                self.add_error("duration_minutes", "How long it lasts, in minutes.")
+        name = str(data.get("timezone") or "").strip()
+        if name:
+            try:
+                ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                self.add_error("timezone", f"“{name}” is not a time zone name.")
+        return data
+
+
+@admin.register(MaintenanceWindow)
+class MaintenanceWindowAdmin(admin.ModelAdmin[MaintenanceWindow]):
+    """Planned work: alerts go on, their messages wait until it ends (one summary)."""
+
+    form = MaintenanceWindowForm
+    list_display = ["reason", "covers", "when", "on_now"]
+    autocomplete_fields = ["customer", "connector"]
+    search_fields = ["reason", "customer__name", "connector__name"]
+    fieldsets = [
+        (None, {"fields": ["reason", "customer", "connector", "connection"]}),
+        ("When", {"fields": ["repeat", "starts_at", "ends_at"]}),
+        (
+            "Every week",
+            {"fields": ["weekdays", "start_time", "duration_minutes", "timezone"]},
+        ),
+    ]
+
+    @admin.display(description="Covers")
+    def covers(self, window: MaintenanceWindow) -> str:
+        return str(window.connector or window.customer or window.connection or "—")
+
+    @admin.display(description="When")
+    def when(self, window: MaintenanceWindow) -> str:
+        if window.repeat == MaintenanceWindow.Repeat.ONCE:
+            return f"{window.starts_at:%Y-%m-%d %H:%M} to {window.ends_at:%Y-%m-%d %H:%M} UTC"
+        days = ", ".join(
+            ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"][d - 1] for d in window.weekdays
+        )
+        start = f"{window.start_time:%H:%M}" if window.start_time else "?"
+        zone = window.timezone or "UTC"
+        return f"every {days} at {start} for {window.duration_minutes} min ({zone})"
+
+    @admin.display(description="On now", boolean=True)
+    def on_now(self, window: MaintenanceWindow) -> bool:
+        return maintenance.current(window, timezone.now()) is not None
 
 
 class AlertEventInline(admin.TabularInline[AlertEvent, Alert]):

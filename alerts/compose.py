@@ -187,3 +187,34 @@ def compose(events: list[AlertEvent], *, now: datetime) -> Message:
         text=render_to_string("emails/alerts-body.txt", context),
         html=render_to_string("emails/alerts-body.html", context),
     )
+
+
+def compose_sections(
+    *,
+    subject: str,
+    heading: str,
+    intro: str,
+    sections: list[tuple[str, list[AlertEvent]]],
+    now: datetime,
+) -> Message:
+    """A message in titled sections (a maintenance summary, a digest, an escalation),
+    each row the same as in an alert message. An alert that is only still open is
+    passed as an unsaved history entry of kind "open"."""
+    rendered: list[dict[str, Any]] = []
+    for title, events in sections:
+        if events:
+            items = [message_item(e, now) for e in events]
+            items.sort(key=lambda i: i.get("sort", (9, 0)))
+            rendered.append({"title": title, "items": items})
+    context = {
+        "heading": heading,
+        "intro": intro,
+        "sections": rendered,
+        "base_url": settings.VECTIS_BASE_URL.rstrip("/"),
+        "now": now,
+    }
+    return Message(
+        subject=clean_header(subject)[:250],
+        text=render_to_string("emails/alerts-sections.txt", context),
+        html=render_to_string("emails/alerts-sections.html", context),
+    )

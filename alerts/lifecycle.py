@@ -341,16 +341,24 @@ def unsnooze(alert_ids: Sequence[int], *, by: str, now: datetime) -> int:
     return len(changed)
 
 
-def claim_events_to_notify(now: datetime) -> list[int]:
-    """The history entries to e-mail (openings, reminders, resolutions) not yet claimed
-    by a notifier; each comes back to exactly one caller."""
+def claim_events_to_notify(
+    now: datetime, *, held: Q | None = None, only: Q | None = None
+) -> list[int]:
+    """The history entries to tell (openings, reminders, resolutions) not yet claimed by
+    a notifier; each comes back to exactly one caller. `held`: alerts whose entries wait
+    (a maintenance window covers them); `only`: just these alerts' entries."""
     kinds = [str(kind) for kind in AlertEvent.NOTIFIED_KINDS]
+    pending = AlertEvent.objects.filter(notified_at__isnull=True, kind__in=kinds)
+    if held is not None:
+        pending = pending.exclude(alert__in=Alert.objects.filter(held))
+    if only is not None:
+        pending = pending.filter(alert__in=Alert.objects.filter(only))
+    ids = list(pending.values_list("pk", flat=True))
+    if not ids:
+        return []
     return update_returning(
         AlertEvent,
         {"notified_at": now},
-        where=(
-            f"{column(AlertEvent, 'notified_at')} IS NULL "
-            f"AND {column(AlertEvent, 'kind')} IN ({placeholders(kinds)})"
-        ),
-        params=kinds,
+        where=f"{_in('id', ids)} AND {column(AlertEvent, 'notified_at')} IS NULL",
+        params=ids,
     )

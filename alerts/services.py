@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -20,9 +21,9 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils.html import escape
 
-from . import payloads
+from . import maintenance, payloads
 from .channels import ChannelTransport
-from .compose import clean_header, compose, hours_ago
+from .compose import clean_header, compose, compose_sections, hours_ago
 from .evaluation import (
     deletion_conditions,
     rule_conditions,
@@ -38,6 +39,7 @@ from .models import (
     AlertEvent,
     AlertNotification,
     AlertRule,
+    MaintenanceWindow,
     NotificationChannel,
 )
 from .transports import DeliveryFailed, EmailTransport, Transport
@@ -69,7 +71,8 @@ def evaluate(*, now: datetime, send: bool = True) -> EvaluationResult:
             (Alert.Kind.TOKEN_EXPIRY, token_conditions(now=now)),
         ):
             apply(conditions, Q(kind=kind), None, now=now, result=result)
-    result.notifications = notify(now=now)
+    # Summaries of windows that just ended first: they claim what the windows held.
+    result.notifications = summarize_maintenance(now=now) + notify(now=now)
     if send:
         result.sent, result.failed = send_due(now=now)
     return result
@@ -79,7 +82,7 @@ def notify(*, now: datetime) -> list[AlertNotification]:
     """Claim the history entries to tell and write one message per recipient and per
     channel grouping them (the delivery log), before anything is sent."""
     with transaction.atomic():
-        event_ids = claim_events_to_notify(now)
+        event_ids = claim_events_to_notify(now, held=maintenance.held_alerts(now))
         if not event_ids:
             return []
         events = list(AlertEvent.objects.filter(pk__in=event_ids).select_related(*EVENT_RELATED))
@@ -114,6 +117,107 @@ EVENT_RELATED = (
     "alert__account_link__customer",
     "alert__account_link__connection",
 )
+
+
+def summarize_maintenance(*, now: datetime) -> list[AlertNotification]:
+    """For each maintenance window whose occurrence has ended since its last summary:
+    claim it (once), claim the messages it held, and write one summary per recipient and
+    channel — what is still open, and what opened and resolved meanwhile."""
+    written: list[AlertNotification] = []
+    for window in MaintenanceWindow.objects.all():
+        ended = maintenance.latest_ended(window, now)
+        if ended is None:
+            continue
+        start, end = ended
+        if window.summarized_until is not None and window.summarized_until >= end:
+            continue
+        with transaction.atomic():
+            unclaimed = Q(summarized_until__isnull=True) | Q(summarized_until__lt=end)
+            if not MaintenanceWindow.objects.filter(unclaimed, pk=window.pk).update(
+                summarized_until=end
+            ):
+                continue  # another evaluation has it
+            if window.summarized_until is None and end < window.created_at:
+                continue  # an occurrence from before the window existed
+            scope = maintenance.alerts_of(window)
+            event_ids = claim_events_to_notify(now, only=scope)
+            held = list(AlertEvent.objects.filter(pk__in=event_ids).select_related(*EVENT_RELATED))
+            came_and_went = [
+                e for e in held if e.kind == AlertEvent.Kind.RESOLVED and e.alert.opened_at >= start
+            ]
+            still_open = [
+                AlertEvent(alert=alert, kind="open", at=now)
+                for alert in Alert.objects.filter(scope, resolved_at__isnull=True).select_related(
+                    *(name.removeprefix("alert__") for name in EVENT_RELATED)
+                )
+            ]
+            if not came_and_went and not still_open:
+                continue
+            written += _write_summary(window, still_open, came_and_went, now=now)
+    return written
+
+
+def _write_summary(
+    window: MaintenanceWindow,
+    still_open: list[AlertEvent],
+    came_and_went: list[AlertEvent],
+    *,
+    now: datetime,
+) -> list[AlertNotification]:
+    rules = list(AlertRule.objects.filter(enabled=True).prefetch_related("customers", "channels"))
+    per_recipient: dict[str, list[AlertEvent]] = defaultdict(list)
+    per_channel: dict[int, list[AlertEvent]] = defaultdict(list)
+    channels: dict[int, NotificationChannel] = {}
+    for event in [*still_open, *came_and_went]:
+        recipients, targets = _audience(event, rules)
+        for recipient in recipients:
+            per_recipient[recipient].append(event)
+        for channel in targets:
+            channels[channel.pk] = channel
+            per_channel[channel.pk].append(event)
+    subject = (
+        f"[Vectis] Maintenance “{window.reason}” ended — {len(still_open)} still open, "
+        f"{len(came_and_went)} opened and resolved meanwhile"
+    )
+    written = []
+
+    def one(events: list[AlertEvent], **target: Any) -> AlertNotification:
+        open_now = [e for e in events if e in still_open]
+        gone = [e for e in events if e in came_and_went]
+        message = compose_sections(
+            subject=subject,
+            heading=f"Maintenance “{window.reason}” has ended",
+            intro="Messages were held while it was on. This is what it leaves behind.",
+            sections=[("Still open", open_now), ("Opened and resolved meanwhile", gone)],
+            now=now,
+        )
+        notification = AlertNotification.objects.create(
+            purpose=AlertNotification.Purpose.MAINTENANCE,
+            subject=message.subject,
+            body_text=message.text,
+            body_html=message.html,
+            payload=payloads.payload(
+                AlertNotification.Purpose.MAINTENANCE,
+                subject=message.subject,
+                text=message.text,
+                now=now,
+                alerts=[payloads.alert_json(e.alert, event=e.kind) for e in events],
+            )
+            if target.get("channel") is not None
+            else {},
+            created_at=now,
+            next_attempt_at=now,
+            **target,
+        )
+        notification.events.set([e for e in gone if e.pk is not None])
+        return notification
+
+    for recipient, events in sorted(per_recipient.items()):
+        written.append(one(events, recipient=recipient))
+    for channel_id, events in sorted(per_channel.items()):
+        channel = channels[channel_id]
+        written.append(one(events, recipient=channel.name, channel=channel))
+    return written
 
 
 def _audience(

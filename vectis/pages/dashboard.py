@@ -16,6 +16,7 @@ from django.http.response import HttpResponseBase
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from alerts.maintenance import connectors_in_maintenance
 from alerts.selectors import (
     connector_has_open_alert,
     disabled_channels,
@@ -150,7 +151,7 @@ def dashboard(request: HttpRequest, *, site: AdminSite) -> HttpResponseBase:
         "view_health": dashboard_summary(now=timezone.now(), filters=filters),
         "title": "Backup health",
         "page": page,
-        "rows": [connector_row(c) for c in page.object_list],
+        "rows": _with_maintenance([connector_row(c) for c in page.object_list]),
         "success_rate_days": SUCCESS_RATE_DAYS,
         "filters": filters,
         "status_choices": [(s, STATUS_LABELS[s]) for s in STATUS_ORDER],
@@ -164,6 +165,14 @@ def dashboard(request: HttpRequest, *, site: AdminSite) -> HttpResponseBase:
         else None,
     }
     return TemplateResponse(request, "admin/backups/dashboard.html", context)
+
+
+def _with_maintenance(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mark the rows a maintenance window covers now (their messages are held)."""
+    held = connectors_in_maintenance([row["connector"].pk for row in rows], timezone.now())
+    for row in rows:
+        row["in_maintenance"] = row["connector"].pk in held
+    return rows
 
 
 def _connectors_csv(connectors: QuerySet[BackupConnector]) -> StreamingHttpResponse:
