@@ -134,7 +134,7 @@ def test_simulated_days_of_a_weekly_window_hold_and_summarize_each_occurrence() 
             before = len(mail.outbox)
             services.evaluate(now=now)
             if len(mail.outbox) > before:
-                subjects_by_hour[now] = [m.subject for m in mail.outbox[before:]]
+                subjects_by_hour[now] = [str(m.subject) for m in mail.outbox[before:]]
     summaries = {
         when: subjects
         for when, subjects in subjects_by_hour.items()
