@@ -25,6 +25,10 @@ KIND_LABELS = dict(Alert.Kind.choices)
 CONNECTOR_KINDS = dict(ConnectorKind.choices)
 # In the subject's order: failures first.
 KIND_NOUNS = {
+    Alert.Kind.ACCOUNT_FAILING: (
+        "account with every connector failing",
+        "accounts with every connector failing",
+    ),
     Alert.Kind.BACKUP_FAILED: ("backup failed", "backups failed"),
     Alert.Kind.BACKUP_STALE: ("backup stale", "backups stale"),
     Alert.Kind.SUCCESS_RATE: ("low success rate", "low success rates"),
@@ -196,6 +200,7 @@ def compose_sections(
     intro: str,
     sections: list[tuple[str, list[AlertEvent]]],
     now: datetime,
+    keep_order: bool = False,
 ) -> Message:
     """A message in titled sections (a maintenance summary, a digest, an escalation),
     each row the same as in an alert message. An alert that is only still open is
@@ -204,7 +209,8 @@ def compose_sections(
     for title, events in sections:
         if events:
             items = [message_item(e, now) for e in events]
-            items.sort(key=lambda i: i.get("sort", (9, 0)))
+            if not keep_order:
+                items.sort(key=lambda i: i.get("sort", (9, 0)))
             rendered.append({"title": title, "items": items})
     context = {
         "heading": heading,

@@ -391,6 +391,69 @@ def seat_conditions(*, now: datetime) -> list[Condition]:
     return conditions
 
 
+def account_failing_conditions(*, now: datetime) -> list[Condition]:
+    """Accounts whose connectors (two or more) all fail for one and the same vendor
+    reason — a lost sign-in to the tenant, usually: one alert carries them all, and the
+    per-connector alerts it explains wait behind it (alerts/grouping.py)."""
+    rows = (
+        BackupConnector.objects.filter(
+            removed_at__isnull=True,
+            account_link__in=_monitored_accounts(),
+            account_link__deletion_scheduled_at__isnull=True,
+        )
+        .order_by("account_link_id", "pk")
+        .values_list(
+            "account_link_id",
+            "backup_status__status",
+            "backup_status__reason",
+            "backup_status__reason_text",
+            "backup_status__fix_text",
+            "name",
+        )
+    )
+    by_account: dict[int, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        by_account.setdefault(row[0], []).append(row)
+    failing = {
+        link_id: connectors
+        for link_id, connectors in by_account.items()
+        if len(connectors) >= 2
+        and all(c[1] == BackupStatus.FAILED for c in connectors)
+        and connectors[0][2]
+        and len({c[2] for c in connectors}) == 1
+    }
+    links = {
+        link.pk: link
+        for link in AccountLink.objects.filter(pk__in=list(failing)).select_related(
+            "customer", "connection"
+        )
+    }
+    conditions = []
+    for link_id, connectors in failing.items():
+        link = links[link_id]
+        vendor = provider_label(link.connection.provider)
+        reason, reason_text, fix_text = connectors[0][2], connectors[0][3], connectors[0][4]
+        said = fix_text or reason_text or reason
+        names = ", ".join(c[5] for c in connectors)
+        conditions.append(
+            Condition(
+                key=f"account-failing:{link_id}:{reason}"[:64],
+                kind=Alert.Kind.ACCOUNT_FAILING,
+                summary=f"{_account_subject(link)} — all {len(connectors)} connectors failing: "
+                f"{reason_text or reason}"[:255],
+                reason=reason,
+                connection_id=link.connection_id,
+                account_link_id=link_id,
+                detail=(
+                    f"Every connector of the {vendor} account {link.display_name} fails for "
+                    f"the same reason ({names}). {vendor} says: {said}. Their own alerts wait "
+                    "behind this one."
+                ),
+            )
+        )
+    return conditions
+
+
 def deletion_conditions(*, now: datetime) -> list[Condition]:
     """Accounts the vendor has scheduled for deletion (with their backups)."""
     links = (

@@ -245,6 +245,7 @@ class Alert(models.Model):
         SEAT_EXCEEDED = "seat_exceeded", "Seat limit exceeded"
         ACCOUNT_DELETION = "account_deletion", "Account scheduled for deletion"
         TOKEN_EXPIRY = "token_expiry", "API token expires soon"
+        ACCOUNT_FAILING = "account_failing", "Every connector of an account failing"
 
     class State(models.TextChoices):
         OPEN = "open", "Open"
@@ -323,7 +324,11 @@ class Alert(models.Model):
     def severity(self) -> int:
         """Critical: a backup failed, syncing stopped, a token or a seat grace period
         about to run out (a day or less); everything else a warning."""
-        if self.kind in (self.Kind.BACKUP_FAILED, self.Kind.SYNC_STALE):
+        if self.kind in (
+            self.Kind.BACKUP_FAILED,
+            self.Kind.SYNC_STALE,
+            self.Kind.ACCOUNT_FAILING,
+        ):
             return Severity.CRITICAL
         if self.kind in (self.Kind.TOKEN_EXPIRY, self.Kind.SEAT_EXCEEDED) and self.stage in (
             "1",

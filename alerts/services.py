@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -21,10 +22,13 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils.html import escape
 
-from . import maintenance, payloads
+from integrations.sql import column, placeholders, update_returning
+
+from . import grouping, maintenance, payloads
 from .channels import ChannelTransport
 from .compose import clean_header, compose, compose_sections, hours_ago
 from .evaluation import (
+    account_failing_conditions,
     deletion_conditions,
     rule_conditions,
     seat_conditions,
@@ -32,7 +36,7 @@ from .evaluation import (
     sync_stale_conditions,
     token_conditions,
 )
-from .lifecycle import EvaluationResult, apply, claim_events_to_notify
+from .lifecycle import EvaluationResult, apply, claim_events_to_notify, record
 from .models import (
     SENDING_TIMEOUT,
     Alert,
@@ -66,13 +70,18 @@ def evaluate(*, now: datetime, send: bool = True) -> EvaluationResult:
         )
         for kind, conditions in (
             (Alert.Kind.SYNC_DEGRADED, sync_degraded_conditions(now=now)),
+            (Alert.Kind.ACCOUNT_FAILING, account_failing_conditions(now=now)),
             (Alert.Kind.SEAT_EXCEEDED, seat_conditions(now=now)),
             (Alert.Kind.ACCOUNT_DELETION, deletion_conditions(now=now)),
             (Alert.Kind.TOKEN_EXPIRY, token_conditions(now=now)),
         ):
             apply(conditions, Q(kind=kind), None, now=now, result=result)
+        # One alert per root cause: children wait behind their parent's message.
+        grouping.link_children()
+        grouping.close_explained(now)
     # Summaries of windows that just ended first: they claim what the windows held.
     result.notifications = summarize_maintenance(now=now) + notify(now=now)
+    result.notifications += escalate_due(now=now) + send_digests(now=now)
     if send:
         result.sent, result.failed = send_due(now=now)
     return result
@@ -82,7 +91,10 @@ def notify(*, now: datetime) -> list[AlertNotification]:
     """Claim the history entries to tell and write one message per recipient and per
     channel grouping them (the delivery log), before anything is sent."""
     with transaction.atomic():
-        event_ids = claim_events_to_notify(now, held=maintenance.held_alerts(now))
+        in_maintenance = maintenance.held_alerts(now)
+        waiting = grouping.waiting_behind_parent()
+        held = waiting if in_maintenance is None else waiting | in_maintenance
+        event_ids = claim_events_to_notify(now, held=held)
         if not event_ids:
             return []
         events = list(AlertEvent.objects.filter(pk__in=event_ids).select_related(*EVENT_RELATED))
@@ -154,6 +166,164 @@ def summarize_maintenance(*, now: datetime) -> list[AlertNotification]:
             if not came_and_went and not still_open:
                 continue
             written += _write_summary(window, still_open, came_and_went, now=now)
+    return written
+
+
+def escalate_due(*, now: datetime) -> list[AlertNotification]:
+    """Alerts still open and unacknowledged longer than their rule's escalation delay go
+    to its escalation channel, once (claimed: `escalated_at`), with an "Escalated" entry
+    in their history. Snoozed alerts, and alerts whose messages wait (maintenance, a
+    parent), do not escalate."""
+    written = []
+    rules = AlertRule.objects.filter(
+        enabled=True,
+        escalation_channel__enabled=True,
+        escalation_minutes__isnull=False,
+    ).select_related("escalation_channel")
+    waiting = grouping.waiting_behind_parent()
+    in_maintenance = maintenance.held_alerts(now)
+    for rule in rules:
+        assert rule.escalation_minutes is not None
+        due = (
+            Alert.objects.filter(
+                rule=rule,
+                state=Alert.State.OPEN,
+                resolved_at__isnull=True,
+                escalated_at__isnull=True,
+                opened_at__lte=now - timedelta(minutes=rule.escalation_minutes),
+            )
+            .filter(Q(snoozed_until__isnull=True) | Q(snoozed_until__lte=now))
+            .exclude(waiting)
+        )
+        if in_maintenance is not None:
+            due = due.exclude(in_maintenance)
+        ids = list(due.values_list("pk", flat=True))
+        if not ids:
+            continue
+        with transaction.atomic():
+            # Claimed: of two evaluations at once, one escalates each alert.
+            escalated = update_returning(
+                Alert,
+                {"escalated_at": now},
+                where=f"{column(Alert, 'id')} IN ({placeholders(ids)}) "
+                f"AND {column(Alert, 'escalated_at')} IS NULL",
+                params=ids,
+            )
+            if not escalated:
+                continue
+            record(
+                AlertEvent.Kind.ESCALATED,
+                escalated,
+                now=now,
+                notified=True,
+                note=f"Open and unacknowledged for {rule.escalation_minutes} minutes",
+            )
+            events = list(
+                AlertEvent.objects.filter(
+                    alert_id__in=escalated, kind=AlertEvent.Kind.ESCALATED, at=now
+                ).select_related(*EVENT_RELATED)
+            )
+            channel = rule.escalation_channel
+            assert channel is not None
+            count = len(events)
+            written.append(
+                _write(
+                    events,
+                    now=now,
+                    channel=channel,
+                    purpose=AlertNotification.Purpose.ESCALATION,
+                    subject=clean_header(
+                        f"[Vectis] Escalated: {count} alert{'s' if count != 1 else ''} of "
+                        f"“{rule.name}” open and unacknowledged for "
+                        f"{rule.escalation_minutes} minutes"
+                    ),
+                )
+            )
+    return written
+
+
+def send_digests(*, now: datetime) -> list[AlertNotification]:
+    """Each channel with a morning digest, once a day at its local time: what it hears
+    of that is still open (oldest first) and what opened or resolved since the previous
+    digest. Claimed (`last_digest_at`); nothing is sent when there is nothing to say."""
+    written = []
+    rules = list(AlertRule.objects.filter(enabled=True).prefetch_related("customers", "channels"))
+    for channel in NotificationChannel.objects.filter(
+        enabled=True, digest_enabled=True, digest_time__isnull=False
+    ):
+        assert channel.digest_time is not None
+        zone = ZoneInfo(channel.digest_timezone or settings.TIME_ZONE)
+        local = now.astimezone(zone)
+        due = datetime.combine(local.date(), channel.digest_time, tzinfo=zone).astimezone(UTC)
+        if due > now:  # not yet today: yesterday's, at yesterday's local time
+            yesterday = local.date() - timedelta(days=1)
+            due = datetime.combine(yesterday, channel.digest_time, tzinfo=zone).astimezone(UTC)
+        previous = channel.last_digest_at
+        if previous is not None and previous >= due:
+            continue
+        unclaimed = Q(last_digest_at__isnull=True) | Q(last_digest_at__lt=due)
+        if not NotificationChannel.objects.filter(unclaimed, pk=channel.pk).update(
+            last_digest_at=now
+        ):
+            continue
+        since = previous or due - timedelta(days=1)
+
+        def hears(event: AlertEvent, channel: NotificationChannel = channel) -> bool:
+            return any(c.pk == channel.pk for c in _audience(event, rules)[1])
+
+        still_open = [
+            event
+            for event in (
+                AlertEvent(alert=alert, kind="open", at=now)
+                for alert in Alert.objects.filter(resolved_at__isnull=True)
+                .select_related(*(name.removeprefix("alert__") for name in EVENT_RELATED))
+                .order_by("opened_at", "pk")
+            )
+            if hears(event)
+        ]
+        changed = [
+            event
+            for event in AlertEvent.objects.filter(
+                at__gt=since,
+                at__lte=now,
+                kind__in=[AlertEvent.Kind.OPENED, AlertEvent.Kind.RESOLVED],
+            )
+            .select_related(*EVENT_RELATED)
+            .order_by("at", "pk")
+            if hears(event)
+        ]
+        if not still_open and not changed:
+            continue
+        message = compose_sections(
+            subject=f"[Vectis] Daily digest — {len(still_open)} open, {len(changed)} changes",
+            heading=f"Daily digest for {channel.name}",
+            intro=f"Backup alerts on {local:%A %d %B %Y}.",
+            sections=[
+                ("Still open, oldest first", still_open),
+                ("Changed since the last digest", changed),
+            ],
+            now=now,
+            keep_order=True,
+        )
+        notification = AlertNotification.objects.create(
+            recipient=channel.name,
+            channel=channel,
+            purpose=AlertNotification.Purpose.DIGEST,
+            subject=message.subject,
+            body_text=message.text,
+            body_html=message.html,
+            payload=payloads.payload(
+                AlertNotification.Purpose.DIGEST,
+                subject=message.subject,
+                text=message.text,
+                now=now,
+                alerts=[payloads.alert_json(e.alert, event=e.kind) for e in still_open]
+                + [payloads.alert_json(e.alert, event=e.kind) for e in changed],
+            ),
+            created_at=now,
+            next_attempt_at=now,
+        )
+        written.append(notification)
     return written
 
 

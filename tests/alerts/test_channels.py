@@ -341,3 +341,29 @@ def test_a_message_link_expires_after_seven_days_and_cannot_be_forged(
     assert old.status_code == 400
     assert "This link has expired" in old.content.decode()
     assert Alert.objects.get().state == Alert.State.OPEN
+
+
+def test_the_demo_receiver_prints_a_delivery_and_checks_its_signature() -> None:
+    """`webhook_receiver` (started by `make demo`) on loopback, fed by Send test."""
+    from alerts.receiver import run_in_thread, serve
+
+    printed: list[str] = []
+    server = serve(host="127.0.0.1", port=0, secret=SECRET, write=printed.append)
+    run_in_thread(server)
+    try:
+        port = server.server_address[1]
+        good = make_channel(NotificationChannel.Kind.WEBHOOK, f"http://127.0.0.1:{port}/hook")
+        assert services.send_test(good, now=NOW)[0] is True
+        assert "Webhook test (delivery" in printed[0]
+        assert "signature ok" in printed[0]
+        forged = make_channel(
+            NotificationChannel.Kind.WEBHOOK, f"http://127.0.0.1:{port}/hook", name="forged"
+        )
+        forged.set_secrets({"url": f"http://127.0.0.1:{port}/hook", "secret": "wrong"})
+        forged.save()
+        delivered, answer = services.send_test(forged, now=NOW)
+        assert (delivered, answer) == (False, "Not delivered: The webhook answered HTTP 401.")
+        assert "signature WRONG" in printed[1]
+    finally:
+        server.shutdown()
+        server.server_close()

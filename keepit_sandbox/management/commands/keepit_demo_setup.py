@@ -7,12 +7,15 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
-from alerts.models import AlertRule
+from alerts.management.commands.webhook_receiver import DEMO_SECRET
+from alerts.models import AlertRule, NotificationChannel
 from backups.services import request_sync
 from keepit.models import KeepitConnection
 from keepit_sandbox.simulation import SandboxConfig, make_guid
 
 DEMO_NAME = "Keepit sandbox (demo)"
+DEMO_CHANNEL = "Demo webhook"
+DEMO_WEBHOOK_URL = "http://127.0.0.1:9200/hook"
 
 
 class Command(BaseCommand):
@@ -66,3 +69,19 @@ class Command(BaseCommand):
                 added.append(name)
         if added:
             self.stdout.write(f"Added alert rules for admin@localhost: {'; '.join(added)}.")
+        self._demo_channel()
+
+    def _demo_channel(self) -> None:
+        """A generic webhook channel to the receiver `make demo` starts (it prints what
+        it receives), added to every rule: the demo shows the webhook at work."""
+        channel = NotificationChannel.objects.filter(name=DEMO_CHANNEL).first()
+        if channel is None:
+            channel = NotificationChannel(name=DEMO_CHANNEL, kind=NotificationChannel.Kind.WEBHOOK)
+            channel.set_secrets({"url": DEMO_WEBHOOK_URL, "secret": DEMO_SECRET})
+            channel.save()
+            self.stdout.write(
+                f"Added the notification channel “{DEMO_CHANNEL}” ({DEMO_WEBHOOK_URL}); the "
+                "webhook process prints what it receives."
+            )
+        for rule in AlertRule.objects.all():
+            rule.channels.add(channel)
