@@ -186,6 +186,8 @@ class NotificationChannelForm(forms.ModelForm[NotificationChannel]):
         data = super().clean() or {}
         kind = data.get("kind")
         url = str(data.get("url") or "").strip()
+        if data.get("digest_enabled") and not data.get("digest_time"):
+            self.add_error("digest_time", "Choose the local time the digest goes out.")
         if kind == NotificationChannel.Kind.EMAIL:
             addresses = str(data.get("addresses") or "")
             try:
@@ -201,8 +203,6 @@ class NotificationChannelForm(forms.ModelForm[NotificationChannel]):
             problem = url_problem(str(kind), url)
             if problem:
                 self.add_error("url", problem)
-        if data.get("digest_enabled") and not data.get("digest_time"):
-            self.add_error("digest_time", "Choose the local time the digest goes out.")
         return data
 
 
@@ -278,6 +278,8 @@ class NotificationChannelAdmin(admin.ModelAdmin[NotificationChannel]):
         obj.set_secrets(values)
         if obj.enabled and not form.initial.get("enabled", True):
             obj.consecutive_failures, obj.disabled_at, obj.disabled_reason = 0, None, ""
+        if obj.digest_enabled and not form.initial.get("digest_enabled", False):
+            obj.last_digest_at = None  # switched (back) on: the first digest counts from now
         super().save_model(request, obj, form, change)
         if new_secret:
             messages.warning(

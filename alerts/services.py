@@ -259,14 +259,20 @@ def send_digests(*, now: datetime) -> list[AlertNotification]:
             yesterday = local.date() - timedelta(days=1)
             due = datetime.combine(yesterday, channel.digest_time, tzinfo=zone).astimezone(UTC)
         previous = channel.last_digest_at
-        if previous is not None and previous >= due:
+        if previous is None:
+            # A digest just switched on starts counting now; the first one goes out at
+            # the next digest time, not at once with whatever happens to be open.
+            NotificationChannel.objects.filter(pk=channel.pk, last_digest_at=None).update(
+                last_digest_at=now
+            )
             continue
-        unclaimed = Q(last_digest_at__isnull=True) | Q(last_digest_at__lt=due)
-        if not NotificationChannel.objects.filter(unclaimed, pk=channel.pk).update(
+        if previous >= due:
+            continue
+        if not NotificationChannel.objects.filter(pk=channel.pk, last_digest_at__lt=due).update(
             last_digest_at=now
         ):
-            continue
-        since = previous or due - timedelta(days=1)
+            continue  # another evaluation sends it
+        since = previous
 
         def hears(event: AlertEvent, channel: NotificationChannel = channel) -> bool:
             return any(c.pk == channel.pk for c in _audience(event, rules)[1])
@@ -295,7 +301,8 @@ def send_digests(*, now: datetime) -> list[AlertNotification]:
         if not still_open and not changed:
             continue
         message = compose_sections(
-            subject=f"[Vectis] Daily digest — {len(still_open)} open, {len(changed)} changes",
+            subject=f"[Vectis] Daily digest — {len(still_open)} open, {len(changed)} "
+            f"change{'' if len(changed) == 1 else 's'}",
             heading=f"Daily digest for {channel.name}",
             intro=f"Backup alerts on {local:%A %d %B %Y}.",
             sections=[

@@ -108,6 +108,29 @@ def test_the_morning_digest_comes_at_local_time_across_the_change_to_winter_time
         datetime(2026, 10, 26, 7, 0, tzinfo=UTC),
     ]
     saturday, sunday, monday = (body for _, body in digests)
-    assert saturday["subject"] == "[Vectis] Daily digest — 1 open, 1 changes"
+    assert saturday["subject"] == "[Vectis] Daily digest — 1 open, 1 change"
     assert sunday["subject"] == "[Vectis] Daily digest — 1 open, 0 changes"
-    assert monday["subject"] == "[Vectis] Daily digest — 0 open, 1 changes"  # resolved
+    assert monday["subject"] == "[Vectis] Daily digest — 0 open, 1 change"  # resolved
+
+
+def test_a_digest_switched_on_waits_for_its_time_instead_of_sending_at_once(
+    receiver: Receiver,
+) -> None:
+    """Switched on at 12:00 UTC with an alert open: the first digest is the next 08:00."""
+    channel = make_channel(
+        NotificationChannel.Kind.WEBHOOK,
+        f"{receiver.base}/digest",
+        digest_enabled=True,
+        digest_time=time(8, 0),
+        digest_timezone="UTC",
+    )
+    rule = StaleRuleFactory.create(recipients="")
+    rule.channels.set([channel])
+    ConnectorFactory.create(backup_status__last_success_at=NOW - timedelta(days=3))
+    digests = []
+    for hours in range(0, 24):
+        now = NOW + timedelta(hours=hours)
+        before = len(receiver.requests)
+        services.evaluate(now=now)
+        digests += [now for r in receiver.requests[before:] if r.json()["type"] == "digest"]
+    assert digests == [datetime(2026, 11, 27, 8, 0, tzinfo=UTC)]
