@@ -4,12 +4,14 @@ the e-mails sent for them."""
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import apprise
+from apprise.plugins.slack import NotifySlack
+from apprise.plugins.workflows import NotifyWorkflows
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
@@ -27,7 +29,7 @@ from backups.models import ConnectorKind
 from integrations.admin import HistoryAdmin
 
 from . import lifecycle, maintenance
-from .channels import describe_target, secret_for_new_webhook
+from .channels import describe_target, secret_for_new_webhook, service_for
 from .models import (
     Alert,
     AlertEvent,
@@ -37,7 +39,7 @@ from .models import (
     NotificationChannel,
     validate_recipients,
 )
-from .services import send_test
+from .services import enable_channel, send_test
 
 STATE_BADGES: dict[str, str] = {
     Alert.State.OPEN: "vx-failed",
@@ -167,6 +169,7 @@ class NotificationChannelForm(forms.ModelForm[NotificationChannel]):
             "digest_enabled",
             "digest_time",
             "digest_timezone",
+            "digest_only",
         ]
         widgets = {"addresses": forms.Textarea(attrs={"rows": 2, "cols": 60})}
         help_texts = {"addresses": "E-mail channel: addresses, separated by commas or lines."}
@@ -188,6 +191,8 @@ class NotificationChannelForm(forms.ModelForm[NotificationChannel]):
         url = str(data.get("url") or "").strip()
         if data.get("digest_enabled") and not data.get("digest_time"):
             self.add_error("digest_time", "Choose the local time the digest goes out.")
+        if data.get("digest_only") and not data.get("digest_enabled"):
+            self.add_error("digest_only", "Only the digest needs the digest switched on.")
         if kind == NotificationChannel.Kind.EMAIL:
             addresses = str(data.get("addresses") or "")
             try:
@@ -199,8 +204,10 @@ class NotificationChannelForm(forms.ModelForm[NotificationChannel]):
         if not url and not stored:
             self.add_error("url", "Enter the URL messages are posted to.")
             return data
-        if url:
-            problem = url_problem(str(kind), url)
+        # A new URL, or the stored one under a kind that changed, must suit the kind.
+        checked = url or (self.instance.secrets().get("url", "") if stored else "")
+        if url or kind != self.initial.get("kind"):
+            problem = url_problem(str(kind), checked)
             if problem:
                 self.add_error("url", problem)
         return data
@@ -212,18 +219,16 @@ def url_problem(kind: str, url: str) -> str:
         if not re.match(r"^https?://[^\s/]+", url):
             return "A webhook URL starts with https:// (or http:// inside your network)."
         return ""
-    if kind == NotificationChannel.Kind.SLACK and not (
-        url.startswith("https://hooks.slack.com/") or url.startswith("slack://")
-    ):
-        return "A Slack incoming webhook starts with https://hooks.slack.com/services/."
-    if kind == NotificationChannel.Kind.TEAMS and not (
-        url.startswith(("workflow://", "workflows://")) or ".logic.azure.com" in url
-    ):
+    plugin = service_for(url)
+    if kind == NotificationChannel.Kind.TEAMS and not isinstance(plugin, NotifyWorkflows):
         return (
-            "A Teams Workflows webhook is the URL Teams gives when you add the “Post to a "
-            "channel when a webhook request is received” workflow (…logic.azure.com/…)."
+            "A Teams channel needs the URL Teams gives when you add the workflow “Post to a "
+            "channel when a webhook request is received” (https://…logic.azure.com/… or "
+            "https://…api.powerplatform.com/…); the old Office 365 connectors are retired."
         )
-    if not apprise.Apprise().add(url):
+    if kind == NotificationChannel.Kind.SLACK and not isinstance(plugin, NotifySlack):
+        return "A Slack incoming webhook starts with https://hooks.slack.com/services/."
+    if plugin is None:
         return "Apprise does not recognise this URL (see https://appriseit.com for its forms)."
     return ""
 
@@ -242,7 +247,10 @@ class NotificationChannelAdmin(admin.ModelAdmin[NotificationChannel]):
     fieldsets = [
         (None, {"fields": ["name", "kind", "min_severity", "enabled", "state"]}),
         ("Target", {"fields": ["target", "url", "addresses", "new_secret"]}),
-        ("Morning digest", {"fields": ["digest_enabled", "digest_time", "digest_timezone"]}),
+        (
+            "Daily digest",
+            {"fields": ["digest_enabled", "digest_time", "digest_timezone", "digest_only"]},
+        ),
     ]
 
     @admin.display(description="Target")
@@ -276,11 +284,21 @@ class NotificationChannelAdmin(admin.ModelAdmin[NotificationChannel]):
         ):
             new_secret = values["secret"] = secret_for_new_webhook()
         obj.set_secrets(values)
-        if obj.enabled and not form.initial.get("enabled", True):
+        enabled_again = change and obj.enabled and not form.initial.get("enabled", True)
+        if enabled_again:
             obj.consecutive_failures, obj.disabled_at, obj.disabled_reason = 0, None, ""
         if obj.digest_enabled and not form.initial.get("digest_enabled", False):
             obj.last_digest_at = None  # switched (back) on: the first digest counts from now
         super().save_model(request, obj, form, change)
+        if enabled_again:
+            expired = enable_channel(obj, now=timezone.now())
+            if expired:
+                messages.info(
+                    request,
+                    f"{expired} message(s) that waited more than "
+                    f"{settings.VECTIS_EMAIL_MAX_AGE_HOURS} hours for this channel were not "
+                    "sent (see the delivery log).",
+                )
         if new_secret:
             messages.warning(
                 request,
@@ -351,6 +369,20 @@ class MaintenanceWindowForm(forms.ModelForm[MaintenanceWindow]):
             "duration_minutes",
             "timezone",
         ]
+        help_texts = {
+            "timezone": "The time zone of the times entered here, one-off and weekly alike, "
+            "e.g. Europe/Copenhagen (empty: UTC).",
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # One-off times are shown (and typed) as wall-clock times in the window's zone.
+        window = self.instance
+        if window.pk and window.timezone and not self.is_bound:
+            for name in ("starts_at", "ends_at"):
+                moment = getattr(window, name)
+                if moment is not None:
+                    self.initial[name] = _as_wall_clock(moment, _zone_or_utc(window.timezone))
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -375,10 +407,35 @@ class MaintenanceWindowForm(forms.ModelForm[MaintenanceWindow]):
         name = str(data.get("timezone") or "").strip()
         if name:
             try:
-                ZoneInfo(name)
+                zone = ZoneInfo(name)
             except (ZoneInfoNotFoundError, ValueError):
                 self.add_error("timezone", f"“{name}” is not a time zone name.")
+                return data
+            for field in ("starts_at", "ends_at"):
+                if data.get(field):
+                    data[field] = _from_wall_clock(data[field], zone)
         return data
+
+
+def _zone_or_utc(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _as_wall_clock(moment: datetime, zone: ZoneInfo) -> datetime:
+    """`moment`'s wall-clock time in `zone`, as the admin's date/time widgets show it
+    (they render in the current time zone)."""
+    local = moment.astimezone(zone).replace(tzinfo=None)
+    return timezone.make_aware(local, timezone.get_current_timezone())
+
+
+def _from_wall_clock(typed: datetime, zone: ZoneInfo) -> datetime:
+    """What the widgets parsed in the current time zone, read as a wall-clock time in
+    `zone` instead."""
+    local = timezone.make_naive(typed, timezone.get_current_timezone())
+    return local.replace(tzinfo=zone).astimezone(UTC)
 
 
 @admin.register(MaintenanceWindow)
@@ -389,13 +446,11 @@ class MaintenanceWindowAdmin(admin.ModelAdmin[MaintenanceWindow]):
     list_display = ["reason", "covers", "when", "on_now"]
     autocomplete_fields = ["customer", "connector"]
     search_fields = ["reason", "customer__name", "connector__name"]
+    list_select_related = ["customer", "connector", "connection"]
     fieldsets = [
         (None, {"fields": ["reason", "customer", "connector", "connection"]}),
-        ("When", {"fields": ["repeat", "starts_at", "ends_at"]}),
-        (
-            "Every week",
-            {"fields": ["weekdays", "start_time", "duration_minutes", "timezone"]},
-        ),
+        ("When", {"fields": ["repeat", "timezone", "starts_at", "ends_at"]}),
+        ("Every week", {"fields": ["weekdays", "start_time", "duration_minutes"]}),
     ]
 
     @admin.display(description="Covers")
@@ -404,14 +459,17 @@ class MaintenanceWindowAdmin(admin.ModelAdmin[MaintenanceWindow]):
 
     @admin.display(description="When")
     def when(self, window: MaintenanceWindow) -> str:
+        zone = _zone_or_utc(window.timezone)
         if window.repeat == MaintenanceWindow.Repeat.ONCE:
-            return f"{window.starts_at:%Y-%m-%d %H:%M} to {window.ends_at:%Y-%m-%d %H:%M} UTC"
+            if window.starts_at is None or window.ends_at is None:
+                return "—"
+            starts, ends = window.starts_at.astimezone(zone), window.ends_at.astimezone(zone)
+            return f"{starts:%Y-%m-%d %H:%M} to {ends:%Y-%m-%d %H:%M} ({zone.key})"
         days = ", ".join(
             ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"][d - 1] for d in window.weekdays
         )
         start = f"{window.start_time:%H:%M}" if window.start_time else "?"
-        zone = window.timezone or "UTC"
-        return f"every {days} at {start} for {window.duration_minutes} min ({zone})"
+        return f"every {days} at {start} for {window.duration_minutes} min ({zone.key})"
 
     @admin.display(description="On now", boolean=True)
     def on_now(self, window: MaintenanceWindow) -> bool:
@@ -561,6 +619,8 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
         "snoozed_until",
         "snoozed_by",
         "snooze_reason",
+        "escalated_at",
+        "parent",
         "previous",
         "emails",
     ]
@@ -598,7 +658,7 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
     def connector_kind(self, alert: Alert) -> str:
         return alert.connector.get_kind_display() if alert.connector else ""
 
-    @admin.display(description="E-mails sent")
+    @admin.display(description="Messages sent")
     def emails(self, alert: Alert) -> str:
         notifications = AlertNotification.objects.filter(events__alert=alert).distinct()
         rows = [

@@ -26,6 +26,8 @@ from secrets import token_urlsafe
 
 import apprise
 import requests
+from apprise.plugins.base import NotifyBase
+from apprise.plugins.workflows import NotifyWorkflows
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
@@ -36,6 +38,8 @@ from .transports import DeliveryFailed, EmailTransport
 TEMPORARY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 WEBHOOK_TIMEOUT = (5.0, 15.0)
 _APPRISE_STATUS = re.compile(r"error=(\d{3})")
+# Characters of message text sent to Teams, Slack and the other chat services.
+CHAT_BODY_LIMIT = 20_000
 
 
 def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -115,7 +119,9 @@ def _send_apprise(channel: NotificationChannel, notification: AlertNotification)
             f"The {label} address is not one apprise can use; enter it again", permanent=True
         )
     with apprise.LogCapture(level=apprise.logging.WARNING) as log:  # type: ignore[no-untyped-call]
-        delivered = service.notify(title=notification.subject, body=notification.body_text)
+        delivered = service.notify(
+            title=notification.subject, body=chat_body(notification.body_text)
+        )
         said = log.getvalue()
     if delivered:
         return
@@ -125,18 +131,45 @@ def _send_apprise(channel: NotificationChannel, notification: AlertNotification)
     raise DeliveryFailed(f"{label} could not be reached", permanent=False)
 
 
+def chat_body(text: str, limit: int = CHAT_BODY_LIMIT) -> str:
+    """A message short enough for a chat service: cut at a line, with a sentence that
+    says so and where the rest is (a Teams workflow refuses about 28 KB; a refusal would
+    lose the whole message)."""
+    if len(text) <= limit:
+        return text
+    base = settings.VECTIS_BASE_URL.rstrip("/")
+    tail = (
+        f"\n… shortened for chat ({len(text) - limit:,} more characters). Every open alert: "
+        f"{base}/admin/alerts/alert/"
+    )
+    cut = text.rfind("\n", 0, limit - len(tail))
+    return text[: cut if cut > 0 else limit - len(tail)] + tail
+
+
 def describe_target(channel: NotificationChannel) -> str:
-    """What the admin may see of a channel's target: e-mail addresses in full; of a URL
-    only its service and host (the rest is the secret)."""
+    """What the admin may see of a channel's target: e-mail addresses in full; of a
+    webhook its host; of a Teams workflow its host; of any other service only its name
+    (in many apprise URLs the host part is the token)."""
     if channel.kind == NotificationChannel.Kind.EMAIL:
         return ", ".join(channel.address_list)
     if not channel.has_url:
         return ""
     url = channel.secrets().get("url", "")
-    match = re.match(r"^([a-z][a-z0-9+.-]*)://([^/?#@]*@)?([^/?#:]+)", url, re.IGNORECASE)
-    if not match:
+    if channel.kind == NotificationChannel.Kind.WEBHOOK:
+        match = re.match(r"^(https?)://([^/?#@]*@)?([^/?#:]+)", url, re.IGNORECASE)
+        return f"{match.group(1)}://{match.group(3)}/… (stored)" if match else "(stored)"
+    plugin = service_for(url)
+    if plugin is None:
         return "(stored)"
-    return f"{match.group(1)}://{match.group(3)}/… (stored)"
+    if isinstance(plugin, NotifyWorkflows):
+        return f"{plugin.service_name} at {plugin.host} (stored)"
+    return f"{plugin.service_name} (stored)"
+
+
+def service_for(url: str) -> NotifyBase | None:
+    """The apprise service a URL names (None: apprise does not know it)."""
+    plugin = apprise.Apprise.instantiate(url)
+    return plugin if isinstance(plugin, NotifyBase) else None
 
 
 def secret_for_new_webhook() -> str:

@@ -74,7 +74,7 @@ def message_item(event: AlertEvent, now: datetime) -> dict[str, Any]:
         "event": event.kind,
         "kind": alert.kind,
         "kind_label": str(KIND_LABELS.get(alert.kind, alert.kind)),
-        "rule": alert.rule.name if alert.rule else "Built-in sync check",
+        "rule": alert.rule.name if alert.rule else "Built-in check",
         "alert_url": f"{base}/admin/alerts/alert/{alert.pk}/change/",
         "summary": alert.summary,
         "why": alert.detail,
@@ -176,9 +176,35 @@ def build_subject(items: list[dict[str, Any]]) -> str:
     return clean_header(subject)[:250]
 
 
+def one_row_per_alert(events: list[AlertEvent]) -> list[AlertEvent]:
+    """An alert whose messages waited (a maintenance window, a parent alert) has piled
+    up reminders: its opening — or else its latest reminder — stands for them all, and
+    a reminder of an alert whose resolution is in the same message says nothing."""
+    openings = {e.alert_id for e in events if e.kind == AlertEvent.Kind.OPENED}
+    resolutions = {e.alert_id for e in events if e.kind == AlertEvent.Kind.RESOLVED}
+    latest: dict[int, AlertEvent] = {}
+    for event in events:
+        if event.kind == AlertEvent.Kind.REMINDER:
+            seen = latest.get(event.alert_id)
+            if seen is None or (event.at, event.pk or 0) >= (seen.at, seen.pk or 0):
+                latest[event.alert_id] = event
+    return [
+        event
+        for event in events
+        if event.kind != AlertEvent.Kind.REMINDER
+        or (
+            event.alert_id not in openings
+            and event.alert_id not in resolutions
+            and latest[event.alert_id] is event
+        )
+    ]
+
+
 def compose(events: list[AlertEvent], *, now: datetime) -> Message:
-    """One recipient's message about these history entries."""
-    items = sorted((message_item(e, now) for e in events), key=lambda i: i.get("sort", (9, 0)))
+    """One recipient's message about these history entries (one row per alert and
+    entry kind: see `one_row_per_alert`)."""
+    rows = one_row_per_alert(events)
+    items = sorted((message_item(e, now) for e in rows), key=lambda i: i.get("sort", (9, 0)))
     context = {
         "new": [i for i in items if i["event"] == AlertEvent.Kind.OPENED],
         "reminders": [i for i in items if i["event"] == AlertEvent.Kind.REMINDER],

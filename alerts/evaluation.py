@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Exists, F, Q, QuerySet, Sum
+from django.db.models import Count, Exists, F, Min, Q, QuerySet, Sum
 
 from backups.jobs import HISTORY_DAYS, format_rate, success_rate
 from backups.models import (
@@ -395,12 +395,28 @@ def account_failing_conditions(*, now: datetime) -> list[Condition]:
     """Accounts whose connectors (two or more) all fail for one and the same vendor
     reason — a lost sign-in to the tenant, usually: one alert carries them all, and the
     per-connector alerts it explains wait behind it (alerts/grouping.py)."""
-    rows = (
-        BackupConnector.objects.filter(
-            removed_at__isnull=True,
-            account_link__in=_monitored_accounts(),
-            account_link__deletion_scheduled_at__isnull=True,
+    live = BackupConnector.objects.filter(
+        removed_at__isnull=True,
+        account_link__in=_monitored_accounts(),
+        account_link__deletion_scheduled_at__isnull=True,
+    )
+    # The database finds the few candidate accounts (one GROUP BY over the fleet); only
+    # their connectors are read.
+    candidates = (
+        live.order_by()
+        .values("account_link_id")
+        .annotate(
+            connectors=Count("pk"),
+            failed=Count("pk", filter=Q(backup_status__status=BackupStatus.FAILED)),
+            reasons=Count("backup_status__reason", distinct=True),
+            reason=Min("backup_status__reason"),
         )
+        .filter(connectors__gte=2, failed=F("connectors"), reasons=1)
+        .exclude(reason="")
+        .values_list("account_link_id", flat=True)
+    )
+    rows = (
+        live.filter(account_link_id__in=list(candidates))
         .order_by("account_link_id", "pk")
         .values_list(
             "account_link_id",

@@ -6,14 +6,15 @@ open and resolve as usual; only their messages wait.
 
 When the parent resolves, a child that is still open was not explained by it and is
 told then ("it outlived its parent"); a child that ended before (or with) its parent is
-closed quietly — its story was the parent's.
+closed quietly — its story was the parent's. An alert already told before its parent
+opened is never linked: its recipients heard of it, so they hear of its resolution.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 
 from .models import Alert, AlertEvent
 
@@ -26,13 +27,22 @@ def link_children() -> int:
     """Give open alerts without a parent the open parent that explains them; returns how
     many were linked. One UPDATE per parent (there are few)."""
     linked = 0
+    # An alert whose opening was already told lives on its own: holding it now would
+    # swallow the resolution its recipients wait for.
+    told_openings = AlertEvent.objects.filter(
+        alert=OuterRef("pk"), kind=AlertEvent.Kind.OPENED, notified_at__isnull=False
+    )
     parents = Alert.objects.filter(resolved_at__isnull=True).filter(
         Q(kind__in=CONNECTION_KINDS) | Q(kind=Alert.Kind.ACCOUNT_FAILING)
     )
     for parent in parents.only("pk", "kind", "connection_id", "account_link_id"):
-        orphans = Alert.objects.filter(
-            resolved_at__isnull=True, parent__isnull=True, connector__isnull=False
-        ).exclude(pk=parent.pk)
+        orphans = (
+            Alert.objects.filter(
+                resolved_at__isnull=True, parent__isnull=True, connector__isnull=False
+            )
+            .exclude(pk=parent.pk)
+            .exclude(Exists(told_openings))
+        )
         if parent.kind == Alert.Kind.ACCOUNT_FAILING:
             orphans = orphans.filter(connector__account_link_id=parent.account_link_id)
         else:

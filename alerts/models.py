@@ -97,6 +97,12 @@ class NotificationChannel(models.Model):
         default="",
         help_text="For the digest time, e.g. Europe/Copenhagen (empty: the server's TIME_ZONE).",
     )
+    digest_only = models.BooleanField(
+        "only the digest",
+        default=False,
+        help_text="No message per alert: this channel hears only its daily digest (and "
+        "escalations sent to it).",
+    )
     last_digest_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -396,11 +402,13 @@ class AlertNotification(models.Model):
 
     recipient = models.CharField(max_length=254)
     # None: an e-mail to `recipient` (a rule's plain recipients); else this channel.
+    # PROTECT: the delivery log is history; a channel that has delivered is disabled,
+    # not deleted.
     channel = models.ForeignKey(
         NotificationChannel,
         null=True,
         blank=True,
-        on_delete=models.CASCADE,
+        on_delete=models.PROTECT,
         related_name="deliveries",
     )
     purpose = models.CharField(max_length=16, choices=Purpose.choices, default=Purpose.ALERTS)

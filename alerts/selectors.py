@@ -46,10 +46,15 @@ def customer_alert_events(
 
 
 def failed_deliveries(*, now: datetime) -> int:
-    """Alert e-mails that failed for good in the last week (shown on the admin home)."""
-    return AlertNotification.objects.filter(
-        status=AlertNotification.Status.FAILED, failed_at__gte=now - FAILED_DELIVERY_WINDOW
-    ).count()
+    """Alert messages (e-mails and channels) that failed for good in the last week, shown
+    on the admin home; a failed Send test is answered in place and not counted."""
+    return (
+        AlertNotification.objects.filter(
+            status=AlertNotification.Status.FAILED, failed_at__gte=now - FAILED_DELIVERY_WINDOW
+        )
+        .exclude(purpose=AlertNotification.Purpose.TEST)
+        .count()
+    )
 
 
 def disabled_channels() -> list[NotificationChannel]:

@@ -19,14 +19,14 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, OuterRef, Q, Subquery
 from django.utils.html import escape
 
 from integrations.sql import column, placeholders, update_returning
 
 from . import grouping, maintenance, payloads
 from .channels import ChannelTransport
-from .compose import clean_header, compose, compose_sections, hours_ago
+from .compose import Message, clean_header, compose, compose_sections, hours_ago, one_row_per_alert
 from .evaluation import (
     account_failing_conditions,
     deletion_conditions,
@@ -98,9 +98,7 @@ def notify(*, now: datetime) -> list[AlertNotification]:
         if not event_ids:
             return []
         events = list(AlertEvent.objects.filter(pk__in=event_ids).select_related(*EVENT_RELATED))
-        rules = list(
-            AlertRule.objects.filter(enabled=True).prefetch_related("customers", "channels")
-        )
+        rules = _rules()
         per_recipient: dict[str, list[AlertEvent]] = defaultdict(list)
         per_channel: dict[int, list[AlertEvent]] = defaultdict(list)
         channels: dict[int, NotificationChannel] = {}
@@ -129,12 +127,25 @@ EVENT_RELATED = (
     "alert__account_link__customer",
     "alert__account_link__connection",
 )
+ALERT_RELATED = tuple(name.removeprefix("alert__") for name in EVENT_RELATED)
+# Alerts about a root cause (no rule of their own) that escalate like a rule's alerts.
+PARENT_KINDS = (*grouping.CONNECTION_KINDS, Alert.Kind.ACCOUNT_FAILING)
+
+
+def _rules() -> list[AlertRule]:
+    return list(AlertRule.objects.filter(enabled=True).prefetch_related("customers", "channels"))
+
+
+def _not_snoozed(now: datetime) -> Q:
+    return Q(snoozed_until__isnull=True) | Q(snoozed_until__lte=now)
 
 
 def summarize_maintenance(*, now: datetime) -> list[AlertNotification]:
     """For each maintenance window whose occurrence has ended since its last summary:
     claim it (once), claim the messages it held, and write one summary per recipient and
-    channel — what is still open, and what opened and resolved meanwhile."""
+    channel — what is still open, and every resolution it held (an alert that opened
+    and resolved meanwhile among them). Alerts another window still covers, and children
+    waiting behind an open parent, keep their messages where they are."""
     written: list[AlertNotification] = []
     for window in MaintenanceWindow.objects.all():
         ended = maintenance.latest_ended(window, now)
@@ -151,103 +162,178 @@ def summarize_maintenance(*, now: datetime) -> list[AlertNotification]:
                 continue  # another evaluation has it
             if window.summarized_until is None and end < window.created_at:
                 continue  # an occurrence from before the window existed
-            scope = maintenance.alerts_of(window)
+            scope = maintenance.alerts_of(window) & ~grouping.waiting_behind_parent()
+            still_held = maintenance.held_alerts(now)
+            if still_held is not None:
+                scope &= ~still_held
             event_ids = claim_events_to_notify(now, only=scope)
-            held = list(AlertEvent.objects.filter(pk__in=event_ids).select_related(*EVENT_RELATED))
-            came_and_went = [
-                e for e in held if e.kind == AlertEvent.Kind.RESOLVED and e.alert.opened_at >= start
-            ]
+            resolved = list(
+                AlertEvent.objects.filter(pk__in=event_ids, kind=AlertEvent.Kind.RESOLVED)
+                .select_related(*EVENT_RELATED)
+                .order_by("at", "pk")
+            )
             still_open = [
                 AlertEvent(alert=alert, kind="open", at=now)
-                for alert in Alert.objects.filter(scope, resolved_at__isnull=True).select_related(
-                    *(name.removeprefix("alert__") for name in EVENT_RELATED)
+                for alert in Alert.objects.filter(
+                    scope, resolved_at__isnull=True, state=Alert.State.OPEN
                 )
+                .filter(_not_snoozed(now))
+                .select_related(*ALERT_RELATED)
+                .order_by("opened_at", "pk")
             ]
-            if not came_and_went and not still_open:
+            if not resolved and not still_open:
                 continue
-            written += _write_summary(window, still_open, came_and_went, now=now)
+            written += _write_summary(window, start, still_open, resolved, now=now)
     return written
 
 
 def escalate_due(*, now: datetime) -> list[AlertNotification]:
-    """Alerts still open and unacknowledged longer than their rule's escalation delay go
-    to its escalation channel, once (claimed: `escalated_at`), with an "Escalated" entry
-    in their history. Snoozed alerts, and alerts whose messages wait (maintenance, a
-    parent), do not escalate."""
-    written = []
-    rules = AlertRule.objects.filter(
-        enabled=True,
-        escalation_channel__enabled=True,
-        escalation_minutes__isnull=False,
-    ).select_related("escalation_channel")
-    waiting = grouping.waiting_behind_parent()
-    in_maintenance = maintenance.held_alerts(now)
-    for rule in rules:
-        assert rule.escalation_minutes is not None
-        due = (
-            Alert.objects.filter(
-                rule=rule,
-                state=Alert.State.OPEN,
-                resolved_at__isnull=True,
-                escalated_at__isnull=True,
-                opened_at__lte=now - timedelta(minutes=rule.escalation_minutes),
-            )
-            .filter(Q(snoozed_until__isnull=True) | Q(snoozed_until__lte=now))
-            .exclude(waiting)
+    """Alerts still open, unacknowledged and not snoozed longer than their rule's
+    escalation delay — counted from when their opening was told, so an alert whose
+    messages waited (maintenance, a parent) is not escalated the moment it is first
+    told — go to the rule's escalation channel, once (claimed: `escalated_at`), with an
+    "Escalated" entry in their history. A root-cause alert (a connection's sync, a
+    failing account) has no rule: it escalates through the rules whose messages it
+    reaches, to each of their escalation channels whose delay has passed."""
+    rules = list(
+        AlertRule.objects.filter(
+            enabled=True, escalation_channel__enabled=True, escalation_minutes__isnull=False
         )
-        if in_maintenance is not None:
-            due = due.exclude(in_maintenance)
-        ids = list(due.values_list("pk", flat=True))
-        if not ids:
-            continue
-        with transaction.atomic():
-            # Claimed: of two evaluations at once, one escalates each alert.
-            escalated = update_returning(
+        .select_related("escalation_channel")
+        .prefetch_related("customers")
+    )
+    if not rules:
+        return []
+    delay = {rule.pk: timedelta(minutes=rule.escalation_minutes or 0) for rule in rules}
+    told = (
+        AlertEvent.objects.filter(
+            alert=OuterRef("pk"), kind=AlertEvent.Kind.OPENED, notified_at__isnull=False
+        )
+        .order_by("notified_at")
+        .values("notified_at")[:1]
+    )
+    candidates = (
+        Alert.objects.filter(
+            Q(rule__in=rules) | Q(rule__isnull=True, kind__in=PARENT_KINDS),
+            state=Alert.State.OPEN,
+            resolved_at__isnull=True,
+            escalated_at__isnull=True,
+        )
+        .filter(_not_snoozed(now))
+        .exclude(grouping.waiting_behind_parent())
+        .annotate(told_at=Subquery(told))
+        .filter(told_at__lte=now - min(delay.values()))
+        .select_related("account_link")
+    )
+    in_maintenance = maintenance.held_alerts(now)
+    if in_maintenance is not None:
+        candidates = candidates.exclude(in_maintenance)
+    by_id = {rule.pk: rule for rule in rules}
+    due: dict[int, list[AlertRule]] = {}
+    for alert in candidates:
+        if alert.rule_id is not None:
+            hearing = [by_id[alert.rule_id]]
+        else:
+            customer_id = alert.account_link.customer_id if alert.account_link else None
+            hearing = [r for r in rules if alert.account_link is None or _covers(r, customer_id)]
+        passed = [r for r in hearing if alert.told_at <= now - delay[r.pk]]
+        if passed:
+            due[alert.pk] = passed
+    if not due:
+        return []
+    written = []
+    with transaction.atomic():
+        # Claimed with the same conditions: of two evaluations at once one escalates each
+        # alert, and one acknowledged or snoozed meanwhile is left alone.
+        ids = list(due)
+        escalated = set(
+            update_returning(
                 Alert,
                 {"escalated_at": now},
                 where=f"{column(Alert, 'id')} IN ({placeholders(ids)}) "
-                f"AND {column(Alert, 'escalated_at')} IS NULL",
-                params=ids,
+                f"AND {column(Alert, 'escalated_at')} IS NULL "
+                f"AND {column(Alert, 'state')} = %s "
+                f"AND {column(Alert, 'resolved_at')} IS NULL "
+                f"AND ({column(Alert, 'snoozed_until')} IS NULL "
+                f"OR {column(Alert, 'snoozed_until')} <= %s)",
+                params=[*ids, Alert.State.OPEN, now],
             )
-            if not escalated:
-                continue
+        )
+        if not escalated:
+            return []
+        by_minutes: dict[int, list[int]] = defaultdict(list)
+        for pk in sorted(escalated):
+            by_minutes[min(r.escalation_minutes or 0 for r in due[pk])].append(pk)
+        for minutes, pks in sorted(by_minutes.items()):
             record(
                 AlertEvent.Kind.ESCALATED,
-                escalated,
+                pks,
                 now=now,
                 notified=True,
-                note=f"Open and unacknowledged for {rule.escalation_minutes} minutes",
+                note=f"Open and unacknowledged for {minutes} minutes",
             )
-            events = list(
-                AlertEvent.objects.filter(
-                    alert_id__in=escalated, kind=AlertEvent.Kind.ESCALATED, at=now
-                ).select_related(*EVENT_RELATED)
-            )
-            channel = rule.escalation_channel
-            assert channel is not None
-            count = len(events)
-            written.append(
-                _write(
-                    events,
-                    now=now,
-                    channel=channel,
-                    purpose=AlertNotification.Purpose.ESCALATION,
-                    subject=clean_header(
-                        f"[Vectis] Escalated: {count} alert{'s' if count != 1 else ''} of "
-                        f"“{rule.name}” open and unacknowledged for "
-                        f"{rule.escalation_minutes} minutes"
-                    ),
-                )
-            )
+        events = {
+            event.alert_id: event
+            for event in AlertEvent.objects.filter(
+                alert_id__in=escalated, kind=AlertEvent.Kind.ESCALATED, at=now
+            ).select_related(*EVENT_RELATED)
+        }
+        per_channel: dict[int, list[tuple[AlertEvent, AlertRule]]] = defaultdict(list)
+        channels: dict[int, NotificationChannel] = {}
+        for pk in sorted(escalated):
+            for rule in due[pk]:
+                channel = rule.escalation_channel
+                assert channel is not None
+                channels[channel.pk] = channel
+                if all(event.alert_id != pk for event, _ in per_channel[channel.pk]):
+                    per_channel[channel.pk].append((events[pk], rule))
+        for channel_id, pairs in sorted(per_channel.items()):
+            written.append(_write_escalation(channels[channel_id], pairs, now=now))
     return written
 
 
+def _write_escalation(
+    channel: NotificationChannel, pairs: list[tuple[AlertEvent, AlertRule]], *, now: datetime
+) -> AlertNotification:
+    events = [event for event, _ in pairs]
+    count = len(events)
+    names = {event.alert.rule.name if event.alert.rule else "" for event in events}
+    minutes = {rule.escalation_minutes for _, rule in pairs}
+    subject = f"[Vectis] Escalated: {count} alert{'s' if count != 1 else ''}"
+    if len(names) == 1 and "" not in names:
+        subject += f" of “{names.pop()}”"
+    subject += " open and unacknowledged"
+    if len(minutes) == 1:
+        subject += f" for {minutes.pop()} minutes"
+    message = compose_sections(
+        subject=clean_header(subject),
+        heading="Escalated: nobody has acknowledged these alerts",
+        intro=f"They were told when they opened and are still open and unacknowledged; "
+        f"sent to “{channel.name}” as the escalation channel of their alert rules.",
+        sections=[("Open and unacknowledged", events)],
+        now=now,
+    )
+    return _write(
+        events,
+        now=now,
+        channel=channel,
+        purpose=AlertNotification.Purpose.ESCALATION,
+        message=message,
+    )
+
+
 def send_digests(*, now: datetime) -> list[AlertNotification]:
-    """Each channel with a morning digest, once a day at its local time: what it hears
-    of that is still open (oldest first) and what opened or resolved since the previous
-    digest. Claimed (`last_digest_at`); nothing is sent when there is nothing to say."""
+    """Each channel with a daily digest, once a day at its local time: what it hears of
+    that is still open (oldest first) and what opened or resolved since the previous
+    digest. Alerts whose messages are held (maintenance, a parent) are left to their
+    summary or parent. Claimed (`last_digest_at`) in the transaction that writes the
+    digest; nothing is sent when there is nothing to say."""
     written = []
-    rules = list(AlertRule.objects.filter(enabled=True).prefetch_related("customers", "channels"))
+    rules = _rules()
+    held = grouping.waiting_behind_parent()
+    in_maintenance = maintenance.held_alerts(now)
+    if in_maintenance is not None:
+        held |= in_maintenance
     for channel in NotificationChannel.objects.filter(
         enabled=True, digest_enabled=True, digest_time__isnull=False
     ):
@@ -268,144 +354,142 @@ def send_digests(*, now: datetime) -> list[AlertNotification]:
             continue
         if previous >= due:
             continue
-        if not NotificationChannel.objects.filter(pk=channel.pk, last_digest_at__lt=due).update(
-            last_digest_at=now
-        ):
-            continue  # another evaluation sends it
-        since = previous
-
-        def hears(event: AlertEvent, channel: NotificationChannel = channel) -> bool:
-            return any(c.pk == channel.pk for c in _audience(event, rules)[1])
-
-        still_open = [
-            event
-            for event in (
-                AlertEvent(alert=alert, kind="open", at=now)
-                for alert in Alert.objects.filter(resolved_at__isnull=True)
-                .select_related(*(name.removeprefix("alert__") for name in EVENT_RELATED))
-                .order_by("opened_at", "pk")
-            )
-            if hears(event)
-        ]
-        changed = [
-            event
-            for event in AlertEvent.objects.filter(
-                at__gt=since,
-                at__lte=now,
-                kind__in=[AlertEvent.Kind.OPENED, AlertEvent.Kind.RESOLVED],
-            )
-            .select_related(*EVENT_RELATED)
-            .order_by("at", "pk")
-            if hears(event)
-        ]
-        if not still_open and not changed:
-            continue
-        message = compose_sections(
-            subject=f"[Vectis] Daily digest — {len(still_open)} open, {len(changed)} "
-            f"change{'' if len(changed) == 1 else 's'}",
-            heading=f"Daily digest for {channel.name}",
-            intro=f"Backup alerts on {local:%A %d %B %Y}.",
-            sections=[
-                ("Still open, oldest first", still_open),
-                ("Changed since the last digest", changed),
-            ],
-            now=now,
-            keep_order=True,
-        )
-        notification = AlertNotification.objects.create(
-            recipient=channel.name,
-            channel=channel,
-            purpose=AlertNotification.Purpose.DIGEST,
-            subject=message.subject,
-            body_text=message.text,
-            body_html=message.html,
-            payload=payloads.payload(
-                AlertNotification.Purpose.DIGEST,
-                subject=message.subject,
-                text=message.text,
-                now=now,
-                alerts=[payloads.alert_json(e.alert, event=e.kind) for e in still_open]
-                + [payloads.alert_json(e.alert, event=e.kind) for e in changed],
-            ),
-            created_at=now,
-            next_attempt_at=now,
-        )
-        written.append(notification)
+        with transaction.atomic():
+            if not NotificationChannel.objects.filter(pk=channel.pk, last_digest_at__lt=due).update(
+                last_digest_at=now
+            ):
+                continue  # another evaluation sends it
+            notification = _write_digest(channel, rules, held, since=previous, local=local, now=now)
+        if notification is not None:
+            written.append(notification)
     return written
+
+
+def _write_digest(
+    channel: NotificationChannel,
+    rules: list[AlertRule],
+    held: Q,
+    *,
+    since: datetime,
+    local: datetime,
+    now: datetime,
+) -> AlertNotification | None:
+    def hears(event: AlertEvent) -> bool:
+        _, targets = _audience(event, rules, stream=False, as_opening=True)
+        return any(c.pk == channel.pk for c in targets)
+
+    still_open = [
+        event
+        for event in (
+            AlertEvent(alert=alert, kind="open", at=now)
+            for alert in Alert.objects.filter(resolved_at__isnull=True)
+            .exclude(held)
+            .select_related(*ALERT_RELATED)
+            .order_by("opened_at", "pk")
+        )
+        if hears(event)
+    ]
+    changed = [
+        event
+        for event in AlertEvent.objects.filter(
+            at__gt=since,
+            at__lte=now,
+            kind__in=[AlertEvent.Kind.OPENED, AlertEvent.Kind.RESOLVED],
+        )
+        .exclude(alert__in=Alert.objects.filter(held))
+        .select_related(*EVENT_RELATED)
+        .order_by("at", "pk")
+        if hears(event)
+    ]
+    if not still_open and not changed:
+        return None
+    changes = f"{len(changed)} change{'' if len(changed) == 1 else 's'}"
+    message = compose_sections(
+        subject=f"[Vectis] Daily digest — {len(still_open)} open, {changes}",
+        heading=f"Daily digest for {channel.name}",
+        intro=f"Backup alerts on {local:%A %d %B %Y}.",
+        sections=[
+            ("Still open, oldest first", still_open),
+            ("Changed since the last digest", changed),
+        ],
+        now=now,
+        keep_order=True,
+    )
+    return _write(
+        [*still_open, *changed],
+        now=now,
+        channel=channel,
+        purpose=AlertNotification.Purpose.DIGEST,
+        message=message,
+    )
 
 
 def _write_summary(
     window: MaintenanceWindow,
+    start: datetime,
     still_open: list[AlertEvent],
-    came_and_went: list[AlertEvent],
+    resolved: list[AlertEvent],
     *,
     now: datetime,
 ) -> list[AlertNotification]:
-    rules = list(AlertRule.objects.filter(enabled=True).prefetch_related("customers", "channels"))
+    """One summary per recipient and channel. A resolution of an alert that opened
+    during the window goes to everyone its opening would have reached (they never heard
+    of it), whatever the rule says of resolved notices."""
+    rules = _rules()
     per_recipient: dict[str, list[AlertEvent]] = defaultdict(list)
     per_channel: dict[int, list[AlertEvent]] = defaultdict(list)
     channels: dict[int, NotificationChannel] = {}
-    for event in [*still_open, *came_and_went]:
-        recipients, targets = _audience(event, rules)
+    for event in [*still_open, *resolved]:
+        unheard = event.kind == AlertEvent.Kind.RESOLVED and event.alert.opened_at >= start
+        recipients, targets = _audience(event, rules, as_opening=unheard)
         for recipient in recipients:
             per_recipient[recipient].append(event)
         for channel in targets:
             channels[channel.pk] = channel
             per_channel[channel.pk].append(event)
-    subject = (
-        f"[Vectis] Maintenance “{window.reason}” ended — {len(still_open)} still open, "
-        f"{len(came_and_went)} opened and resolved meanwhile"
-    )
     written = []
 
     def one(events: list[AlertEvent], **target: Any) -> AlertNotification:
-        open_now = [e for e in events if e in still_open]
-        gone = [e for e in events if e in came_and_went]
+        open_now = [e for e in events if e.kind != AlertEvent.Kind.RESOLVED]
+        gone = [e for e in events if e.kind == AlertEvent.Kind.RESOLVED]
         message = compose_sections(
-            subject=subject,
+            subject=f"[Vectis] Maintenance “{window.reason}” ended — {len(open_now)} still "
+            f"open, {len(gone)} resolved meanwhile",
             heading=f"Maintenance “{window.reason}” has ended",
             intro="Messages were held while it was on. This is what it leaves behind.",
-            sections=[("Still open", open_now), ("Opened and resolved meanwhile", gone)],
+            sections=[("Still open", open_now), ("Resolved meanwhile", gone)],
             now=now,
         )
-        notification = AlertNotification.objects.create(
+        return _write(
+            events,
+            now=now,
             purpose=AlertNotification.Purpose.MAINTENANCE,
-            subject=message.subject,
-            body_text=message.text,
-            body_html=message.html,
-            payload=payloads.payload(
-                AlertNotification.Purpose.MAINTENANCE,
-                subject=message.subject,
-                text=message.text,
-                now=now,
-                alerts=[payloads.alert_json(e.alert, event=e.kind) for e in events],
-            )
-            if target.get("channel") is not None
-            else {},
-            created_at=now,
-            next_attempt_at=now,
+            message=message,
             **target,
         )
-        notification.events.set([e for e in gone if e.pk is not None])
-        return notification
 
     for recipient, events in sorted(per_recipient.items()):
         written.append(one(events, recipient=recipient))
     for channel_id, events in sorted(per_channel.items()):
-        channel = channels[channel_id]
-        written.append(one(events, recipient=channel.name, channel=channel))
+        written.append(one(events, channel=channels[channel_id]))
     return written
 
 
 def _audience(
-    event: AlertEvent, rules: list[AlertRule]
+    event: AlertEvent,
+    rules: list[AlertRule],
+    *,
+    stream: bool = True,
+    as_opening: bool = False,
 ) -> tuple[list[str], list[NotificationChannel]]:
     """Who hears of this history entry: e-mail recipients and channels. A rule's alert
     goes to the rule's; an account's seats or deletion to every rule watching that
     customer; the sync and token checks to every rule. Resolutions only where the rule
-    sends resolved notices; a channel only from its minimum severity up."""
+    sends resolved notices (unless `as_opening`: whoever its opening would reach); a
+    channel only from its minimum severity up, and — for the stream of messages, not
+    the digest — not a digest-only channel."""
     alert = event.alert
-    resolved = event.kind == AlertEvent.Kind.RESOLVED
+    resolved = event.kind == AlertEvent.Kind.RESOLVED and not as_opening
     if alert.rule is not None:
         rule = next((r for r in rules if r.pk == alert.rule_id), alert.rule)
         watching = [rule] if rule.send_resolved or not resolved else []
@@ -423,7 +507,9 @@ def _audience(
         channel.pk: channel
         for rule in watching
         for channel in rule.channels.all()
-        if channel.enabled and channel.min_severity <= severity
+        if channel.enabled
+        and channel.min_severity <= severity
+        and not (stream and channel.digest_only)
     }
     return recipients, sorted(targets.values(), key=lambda c: c.pk)
 
@@ -435,32 +521,32 @@ def _write(
     recipient: str = "",
     channel: NotificationChannel | None = None,
     purpose: str = AlertNotification.Purpose.ALERTS,
-    subject: str = "",
+    message: Message | None = None,
 ) -> AlertNotification:
     """One message of the delivery log, with its content (and, for a channel, the
-    webhook JSON every channel kind is built from)."""
-    message = compose(events, now=now)
-    title = subject or message.subject
+    webhook JSON every channel kind is built from). `events` that are saved are linked
+    to it (an alert that is only still open is an unsaved entry)."""
+    message = message or compose(events, now=now)
     notification = AlertNotification.objects.create(
         recipient=channel.name if channel is not None else recipient,
         channel=channel,
         purpose=purpose,
-        subject=title,
+        subject=message.subject,
         body_text=message.text,
         body_html=message.html,
         payload=payloads.payload(
             purpose,
-            subject=title,
+            subject=message.subject,
             text=message.text,
             now=now,
-            alerts=[payloads.alert_json(e.alert, event=e.kind) for e in events],
+            alerts=[payloads.alert_json(e.alert, event=e.kind) for e in one_row_per_alert(events)],
         )
         if channel is not None
         else {},
         created_at=now,
         next_attempt_at=now,
     )
-    notification.events.set(events)
+    notification.events.set([e for e in events if e.pk is not None])
     return notification
 
 
@@ -475,12 +561,16 @@ def send_due(*, now: datetime, transport: Transport | None = None) -> tuple[int,
     first (pending -> sending), so two senders never send the same message. A permanent
     refusal fails the message at once; temporary ones are retried with backoff up to
     VECTIS_EMAIL_MAX_ATTEMPTS attempts or VECTIS_EMAIL_MAX_AGE_HOURS hours. A channel
-    that fails `VECTIS_CHANNEL_MAX_FAILURES` deliveries in a row disables itself."""
+    whose deliveries fail for good `VECTIS_CHANNEL_MAX_FAILURES` times in a row disables
+    itself; messages to a disabled channel wait (see `enable_channel`). Send tests are
+    sent by `send_test` alone."""
     due = (
         AlertNotification.objects.filter(
             Q(status=AlertNotification.Status.PENDING, next_attempt_at__lte=now)
             | Q(status=AlertNotification.Status.SENDING, claimed_at__lt=now - SENDING_TIMEOUT)
         )
+        .filter(Q(channel__isnull=True) | Q(channel__enabled=True))
+        .exclude(purpose=AlertNotification.Purpose.TEST)
         .select_related("channel")
         .order_by("next_attempt_at", "id")
     )
@@ -489,36 +579,22 @@ def send_due(*, now: datetime, transport: Transport | None = None) -> tuple[int,
     chat = transport or ChannelTransport()
     max_attempts = settings.VECTIS_EMAIL_MAX_ATTEMPTS
     max_age = timedelta(hours=settings.VECTIS_EMAIL_MAX_AGE_HOURS)
+    disabled: set[int] = set()  # channels that disabled themselves during this pass
     try:
         for notification in due:
+            channel = notification.channel
+            if channel is not None and channel.pk in disabled:
+                continue  # its messages wait for it to be enabled again
             claimed = AlertNotification.objects.filter(
                 pk=notification.pk, status=notification.status, claimed_at=notification.claimed_at
             ).update(status=AlertNotification.Status.SENDING, claimed_at=now)
             if claimed != 1:
                 continue  # another sender has it
             attempts = notification.attempts + 1
-            channel = notification.channel
-            if channel is not None:
-                channel.refresh_from_db(fields=["enabled", "disabled_reason"])
-                if not channel.enabled:
-                    _record_failure(
-                        notification,
-                        DeliveryFailed(
-                            f"The channel “{channel.name}” is disabled"
-                            + (f": {channel.disabled_reason}" if channel.disabled_reason else "."),
-                            permanent=True,
-                        ),
-                        attempts=attempts,
-                        now=now,
-                        max_attempts=max_attempts,
-                        max_age=max_age,
-                    )
-                    failed += 1
-                    continue
             try:
                 (chat if channel is not None else email).send(notification)
             except DeliveryFailed as failure:
-                _record_failure(
+                final = _record_failure(
                     notification,
                     failure,
                     attempts=attempts,
@@ -526,15 +602,16 @@ def send_due(*, now: datetime, transport: Transport | None = None) -> tuple[int,
                     max_attempts=max_attempts,
                     max_age=max_age,
                 )
-                if channel is not None and notification.purpose != AlertNotification.Purpose.TEST:
-                    _channel_failed(channel, failure, now=now)
+                if channel is not None and final and _channel_failed(channel, failure, now=now):
+                    disabled.add(channel.pk)
                 failed += 1
                 continue
             AlertNotification.objects.filter(pk=notification.pk).update(
                 status=AlertNotification.Status.SENT, attempts=attempts, sent_at=now, error=""
             )
-            if channel is not None:
+            if channel is not None and channel.consecutive_failures:
                 NotificationChannel.objects.filter(pk=channel.pk).update(consecutive_failures=0)
+                channel.consecutive_failures = 0
             sent += 1
     finally:
         email.close()
@@ -545,9 +622,10 @@ def send_due(*, now: datetime, transport: Transport | None = None) -> tuple[int,
 
 def _channel_failed(
     channel: NotificationChannel, failure: DeliveryFailed, *, now: datetime
-) -> None:
-    """One more failure in a row; at `VECTIS_CHANNEL_MAX_FAILURES` the channel disables
-    itself (claimed: once), its waiting messages fail, and the admins hear of it."""
+) -> bool:
+    """One more delivery failed for good; at `VECTIS_CHANNEL_MAX_FAILURES` in a row the
+    channel disables itself (claimed: once) and the admins hear of it. Returns whether
+    it did. Its waiting messages stay in the log and wait for it."""
     NotificationChannel.objects.filter(pk=channel.pk).update(
         consecutive_failures=F("consecutive_failures") + 1
     )
@@ -560,15 +638,8 @@ def _channel_failed(
         pk=channel.pk, enabled=True, consecutive_failures__gte=limit
     ).update(enabled=False, disabled_at=now, disabled_reason=reason[:1000])
     if not disabled:
-        return
+        return False
     logger.error("Channel %s disabled itself: %s", channel.name, reason)
-    AlertNotification.objects.filter(
-        channel=channel, status=AlertNotification.Status.PENDING
-    ).update(
-        status=AlertNotification.Status.FAILED,
-        failed_at=now,
-        error=f"Not sent: the channel “{channel.name}” disabled itself.",
-    )
     admins = sorted(
         set(
             get_user_model()
@@ -577,11 +648,13 @@ def _channel_failed(
             .values_list("email", flat=True)
         )
     )
+    hours = settings.VECTIS_EMAIL_MAX_AGE_HOURS
     subject = clean_header(f"[Vectis] The channel “{channel.name}” disabled itself")
     text = (
         f"The notification channel “{channel.name}” ({channel.get_kind_display()}) failed "
         f"{limit} deliveries in a row and disabled itself, so alerts no longer reach it.\n\n"
-        f"{reason}\n\n{settings.VECTIS_BASE_URL.rstrip('/')}"
+        f"{reason}\n\nMessages for it wait: when you enable it again, those written in the "
+        f"last {hours} hours are sent.\n\n{settings.VECTIS_BASE_URL.rstrip('/')}"
         f"/admin/alerts/notificationchannel/{channel.pk}/change/\n"
     )
     for address in admins:
@@ -594,6 +667,26 @@ def _channel_failed(
             created_at=now,
             next_attempt_at=now,
         )
+    return True
+
+
+def enable_channel(channel: NotificationChannel, *, now: datetime) -> int:
+    """A disabled channel enabled again: its failure count starts over, and the messages
+    that waited for it are sent — those older than `VECTIS_EMAIL_MAX_AGE_HOURS` fail
+    instead (old news; the alert page has the current state). Returns how many fail."""
+    NotificationChannel.objects.filter(pk=channel.pk).update(
+        consecutive_failures=0, disabled_at=None, disabled_reason=""
+    )
+    hours = settings.VECTIS_EMAIL_MAX_AGE_HOURS
+    return AlertNotification.objects.filter(
+        channel=channel,
+        status=AlertNotification.Status.PENDING,
+        created_at__lt=now - timedelta(hours=hours),
+    ).update(
+        status=AlertNotification.Status.FAILED,
+        failed_at=now,
+        error=f"Not sent: it waited more than {hours} hours for the channel to be enabled again.",
+    )
 
 
 def send_test(channel: NotificationChannel, *, now: datetime) -> tuple[bool, str]:
@@ -646,7 +739,8 @@ def _record_failure(
     now: datetime,
     max_attempts: int,
     max_age: timedelta,
-) -> None:
+) -> bool:
+    """Record a failed attempt; returns whether the message failed for good."""
     sentence = failure.sentence
     gave_up = attempts >= max_attempts or now - notification.created_at >= max_age
     if failure.permanent or gave_up:
@@ -660,12 +754,12 @@ def _record_failure(
             failed_at=now,
         )
         logger.error(
-            "Alert e-mail %s to %s failed for good: %s",
+            "Alert message %s to %s failed for good: %s",
             notification.pk,
             notification.recipient,
             sentence,
         )
-        return
+        return True
     AlertNotification.objects.filter(pk=notification.pk).update(
         status=AlertNotification.Status.PENDING,
         attempts=attempts,
@@ -673,5 +767,9 @@ def _record_failure(
         next_attempt_at=now + AlertNotification.backoff(attempts),
     )
     logger.warning(
-        "Alert e-mail %s to %s not sent yet: %s", notification.pk, notification.recipient, sentence
+        "Alert message %s to %s not sent yet: %s",
+        notification.pk,
+        notification.recipient,
+        sentence,
     )
+    return False

@@ -27,6 +27,13 @@ def alert_action(request: HttpRequest, token: str) -> HttpResponse:
         return render(
             request, "admin/alerts/action.html", {**context, "problem": str(exc)}, status=400
         )
+    if not request.user.has_perm("alerts.view_alert"):
+        return render(
+            request,
+            "admin/alerts/action.html",
+            {**context, "problem": "Your role may not look at alerts."},
+            status=403,
+        )
     alert = Alert.objects.select_related("connector__customer").filter(pk=link.alert_id).first()
     change_url = reverse("admin:alerts_alert_change", args=[link.alert_id])
     if alert is None:

@@ -391,8 +391,16 @@ LOGGING: dict[str, Any] = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     # django-axes reports every successful sign-in at INFO; lockouts come at WARNING.
-    "loggers": {"axes": {"level": "WARNING"}},
+    "loggers": {
+        "axes": {"level": "WARNING"},
+        # A chat webhook's URL is its secret: apprise and urllib3 name it at DEBUG/INFO.
+        "apprise": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+    },
 }
+# Messages live server-side with the session: a webhook's signing secret, shown once
+# after saving, must not travel in a (signed, not encrypted) cookie.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
 # --- HTTPS in production ------------------------------------------------------------------
 # Safe defaults when DEBUG is off: HTTPS only, HSTS for a year, cookies never sent in

@@ -17,7 +17,6 @@ from django.core import mail
 from django.db import connections
 from django.test import Client
 from django.utils import timezone
-from pytest_django.fixtures import Settings
 
 from alerts import services
 from alerts.models import Alert, AlertNotification, NotificationChannel, Severity
@@ -180,34 +179,104 @@ def test_a_hook_that_is_gone_fails_at_once(receiver: Receiver, status: int) -> N
     assert len(receiver.requests) == 1
 
 
-def test_a_channel_failing_five_times_in_a_row_disables_itself_and_says_so(
-    receiver: Receiver, settings: Settings
+def messages_to(hook: NotificationChannel, count: int, *, at: datetime = NOW) -> None:
+    """`count` messages waiting for the channel: one evaluation pass each, each opening
+    one more stale-backup alert."""
+    customer = CustomerFactory.create(name="Contoso Ltd")
+    for number in range(count):
+        ConnectorFactory.create(
+            customer=customer,
+            name=f"Contoso {number}",
+            backup_status__last_success_at=at - timedelta(days=3),
+        )
+        services.evaluate(now=at + number * timedelta(seconds=1), send=False)
+    assert AlertNotification.objects.filter(channel=hook).count() == count
+
+
+def test_a_channel_that_fails_five_deliveries_in_a_row_disables_itself_and_says_so(
+    receiver: Receiver,
 ) -> None:
     User.objects.create_superuser("boss", "boss@msp.example", "pw")
-    hook = make_channel(NotificationChannel.Kind.WEBHOOK, f"{receiver.base}/down")
-    stale_alert_for(hook, recipients="noc@msp.example")
-    receiver.answer(*[503] * 10)
-    services.evaluate(now=NOW)
-    for minutes in (1, 3, 7, 15):
-        services.send_due(now=NOW + timedelta(minutes=minutes))
+    hook = make_channel(NotificationChannel.Kind.WEBHOOK, f"{receiver.base}/gone")
+    StaleRuleFactory.create(recipients="noc@msp.example").channels.set([hook])
+    messages_to(hook, 6)
+    receiver.answer(*[410] * 10)
+    services.send_due(now=NOW + timedelta(minutes=1))
     hook.refresh_from_db()
     assert not hook.enabled
     assert hook.consecutive_failures == 5
     assert hook.disabled_reason.startswith("Disabled after 5 failed deliveries in a row")
-    assert "HTTP 503" in hook.disabled_reason
-    assert len(receiver.requests) == 5
-    # Its waiting message failed; the admins are told by e-mail (the next sending pass).
-    assert AlertNotification.objects.get(channel=hook).status == "failed"
-    services.send_due(now=NOW + timedelta(minutes=16))
+    assert "HTTP 410" in hook.disabled_reason
+    assert len(receiver.requests) == 5  # the sixth message waits for the channel
+    statuses = AlertNotification.objects.filter(channel=hook).values_list("status", flat=True)
+    assert sorted(statuses) == ["failed"] * 5 + ["pending"]
+    # The admins are told by e-mail (the next sending pass) and on the admin home.
+    services.send_due(now=NOW + timedelta(minutes=2))
     notice = [m for m in mail.outbox if m.to == ["boss@msp.example"]]
     assert len(notice) == 1
     assert "disabled itself" in notice[0].subject
-    # And on the admin home.
+    assert "Messages for it wait" in notice[0].body
     client = Client()
     client.force_login(User.objects.get(username="boss"))
     home = client.get("/admin/").content.decode()
     assert "disabled itself" in home
     assert hook.name in home
+    assert len(receiver.requests) == 5
+
+
+def test_an_outage_of_a_quarter_of_an_hour_neither_loses_a_message_nor_disables_the_channel(
+    receiver: Receiver,
+) -> None:
+    hook = make_channel(NotificationChannel.Kind.WEBHOOK, f"{receiver.base}/busy")
+    StaleRuleFactory.create(recipients="").channels.set([hook])
+    messages_to(hook, 1)
+    receiver.answer(*[503] * 6)
+    for minutes in (0, 1, 3, 7, 15, 31, 63):
+        services.send_due(now=NOW + timedelta(minutes=minutes))
+    hook.refresh_from_db()
+    assert hook.enabled
+    assert hook.consecutive_failures == 0
+    delivery = AlertNotification.objects.get(channel=hook)
+    assert (delivery.status, delivery.attempts) == ("sent", 7)
+
+
+def test_messages_wait_for_a_disabled_channel_and_go_when_it_is_enabled_again(
+    receiver: Receiver, admin_client: Client
+) -> None:
+    hook = make_channel(NotificationChannel.Kind.WEBHOOK, f"{receiver.base}/hook")
+    StaleRuleFactory.create(recipients="").channels.set([hook])
+    messages_to(hook, 7)
+    receiver.answer(*[404] * 5)
+    services.send_due(now=NOW + timedelta(minutes=1))
+    waiting = AlertNotification.objects.filter(channel=hook, status="pending").order_by("pk")
+    assert waiting.count() == 2
+    old = waiting.first()
+    assert old is not None
+    AlertNotification.objects.filter(pk=old.pk).update(created_at=NOW - timedelta(days=2))
+    services.send_due(now=NOW + timedelta(hours=1))  # (the notice to the admins goes)
+    assert len(receiver.requests) == 5  # disabled: its messages wait
+    with time_machine.travel(NOW + timedelta(hours=2), tick=False):
+        response = admin_client.post(
+            f"/admin/alerts/notificationchannel/{hook.pk}/change/",
+            {
+                "name": hook.name,
+                "kind": "webhook",
+                "url": "",
+                "addresses": "",
+                "min_severity": Severity.WARNING,
+                "enabled": "on",
+                "digest_timezone": "",
+            },
+            follow=True,
+        )
+    assert "1 message(s) that waited more than 24 hours" in response.content.decode()
+    hook.refresh_from_db()
+    assert (hook.enabled, hook.consecutive_failures, hook.disabled_reason) == (True, 0, "")
+    assert services.send_due(now=NOW + timedelta(hours=2)) == (1, 0)
+    assert len(receiver.requests) == 6
+    old.refresh_from_db()
+    assert old.status == "failed"
+    assert "waited more than 24 hours" in old.error
 
 
 def test_send_test_delivers_a_sample_and_shows_the_answer_in_place(

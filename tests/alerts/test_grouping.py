@@ -102,3 +102,29 @@ def test_an_account_whose_connectors_all_fail_for_one_reason_is_one_alert() -> N
     (message,) = mail.outbox
     assert message.subject.startswith("[Vectis] 1 account with every connector failing")
     assert "Fabrikam Mail" in message.body  # named in the one alert's detail
+
+
+def test_a_connector_told_before_its_sync_broke_is_told_when_it_recovers() -> None:
+    connection = ConnectionFactory.create(enabled=True, last_success_at=NOW - timedelta(minutes=5))
+    connector = ConnectorFactory.create(
+        connection=connection,
+        customer=CustomerFactory.create(name="Contoso Ltd"),
+        name="Contoso Mail",
+        backup_status__last_success_at=NOW - timedelta(days=3),
+    )
+    StaleRuleFactory.create(recipients="noc@msp.example")
+    services.evaluate(now=NOW)
+    assert [m.subject for m in mail.outbox] == [
+        "[Vectis] 1 backup stale — Contoso Ltd: Contoso Mail"
+    ]
+    # Then the sync breaks: the connection's alert opens; the connector's alert, already
+    # told, is not put behind it.
+    services.evaluate(now=NOW + 2 * HOUR)
+    assert Alert.objects.get(connector=connector).parent is None
+    BackupConnectorStatus.objects.update(last_success_at=NOW + 2 * HOUR)
+    services.evaluate(now=NOW + 3 * HOUR)
+    subjects = [m.subject for m in mail.outbox[1:]]
+    assert subjects == [
+        "[Vectis] 1 sync stale — Vectis: Keepit US",
+        "[Vectis] 1 resolved — Contoso Ltd: Contoso Mail",  # the team hears it recovered
+    ]

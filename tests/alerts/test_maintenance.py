@@ -17,6 +17,7 @@ from tests.factories import NOW, ConnectorFactory, CustomerFactory, StaleRuleFac
 
 pytestmark = pytest.mark.django_db
 HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 
 
 def window(**fields: object) -> MaintenanceWindow:
@@ -61,12 +62,11 @@ def test_a_window_holds_messages_and_one_summary_tells_what_happened() -> None:
     assert len(mail.outbox) == 2
     summary = mail.outbox[1]
     assert summary.subject == (
-        "[Vectis] Maintenance “Tenant migration” ended — 1 still open, 1 opened and resolved "
-        "meanwhile"
+        "[Vectis] Maintenance “Tenant migration” ended — 1 still open, 1 resolved meanwhile"
     )
     body = summary.body
     assert body.index("STILL OPEN (1)") < body.index("Contoso Mail")
-    assert body.index("OPENED AND RESOLVED MEANWHILE (1)") < body.index("Contoso Files")
+    assert body.index("RESOLVED MEANWHILE (1)") < body.index("Contoso Files")
     # The held entries are told now: nothing comes again later.
     assert not AlertEvent.objects.filter(notified_at__isnull=True, kind="opened").exists()
     services.evaluate(now=NOW + 8 * HOUR)
@@ -150,8 +150,7 @@ def test_simulated_days_of_a_weekly_window_hold_and_summarize_each_occurrence() 
     ]
     for subjects in summaries.values():
         assert subjects == [
-            "[Vectis] Maintenance “Patch Sunday” ended — 1 still open, 0 opened and resolved "
-            "meanwhile"
+            "[Vectis] Maintenance “Patch Sunday” ended — 1 still open, 0 resolved meanwhile"
         ]
     # Nothing else was sent while a window was on; the resolutions afterwards were.
     for when, subjects in subjects_by_hour.items():
@@ -169,3 +168,69 @@ def test_the_dashboard_marks_what_a_window_covers(admin_client: Client) -> None:
     assert html.count('data-testid="in-maintenance"') == 1
     row = html[html.index("Contoso Mail") - 1500 : html.index("Contoso Mail")]
     assert "In maintenance" in row
+
+
+def test_a_resolution_inside_a_window_is_never_swallowed() -> None:
+    """An alert told before the window that resolves during it, and (on a rule without
+    resolved notices) one that opened and resolved inside it: both are in the summary."""
+    told_rule = StaleRuleFactory.create(name="Stale", recipients="noc@msp.example")
+    quiet_rule = StaleRuleFactory.create(
+        name="Quiet", recipients="owner@msp.example", send_resolved=False
+    )
+    contoso = CustomerFactory.create(name="Contoso Ltd")
+    fabrikam = CustomerFactory.create(name="Fabrikam")
+    quiet_rule.customers.set([fabrikam])
+    told_rule.customers.set([contoso])
+    early = ConnectorFactory.create(
+        customer=contoso, name="Contoso Mail", backup_status__last_success_at=NOW - 3 * DAY
+    )
+    services.evaluate(now=NOW)  # told before the window
+    assert [m.subject for m in mail.outbox] == [
+        "[Vectis] 1 backup stale — Contoso Ltd: Contoso Mail"
+    ]
+    window(
+        reason="Upgrade", connection=early.connection, starts_at=NOW + HOUR, ends_at=NOW + 5 * HOUR
+    )
+    late = ConnectorFactory.create(
+        customer=fabrikam, name="Fabrikam Mail", backup_status__last_success_at=NOW - 3 * DAY
+    )
+    services.evaluate(now=NOW + 2 * HOUR)  # Fabrikam opens inside the window
+    BackupConnectorStatus.objects.filter(connector__in=[early, late]).update(
+        last_success_at=NOW + 2 * HOUR
+    )
+    services.evaluate(now=NOW + 3 * HOUR)  # both resolve inside it
+    assert len(mail.outbox) == 1
+    services.evaluate(now=NOW + 6 * HOUR)
+    summaries = {m.to[0]: m for m in mail.outbox[1:]}
+    assert set(summaries) == {"noc@msp.example", "owner@msp.example"}
+    assert summaries["noc@msp.example"].subject.endswith("0 still open, 1 resolved meanwhile")
+    assert "Contoso Mail" in summaries["noc@msp.example"].body
+    # The quiet rule sends no resolved notices, but its recipients never heard of the
+    # opening either: the summary tells them it came and went.
+    assert "Fabrikam Mail" in summaries["owner@msp.example"].body
+    assert not AlertEvent.objects.filter(notified_at__isnull=True).exists()
+
+
+def test_a_summary_leaves_children_of_an_open_parent_and_other_windows_alone() -> None:
+    """The connection's sync is stale (the parent alert) when a customer's window ends:
+    the child alerts under it keep waiting for their parent, not for the summary."""
+    StaleRuleFactory.create(recipients="noc@msp.example")
+    contoso = CustomerFactory.create(name="Contoso Ltd")
+    connector = ConnectorFactory.create(
+        customer=contoso, name="Contoso Mail", backup_status__last_success_at=NOW - 3 * DAY
+    )
+    connection = connector.connection
+    connection.enabled = True
+    connection.last_success_at = NOW - 3 * HOUR
+    connection.save()
+    window(reason="Tenant work", customer=contoso, starts_at=NOW - HOUR, ends_at=NOW + HOUR)
+    services.evaluate(now=NOW)
+    child = Alert.objects.get(connector=connector)
+    assert child.parent is not None
+    assert child.parent.kind == Alert.Kind.SYNC_STALE
+    assert [m.subject for m in mail.outbox] == [
+        "[Vectis] 1 sync stale — Vectis: Keepit US"
+    ]  # the connection's alert: not the customer's window
+    services.evaluate(now=NOW + 2 * HOUR)  # the window has ended; the parent is open
+    assert len(mail.outbox) == 1
+    assert child.events.get(kind="opened").notified_at is None  # still waiting

@@ -183,7 +183,7 @@ def test_a_permanent_refusal_fails_the_delivery_at_once_with_the_servers_sentenc
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("django.utils.timezone.now", lambda: now)
         home = client.get("/admin/").content.decode()
-    assert "1 alert e-mail could not be delivered in the last 7 days." in home
+    assert "1 alert message could not be delivered in the last 7 days." in home
 
 
 @pytest.mark.django_db
@@ -216,7 +216,7 @@ def test_temporary_refusals_retry_with_backoff_up_to_the_cap_then_fail_visibly(
         patch.setattr("django.utils.timezone.now", lambda: moments[-1])
         home = client.get("/admin/").content.decode()
         log = client.get("/admin/alerts/alertnotification/").content.decode()
-    assert "1 alert e-mail could not be delivered in the last 7 days." in home
+    assert "1 alert message could not be delivered in the last 7 days." in home
     assert "busy@msp.example" in log
     assert "Mailbox temporarily unavailable" in log
 
