@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 import time_machine
 from django.contrib.auth.models import User
 from django.core import mail
-from django.db import connections
+from django.db import connection, connections
 from django.test import Client
 from django.utils import timezone
 
@@ -79,26 +81,69 @@ def test_a_webhook_gets_the_documented_json_signed_with_the_channels_secret(
     expected = hmac.new(SECRET.encode(), f"{timestamp}.".encode() + request.body, hashlib.sha256)
     assert request.headers["X-Vectis-Signature"] == "sha256=" + expected.hexdigest()
     body = request.json()
-    alert = Alert.objects.get()
-    assert body["version"] == 1
-    assert body["type"] == "alerts"
-    assert body["subject"].startswith("[Vectis] 1 backup stale — Contoso Ltd: Contoso Mail")
-    (item,) = body["alerts"]
-    assert item["id"] == alert.pk
-    assert item["event"] == "opened"
-    assert item["kind"] == "backup_stale"
-    assert item["severity"] == "warning"
-    assert item["rule"] == {"id": alert.rule_id, "name": "Stale backups"}
-    assert item["customer"]["name"] == "Contoso Ltd"
-    assert item["connector"]["name"] == "Contoso Mail"
-    assert item["state"] == "open"
-    assert item["opened_at"] == "2026-11-26T12:00:00Z"
-    assert item["resolved_at"] is None
-    assert item["links"]["alert"].endswith(f"/admin/alerts/alert/{alert.pk}/change/")
-    assert "/alerts/act/" in item["links"]["acknowledge"]
-    assert "/alerts/act/" in item["links"]["snooze_4h"]
+    alert = Alert.objects.select_related("connector__customer", "connector__connection").get()
+    connector = alert.connector
+    assert connector is not None
+    links = body["alerts"][0]["links"]
+    base = "http://127.0.0.1:8000"
+    assert links["acknowledge"].startswith(f"{base}/alerts/act/")
+    assert links["snooze_4h"].startswith(f"{base}/alerts/act/")
+    assert links["acknowledge"] != links["snooze_4h"]
+    # The whole body, as the README documents it (version 1): nothing more, nothing less.
+    assert body == {
+        "version": 1,
+        "type": "alerts",
+        "sent_at": body["sent_at"],
+        "subject": "[Vectis] 1 backup stale — Contoso Ltd: Contoso Mail",
+        "text": body["text"],
+        "alerts": [
+            {
+                "id": alert.pk,
+                "event": "opened",
+                "kind": "backup_stale",
+                "kind_label": "Backup stale",
+                "severity": "warning",
+                "rule": {"id": alert.rule_id, "name": "Stale backups"},
+                "customer": {"id": connector.customer_id, "name": "Contoso Ltd"},
+                "connector": {"id": connector.pk, "name": "Contoso Mail", "kind": "m365"},
+                "connection": {"id": connector.connection_id, "name": "Keepit US"},
+                "summary": alert.summary,
+                "reason": "",
+                "detail": "No complete backup since 2026-11-23 12:00 UTC (the rule allows 48 h).",
+                "state": "open",
+                "opened_at": "2026-11-26T12:00:00Z",
+                "resolved_at": None,
+                "acknowledged_at": None,
+                "links": {
+                    "alert": f"{base}/admin/alerts/alert/{alert.pk}/change/",
+                    "acknowledge": links["acknowledge"],
+                    "snooze_4h": links["snooze_4h"],
+                },
+            }
+        ],
+    }
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", body["sent_at"])
+    assert "Contoso Mail" in body["text"]
+    assert links["acknowledge"] in body["text"]
+    assert shape(body) == shape(documented_webhook_body())
     delivery = AlertNotification.objects.get(channel=hook)
     assert (delivery.status, delivery.purpose) == ("sent", "alerts")
+
+
+def documented_webhook_body() -> object:
+    """The JSON example of the README's "The generic webhook" section."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### The generic webhook", 1)[1]
+    return json.loads(section.split("```json", 1)[1].split("```", 1)[0])
+
+
+def shape(value: object) -> object:
+    """The keys of a JSON value, all the way down (values dropped)."""
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shape(item) for item in value]
+    return None
 
 
 def test_teams_and_slack_get_their_own_message_built_from_the_same_alert(
@@ -130,6 +175,71 @@ def test_teams_and_slack_get_their_own_message_built_from_the_same_alert(
     text = str(slack_body)
     assert "Contoso Mail" in text
     assert "/alerts/act/" in text
+
+
+def chat_channel(
+    kind: str, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> NotificationChannel:
+    """A Teams or Slack channel whose service is the local HTTPS receiver."""
+    from apprise.plugins.slack import NotifySlack
+
+    if kind == NotificationChannel.Kind.SLACK:
+        monkeypatch.setattr(NotifySlack, "webhook_url", f"{receiver.base}/services")
+        return make_channel(kind, "slack://T000/B000/XXXX?verify=no")
+    return make_channel(kind, f"workflows://127.0.0.1:{receiver.port}/wf123/sig456?verify=no")
+
+
+@pytest.mark.parametrize("kind", ["teams", "slack"])
+@pytest.mark.parametrize(("status", "retried"), [(410, False), (404, False), (503, True)])
+def test_teams_and_slack_answers_say_whether_to_try_again(
+    tls_receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    status: int,
+    retried: bool,
+) -> None:
+    """The service's answer, as apprise reports it: a removed workflow or hook (404, 410)
+    fails the message for good; a busy service (503) is tried again later."""
+    channel = chat_channel(kind, tls_receiver, monkeypatch)
+    stale_alert_for(channel)
+    tls_receiver.answer(status)
+    services.evaluate(now=NOW)
+    delivery = AlertNotification.objects.get(channel=channel)
+    label = channel.get_kind_display()
+    assert delivery.error == f"{label} answered HTTP {status}"
+    assert delivery.status == ("pending" if retried else "failed")
+    services.send_due(now=NOW + timedelta(hours=1))
+    delivery.refresh_from_db()
+    assert delivery.status == ("sent" if retried else "failed")
+    assert len(tls_receiver.requests) == (2 if retried else 1)
+
+
+def test_a_very_long_message_is_shortened_for_chat_and_says_where_the_rest_is(
+    tls_receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """300 connectors stale at once: the Teams card keeps the first lines, under the
+    limit a workflow accepts, and links to the full list; e-mail keeps every line."""
+    teams = chat_channel(NotificationChannel.Kind.TEAMS, tls_receiver, monkeypatch)
+    StaleRuleFactory.create(recipients="noc@msp.example").channels.set([teams])
+    customer = CustomerFactory.create(name="Contoso Ltd")
+    for number in range(300):
+        ConnectorFactory.create(
+            customer=customer,
+            name=f"Contoso mailbox {number:03}",
+            backup_status__last_success_at=NOW - timedelta(days=3),
+        )
+    result = services.evaluate(now=NOW)
+    assert (result.sent, result.failed) == (2, 0)
+    (request,) = tls_receiver.requests
+    card = request.json()["attachments"][0]["content"]["body"]
+    text = "\n".join(str(block.get("text", "")) for block in card)
+    assert "Contoso mailbox 000" in text
+    assert "Contoso mailbox 299" not in text
+    assert "shortened for chat" in text
+    assert "/admin/alerts/alert/" in text
+    assert len(request.body) < 40_000
+    (email,) = mail.outbox
+    assert "Contoso mailbox 299" in email.body
 
 
 @pytest.mark.django_db(transaction=True)
@@ -324,13 +434,90 @@ def test_a_channels_url_is_never_shown_again_nor_kept_in_clear(admin_client: Cli
     history = admin_client.get(f"/admin/alerts/notificationchannel/{channel.pk}/history/")
     assert "TOPSECRET" not in history.content.decode()
     # Saving again without a URL keeps the stored one.
-    admin_client.post(
+    saved = admin_client.post(
         f"/admin/alerts/notificationchannel/{channel.pk}/change/",
-        {"name": "NOC Teams", "kind": "teams", "url": "", "addresses": "", "min_severity": 30},
+        {
+            "name": "NOC Teams",
+            "kind": "teams",
+            "url": "",
+            "addresses": "",
+            "min_severity": Severity.CRITICAL,
+            "enabled": "on",
+            "digest_timezone": "",
+        },
     )
+    assert saved.status_code == 302, saved.content.decode()[:2000]
     channel.refresh_from_db()
     assert channel.secrets()["url"] == url
-    assert channel.min_severity == Severity.CRITICAL
+    assert (channel.min_severity, channel.enabled) == (Severity.CRITICAL, True)
+    # What the database holds (as a dump would show it): only ciphertext.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM alert_channels")
+        assert "TOPSECRET" not in repr(cursor.fetchall())
+
+
+def test_a_teams_workflow_on_power_platform_is_accepted_and_a_services_key_never_shown(
+    admin_client: Client,
+) -> None:
+    """Teams now hands out workflow URLs on *.api.powerplatform.com; of other services'
+    URLs (where the host part is often the key) the admin sees only the service's name."""
+    teams_url = (
+        "https://default1234abcd.12.environment.api.powerplatform.com:443/powerautomate/"
+        "automations/direct/workflows/abc123/triggers/manual/paths/invoke"
+        "?api-version=1&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=SIGSECRET"
+    )
+    for name, kind, url in [
+        ("NOC Teams", "teams", teams_url),
+        ("On call", "apprise", "opsgenie://KEYSECRET123/"),
+    ]:
+        response = admin_client.post(
+            "/admin/alerts/notificationchannel/add/",
+            {
+                "name": name,
+                "kind": kind,
+                "url": url,
+                "addresses": "",
+                "min_severity": Severity.WARNING,
+                "enabled": "on",
+                "digest_timezone": "",
+            },
+        )
+        html = response.content.decode()
+        assert response.status_code == 302, re.findall(r"errorlist[^>]*>(.*?)</ul", html, re.S)
+    listing = admin_client.get("/admin/alerts/notificationchannel/").content.decode()
+    assert "default1234abcd.12.environment.api.powerplatform.com" in listing
+    assert "Opsgenie (stored)" in listing
+    for secret in ("SIGSECRET", "KEYSECRET123", "abc123"):
+        assert secret not in listing
+    for channel in NotificationChannel.objects.all():
+        page = admin_client.get(f"/admin/alerts/notificationchannel/{channel.pk}/change/")
+        assert "KEYSECRET123" not in page.content.decode()
+        assert "SIGSECRET" not in page.content.decode()
+
+
+def test_changing_a_channels_kind_checks_its_stored_url_again(admin_client: Client) -> None:
+    teams = make_channel(
+        NotificationChannel.Kind.TEAMS,
+        "https://prod-11.westeurope.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke?sig=S",
+    )
+    response = admin_client.post(
+        f"/admin/alerts/notificationchannel/{teams.pk}/change/",
+        {
+            "name": teams.name,
+            "kind": "slack",
+            "url": "",
+            "addresses": "",
+            "min_severity": Severity.WARNING,
+            "enabled": "on",
+            "digest_timezone": "",
+        },
+    )
+    assert response.status_code == 200
+    assert "A Slack incoming webhook starts with https://hooks.slack.com/services/." in (
+        response.content.decode()
+    )
+    teams.refresh_from_db()
+    assert teams.kind == NotificationChannel.Kind.TEAMS
 
 
 def test_a_wrong_url_for_the_kind_is_refused_with_a_sentence(admin_client: Client) -> None:
@@ -392,6 +579,33 @@ def test_a_message_link_acts_only_from_its_confirmation_page(
     assert alert.snoozed_at is not None
     length = alert.snoozed_until - alert.snoozed_at
     assert timedelta(hours=3, minutes=59) < length < timedelta(hours=4, minutes=1)
+
+
+def test_a_message_link_shows_nothing_to_a_user_who_may_not_see_alerts(
+    receiver: Receiver,
+) -> None:
+    """A forwarded link, opened by a staff user whose role does not cover alerts."""
+    from django.contrib.auth.models import Permission
+
+    hook = make_channel(NotificationChannel.Kind.WEBHOOK, f"{receiver.base}/hook")
+    stale_alert_for(hook)
+    services.evaluate(now=NOW)
+    link = action_links(receiver)["acknowledge"]
+    outsider = User.objects.create_user("intern", password="pw", is_staff=True)
+    client = Client()
+    client.force_login(outsider)
+    for method in (client.get, client.post):
+        page = method(link)
+        assert page.status_code == 403
+        assert "Your role may not look at alerts." in page.content.decode()
+        assert "Contoso" not in page.content.decode()
+    assert Alert.objects.get().state == Alert.State.OPEN
+    # Allowed to look (not to act): the page shows the alert, the button is refused.
+    outsider.user_permissions.add(Permission.objects.get(codename="view_alert"))
+    client.force_login(User.objects.get(pk=outsider.pk))
+    assert "Contoso" in client.get(link).content.decode()
+    assert client.post(link).status_code == 403
+    assert Alert.objects.get().state == Alert.State.OPEN
 
 
 def test_a_message_link_expires_after_seven_days_and_cannot_be_forged(

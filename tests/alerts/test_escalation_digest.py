@@ -249,3 +249,50 @@ def test_escalation_counts_from_when_the_team_was_told_and_says_what_and_how_to_
     assert "Contoso Files" not in escalation.body  # snoozed
     assert escalation.body.count("/alerts/act/") == 2  # acknowledge, snooze
     assert Alert.objects.get(pk=snoozed.pk).escalated_at is None
+
+
+def test_a_digest_only_channel_hears_nothing_until_its_digest_which_leaves_out_held_alerts(
+    receiver: Receiver,
+) -> None:
+    """A quiet channel: no stream, one digest at 08:00. An alert held by a running
+    maintenance window is not in it (its window's summary will tell it)."""
+    channel = make_channel(
+        NotificationChannel.Kind.WEBHOOK,
+        f"{receiver.base}/digest",
+        digest_enabled=True,
+        digest_time=time(8, 0),
+        digest_timezone="UTC",
+        digest_only=True,
+    )
+    StaleRuleFactory.create(recipients="noc@msp.example").channels.set([channel])
+    contoso = CustomerFactory.create(name="Contoso Ltd")
+    fabrikam = CustomerFactory.create(name="Fabrikam")
+    for customer in (contoso, fabrikam):
+        ConnectorFactory.create(
+            customer=customer,
+            name=f"{customer.name} Mail",
+            backup_status__last_success_at=NOW - timedelta(days=3),
+        )
+    MaintenanceWindow.objects.create(
+        reason="Tenant migration",
+        customer=fabrikam,
+        starts_at=NOW - timedelta(hours=1),
+        ends_at=NOW + timedelta(days=2),
+    )
+    told = []
+    for hours in range(0, 24):
+        now = NOW + timedelta(hours=hours)
+        before = len(receiver.requests)
+        services.evaluate(now=now)
+        told += [(now, r.json()) for r in receiver.requests[before:]]
+    # The plain e-mail recipients are streamed to as before (Contoso only: Fabrikam is held).
+    assert [m.subject for m in mail.outbox] == [
+        "[Vectis] 1 backup stale — Contoso Ltd: Contoso Ltd Mail"
+    ]
+    ((when, digest),) = told
+    assert when == datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+    assert digest["type"] == "digest"
+    assert [a["customer"]["name"] for a in digest["alerts"] if a["event"] == "open"] == [
+        "Contoso Ltd"
+    ]
+    assert "Fabrikam" not in digest["text"]
