@@ -112,12 +112,19 @@ def _send_webhook(channel: NotificationChannel, notification: AlertNotification)
 @sensitive_variables("url")
 def _send_apprise(channel: NotificationChannel, notification: AlertNotification) -> None:
     url = channel.secrets().get("url", "")
-    service = apprise.Apprise()
     label = channel.get_kind_display()
-    if not service.add(url):
+    plugin = service_for(url)
+    if plugin is None:
         raise DeliveryFailed(
             f"The {label} address is not one apprise can use; enter it again", permanent=True
         )
+    # Our message, nothing else: no apprise logo fetched from GitHub by every chat client,
+    # no "Apprise" footer.
+    for option in ("include_image", "include_footer"):
+        if hasattr(plugin, option):
+            setattr(plugin, option, False)
+    service = apprise.Apprise()
+    service.add(plugin)
     with apprise.LogCapture(level=apprise.logging.WARNING) as log:  # type: ignore[no-untyped-call]
         delivered = service.notify(
             title=notification.subject, body=chat_body(notification.body_text)

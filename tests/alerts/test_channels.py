@@ -164,17 +164,51 @@ def test_teams_and_slack_get_their_own_message_built_from_the_same_alert(
     result = services.evaluate(now=NOW)
     assert (result.sent, result.failed) == (2, 0)
     by_path = {r.path.split("?")[0]: r.json() for r in tls_receiver.requests}
-    card = by_path["/workflows/wf123/triggers/manual/paths/invoke"]
-    assert card["type"] == "message"
-    (attachment,) = card["attachments"]
-    assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
-    texts = " ".join(str(block.get("text", "")) for block in attachment["content"]["body"])
-    assert "1 backup stale — Contoso Ltd: Contoso Mail" in texts
-    assert "/alerts/act/" in texts  # acknowledge and snooze from the chat
-    slack_body = by_path["/services/T000/B000/XXXX"]
-    text = str(slack_body)
-    assert "Contoso Mail" in text
-    assert "/alerts/act/" in text
+    sent = {n.channel_id: n for n in AlertNotification.objects.all()}
+    subject, text = sent[teams.pk].subject, sent[teams.pk].body_text
+    assert subject == "[Vectis] 1 backup stale — Contoso Ltd: Contoso Mail"
+    assert "Contoso Mail (Microsoft 365)" in text
+    assert "Acknowledge: http://127.0.0.1:8000/alerts/act/" in text
+    assert "Snooze 4 h: http://127.0.0.1:8000/alerts/act/" in text
+    assert (sent[slack.pk].subject, sent[slack.pk].body_text) == (subject, text)
+    text = text.rstrip()  # (apprise drops trailing blank lines)
+    # Exactly what each service receives: our subject and text, no logo, no footer.
+    assert by_path["/workflows/wf123/triggers/manual/paths/invoke"] == {
+        "type": "message",
+        "attachments": [
+            {
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "contentUrl": None,
+                "content": {
+                    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                    "type": "AdaptiveCard",
+                    "version": "1.4",
+                    "body": [
+                        {
+                            "type": "TextBlock",
+                            "text": subject,
+                            "style": "heading",
+                            "weight": "Bolder",
+                            "size": "Large",
+                            "id": "title",
+                        },
+                        {
+                            "type": "TextBlock",
+                            "text": text,
+                            "style": "default",
+                            "wrap": True,
+                            "id": "body",
+                        },
+                    ],
+                    "msteams": {"width": "full"},
+                },
+            }
+        ],
+    }
+    assert by_path["/services/T000/B000/XXXX"] == {
+        "mrkdwn": True,
+        "attachments": [{"title": subject, "text": text, "color": "#3AA3E3"}],
+    }
 
 
 def chat_channel(
