@@ -32,11 +32,17 @@ def open_alert_for_connector() -> Subquery:
 def customer_alert_events(
     customer_id: int, *, newest: datetime | None, oldest: datetime | None
 ) -> QuerySet[AlertEvent]:
-    """Openings and resolutions of a customer's alerts within a time range (for the
-    timeline)."""
+    """Openings, resolutions and what the team did (acknowledged, snoozed, unsnoozed: who
+    and when) of a customer's alerts within a time range (for the timeline)."""
     events = AlertEvent.objects.filter(
         alert__connector__customer_id=customer_id,
-        kind__in=[AlertEvent.Kind.OPENED, AlertEvent.Kind.RESOLVED],
+        kind__in=[
+            AlertEvent.Kind.OPENED,
+            AlertEvent.Kind.RESOLVED,
+            AlertEvent.Kind.ACKNOWLEDGED,
+            AlertEvent.Kind.SNOOZED,
+            AlertEvent.Kind.UNSNOOZED,
+        ],
     ).select_related("alert__connector")
     if newest is not None:
         events = events.filter(at__lte=newest)

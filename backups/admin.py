@@ -5,11 +5,13 @@ customers per account, one-click links, and an autocomplete for any other custom
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.widgets import AutocompleteSelect
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet
@@ -259,6 +261,15 @@ class AccountLinkAdmin(admin.ModelAdmin[AccountLink]):
     def _done(self, request: HttpRequest, text: str) -> None:
         self.message_user(request, text, messages.SUCCESS)
 
+    def _record(self, request: HttpRequest, links: Iterable[AccountLink], decision: str) -> None:
+        """Who decided what, on each account's history (and its customer's timeline)."""
+        LogEntry.objects.log_actions(
+            user_id=request.user.pk or 0,
+            queryset=list(links),
+            action_flag=CHANGE,
+            change_message=decision,
+        )
+
     @admin.action(description="Link to a customer…", permissions=["change"])
     def link_action(
         self, request: HttpRequest, queryset: QuerySet[AccountLink]
@@ -266,11 +277,13 @@ class AccountLinkAdmin(admin.ModelAdmin[AccountLink]):
         form = LinkForm(request.POST if "apply" in request.POST else None, site=self.admin_site)
         if "apply" in request.POST and form.is_valid():
             customer = form.cleaned_data["customer"]
-            for link in queryset:
+            links = list(queryset)
+            for link in links:
                 accounts.link_account(link, customer)
+            self._record(request, links, f"Linked to customer “{customer}”.")
             self._done(
                 request,
-                f"{queryset.count()} account(s) linked to \u201c{customer}\u201d; syncs will keep "
+                f"{len(links)} account(s) linked to \u201c{customer}\u201d; syncs will keep "
                 "these links.",
             )
             return None
@@ -287,28 +300,32 @@ class AccountLinkAdmin(admin.ModelAdmin[AccountLink]):
 
     @admin.action(description="Create a customer for each", permissions=["change"])
     def create_customer_action(self, request: HttpRequest, queryset: QuerySet[AccountLink]) -> None:
-        created = [str(accounts.create_customer_for_account(link)) for link in queryset]
+        links = list(queryset)
+        created = [str(accounts.create_customer_for_account(link)) for link in links]
+        self._record(request, links, "Created a customer for the account and linked it.")
         self._done(
             request, "Created customer(s): " + ", ".join(f"\u201c{n}\u201d" for n in created)
         )
 
     @admin.action(description="Exclude from monitoring", permissions=["change"])
     def exclude_action(self, request: HttpRequest, queryset: QuerySet[AccountLink]) -> None:
-        for link in queryset:
+        links = list(queryset)
+        for link in links:
             accounts.exclude_account(link, by=request.user.get_username())
+        self._record(request, links, "Excluded from monitoring.")
         self._done(
             request,
-            f"{queryset.count()} account(s) excluded: their connectors are out of the dashboard "
+            f"{len(links)} account(s) excluded: their connectors are out of the dashboard "
             "and the alert rules, and their open alerts ended without a notice.",
         )
 
     @admin.action(description="Include again", permissions=["change"])
     def include_action(self, request: HttpRequest, queryset: QuerySet[AccountLink]) -> None:
-        for link in queryset:
+        links = list(queryset)
+        for link in links:
             accounts.include_account(link)
-        self._done(
-            request, f"{queryset.count()} account(s) included again; the next sync matches them."
-        )
+        self._record(request, links, "Included in monitoring again.")
+        self._done(request, f"{len(links)} account(s) included again; the next sync matches them.")
 
     # --- one click: link to a suggested customer ------------------------------------------
 
@@ -336,6 +353,7 @@ class AccountLinkAdmin(admin.ModelAdmin[AccountLink]):
             )
         else:
             accounts.link_account(link, customer)
+            self._record(request, [link], f"Linked to customer \u201c{customer}\u201d.")
             self._done(
                 request,
                 f"\u201c{link.display_name}\u201d is now linked to \u201c{customer}\u201d; syncs "

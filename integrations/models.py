@@ -45,6 +45,8 @@ class Connection(models.Model):
     class Meta:
         db_table = "integration_connections"
         ordering = ["provider", "name", "id"]
+        # A Technician may start a sync without being able to see or change credentials.
+        permissions = [("sync_connection", "Can start a sync (Sync now)")]
 
     def __str__(self) -> str:
         return self.name

@@ -141,6 +141,10 @@ class KeepitConnectionAdmin(admin.ModelAdmin[KeepitConnection]):
         obj: KeepitConnection | None = None,
     ) -> HttpResponse:
         # The connection's state and recent runs, from the object the view already loaded.
+        # Test connection and Find my region are for those who may change credentials.
+        context["can_configure"] = (
+            self.has_change_permission(request, obj) if obj else self.has_add_permission(request)
+        )
         context["keepit_regions"] = KNOWN_REGIONS
         context["test_url"] = reverse("admin:keepit_keepitconnection_test_new")
         context["find_region_url"] = reverse("admin:keepit_keepitconnection_find_region_new")
@@ -154,6 +158,7 @@ class KeepitConnectionAdmin(admin.ModelAdmin[KeepitConnection]):
                 SyncRun.objects.filter(connection_id=obj.pk).order_by("-started_at")[:RECENT_RUNS]
             )
             context["sync_url"] = reverse("admin:keepit_keepitconnection_sync", args=[obj.pk])
+            context["can_sync"] = request.user.has_perm("integrations.sync_connection")
             context["test_url"] = reverse("admin:keepit_keepitconnection_test", args=[obj.pk])
             context["find_region_url"] = reverse(
                 "admin:keepit_keepitconnection_find_region", args=[obj.pk]
@@ -245,9 +250,10 @@ class KeepitConnectionAdmin(admin.ModelAdmin[KeepitConnection]):
     @method_decorator(require_POST)
     def sync_now_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         connection = get_object_or_404(KeepitConnection, pk=object_id)
-        if not self.has_change_permission(request, connection):
+        if not request.user.has_perm("integrations.sync_connection"):
             raise PermissionDenied
         request_sync(connection)
+        self.log_change(request, connection, "Started a sync (Sync now).")
         messages.success(
             request,
             f"Sync of \u201c{connection.name}\u201d queued; the run appears below when it starts.",

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from functools import partial
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import URLPattern, URLResolver, path, reverse
 from django.utils import timezone
 
+from access.mfa import MFA_BY_PROVIDER, has_second_factor
 from integrations.views import integrations_overview
 
 from .pages.dashboard import dashboard, dashboard_summary
@@ -28,6 +31,10 @@ SECTIONS: dict[str, str] = {
     "alerts": "Alerts",
     "auth": "Users and permissions",
     "axes": "Users and permissions",
+    "access": "Users and permissions",
+    "account": "Users and permissions",
+    "socialaccount": "Users and permissions",
+    "mfa": "Users and permissions",
 }
 SECTION_ORDER = ["Integrations", "Customers", "Backups", "Alerts", "Users and permissions"]
 
@@ -66,8 +73,19 @@ class VectisAdminSite(admin.AdminSite):
             *super().get_urls(),
         ]
 
+    def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        """One sign-in page for everything (password, second factor, single sign-on):
+        django-allauth's, in the admin's look."""
+        if request.user.is_authenticated and self.has_permission(request):
+            return HttpResponseRedirect(reverse("admin:index"))
+        target = request.GET.get(REDIRECT_FIELD_NAME) or reverse("admin:index")
+        return HttpResponseRedirect(f"{reverse('account_login')}?{urlencode({'next': target})}")
+
     def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
         context = dict(extra_context or {})
+        context["offer_second_factor"] = not request.session.get(
+            MFA_BY_PROVIDER
+        ) and not has_second_factor(request.user)
         if request.user.has_perm("backups.view_backupconnector"):
             context["health"] = dashboard_summary(now=timezone.now())
         return super().index(request, context)

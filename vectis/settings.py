@@ -78,6 +78,16 @@ INSTALLED_APPS = [
     "alerts",
     # Login throttling (django-axes): repeated wrong passwords lock a user or an address out.
     "axes",
+    # Sign-in (django-allauth): the sign-in page, second factors (TOTP, recovery codes,
+    # passkeys) and single sign-on through any OpenID Connect provider (Entra ID).
+    "allauth",
+    "allauth.account",
+    "allauth.mfa",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.openid_connect",
+    # Roles, sessions and who may sign in how; last, so its post-migrate step sees every
+    # app's permissions.
+    "access",
 ]
 
 if DEBUG:
@@ -92,6 +102,9 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+    "access.sessions.SignOutEverywhereMiddleware",
+    "access.mfa.RequireSecondFactorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: it turns a lockout into the lockout page.
     "axes.middleware.AxesMiddleware",
@@ -100,7 +113,8 @@ MIDDLEWARE = [
 AUTHENTICATION_BACKENDS = [
     # First, so a locked-out user is refused before the password is even checked.
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # Django's password check, refusing users who may sign in through SSO only.
+    "access.backends.PasswordBackend",
 ]
 
 ROOT_URLCONF = "vectis.urls"
@@ -381,6 +395,82 @@ if VECTIS_PROXY_COUNT:
     AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR")
 else:
     AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)
+
+# django-allauth: Vectis's sign-in page (the admin's redirects there), no self sign-up.
+LOGIN_URL = "account_login"
+LOGIN_REDIRECT_URL = "/admin/"
+ACCOUNT_LOGOUT_REDIRECT_URL = "/admin/"
+ACCOUNT_ADAPTER = "access.adapters.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "access.adapters.SocialAccountAdapter"
+ACCOUNT_LOGIN_METHODS = {"username"}
+ACCOUNT_EMAIL_VERIFICATION = "none"
+ACCOUNT_SESSION_REMEMBER = False
+# django-axes counts wrong passwords (above); allauth's own counter would answer first.
+ACCOUNT_RATE_LIMITS: dict[str, str | bool] = {"login_failed": False}
+ACCOUNT_LOGIN_ON_PASSWORD_RESET = False
+# Second factors. VECTIS_REQUIRE_MFA (default on in production) sends a staff user
+# without one to enrolment before any page; in DEBUG (the demo) it is offered, not forced.
+VECTIS_REQUIRE_MFA: bool = env.bool("VECTIS_REQUIRE_MFA", default=not DEBUG)
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes", "webauthn"]
+MFA_TOTP_ISSUER = "Vectis"
+MFA_PASSKEY_LOGIN_ENABLED = False
+# Passkeys need HTTPS; on http://127.0.0.1 (the demo) allauth must be told it may.
+MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN: bool = DEBUG
+
+# --- Single sign-on ---------------------------------------------------------------------
+# Microsoft Entra ID (or any OpenID Connect provider: set VECTIS_SSO_SERVER_URL). With a
+# tenant id, only that tenant's users get in (the ID token's `tid`). See the README.
+VECTIS_SSO_CLIENT_ID: str = env.str("VECTIS_SSO_CLIENT_ID", default="")
+VECTIS_SSO_CLIENT_SECRET: str = env.str("VECTIS_SSO_CLIENT_SECRET", default="")
+VECTIS_SSO_TENANT_ID: str = env.str("VECTIS_SSO_TENANT_ID", default="")
+VECTIS_SSO_SERVER_URL: str = env.str(
+    "VECTIS_SSO_SERVER_URL",
+    default=(
+        f"https://login.microsoftonline.com/{VECTIS_SSO_TENANT_ID}/v2.0"
+        if VECTIS_SSO_TENANT_ID
+        else ""
+    ),
+)
+VECTIS_SSO_NAME: str = env.str("VECTIS_SSO_NAME", default="Microsoft")
+# Create a Vectis user for a first SSO sign-in with a verified e-mail nobody has yet.
+VECTIS_SSO_AUTO_CREATE: bool = env.bool("VECTIS_SSO_AUTO_CREATE", default=False)
+VECTIS_SSO_DEFAULT_ROLE: str = env.str("VECTIS_SSO_DEFAULT_ROLE", default="Read-only")
+SOCIALACCOUNT_PROVIDERS: dict[str, Any] = {
+    "openid_connect": {
+        # (access/sso.py checks the ID token's signature against the provider's keys.)
+        "APPS": (
+            [
+                {
+                    "provider_id": "sso",
+                    "name": VECTIS_SSO_NAME,
+                    "client_id": VECTIS_SSO_CLIENT_ID,
+                    "secret": VECTIS_SSO_CLIENT_SECRET,
+                    "settings": {
+                        "server_url": VECTIS_SSO_SERVER_URL,
+                        "oauth_pkce_enabled": True,
+                        # The (verified) ID token's claims, not the userinfo endpoint's:
+                        # Entra's userinfo lacks `tid` and `amr`.
+                        "fetch_userinfo": False,
+                        "token_auth_method": "client_secret_post",
+                    },
+                }
+            ]
+            if VECTIS_SSO_CLIENT_ID and VECTIS_SSO_SERVER_URL
+            else []
+        ),
+    }
+}
+SOCIALACCOUNT_STORE_TOKENS = False
+SOCIALACCOUNT_LOGIN_ON_GET = False
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = False
+SOCIALACCOUNT_AUTO_SIGNUP = True
+
+# --- Sessions ---------------------------------------------------------------------------
+# Signed out after this many hours without a request; everywhere at once when a user's
+# role or password changes (access/sessions.py).
+VECTIS_SESSION_IDLE_HOURS: int = env.int("VECTIS_SESSION_IDLE_HOURS", default=8)
+SESSION_COOKIE_AGE = VECTIS_SESSION_IDLE_HOURS * 3600
+SESSION_SAVE_EVERY_REQUEST = True
 
 # --- Logging ----------------------------------------------------------------------------
 LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO")

@@ -1,11 +1,12 @@
-"""Root URLs: the admin is the product UI."""
+"""Root URLs: the admin is the product UI; /accounts/ is sign-in (django-allauth)."""
 
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
+from access import sso
 from alerts.views import alert_action
 
 from .health import healthz
@@ -15,5 +16,9 @@ urlpatterns = [
     # Where the Acknowledge / Snooze links of alert messages lead (a confirmation page).
     path("alerts/act/<str:token>/", alert_action, name="alert_action"),
     path("admin/", admin.site.urls),
+    # Single sign-on with the ID token's signature checked (ahead of allauth's own views).
+    path("accounts/oidc/<str:provider_id>/login/", sso.login),
+    path("accounts/oidc/<str:provider_id>/login/callback/", sso.callback),
+    path("accounts/", include("allauth.urls")),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
 ]

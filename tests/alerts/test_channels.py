@@ -654,6 +654,7 @@ def test_a_message_link_expires_after_seven_days_and_cannot_be_forged(
     assert bad.status_code == 400
     assert "not a valid Vectis alert link" in bad.content.decode()
     with time_machine.travel(timezone.now() + timedelta(days=8)):
+        admin_client.force_login(User.objects.get(username="admin"))  # (8 h idle: signed out)
         old = admin_client.get(link)
     assert old.status_code == 400
     assert "This link has expired" in old.content.decode()

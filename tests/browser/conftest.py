@@ -71,5 +71,5 @@ def log_in(page: Page, base_url: str) -> None:
     page.goto(f"{base_url}/admin/login/?next=/admin/")
     page.get_by_label("Username").fill("admin")
     page.get_by_label("Password").fill(ADMIN_PASSWORD)
-    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
     page.wait_for_url(f"{base_url}/admin/")

@@ -17,11 +17,11 @@ from keepit.forms import KeepitConnectionForm
 from keepit.models import KeepitConnection
 from tests.conftest import ROOT, subprocess_env
 
-LOGIN = "/admin/login/?next=/admin/"
+LOGIN = "/accounts/login/?next=/admin/"
 
 
 def attempt(client: Client, password: str, *, address: str = "203.0.113.9", user: str = "noc"):  # type: ignore[no-untyped-def]
-    return client.post(LOGIN, {"username": user, "password": password}, REMOTE_ADDR=address)
+    return client.post(LOGIN, {"login": user, "password": password}, REMOTE_ADDR=address)
 
 
 @pytest.mark.django_db

@@ -5,8 +5,11 @@ plus the customers list's health columns and the timeline CSV."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
+from django.contrib.admin.models import LogEntry
+from django.contrib.contenttypes.models import ContentType
 from django.core.paginator import Paginator
 from django.db.models import Count, Min, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
@@ -62,6 +65,30 @@ def customers_with_health(customers: QuerySet[Customer]) -> QuerySet[Customer]:
 
 
 RANK_STATUS = {rank: status for status, rank in STATUS_SEVERITY.items()}
+TEAM_DECISIONS_SHOWN = 200
+
+
+def team_decisions(
+    customer: Customer,
+    link_ids: list[int],
+    *,
+    newest: datetime | None,
+    oldest: datetime | None,
+) -> list[LogEntry]:
+    """Who decided what about this customer in the admin: its account links (linked,
+    excluded, included again) and the customer itself (renamed), newest first."""
+    entries = LogEntry.objects.filter(
+        Q(
+            content_type=ContentType.objects.get_for_model(AccountLink),
+            object_id__in=[str(pk) for pk in link_ids],
+        )
+        | Q(content_type=ContentType.objects.get_for_model(Customer), object_id=str(customer.pk))
+    ).select_related("user", "content_type")
+    if newest is not None:
+        entries = entries.filter(action_time__lte=newest)
+    if oldest is not None:
+        entries = entries.filter(action_time__gte=oldest)
+    return list(entries.order_by("-action_time", "-id")[:TEAM_DECISIONS_SHOWN])
 
 
 def customer_page_context(request: HttpRequest, customer: Customer) -> dict[str, Any]:
@@ -90,6 +117,9 @@ def customer_page_context(request: HttpRequest, customer: Customer) -> dict[str,
         }
         for e in audit
     ]
+    links_of_customer = list(
+        AccountLink.objects.filter(customer=customer).values_list("pk", flat=True)
+    )
     if show_alerts:
         newest = None if page.number == 1 else (audit[0].occurred_at if audit else None)
         oldest = audit[-1].occurred_at if audit and page.has_next() else None
@@ -102,6 +132,8 @@ def customer_page_context(request: HttpRequest, customer: Customer) -> dict[str,
                     "failure": alert_event.kind == AlertEvent.Kind.OPENED,
                 }
             )
+        for entry in team_decisions(customer, links_of_customer, newest=newest, oldest=oldest):
+            timeline.append({"type": "decision", "at": entry.action_time, "entry": entry})
     timeline.sort(key=lambda item: item["at"], reverse=True)
     strips = outcome_strips(connectors, today=today)
     query = request.GET.copy()

@@ -1,0 +1,58 @@
+"""Users in the admin: their role, whether they have a second factor, and whether they
+may use a password at all. allauth's registrations that would only confuse (e-mail
+addresses it does not verify here, SSO apps configured by setting, provider tokens that
+are never stored) are taken away."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from allauth.account.models import EmailAddress
+from allauth.mfa.models import Authenticator
+from allauth.socialaccount.models import SocialApp, SocialToken
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import User
+from django.db.models import Exists, OuterRef, QuerySet
+from django.http import HttpRequest
+
+from .mfa import SECOND_FACTORS
+from .models import UserAccess
+
+for model in (EmailAddress, SocialApp, SocialToken):
+    if admin.site.is_registered(model):
+        admin.site.unregister(model)
+
+
+class UserAccessInline(admin.StackedInline[UserAccess, User]):
+    model = UserAccess
+    fields = ["sso_only"]
+    can_delete = False
+    verbose_name = "Sign-in"
+    verbose_name_plural = "Sign-in"
+
+
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class VectisUserAdmin(UserAdmin[User]):
+    inlines = [UserAccessInline]
+    list_display = ["username", "email", "role", "second_factor", "is_active", "last_login"]
+    list_filter = ["groups", "is_active", "is_superuser"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
+        second_factor = Authenticator.objects.filter(user=OuterRef("pk"), type__in=SECOND_FACTORS)
+        users: QuerySet[User] = super().get_queryset(request)
+        return users.prefetch_related("groups").annotate(has_second_factor=Exists(second_factor))
+
+    @admin.display(description="Role")
+    def role(self, user: User) -> str:
+        names = [group.name for group in user.groups.all()]
+        if user.is_superuser:
+            names.insert(0, "Superuser")
+        return ", ".join(names) or "—"
+
+    @admin.display(description="Second factor", boolean=True, ordering="has_second_factor")
+    def second_factor(self, user: Any) -> bool:
+        return bool(user.has_second_factor)

@@ -1,0 +1,111 @@
+"""Sessions end when they should: after `VECTIS_SESSION_IDLE_HOURS` without a request
+(settings: SESSION_COOKIE_AGE with SESSION_SAVE_EVERY_REQUEST), and everywhere at once
+when a user's role or password changes.
+
+Django already ends a user's other sessions when the password changes (the session
+carries a hash of it). A role change does not touch the password, so each session
+records when it signed in, and a change of groups, staff or superuser flag or active
+state sets `UserAccess.sessions_valid_after`: a session older than that is signed out on
+its next request (`SignOutEverywhereMiddleware`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth import get_user_model, logout
+from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.signals import user_logged_in
+from django.db.models.signals import m2m_changed, post_save, pre_save
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+from django.utils import timezone
+
+from .models import UserAccess
+
+SIGNED_IN_AT = "vectis_signed_in_at"
+ROLE_FIELDS = ("is_staff", "is_superuser", "is_active")
+
+
+def sign_out_everywhere(user_ids: list[int], *, now: datetime) -> None:
+    """Every session of these users started before `now` ends at its next request."""
+    existing = set(
+        UserAccess.objects.filter(user_id__in=user_ids).values_list("user_id", flat=True)
+    )
+    UserAccess.objects.bulk_create(
+        [UserAccess(user_id=pk) for pk in user_ids if pk not in existing],
+        ignore_conflicts=True,
+    )
+    UserAccess.objects.filter(user_id__in=user_ids).update(sessions_valid_after=now)
+
+
+def _remember_sign_in(sender: Any, request: HttpRequest, user: AbstractBaseUser, **_: Any) -> None:
+    request.session[SIGNED_IN_AT] = timezone.now().isoformat()
+
+
+def _groups_changed(
+    sender: Any, instance: Any, action: str, reverse: bool, pk_set: set[int] | None, **_: Any
+) -> None:
+    if action not in ("post_add", "post_remove", "post_clear"):
+        return
+    if reverse:  # a group's users were changed from the group's side
+        user_ids = list(pk_set or [])
+        if action == "post_clear":
+            return  # (the users are unknown after a clear; Django's admin never does this)
+    else:
+        user_ids = [instance.pk]
+    if user_ids:
+        sign_out_everywhere(user_ids, now=timezone.now())
+
+
+def _note_role_fields(sender: Any, instance: Any, **_: Any) -> None:
+    if instance.pk is None:
+        return
+    before = sender.objects.filter(pk=instance.pk).values(*ROLE_FIELDS).first()
+    instance._vectis_role_changed = before is not None and any(
+        before[field] != getattr(instance, field) for field in ROLE_FIELDS
+    )
+
+
+def _role_fields_saved(sender: Any, instance: Any, created: bool, **_: Any) -> None:
+    if not created and getattr(instance, "_vectis_role_changed", False):
+        sign_out_everywhere([instance.pk], now=timezone.now())
+
+
+def connect_signals() -> None:
+    user_model = get_user_model()
+    user_logged_in.connect(_remember_sign_in, dispatch_uid="access.signed_in_at")
+    m2m_changed.connect(
+        _groups_changed, sender=user_model.groups.through, dispatch_uid="access.groups"
+    )
+    pre_save.connect(_note_role_fields, sender=user_model, dispatch_uid="access.role_before")
+    post_save.connect(_role_fields_saved, sender=user_model, dispatch_uid="access.role_after")
+
+
+class SignOutEverywhereMiddleware:
+    """Signs out a session started before its user's `sessions_valid_after`."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        user = request.user
+        if user.is_authenticated:
+            valid_after = (
+                UserAccess.objects.filter(user_id=user.pk)
+                .values_list("sessions_valid_after", flat=True)
+                .first()
+            )
+            signed_in = request.session.get(SIGNED_IN_AT)
+            if valid_after is not None and (
+                signed_in is None or datetime.fromisoformat(signed_in) < valid_after
+            ):
+                logout(request)
+                messages.info(
+                    request, "Your role or password changed, so you were signed out. Sign in again."
+                )
+                return HttpResponseRedirect(f"{reverse('account_login')}?next={request.path}")
+        return self.get_response(request)

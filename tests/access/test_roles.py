@@ -1,0 +1,242 @@
+"""The three roles, page by page and button by button: what an Administrator, a
+Technician and a Read-only user get (200, 403, a redirect after acting, or a button that
+is not there)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.core.management import call_command
+from django.test import Client
+
+from access.roles import ADMINISTRATOR, READ_ONLY, TECHNICIAN
+from alerts import services
+from alerts.models import Alert, MaintenanceWindow, NotificationChannel
+from backups.models import AccountLink
+from keepit.models import KeepitConnection
+from tests.factories import (
+    NOW,
+    AccountLinkFactory,
+    ConnectorFactory,
+    CustomerFactory,
+    StaleRuleFactory,
+)
+
+pytestmark = pytest.mark.django_db
+ROLES = (ADMINISTRATOR, TECHNICIAN, READ_ONLY)
+
+
+@dataclass
+class World:
+    connection: int
+    customer: int
+    alert: int
+    rule: int
+    channel: int
+    window: int
+    link: int
+
+
+@pytest.fixture
+def world() -> World:
+    connection = KeepitConnection.objects.create(
+        provider="keepit", name="Keepit US", config={"region": "us-dc", "username": "u"}
+    )
+    customer = CustomerFactory.create(name="Contoso Ltd")
+    ConnectorFactory.create(
+        customer=customer,
+        connection=connection,
+        backup_status__last_success_at=NOW - timedelta(days=3),
+    )
+    rule = StaleRuleFactory.create(recipients="noc@msp.example")
+    channel = NotificationChannel.objects.create(
+        name="NOC mail", kind=NotificationChannel.Kind.EMAIL, addresses="noc@msp.example"
+    )
+    services.evaluate(now=NOW, send=False)
+    link = AccountLinkFactory.create(
+        connection=connection,
+        customer=None,
+        state=AccountLink.State.UNLINKED,
+        company_name="Fabrikam",
+    )
+    window = MaintenanceWindow.objects.create(
+        reason="Patch", customer=customer, starts_at=NOW, ends_at=NOW + timedelta(hours=1)
+    )
+    return World(
+        connection=connection.pk,
+        customer=customer.pk,
+        alert=Alert.objects.get().pk,
+        rule=rule.pk,
+        channel=channel.pk,
+        window=window.pk,
+        link=link.pk,
+    )
+
+
+def signed_in(role: str) -> Client:
+    user = User.objects.create_user(
+        role.lower(), f"{role.lower()}@msp.example", "pw", is_staff=True
+    )
+    user.groups.add(Group.objects.get(name=role))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+# (what, method, path, what each role gets: Administrator, Technician, Read-only)
+PAGES = [
+    ("home", "get", "/admin/", (200, 200, 200)),
+    ("backup dashboard", "get", "/admin/backups/", (200, 200, 200)),
+    ("integrations", "get", "/admin/integrations/", (200, 200, 200)),
+    ("connections", "get", "/admin/keepit/keepitconnection/", (200, 200, 200)),
+    (
+        "connection page",
+        "get",
+        "/admin/keepit/keepitconnection/{connection}/change/",
+        (200, 200, 200),
+    ),
+    ("add a connection", "get", "/admin/keepit/keepitconnection/add/", (200, 403, 403)),
+    (
+        "Test connection",
+        "post",
+        "/admin/keepit/keepitconnection/{connection}/test/",
+        (200, 403, 403),
+    ),
+    (
+        "Find my region",
+        "post",
+        "/admin/keepit/keepitconnection/{connection}/find-region/",
+        (200, 403, 403),
+    ),
+    ("Sync now", "post", "/admin/keepit/keepitconnection/{connection}/sync/", (302, 302, 403)),
+    ("sync runs", "get", "/admin/integrations/syncrun/", (200, 200, 200)),
+    ("customers", "get", "/admin/customers/customer/", (200, 200, 200)),
+    ("customer page", "get", "/admin/customers/customer/{customer}/change/", (200, 200, 200)),
+    (
+        "timeline CSV",
+        "get",
+        "/admin/customers/customer/{customer}/change/?format=csv",
+        (200, 200, 200),
+    ),
+    ("connectors", "get", "/admin/backups/backupconnector/", (200, 200, 200)),
+    ("audit events", "get", "/admin/backups/backupauditevent/", (200, 200, 200)),
+    ("account links", "get", "/admin/backups/accountlink/", (200, 200, 200)),
+    ("link an account", "post", "/admin/backups/accountlink/{link}/link/", (302, 302, 403)),
+    ("alerts", "get", "/admin/alerts/alert/", (200, 200, 200)),
+    ("alert page", "get", "/admin/alerts/alert/{alert}/change/", (200, 200, 200)),
+    ("acknowledge", "post", "/admin/alerts/alert/{alert}/triage/", (302, 302, 403)),
+    ("alert rules", "get", "/admin/alerts/alertrule/", (200, 200, 403)),
+    ("a rule", "get", "/admin/alerts/alertrule/{rule}/change/", (200, 200, 403)),
+    ("add a rule", "get", "/admin/alerts/alertrule/add/", (200, 403, 403)),
+    ("channels", "get", "/admin/alerts/notificationchannel/", (200, 200, 403)),
+    ("add a channel", "get", "/admin/alerts/notificationchannel/add/", (200, 403, 403)),
+    (
+        "Send test",
+        "post",
+        "/admin/alerts/notificationchannel/{channel}/send-test/",
+        (200, 403, 403),
+    ),
+    ("delivery log", "get", "/admin/alerts/alertnotification/", (200, 200, 403)),
+    ("maintenance windows", "get", "/admin/alerts/maintenancewindow/", (200, 200, 200)),
+    ("add a window", "get", "/admin/alerts/maintenancewindow/add/", (200, 403, 403)),
+    ("users", "get", "/admin/auth/user/", (200, 403, 403)),
+    ("add a user", "get", "/admin/auth/user/add/", (200, 403, 403)),
+    ("roles", "get", "/admin/auth/group/", (200, 403, 403)),
+]
+
+
+@pytest.mark.parametrize(("what", "method", "path", "expected"), PAGES, ids=[p[0] for p in PAGES])
+def test_each_role_gets_what_it_may(
+    world: World, what: str, method: str, path: str, expected: tuple[int, int, int]
+) -> None:
+    url = path.format(**vars(world))
+    data = {
+        "acknowledge": {"triage": "acknowledge"},
+        "link an account": {"customer": world.customer},
+    }
+    posted = data.get(what, {})
+    got = tuple(getattr(signed_in(role), method)(url, posted).status_code for role in ROLES)
+    assert got == expected, f"{what}: {dict(zip(ROLES, got, strict=True))}"
+
+
+# (what, page, text of the button or link, who sees it: Administrator, Technician,
+# Read-only; None: the page itself is refused)
+BUTTONS = [
+    ("Configure", "/admin/integrations/", ">Configure<", (True, False, False)),
+    ("View connections", "/admin/integrations/", ">View connections<", (False, True, True)),
+    (
+        "Test connection",
+        "/admin/keepit/keepitconnection/{connection}/change/",
+        ">Test connection<",
+        (True, False, False),
+    ),
+    (
+        "Find my region",
+        "/admin/keepit/keepitconnection/{connection}/change/",
+        ">Find my region<",
+        (True, False, False),
+    ),
+    (
+        "Sync now",
+        "/admin/keepit/keepitconnection/{connection}/change/",
+        ">Sync now<",
+        (True, True, False),
+    ),
+    (
+        "Save connection",
+        "/admin/keepit/keepitconnection/{connection}/change/",
+        'name="_save"',
+        (True, False, False),
+    ),
+    (
+        "Acknowledge",
+        "/admin/alerts/alert/{alert}/change/",
+        'value="acknowledge"',
+        (True, True, False),
+    ),
+    ("Link", "/admin/backups/accountlink/", "Link to a customer", (True, True, False)),
+    ("Alert rules menu", "/admin/", "/admin/alerts/alertrule/", (True, True, False)),
+    ("Channels menu", "/admin/", "/admin/alerts/notificationchannel/", (True, True, False)),
+    (
+        "Add a rule",
+        "/admin/alerts/alertrule/",
+        "/admin/alerts/alertrule/add/",
+        (True, False, None),
+    ),
+    ("Users menu", "/admin/", "/admin/auth/user/", (True, False, False)),
+]
+
+
+@pytest.mark.parametrize(("what", "path", "marker", "shown"), BUTTONS, ids=[b[0] for b in BUTTONS])
+def test_menus_and_buttons_follow_the_role(
+    world: World, what: str, path: str, marker: str, shown: tuple[bool | None, ...]
+) -> None:
+    url = path.format(**vars(world))
+    seen: list[bool | None] = []
+    for role in ROLES:
+        response = signed_in(role).get(url)
+        assert response.status_code in (200, 403), f"{what} as {role}"
+        seen.append(marker in response.content.decode() if response.status_code == 200 else None)
+    assert tuple(seen) == shown, f"{what}: {dict(zip(ROLES, seen, strict=True))}"
+
+
+def test_no_role_ever_sees_a_stored_secret(world: World) -> None:
+    connection = KeepitConnection.objects.get(pk=world.connection)
+    connection.set_secrets({"password": "SECRET-PASSWORD-123"})
+    connection.save()
+    for role in ROLES:
+        page = signed_in(role).get(f"/admin/keepit/keepitconnection/{world.connection}/change/")
+        assert "SECRET-PASSWORD-123" not in page.content.decode()
+
+
+def test_migrate_keeps_the_roles_as_defined() -> None:
+    """A permission taken from a role by hand comes back with the next migrate."""
+    technician = Group.objects.get(name=TECHNICIAN)
+    technician.permissions.remove(*technician.permissions.filter(codename="change_alert"))
+    call_command("migrate", verbosity=0)
+    assert technician.permissions.filter(codename="change_alert").exists()
+    assert not technician.permissions.filter(codename="change_alertrule").exists()
+    assert not technician.permissions.filter(codename="change_keepitconnection").exists()
