@@ -223,6 +223,15 @@ def test_menus_and_buttons_follow_the_role(
     assert tuple(seen) == shown, f"{what}: {dict(zip(ROLES, seen, strict=True))}"
 
 
+def test_before_any_connection_only_an_administrator_is_offered_configure() -> None:
+    for role, offered in zip(ROLES, (True, False, False), strict=True):
+        client = signed_in(role)
+        for page in ("/admin/", "/admin/backups/"):
+            html = client.get(page).content.decode()
+            assert (">Configure<" in html) is offered, (role, page)
+            assert "No backup data yet" in html
+
+
 def test_no_role_ever_sees_a_stored_secret(world: World) -> None:
     connection = KeepitConnection.objects.get(pk=world.connection)
     connection.set_secrets({"password": "SECRET-PASSWORD-123"})
@@ -240,3 +249,41 @@ def test_migrate_keeps_the_roles_as_defined() -> None:
     assert technician.permissions.filter(codename="change_alert").exists()
     assert not technician.permissions.filter(codename="change_alertrule").exists()
     assert not technician.permissions.filter(codename="change_keepitconnection").exists()
+
+
+# Every list in the admin: (Administrator, Technician, Read-only).
+EVERY_LIST = {
+    "alerts.alert": (200, 200, 200),
+    "alerts.alertnotification": (200, 200, 403),
+    "alerts.alertrule": (200, 200, 403),
+    "alerts.maintenancewindow": (200, 200, 200),
+    "alerts.notificationchannel": (200, 200, 403),
+    "auth.group": (200, 403, 403),
+    "auth.user": (200, 403, 403),
+    "axes.accessattempt": (200, 403, 403),
+    "axes.accessfailurelog": (200, 403, 403),
+    "axes.accesslog": (200, 403, 403),
+    "backups.accountlink": (200, 200, 200),
+    "backups.backupauditevent": (200, 200, 200),
+    "backups.backupconnector": (200, 200, 200),
+    "backups.backupconnectorstatus": (200, 200, 200),
+    "customers.customer": (200, 200, 200),
+    "integrations.syncrun": (200, 200, 200),
+    "keepit.keepitconnection": (200, 200, 200),
+    "mfa.authenticator": (200, 403, 403),
+    "socialaccount.socialaccount": (200, 403, 403),
+}
+
+
+def test_every_admin_list_is_in_the_table() -> None:
+    from django.contrib import admin
+
+    assert sorted(model._meta.label_lower for model in admin.site._registry) == sorted(EVERY_LIST)
+
+
+@pytest.mark.parametrize(("model", "expected"), EVERY_LIST.items(), ids=list(EVERY_LIST))
+def test_every_admin_list_answers_each_role(model: str, expected: tuple[int, int, int]) -> None:
+    app_label, model_name = model.split(".")
+    url = f"/admin/{app_label}/{model_name}/"
+    got = tuple(signed_in(role).get(url).status_code for role in ROLES)
+    assert got == expected, f"{model}: {dict(zip(ROLES, got, strict=True))}"

@@ -91,11 +91,12 @@ def test_the_production_settings_pass_the_deploy_check_without_a_warning() -> No
     assert "System check identified no issues" in result.stdout
 
 
-def test_production_defaults_are_https_only() -> None:
+def test_production_defaults_are_https_only_with_a_second_factor_and_idle_sessions() -> None:
     code = (
         "import django; django.setup(); from django.conf import settings as s; "
         "print(s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS, s.SESSION_COOKIE_SECURE, "
-        "s.CSRF_COOKIE_SECURE, s.SECURE_PROXY_SSL_HEADER, s.SECURE_REDIRECT_EXEMPT)"
+        "s.CSRF_COOKIE_SECURE, s.SECURE_PROXY_SSL_HEADER, s.SECURE_REDIRECT_EXEMPT, "
+        "s.VECTIS_REQUIRE_MFA, s.SESSION_COOKIE_AGE, s.SESSION_SAVE_EVERY_REQUEST)"
     )
     env = subprocess_env(
         DJANGO_SETTINGS_MODULE="vectis.settings",
@@ -107,11 +108,12 @@ def test_production_defaults_are_https_only() -> None:
     for name in ("SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE"):
         env.pop(name, None)
     env.pop("SECURE_HSTS_SECONDS", None)
+    env.pop("VECTIS_REQUIRE_MFA", None)  # (the test settings switch it off)
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env, check=True
     ).stdout.strip()
     assert out.splitlines()[-1] == (
-        "True 31536000 True True ('HTTP_X_FORWARDED_PROTO', 'https') ['^healthz$']"
+        "True 31536000 True True ('HTTP_X_FORWARDED_PROTO', 'https') ['^healthz$'] True 28800 True"
     )
 
 
