@@ -13,6 +13,7 @@ from allauth.account.adapter import DefaultAccountAdapter
 from allauth.account.internal.flows.login import get_authentication_records
 from allauth.core import context
 from allauth.core.exceptions import ImmediateHttpResponse
+from allauth.mfa.adapter import DefaultMFAAdapter
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
 from allauth.socialaccount.models import SocialLogin
 from django import forms
@@ -22,7 +23,9 @@ from django.contrib.auth.models import AbstractBaseUser, Group, User
 from django.http import HttpRequest
 from django.shortcuts import render
 
-from .mfa import MFA_BY_PROVIDER, provider_asserted_mfa, sso_claims
+from integrations.crypto import fernet
+
+from .mfa import MFA_BY_PROVIDER, has_second_factor, provider_asserted_mfa, sso_claims
 from .models import UserAccess
 
 MFA_STAGE = "allauth.mfa.stages.AuthenticateStage"
@@ -40,14 +43,19 @@ class AccountAdapter(DefaultAccountAdapter):
         ]
 
     def is_reauthentication_required(self, *, app: str, **kwargs: Any) -> bool:
-        """A sign-in of the last few minutes counts as recent for setting up a second
-        factor (allauth asks for the password again even then: an enrolment forced
-        right after signing in would ask twice, and an SSO-only user has no password)."""
+        """Second-factor pages need no second proof of who you are while the user has no
+        second factor yet (an SSO-only user has no password to give, so enrolment forced
+        on them would be a dead end), or within a few minutes of signing in (enrolment
+        forced right after the password, then the recovery codes, would ask for it twice
+        in a minute). Later — another factor, removing one, new codes — it asks, by
+        password or by the factor already there."""
         request = context.request
         if app == "allauth.mfa" and request is not None and request.user.is_authenticated:
+            if not has_second_factor(request.user):
+                return False
             records = get_authentication_records(request, request.user)
-            timeout = account_settings.REAUTHENTICATION_TIMEOUT
-            if any(time.time() - record.get("at", 0) < timeout for record in records):
+            newest = max((record.get("at", 0) for record in records), default=0)
+            if time.time() - newest < account_settings.REAUTHENTICATION_TIMEOUT:
                 return False
         return bool(super().is_reauthentication_required(app=app, **kwargs))
 
@@ -73,10 +81,28 @@ class AccountAdapter(DefaultAccountAdapter):
         return super().post_login(request, user, **kwargs)
 
 
+class MFAAdapter(DefaultMFAAdapter):
+    """TOTP secrets and recovery-code seeds are encrypted at rest with the same keys as
+    the vendor credentials (`VECTIS_ENCRYPTION_KEYS`)."""
+
+    def encrypt(self, text: str) -> str:
+        return fernet().encrypt(text.encode()).decode()
+
+    def decrypt(self, encrypted_text: str) -> str:
+        return fernet().decrypt(encrypted_text.encode()).decode()
+
+
 def refuse(request: HttpRequest, sentence: str) -> ImmediateHttpResponse:
     context = {"title": "Single sign-on refused", "sentence": sentence}
     response = render(request, "access/sso_refused.html", context, status=403)
     return ImmediateHttpResponse(response)
+
+
+def no_access_sentence(user: Any) -> str:
+    return (
+        f"The Vectis user {user.get_username()} has no access to Vectis (no role, or not "
+        "marked as staff). Ask an administrator to give you a role."
+    )
 
 
 def email_is_verified(claims: dict[str, Any]) -> bool:
@@ -98,6 +124,12 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
                 f"(tenant “{claims.get('tid') or 'unknown'}”). Vectis accepts accounts of "
                 f"tenant {tenant} only.",
             )
+        if str(claims.get("acct", "")) == "1":
+            raise refuse(
+                request,
+                f"Guest accounts of your {settings.VECTIS_SSO_NAME} tenant cannot sign in to "
+                "Vectis; sign in with your own account of the tenant.",
+            )
         email = str(claims.get("email") or "").strip()
         if not email or not email_is_verified(claims):
             raise refuse(
@@ -107,9 +139,14 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
                 "e-mail. Ask your administrator to check the app registration (see the README).",
             )
         if sociallogin.is_existing:
+            user = sociallogin.user
+            if user is not None and not (user.is_active and user.is_staff):
+                raise refuse(request, no_access_sentence(user))
             return
         users = list(get_user_model().objects.filter(email__iexact=email, is_active=True)[:2])
         if len(users) == 1:
+            if not users[0].is_staff:
+                raise refuse(request, no_access_sentence(users[0]))
             sociallogin.connect(request, users[0])
         elif len(users) > 1:
             raise refuse(

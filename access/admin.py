@@ -11,17 +11,36 @@ from allauth.account.models import EmailAddress
 from allauth.mfa.models import Authenticator
 from allauth.socialaccount.models import SocialApp, SocialToken
 from django.contrib import admin
-from django.contrib.auth.admin import UserAdmin
-from django.contrib.auth.models import User
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, User
 from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 
 from .mfa import SECOND_FACTORS
 from .models import UserAccess
+from .roles import ROLE_NAMES
 
-for model in (EmailAddress, SocialApp, SocialToken):
+for model in (EmailAddress, SocialApp, SocialToken, Authenticator):
     if admin.site.is_registered(model):
         admin.site.unregister(model)
+
+
+@admin.register(Authenticator)
+class AuthenticatorAdmin(admin.ModelAdmin[Authenticator]):
+    """Second factors: seen and deleted (a lost phone), never read or edited — their
+    data holds the (encrypted) TOTP secret."""
+
+    list_display = ["user", "type", "created_at", "last_used_at"]
+    list_filter = ["type"]
+    search_fields = ["user__username", "user__email"]
+    fields = ["user", "type", "created_at", "last_used_at"]
+    readonly_fields = ["user", "type", "created_at", "last_used_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 class UserAccessInline(admin.StackedInline[UserAccess, User]):
@@ -33,6 +52,22 @@ class UserAccessInline(admin.StackedInline[UserAccess, User]):
 
 
 admin.site.unregister(User)
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class RoleAwareGroupAdmin(GroupAdmin):
+    """Groups; the three roles are defined by Vectis (access/roles.py, re-applied by every
+    `migrate`) and shown read-only — copy one into a new group to make a variant."""
+
+    def _is_role(self, group: Group | None) -> bool:
+        return group is not None and group.name in ROLE_NAMES
+
+    def has_change_permission(self, request: HttpRequest, obj: Group | None = None) -> bool:
+        return not self._is_role(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Group | None = None) -> bool:
+        return not self._is_role(obj) and super().has_delete_permission(request, obj)
 
 
 @admin.register(User)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import urlencode
 
 from allauth.mfa.models import Authenticator
 from allauth.mfa.stages import AuthenticateStage
@@ -18,9 +17,14 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 
 # The session key set when the SSO provider asserted MFA for this sign-in.
 MFA_BY_PROVIDER = "vectis_mfa_by_provider"
+# Set once the user is known to have a second factor (spares a query per request).
+HAS_SECOND_FACTOR = "vectis_has_second_factor"
+# Where to go once enrolment (and the recovery codes) are done.
+AFTER_ENROLMENT = "vectis_after_enrolment"
 # `amr` values (RFC 8176; Entra ID) that mean more than one factor was used.
 MFA_AMR_VALUES = frozenset({"mfa", "ngcmfa"})
 SECOND_FACTORS = (Authenticator.Type.TOTP, Authenticator.Type.WEBAUTHN)
@@ -69,8 +73,13 @@ class RequireSecondFactorMiddleware:
             and user.is_staff
             and not request.path.startswith(OPEN_PATHS)
             and not request.session.get(MFA_BY_PROVIDER)
-            and not has_second_factor(user)
+            and not request.session.get(HAS_SECOND_FACTOR)
         ):
-            enrol = reverse("mfa_activate_totp")
-            return HttpResponseRedirect(f"{enrol}?{urlencode({'next': request.get_full_path()})}")
+            if has_second_factor(user):
+                request.session[HAS_SECOND_FACTOR] = True
+            else:
+                here = request.get_full_path()
+                if url_has_allowed_host_and_scheme(here, allowed_hosts=None):
+                    request.session[AFTER_ENROLMENT] = here
+                return HttpResponseRedirect(reverse("mfa_activate_totp"))
         return self.get_response(request)

@@ -19,6 +19,8 @@ from typing import Any
 from django.apps import apps as global_apps
 from django.apps.registry import Apps
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db.models import Q
 
 ADMINISTRATOR = "Administrator"
@@ -105,6 +107,22 @@ def apply_roles(apps: Apps = global_apps) -> None:
     for name, permissions in role_permissions(apps).items():
         role, _ = group.objects.get_or_create(name=name)
         role.permissions.set(permissions)
+
+
+def staff_with_a_role(
+    sender: Any, instance: Any, action: str, reverse: bool, pk_set: set[int] | None, **_: Any
+) -> None:
+    """A user given a role can reach the admin (Django's "staff status" would otherwise
+    have to be ticked as well, and a role without it opens nothing)."""
+    if action != "post_add" or not pk_set:
+        return
+    user_model = get_user_model()
+    if reverse:  # users added from the group's side
+        if instance.name in ROLE_NAMES:
+            user_model.objects.filter(pk__in=pk_set, is_staff=False).update(is_staff=True)
+    elif Group.objects.filter(pk__in=pk_set, name__in=ROLE_NAMES).exists():
+        user_model.objects.filter(pk=instance.pk, is_staff=False).update(is_staff=True)
+        instance.is_staff = True
 
 
 def on_post_migrate(sender: Any, apps: Apps = global_apps, **kwargs: Any) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth import get_user_model, logout
@@ -107,5 +108,6 @@ class SignOutEverywhereMiddleware:
                 messages.info(
                     request, "Your role or password changed, so you were signed out. Sign in again."
                 )
-                return HttpResponseRedirect(f"{reverse('account_login')}?next={request.path}")
+                target = urlencode({"next": request.get_full_path()})
+                return HttpResponseRedirect(f"{reverse('account_login')}?{target}")
         return self.get_response(request)

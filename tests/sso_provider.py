@@ -39,6 +39,8 @@ class ProviderUser:
     amr: list[str] = field(default_factory=list)
     name: str = ""
     """Empty means the `name` claim carries the username."""
+    acct: int | None = None
+    """Entra's optional `acct` claim: 0 a member of the tenant, 1 a guest."""
 
 
 class ProviderError(RuntimeError):

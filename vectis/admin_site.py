@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.http import HttpRequest, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import URLPattern, URLResolver, path, reverse
 from django.utils import timezone
 
@@ -76,8 +77,17 @@ class VectisAdminSite(admin.AdminSite):
     def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
         """One sign-in page for everything (password, second factor, single sign-on):
         django-allauth's, in the admin's look."""
-        if request.user.is_authenticated and self.has_permission(request):
-            return HttpResponseRedirect(reverse("admin:index"))
+        if request.user.is_authenticated:
+            if self.has_permission(request):
+                return HttpResponseRedirect(reverse("admin:index"))
+            # Signed in, but not let in: say so (sending them to sign in again would loop).
+            context = {
+                "title": "No access",
+                "sentence": f"You are signed in as {request.user.get_username()}, but your "
+                "user has no access to Vectis (no role, or not marked as staff). Ask an "
+                "administrator to give you a role, or sign out and use another account.",
+            }
+            return TemplateResponse(request, "access/no_access.html", context, status=403)
         target = request.GET.get(REDIRECT_FIELD_NAME) or reverse("admin:index")
         return HttpResponseRedirect(f"{reverse('account_login')}?{urlencode({'next': target})}")
 

@@ -411,6 +411,7 @@ ACCOUNT_LOGIN_ON_PASSWORD_RESET = False
 # Second factors. VECTIS_REQUIRE_MFA (default on in production) sends a staff user
 # without one to enrolment before any page; in DEBUG (the demo) it is offered, not forced.
 VECTIS_REQUIRE_MFA: bool = env.bool("VECTIS_REQUIRE_MFA", default=not DEBUG)
+MFA_ADAPTER = "access.adapters.MFAAdapter"  # TOTP secrets encrypted at rest
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes", "webauthn"]
 MFA_TOTP_ISSUER = "Vectis"
 MFA_PASSKEY_LOGIN_ENABLED = False

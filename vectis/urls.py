@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import include, path
 from django.views.generic import RedirectView
 
@@ -10,6 +11,11 @@ from access import sso
 from alerts.views import alert_action
 
 from .health import healthz
+
+
+def page_not_found_view(request: HttpRequest) -> HttpResponse:
+    raise Http404("E-mail addresses are set by an administrator.")
+
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -19,6 +25,8 @@ urlpatterns = [
     # Single sign-on with the ID token's signature checked (ahead of allauth's own views).
     path("accounts/oidc/<str:provider_id>/login/", sso.login),
     path("accounts/oidc/<str:provider_id>/login/callback/", sso.callback),
+    # Users do not manage their own e-mail addresses: single sign-on trusts them.
+    path("accounts/email/", page_not_found_view, name="account_email"),
     path("accounts/", include("allauth.urls")),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
 ]

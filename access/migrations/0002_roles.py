@@ -14,6 +14,11 @@ from access.roles import apply_roles
 
 
 def create_roles(apps: Apps, schema_editor: Any) -> None:
+    # An MSP's own group that happens to carry a role's name keeps its members and
+    # permissions under another name; the role is created afresh.
+    group = apps.get_model("auth", "Group")
+    for name in ("Administrator", "Technician", "Read-only"):
+        group.objects.filter(name=name).update(name=f"{name} (before Vectis roles)")
     for app_config in apps.get_app_configs():
         app_config.models_module = True
         create_permissions(app_config, apps=apps, verbosity=0)

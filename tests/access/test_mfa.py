@@ -10,7 +10,9 @@ from typing import Any
 
 import pyotp
 import pytest
+from allauth.mfa.models import Authenticator
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client
 
 pytestmark = pytest.mark.django_db
@@ -104,6 +106,24 @@ def test_sign_in_asks_for_the_authenticator_code_and_a_recovery_code_works_once(
             assert response.status_code == 200
             assert "Incorrect code" in response.content.decode()
             assert other.get("/admin/").status_code == 302
+
+
+def test_totp_secrets_are_encrypted_at_rest_and_never_shown_in_the_admin(client: Client) -> None:
+    noc = User.objects.create_superuser("noc", "noc@msp.example", PASSWORD)
+    sign_in(client)
+    app, _ = enrol(client)
+    stored = Authenticator.objects.get(user=noc, type="totp")
+    assert app.secret not in str(stored.data)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT data::text FROM mfa_authenticator")
+        assert app.secret not in repr(cursor.fetchall())
+    page = client.get(f"/admin/mfa/authenticator/{stored.pk}/change/")
+    assert page.status_code == 200
+    assert "noc" in page.content.decode()
+    assert app.secret not in page.content.decode()
+    assert str(stored.data["secret"]) not in page.content.decode()
+    assert 'name="_save"' not in page.content.decode()  # seen, never edited
+    assert client.get("/accounts/email/").status_code == 404
 
 
 def test_with_the_requirement_off_enrolment_is_offered_not_forced(

@@ -6,16 +6,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Group, Permission, User
 from django.core.management import call_command
 from django.test import Client
 
 from access.roles import ADMINISTRATOR, READ_ONLY, TECHNICIAN
 from alerts import services
-from alerts.models import Alert, MaintenanceWindow, NotificationChannel
+from alerts.models import Alert, AlertNotification, MaintenanceWindow, NotificationChannel
 from backups.models import AccountLink
+from customers.models import Customer
 from keepit.models import KeepitConnection
 from tests.factories import (
     NOW,
@@ -232,13 +235,103 @@ def test_before_any_connection_only_an_administrator_is_offered_configure() -> N
             assert "No backup data yet" in html
 
 
-def test_no_role_ever_sees_a_stored_secret(world: World) -> None:
-    connection = KeepitConnection.objects.get(pk=world.connection)
-    connection.set_secrets({"password": "SECRET-PASSWORD-123"})
-    connection.save()
-    for role in ROLES:
-        page = signed_in(role).get(f"/admin/keepit/keepitconnection/{world.connection}/change/")
-        assert "SECRET-PASSWORD-123" not in page.content.decode()
+def _alert(world: World) -> Alert:
+    return Alert.objects.get(pk=world.alert)
+
+
+def _link(world: World) -> AccountLink:
+    return AccountLink.objects.get(pk=world.link)
+
+
+# (what, path, posted data, whether it happened) — run once per role on a fresh world.
+ACTIONS: list[tuple[str, str, dict[str, Any], Any]] = [
+    (
+        "acknowledge",
+        "/admin/alerts/alert/{alert}/triage/",
+        {"triage": "acknowledge", "note": "on it"},
+        lambda w: _alert(w).state == Alert.State.ACKNOWLEDGED,
+    ),
+    (
+        "snooze 4 h",
+        "/admin/alerts/alert/{alert}/triage/",
+        {"triage": "snooze", "quick": "4h"},
+        lambda w: _alert(w).snoozed_until is not None,
+    ),
+    (
+        "bulk acknowledge",
+        "/admin/alerts/alert/",
+        {"action": "acknowledge_action", "_selected_action": "{alert}", "apply": "1", "note": "x"},
+        lambda w: _alert(w).state == Alert.State.ACKNOWLEDGED,
+    ),
+    (
+        "link to a customer",
+        "/admin/backups/accountlink/{link}/link/",
+        {"customer": "{customer}"},
+        lambda w: _link(w).customer_id == w.customer,
+    ),
+    (
+        "exclude from monitoring",
+        "/admin/backups/accountlink/",
+        {"action": "exclude_action", "_selected_action": "{link}"},
+        lambda w: _link(w).state == AccountLink.State.EXCLUDED,
+    ),
+    (
+        "create a customer for each",
+        "/admin/backups/accountlink/",
+        {"action": "create_customer_action", "_selected_action": "{link}"},
+        lambda w: _link(w).customer_id is not None,
+    ),
+    (
+        "rename a customer",
+        "/admin/customers/customer/{customer}/change/",
+        {"name": "Contoso Limited"},
+        lambda w: Customer.objects.get(pk=w.customer).name == "Contoso Limited",
+    ),
+    (
+        "add a customer",
+        "/admin/customers/customer/add/",
+        {"name": "Northwind"},
+        lambda w: Customer.objects.filter(name="Northwind").exists(),
+    ),
+    (
+        "Sync now",
+        "/admin/keepit/keepitconnection/{connection}/sync/",
+        {},
+        lambda w: LogEntry.objects.filter(change_message__contains="Sync now").exists(),
+    ),
+    (
+        "Send test",
+        "/admin/alerts/notificationchannel/{channel}/send-test/",
+        {},
+        lambda w: AlertNotification.objects.filter(purpose="test").exists(),
+    ),
+]
+# Who may (Administrator, Technician, Read-only).
+MAY = {
+    "acknowledge": (True, True, False),
+    "snooze 4 h": (True, True, False),
+    "bulk acknowledge": (True, True, False),
+    "link to a customer": (True, True, False),
+    "exclude from monitoring": (True, True, False),
+    "create a customer for each": (True, True, False),
+    "rename a customer": (True, True, False),
+    "add a customer": (True, True, False),
+    "Sync now": (True, True, False),
+    "Send test": (True, False, False),
+}
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(("what", "path", "data", "happened"), ACTIONS, ids=[a[0] for a in ACTIONS])
+def test_an_action_takes_effect_only_for_the_roles_that_may(
+    world: World, role: str, what: str, path: str, data: dict[str, Any], happened: Any
+) -> None:
+    values = vars(world)
+    posted = {key: str(value).format(**values) for key, value in data.items()}
+    response = signed_in(role).post(path.format(**values), posted)
+    assert response.status_code in (200, 302, 403), (what, role, response.status_code)
+    may = MAY[what][ROLES.index(role)]
+    assert bool(happened(world)) is may, f"{what} as {role}: {response.status_code}"
 
 
 def test_migrate_keeps_the_roles_as_defined() -> None:
@@ -287,3 +380,38 @@ def test_every_admin_list_answers_each_role(model: str, expected: tuple[int, int
     url = f"/admin/{app_label}/{model_name}/"
     got = tuple(signed_in(role).get(url).status_code for role in ROLES)
     assert got == expected, f"{model}: {dict(zip(ROLES, got, strict=True))}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_roles_migration_keeps_an_msps_own_group_of_the_same_name() -> None:
+    """On a database holding real data: an existing group called "Technician" keeps its
+    members and permissions under another name; the role is created as defined."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    MigrationExecutor(connection).migrate([("access", "0001_initial")])
+    assert not Group.objects.filter(name=TECHNICIAN).exists()
+    own = Group.objects.create(name=TECHNICIAN)
+    own.permissions.add(*Permission.objects.filter(codename="add_alertrule"))
+    member = User.objects.create_user("tess", password="pw", is_staff=True)
+    member.groups.add(own)
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate([("access", "0002_roles")])
+    kept = Group.objects.get(name="Technician (before Vectis roles)")
+    assert list(kept.user_set.values_list("username", flat=True)) == ["tess"]
+    assert list(kept.permissions.values_list("codename", flat=True)) == ["add_alertrule"]
+    role = Group.objects.get(name=TECHNICIAN)
+    assert role.pk != own.pk
+    assert role.permissions.filter(codename="change_alert").exists()
+    assert not role.permissions.filter(codename="add_alertrule").exists()
+
+
+def test_the_three_roles_are_read_only_in_the_admin_and_a_copy_is_editable() -> None:
+    admin = signed_in(ADMINISTRATOR)
+    role = Group.objects.get(name=TECHNICIAN)
+    page = admin.get(f"/admin/auth/group/{role.pk}/change/").content.decode()
+    assert 'name="_save"' not in page
+    assert admin.post(f"/admin/auth/group/{role.pk}/delete/", {"post": "yes"}).status_code == 403
+    copy = Group.objects.create(name="Night shift")
+    assert 'name="_save"' in admin.get(f"/admin/auth/group/{copy.pk}/change/").content.decode()

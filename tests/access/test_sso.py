@@ -5,6 +5,7 @@ token's signature checked, only the MSP's tenant, only verified e-mail addresses
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -32,6 +33,8 @@ PEOPLE = [
     ProviderUser("mallory", "mallory-pw", "mallory@msp.example", tid="tenant-other"),
     ProviderUser("eve", "eve-pw", "eve@msp.example", email_verified=False),
     ProviderUser("newbie", "newbie-pw", "newbie@msp.example", amr=["mfa"]),
+    ProviderUser("guest", "guest-pw", "guest@customer.example", acct=1),
+    ProviderUser("olga", "olga-pw", "olga@msp.example"),
 ]
 
 
@@ -190,6 +193,7 @@ def test_nobody_unknown_gets_in_unless_auto_create_is_on(
     assert done["Location"] == "/admin/"
     newbie = User.objects.get(email="newbie@msp.example")
     assert newbie.is_staff
+    assert new_browser_home(done) == 200
     assert [g.name for g in newbie.groups.all()] == [READ_ONLY]
     assert UserAccess.objects.get(user=newbie).sso_only
     assert not newbie.has_usable_password()
@@ -208,3 +212,57 @@ def test_a_user_restricted_to_sso_cannot_use_a_password(
     assert "signs in with Microsoft only" not in wrong.content.decode()  # gives nothing away
     assert sign_in_with_sso(client, provider, "bob", "bob-pw")["Location"] == "/admin/"
     assert not Authenticator.objects.exists()
+    # Signed in through SSO, an SSO-only user stays signed in, and (no password to give,
+    # no MFA from the provider) enrols a second factor without being asked for one.
+    sent = client.get("/admin/")
+    assert sent.status_code == 302
+    assert sent["Location"] == "/accounts/2fa/totp/activate/"
+    page = client.get("/accounts/2fa/totp/activate/")
+    assert page.status_code == 200
+    secret = re.search(r'id="authenticator_secret"[^>]*value="([A-Z2-7]+)"', page.content.decode())
+    assert secret
+    done = client.post("/accounts/2fa/totp/activate/", {"code": pyotp.TOTP(secret.group(1)).now()})
+    assert done.status_code == 302
+    assert client.get(done["Location"]).status_code == 200  # the recovery codes
+    assert client.get("/admin/").status_code == 200
+
+
+def new_browser_home(response: Any) -> int:
+    """The status of /admin/ for the browser that just signed in."""
+    client: Client = response.client
+    return client.get("/admin/").status_code
+
+
+def test_a_guest_of_the_tenant_is_refused(client: Client, provider: RunningProvider) -> None:
+    staff("guest", "guest@customer.example")
+    refused = sign_in_with_sso(client, provider, "guest", "guest-pw")
+    assert refused.status_code == 403
+    assert "Guest accounts of your Microsoft tenant cannot sign in" in refused.content.decode()
+    assert "_auth_user_id" not in client.session
+
+
+def test_a_user_without_a_role_is_told_so_and_never_loops(
+    client: Client, provider: RunningProvider
+) -> None:
+    olga = User.objects.create_user("olga", "olga@msp.example", "local-password-123")
+    refused = sign_in_with_sso(client, provider, "olga", "olga-pw")
+    assert refused.status_code == 403
+    assert "has no access to Vectis" in refused.content.decode()
+    # With a password: signed in, and the admin says why it stays closed.
+    browser = Client()
+    assert (
+        browser.post(
+            "/accounts/login/", {"login": "olga", "password": "local-password-123"}
+        ).status_code
+        == 302
+    )
+    page = browser.get("/admin/", follow=True)
+    assert page.status_code == 403
+    assert len(page.redirect_chain) <= 2
+    assert "has no access to Vectis" in page.content.decode()
+    assert "Sign out" in page.content.decode()
+    # Given a role, the user is staff and gets in.
+    olga.groups.add(Group.objects.get(name=READ_ONLY))
+    olga.refresh_from_db()
+    assert olga.is_staff
+    assert sign_in_with_sso(Client(), provider, "olga", "olga-pw")["Location"] == "/admin/"

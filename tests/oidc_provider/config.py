@@ -28,6 +28,7 @@ class UserProfile:
     tid: str = "tenant-msp"
     amr: list[str] = field(default_factory=list)
     name: str = ""
+    acct: int | None = None
 
 
 @dataclass(frozen=True)

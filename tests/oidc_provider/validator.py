@@ -9,13 +9,18 @@ from oauth2_provider.oauth2_validators import OAuth2Validator
 
 from tests.oidc_provider.config import load_config
 
-PROFILE_CLAIMS = ["email", "email_verified", "tid", "amr", "name", "preferred_username"]
+PROFILE_CLAIMS = ["email", "email_verified", "tid", "amr", "acct", "name", "preferred_username"]
 
 
 class ClaimsValidator(OAuth2Validator):
     # DOT silently drops every claim that has no scope here; `tid` and `amr` are not
     # standard, so they ride on `openid` and are always released.
-    oidc_claim_scope = {**OAuth2Validator.oidc_claim_scope, "tid": "openid", "amr": "openid"}
+    oidc_claim_scope = {
+        **OAuth2Validator.oidc_claim_scope,
+        "tid": "openid",
+        "amr": "openid",
+        "acct": "openid",
+    }
 
     def get_additional_claims(self, request: Any) -> dict[str, Any]:
         """Claims of the user the grant was issued to; `amr` only when there is one,
@@ -31,6 +36,8 @@ class ClaimsValidator(OAuth2Validator):
         }
         if profile.amr:
             claims["amr"] = list(profile.amr)
+        if profile.acct is not None:
+            claims["acct"] = profile.acct
         return claims
 
     def get_discovery_claims(self, request: Any) -> list[str]:
