@@ -58,7 +58,12 @@ demo: prepare
 		KEEPIT_BASE_URL_TEMPLATE="http://127.0.0.1:$(SANDBOX_PORT)/{region}" \
 		$(BIN)/honcho start -f Procfile.demo
 
-test: $(VENV)/.dev-installed
+# axe-core (the accessibility checker the browser tests inject), pinned in the lock file.
+tests/browser/node_modules/.installed: tests/browser/package.json tests/browser/package-lock.json
+	npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: $(VENV)/.dev-installed tests/browser/node_modules/.installed
 	$(BIN)/pytest
 
 lint: $(VENV)/.dev-installed

@@ -10,14 +10,18 @@ from typing import Any
 from allauth.account.models import EmailAddress
 from allauth.mfa.models import Authenticator
 from allauth.socialaccount.models import SocialApp, SocialToken
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
 from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
 
+from . import kiosk
 from .mfa import SECOND_FACTORS
-from .models import UserAccess
+from .models import KioskLink, UserAccess
 from .roles import ROLE_NAMES
 
 for model in (EmailAddress, SocialApp, SocialToken, Authenticator):
@@ -45,7 +49,7 @@ class AuthenticatorAdmin(admin.ModelAdmin[Authenticator]):
 
 class UserAccessInline(admin.StackedInline[UserAccess, User]):
     model = UserAccess
-    fields = ["sso_only"]
+    fields = ["sso_only", "time_zone"]
     can_delete = False
     verbose_name = "Sign-in"
     verbose_name_plural = "Sign-in"
@@ -91,3 +95,40 @@ class VectisUserAdmin(UserAdmin[User]):
     @admin.display(description="Second factor", boolean=True, ordering="has_second_factor")
     def second_factor(self, user: Any) -> bool:
         return bool(user.has_second_factor)
+
+
+@admin.register(KioskLink)
+class KioskLinkAdmin(admin.ModelAdmin[KioskLink]):
+    """Wallboard links for a TV: created here, shown once, revoked with one action."""
+
+    list_display = ["name", "state", "created_by", "created_at", "last_used_at"]
+    fields = ["name", "created_by", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = ["created_by", "created_at", "last_used_at", "revoked_at"]
+    actions = ["revoke"]
+
+    @admin.display(description="State")
+    def state(self, link: KioskLink) -> str:
+        return "Revoked" if link.revoked_at else "Active"
+
+    def save_model(self, request: HttpRequest, obj: KioskLink, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        obj.created_by = request.user if request.user.is_authenticated else None
+        token = kiosk.issue(obj)
+        url = request.build_absolute_uri(reverse("wallboard_kiosk", args=[token]))
+        messages.warning(
+            request,
+            format_html(
+                "Open this address on the screen (it is shown only now; anyone with it can "
+                "see the wallboard until you revoke it): <code data-testid='kiosk-url'>{}</code>",
+                url,
+            ),
+        )
+
+    @admin.action(description="Revoke selected links")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[KioskLink]) -> None:
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(
+            request, f"{count} link(s) revoked: their screens stop at the next refresh."
+        )

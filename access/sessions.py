@@ -26,6 +26,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from .models import UserAccess
+from .timezones import SESSION_KEY as TIME_ZONE_KEY
 
 SIGNED_IN_AT = "vectis_signed_in_at"
 ROLE_FIELDS = ("is_staff", "is_superuser", "is_active")
@@ -45,6 +46,10 @@ def sign_out_everywhere(user_ids: list[int], *, now: datetime) -> None:
 
 def _remember_sign_in(sender: Any, request: HttpRequest, user: AbstractBaseUser, **_: Any) -> None:
     request.session[SIGNED_IN_AT] = timezone.now().isoformat()
+    # The viewer's time zone, read once per session (access/timezones.py).
+    request.session[TIME_ZONE_KEY] = (
+        UserAccess.objects.filter(user_id=user.pk).values_list("time_zone", flat=True).first() or ""
+    )
 
 
 def _groups_changed(

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince, timeuntil
 
 from .base import Provider
-from .models import Connection, SyncRun
+from .models import Connection, SyncChunk, SyncRun
 from .registry import UnknownProvider, all_providers, get_provider
 
 
@@ -246,3 +246,66 @@ def connection_freshness(
             )
         )
     return sorted(rows, key=lambda row: (not row.needs_attention, row.name))
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """Where a connection's latest sync is, for the live line on its page."""
+
+    running: bool
+    run_id: int | None
+    phase: str
+    accounts_done: int
+    accounts_total: int
+    events: int
+    started_at: datetime | None
+    text: str
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "running": self.running,
+            "run": self.run_id,
+            "phase": self.phase,
+            "accounts_done": self.accounts_done,
+            "accounts_total": self.accounts_total,
+            "events": self.events,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "text": self.text,
+        }
+
+
+def run_progress(connection_id: int) -> RunProgress:
+    """The latest run's phase and progress, from its parts (two queries): accounts of
+    finished parts against all accounts, events stored by finished parts."""
+    run = (
+        SyncRun.objects.filter(connection_id=connection_id)
+        .order_by("-started_at", "-id")
+        .only("id", "outcome", "started_at", "counts")
+        .first()
+    )
+    if run is None:
+        return RunProgress(False, None, "No sync yet", 0, 0, 0, None, "No sync yet.")
+    chunks = list(run.chunks.values("kind", "state", "accounts", "counts"))
+    ended = {SyncChunk.State.DONE, SyncChunk.State.FAILED}
+    account_parts = [c for c in chunks if c["kind"] == SyncChunk.Kind.ACCOUNTS]
+    total = sum(c["accounts"] for c in account_parts)
+    done = sum(c["accounts"] for c in account_parts if c["state"] in ended)
+    events = sum(
+        int((c["counts"] or {}).get("events_added", 0)) for c in chunks if c["state"] in ended
+    )
+    running = run.outcome == SyncRun.Outcome.RUNNING
+    if not running:
+        events = int((run.counts or {}).get("events_added", events))
+        phase = f"Last sync {run.get_outcome_display().lower()}"
+    elif not account_parts and not any(c["kind"] == SyncChunk.Kind.AUDIT for c in chunks):
+        phase = "Listing accounts"
+    elif done < total:
+        phase = "Reading accounts"
+    elif any(c["kind"] == SyncChunk.Kind.AUDIT and c["state"] not in ended for c in chunks):
+        phase = "Reading the audit log"
+    else:
+        phase = "Finishing"
+    text = f"{phase}: {done:,} of {total:,} accounts read, {events:,} audit events stored"
+    if running:
+        text += " so far"
+    return RunProgress(running, run.pk, phase, done, total, events, run.started_at, text + ".")

@@ -22,7 +22,7 @@ from django.views.decorators.http import require_POST
 
 from backups.services import request_sync
 from integrations.models import SyncRun
-from integrations.services import credential_status
+from integrations.services import credential_status, run_progress
 
 from .client import KNOWN_REGIONS
 from .forms import KeepitConnectionForm
@@ -158,6 +158,11 @@ class KeepitConnectionAdmin(admin.ModelAdmin[KeepitConnection]):
                 SyncRun.objects.filter(connection_id=obj.pk).order_by("-started_at")[:RECENT_RUNS]
             )
             context["sync_url"] = reverse("admin:keepit_keepitconnection_sync", args=[obj.pk])
+            context["progress_url"] = reverse(
+                "admin:keepit_keepitconnection_progress", args=[obj.pk]
+            )
+            context["progress"] = run_progress(obj.pk)
+            context["sync_requested"] = request.session.pop("vectis_sync_requested", None) == obj.pk
             context["can_sync"] = request.user.has_perm("integrations.sync_connection")
             context["test_url"] = reverse("admin:keepit_keepitconnection_test", args=[obj.pk])
             context["find_region_url"] = reverse(
@@ -184,6 +189,7 @@ class KeepitConnectionAdmin(admin.ModelAdmin[KeepitConnection]):
                 name=f"{info}_find_region",
             ),
             path("<path:object_id>/sync/", wrap(self.sync_now_view), name=f"{info}_sync"),
+            path("<path:object_id>/progress/", wrap(self.progress_view), name=f"{info}_progress"),
             *super().get_urls(),
         ]
 
@@ -254,6 +260,7 @@ class KeepitConnectionAdmin(admin.ModelAdmin[KeepitConnection]):
             raise PermissionDenied
         request_sync(connection)
         self.log_change(request, connection, "Started a sync (Sync now).")
+        request.session["vectis_sync_requested"] = connection.pk
         messages.success(
             request,
             f"Sync of \u201c{connection.name}\u201d queued; the run appears below when it starts.",
@@ -261,6 +268,15 @@ class KeepitConnectionAdmin(admin.ModelAdmin[KeepitConnection]):
         return HttpResponseRedirect(
             reverse("admin:keepit_keepitconnection_change", args=[connection.pk])
         )
+
+    def progress_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
+        """The latest run's phase and progress, polled by the connection page."""
+        connection = get_object_or_404(KeepitConnection, pk=object_id)
+        if not self.has_view_permission(request, connection):
+            raise PermissionDenied
+        response = JsonResponse(run_progress(connection.pk).as_json())
+        response["Cache-Control"] = "no-store"
+        return response
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[KeepitConnection]:
         return super().get_queryset(request).order_by("name", "id")

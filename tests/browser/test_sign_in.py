@@ -61,7 +61,7 @@ def test_sign_in_with_microsoft_lands_on_the_dashboard(
     alice.groups.add(Group.objects.get(name=TECHNICIAN))
     shot = Shots(page, "sso-sign-in")
     page.goto(f"{live_server.url}/admin/backups/")
-    expect(page).to_have_title("Sign in | Vectis")
+    expect(page).to_have_title("Sign in · Vectis")
     shot("vectis-sign-in")
     page.get_by_role("button", name="Sign in with Microsoft").click()
     page.wait_for_url(f"{provider.base}/**")

@@ -115,7 +115,10 @@ def test_the_connection_page_says_when_the_next_sync_really_is(
     connection.refresh_from_db()
     assert connection.next_sync_at is not None
     html = client.get(url).content.decode()
-    assert f'data-testid="next-sync" title="{connection.next_sync_at:%Y-%m-%d %H:%M:%S}' in html
+    assert (
+        f'data-testid="next-sync"><time datetime="{connection.next_sync_at.isoformat()}" '
+        f'title="{connection.next_sync_at:%Y-%m-%d %H:%M} UTC">in '
+    ) in html
 
 
 def start_process(args: list[str], log_name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -203,7 +203,7 @@ def test_startup_without_debug_and_without_a_secret_fails_clearly(missing: str) 
 def test_admin_is_branded_vectis_and_grouped_by_section(client: Client, admin_user: User) -> None:
     client.force_login(admin_user)
     html = client.get("/admin/").content.decode()
-    assert "<title>Backup monitoring | Vectis</title>" in html
+    assert "<title>Backup monitoring · Vectis</title>" in html
     positions = [html.find(f">{title}<") for title in ("Integrations", "Customers", "Backups")]
     assert all(p > 0 for p in positions)
     assert positions == sorted(positions)

@@ -152,7 +152,7 @@ def test_the_home_dashboard_and_customer_page_say_data_as_of_per_connection(
     assert customer is not None
     for url in ("/admin/", "/admin/backups/", f"/admin/customers/customer/{customer.pk}/change/"):
         html = " ".join(admin_client.get(url).content.decode().split())
-        assert "Sandbox</a> (Keepit): data as of <span" in html, url
+        assert "Sandbox</a> (Keepit): data as of <time" in html, url
         assert stamp in html, url
 
 
