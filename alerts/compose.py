@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.template.loader import render_to_string
+from django.utils import timezone
 
 from backups.models import BackupConnector, ConnectorKind
 from integrations.registry import provider_label
@@ -61,8 +62,13 @@ def hours_ago(moment: datetime | None, now: datetime) -> str:
     return "1 hour ago" if hours == 1 else f"{hours} hours ago"
 
 
-def _utc(moment: datetime | None) -> str:
-    return f"{moment:%Y-%m-%d %H:%M} UTC" if moment else "never"
+def in_message(moment: datetime | None, *, empty: str = "never") -> str:
+    """A moment in an e-mail, a chat message or a stored sentence: ISO 8601 with its
+    offset, to the minute, in the MSP's time zone ("2026-12-06T09:12+01:00"); pages show
+    the viewer's own zone instead (vectis/timefmt.py)."""
+    if moment is None:
+        return empty
+    return timezone.localtime(moment, timezone.get_default_timezone()).isoformat(timespec="minutes")
 
 
 def message_item(event: AlertEvent, now: datetime) -> dict[str, Any]:
@@ -102,7 +108,7 @@ def message_item(event: AlertEvent, now: datetime) -> dict[str, Any]:
             else "",
             connector=connector.name,
             connector_kind=str(CONNECTOR_KINDS.get(connector.kind, connector.kind)),
-            last_success=_utc(last_success),
+            last_success=in_message(last_success),
             last_success_ago=hours_ago(last_success, now),
             reason=(status.fix_text or reason) if status else "",
             help_url=status.help_url if status else "",
@@ -145,7 +151,7 @@ def message_item(event: AlertEvent, now: datetime) -> dict[str, Any]:
             customer_url="",
             connector=connection.name,
             connector_kind=f"{vendor} sync",
-            last_success=_utc(last),
+            last_success=in_message(last),
             last_success_ago=hours_ago(last, now),
             reason="" if alert.kind == Alert.Kind.TOKEN_EXPIRY else connection.last_error,
             why=alert.detail or connection.last_error or alert.summary,

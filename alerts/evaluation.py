@@ -25,6 +25,7 @@ from integrations.models import Connection
 from integrations.registry import provider_label
 from integrations.services import degraded_filter
 
+from .compose import in_message
 from .models import Alert, AlertRule
 
 # The built-in check: no successful sync for this long (three missed 15-minute runs).
@@ -59,10 +60,6 @@ def sync_key(connection_id: int) -> str:
 
 def degraded_key(connection_id: int) -> str:
     return f"degraded:{connection_id}"
-
-
-def _utc(moment: datetime) -> str:
-    return f"{moment:%Y-%m-%d %H:%M} UTC"
 
 
 def _days(count: int) -> str:
@@ -119,14 +116,14 @@ def stale_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
         if last_success is None:
             what = "no complete backup since it was added"
             detail = (
-                f"No complete backup since the connector was added ({_utc(first_seen)}); "
+                f"No complete backup since the connector was added ({in_message(first_seen)}); "
                 f"new connectors get {rule.onboarding_grace_hours} h to finish their first."
             )
         else:
             hours = int((now - last_success).total_seconds() // 3600)
             what = f"no complete backup for {hours} hours"
             detail = (
-                f"No complete backup since {_utc(last_success)} "
+                f"No complete backup since {in_message(last_success)} "
                 f"(the rule allows {rule.threshold_hours} h)."
             )
         subject = f"{customer}: {name}" if customer else name
@@ -233,8 +230,9 @@ def failed_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
         reasons, what = [], ""
         if pk in failures:
             failed_at, message = failures[pk]
+            failed_when = in_message(failed_at)
             reasons.append(
-                f"Failed in the {vendor} audit log at {_utc(failed_at)}: \u201c{message}\u201d."
+                f"Failed in the {vendor} audit log at {failed_when}: \u201c{message}\u201d."
             )
             what = f"a failure in the {vendor} audit log"
         if pk in jobs:
@@ -243,11 +241,11 @@ def failed_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
                 incomplete = job_outcome == JobOutcome.INCOMPLETE
                 outcome = "ended incomplete" if incomplete else "failed"
                 if exact:
-                    when = f"A {vendor} backup job {outcome} at {_utc(job_at)}"
+                    when = f"A {vendor} backup job {outcome} at {in_message(job_at)}"
                 else:
                     when = (
                         f"{vendor} counted a backup job that {outcome} (seen by the sync at "
-                        f"{_utc(job_at)}; {vendor}'s job history did not say more yet)"
+                        f"{in_message(job_at)}; {vendor}'s job history did not say more yet)"
                     )
                 reasons.insert(0, when + (f": \u201c{error}\u201d." if error else "."))
                 what = f"backup job {outcome}" + (f": {error}" if error else "")
@@ -371,10 +369,12 @@ def seat_conditions(*, now: datetime) -> list[Condition]:
             stage, days = countdown_stage(ends, now)
             if stage == "0":
                 what = "seat limit exceeded, the grace period is over"
-                detail += f" The grace period ended {_utc(ends)}: {vendor} may stop backing up."
+                detail += (
+                    f" The grace period ended {in_message(ends)}: {vendor} may stop backing up."
+                )
             else:
                 what = f"seat limit exceeded, {_days(days)} of grace left"
-                detail += f" The grace period ends {_utc(ends)} ({_days(days)} left)."
+                detail += f" The grace period ends {in_message(ends)} ({_days(days)} left)."
             stage = "grace" if stage == "30" else stage
         subject = customer or next((name for name in names if name), "")
         conditions.append(
@@ -495,7 +495,7 @@ def deletion_conditions(*, now: datetime) -> list[Condition]:
                 stage=stage,
                 detail=(
                     f"{vendor} will delete the account {link.display_name} "
-                    f"({link.external_id}) and its backups at {_utc(when)} ({left}). If that "
+                    f"({link.external_id}) and its backups at {in_message(when)} ({left}). If that "
                     f"is not intended, cancel the deletion in {vendor} before then."
                 ),
             )
@@ -526,14 +526,14 @@ def token_conditions(*, now: datetime) -> list[Condition]:
             what = f"the {noun} has expired"
             detail = (
                 f"The {vendor} {noun} this connection signs in with expired at "
-                f"{_utc(expires)}: syncs will fail. Create a new API token in {vendor} and "
+                f"{in_message(expires)}: syncs will fail. Create a new API token in {vendor} and "
                 "paste it into the connection."
             )
         else:
             what = f"the {noun} expires in {_days(days)}"
             detail = (
                 f"The {vendor} {noun} this connection signs in with expires at "
-                f"{_utc(expires)} ({_days(days)} left). Create a new API token in {vendor} "
+                f"{in_message(expires)} ({_days(days)} left). Create a new API token in {vendor} "
                 "and paste it into the connection before then, or every sync will fail."
             )
         conditions.append(
@@ -559,7 +559,9 @@ def sync_stale_conditions(*, now: datetime) -> list[Condition]:
     conditions = []
     for connection in rows:
         since = (
-            f"since {_utc(connection.last_success_at)}" if connection.last_success_at else "ever"
+            f"since {in_message(connection.last_success_at)}"
+            if connection.last_success_at
+            else "ever"
         )
         conditions.append(
             Condition(

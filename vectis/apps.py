@@ -15,3 +15,8 @@ class VectisConfig(AppConfig):
     default = True
     name = "vectis"
     verbose_name = "Vectis"
+
+    def ready(self) -> None:
+        from .admin_times import install
+
+        install()

@@ -1,7 +1,8 @@
 """Time, one way. Every page shows a moment as its age ("3 hours ago") with the absolute
 time and zone on hover, in the viewer's time zone (their own setting, else the MSP's
 `TIME_ZONE`); e-mails, webhooks' text and CSV files show the absolute time in ISO 8601
-with its offset. Templates use the `when` filter (vectis/templatetags/vectis_time.py);
+with its offset (alerts/compose.py `in_message`). Templates use the `when` filter
+(vectis/templatetags/vectis_time.py);
 a test fails if a template formats a moment any other way."""
 
 from __future__ import annotations

@@ -351,7 +351,7 @@ def test_one_message_per_recipient_groups_what_changed(contoso: Customer) -> Non
     ):
         assert text in tech.body
         assert text in html
-    assert "2026-11-23 12:00 UTC" in tech.body  # the absolute time of the last success
+    assert "2026-11-23T12:00+00:00" in tech.body  # the absolute time of the last success (ISO 8601)
 
 
 def test_untrusted_names_are_escaped_and_cannot_inject_headers() -> None:
@@ -610,8 +610,8 @@ def test_every_row_of_a_message_says_which_kind_and_why_in_both_parts(
     html = html_of(message)
     text = message.body
     whys = [
-        "No complete backup for 72 hours (since 2026-11-23 12:00 UTC).",
-        "Failed in the Keepit audit log at 2026-11-26 10:00 UTC: \u201cRestore job failed\u201d.",
+        "No complete backup for 72 hours (since 2026-11-23T12:00+00:00).",
+        "Failed in the Keepit audit log at 2026-11-26T10:00+00:00: \u201cRestore job failed\u201d.",
         "Keepit says: Keepit lost access: the authorization expired or was revoked.",
     ]
     for why in whys:

@@ -109,7 +109,7 @@ def test_a_webhook_gets_the_documented_json_signed_with_the_channels_secret(
                 "connection": {"id": connector.connection_id, "name": "Keepit US"},
                 "summary": alert.summary,
                 "reason": "",
-                "detail": "No complete backup since 2026-11-23 12:00 UTC (the rule allows 48 h).",
+                "detail": "No complete backup since 2026-11-23T12:00+00:00 (the rule allows 48 h).",
                 "state": "open",
                 "opened_at": "2026-11-26T12:00:00Z",
                 "resolved_at": None,

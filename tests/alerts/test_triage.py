@@ -47,7 +47,7 @@ def test_the_alert_page_offers_acknowledge_snooze_and_says_why(
     for quick in ("4 hours", "Until tomorrow 09:00", "1 week"):
         assert quick in html
     assert "Unsnooze" not in html  # nothing to unsnooze yet
-    assert "No complete backup since 2026-11-23 12:00 UTC (the rule allows 48 h)." in html
+    assert "No complete backup since 2026-11-23T12:00+00:00 (the rule allows 48 h)." in html
 
 
 def test_acknowledge_from_the_alert_page(

@@ -141,7 +141,7 @@ def test_an_incomplete_job_raises_backup_failed_within_one_sync_with_its_error(
     assert "ended incomplete" in alert.summary
     assert error in alert.summary
     assert error in alert.detail
-    assert f"{ends:%Y-%m-%d %H:%M} UTC" in alert.detail  # when the job ended
+    assert f"{ends:%Y-%m-%dT%H:%M}+00:00" in alert.detail  # when the job ended
     day = BackupJobDay.objects.get(connector=connector, day=ends.date())
     assert (day.incomplete, day.last_failure_outcome, day.last_error) == (1, "incomplete", error)
     # The message tells the recipients why.
@@ -340,7 +340,7 @@ def test_a_failure_whose_job_history_cannot_be_read_is_asked_again(
     assert day.last_failure_at == seen_at
     evaluate(now=seen_at, send=False)
     alert = Alert.objects.get(connector=connector, resolved_at__isnull=True)
-    assert f"seen by the sync at {seen_at:%Y-%m-%d %H:%M} UTC" in alert.detail
+    assert f"seen by the sync at {seen_at:%Y-%m-%dT%H:%M}+00:00" in alert.detail
 
     # The next sync asks the history again, though no new failure was counted.
     msp_sandbox.advance(timedelta(minutes=15))

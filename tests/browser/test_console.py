@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connections
 from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect
 from pytest_django.live_server_helper import LiveServer
@@ -29,7 +31,13 @@ from tests.factories import ConnectorFactory, CustomerFactory, FailedRuleFactory
 pytestmark = pytest.mark.browser
 
 AXE = Path(__file__).resolve().parent / "node_modules" / "axe-core" / "axe.min.js"
-SIZES = {"desk": (1440, 900), "phone": (390, 844)}
+# name: (width, height, colour scheme)
+SIZES = {
+    "desk": (1440, 900, "light"),
+    "desk-dark": (1440, 900, "dark"),
+    "phone": (390, 844, "light"),
+    "phone-dark": (390, 844, "dark"),
+}
 
 
 @dataclass
@@ -108,8 +116,11 @@ def horizontal_overflow(page: Page) -> int:
 def test_the_main_pages_read_on_a_desk_and_a_phone_and_pass_axe(
     browser: Browser, live_server: LiveServer, browser_admin: User, console: Console, size: str
 ) -> None:
-    width, height = SIZES[size]
-    context = browser.new_context(viewport={"width": width, "height": height})
+    width, height, scheme = SIZES[size]
+    context = browser.new_context(
+        viewport={"width": width, "height": height},
+        color_scheme=scheme,  # type: ignore[arg-type]
+    )
     page = context.new_page()
     page.set_default_timeout(15_000)
     try:
@@ -130,7 +141,7 @@ def test_the_main_pages_read_on_a_desk_and_a_phone_and_pass_axe(
             found = accessibility_problems(page)
             if found:
                 problems[f"{name}: axe"] = found
-            if size == "phone" and horizontal_overflow(page) > 0:
+            if width < 500 and horizontal_overflow(page) > 0:
                 problems[f"{name}: scrolls sideways"] = horizontal_overflow(page)
         assert problems == {}, json.dumps(problems, indent=1)
     finally:
@@ -156,6 +167,18 @@ def test_a_kiosk_wallboard_runs_without_sign_in_until_revoked(
         expect(screen.locator("#clock")).not_to_have_text("--:--:--")
         assert accessibility_problems(screen) == []
         Shots(screen, "kiosk")("wallboard-1080p")
+        # A refresh brings new figures and keeps the scroll position.
+        ConnectorFactory.create(
+            name="Northwind Mail",
+            backup_status__status=BackupStatus.FAILED,
+            backup_status__last_success_at=timezone.now() - timedelta(days=2),
+        )
+        screen.set_viewport_size({"width": 1280, "height": 300})
+        screen.evaluate("window.scrollTo(0, 200)")
+        screen.evaluate("window.vectisRefreshNow()")
+        expect(screen.get_by_test_id("wall-failed")).to_have_text("2")
+        assert screen.evaluate("window.scrollY") == 200
+        expect(screen.locator("#status-line")).to_contain_text("updated")
         # Revoked in the admin: the screen's next refresh says so.
         page.goto(f"{live_server.url}/admin/access/kiosklink/")
         page.get_by_role("checkbox", name="Select this object for an action - NOC TV").check()
@@ -184,3 +207,58 @@ def test_triage_from_the_keyboard_alone(
     page.keyboard.press("Enter")
     expect(page.locator(".messagelist")).to_contain_text("Alert acknowledged")
     assert Alert.objects.get(pk=console.alert).state == Alert.State.ACKNOWLEDGED
+
+
+def test_the_connection_page_follows_a_running_sync(
+    page: Page, live_server: LiveServer, browser_admin: User, settings: Any
+) -> None:
+    """A sandbox sync with 60 ms per request, in four parts of two accounts: the line
+    under State moves from part to part without a reload, and ends with the outcome."""
+    from backups.runner import run_sync
+    from keepit_sandbox import KeepitSandbox, SandboxConfig
+    from tests.conftest import START, sandbox_connection
+
+    sandbox = KeepitSandbox(
+        SandboxConfig(accounts=8, connectors_per_account=2, events_per_account_per_day=3),
+        start=START,
+        speed=0,
+        latency_ms=60,
+    ).start()
+    try:
+        settings.KEEPIT_BASE_URL_TEMPLATE = sandbox.base_url_template
+        settings.VECTIS_SYNC_CHUNK_ACCOUNTS = 2
+        connection = sandbox_connection(sandbox)
+        shot = Shots(page, "sync-progress")
+        log_in(page, live_server.url)
+        page.goto(f"{live_server.url}/admin/keepit/keepitconnection/{connection.pk}/change/")
+        line = page.locator("#sync-progress")
+        expect(line).to_have_text("No sync yet.")
+        started = threading.Event()
+
+        def sync() -> None:
+            try:
+                started.set()
+                run_sync(connection)
+            finally:
+                connections.close_all()
+
+        worker = threading.Thread(target=sync)
+        worker.start()
+        started.wait(5)
+        page.reload()  # the page sees the run and follows it from here on
+        seen: list[str] = []
+        for _ in range(300):
+            text = line.inner_text()
+            if not seen or seen[-1] != text:
+                seen.append(text)
+                if text.startswith("Reading accounts"):
+                    shot("reading-accounts")
+            if text.startswith("Last sync"):
+                break
+            page.wait_for_timeout(100)
+        worker.join(timeout=60)
+        shot("finished")
+    finally:
+        sandbox.stop()
+    assert len([t for t in seen if t.endswith("so far.")]) >= 2, seen
+    assert seen[-1].startswith("Last sync succeeded: 8 of 8 accounts read"), seen

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +70,20 @@ def test_each_viewer_sees_times_in_their_own_time_zone(admin_client: Any, admin_
     page = admin_client.get(f"/admin/customers/customer/{customer.pk}/change/").content.decode()
     assert 'title="2026-11-26 13:00 CET"' in page
     assert 'title="2026-11-26 12:00 UTC"' not in page
+
+
+def test_the_admins_own_lists_and_fields_show_times_the_same_way(admin_client: Any) -> None:
+    from alerts import services
+    from alerts.models import Alert
+    from tests.factories import NOW, ConnectorFactory, StaleRuleFactory
+
+    StaleRuleFactory.create()
+    ConnectorFactory.create(backup_status__last_success_at=NOW - timedelta(days=3))
+    services.evaluate(now=NOW, send=False)
+    alert = Alert.objects.get()
+    for url in ("/admin/alerts/alert/", "/admin/backups/backupconnectorstatus/"):
+        html = admin_client.get(url).content.decode()
+        assert re.search(r'<time datetime="[^"]+" title="2026-11-2\d \d\d:\d\d UTC">', html), url
+        assert not re.search(r" [ap]\.m\.", html), url
+    history = admin_client.get(f"/admin/alerts/alert/{alert.pk}/history/").content.decode()
+    assert not re.search(r" [ap]\.m\.", history)
