@@ -664,7 +664,8 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
         rows = [
             format_html(
                 "{} · {} · {}{}",
-                n.created_at.strftime("%Y-%m-%d %H:%M"),
+                # (the absolute form of vectis/timefmt.py, in the viewer's zone)
+                f"{timezone.localtime(n.created_at):%Y-%m-%d %H:%M %Z}",
                 n.recipient,
                 n.get_status_display(),
                 f" ({n.error})" if n.error else "",

@@ -19,6 +19,7 @@ from django.db.models import Q
 from backups.models import AccountLink
 from integrations.sql import column, insert_rows, placeholders, update_returning
 
+from .compose import in_message
 from .evaluation import Condition
 from .models import Alert, AlertEvent, AlertNotification, AlertRule
 
@@ -322,7 +323,7 @@ def snooze(
             now=now,
             notified=True,
             by=by,
-            note=f"until {until:%Y-%m-%d %H:%M} UTC: {reason}",
+            note=f"until {in_message(until)}: {reason}",
         )
     return len(changed)
 

@@ -377,7 +377,7 @@ class AlertEvent(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} at {self.at:%Y-%m-%d %H:%M}"
+        return f"{self.get_kind_display()} (#{self.pk})"
 
 
 class AlertNotification(models.Model):

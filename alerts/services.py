@@ -26,7 +26,15 @@ from integrations.sql import column, placeholders, update_returning
 
 from . import grouping, maintenance, payloads
 from .channels import ChannelTransport
-from .compose import Message, clean_header, compose, compose_sections, hours_ago, one_row_per_alert
+from .compose import (
+    Message,
+    clean_header,
+    compose,
+    compose_sections,
+    hours_ago,
+    in_message,
+    one_row_per_alert,
+)
 from .evaluation import (
     account_failing_conditions,
     deletion_conditions,
@@ -694,7 +702,7 @@ def send_test(channel: NotificationChannel, *, now: datetime) -> tuple[bool, str
     written to the delivery log and sent at once; returns (delivered, the answer)."""
     text = (
         "This is a test message from Vectis. If you can read it here, alert messages "
-        f"reach “{channel.name}”.\n\nSent {now:%Y-%m-%d %H:%M} UTC."
+        f"reach “{channel.name}”.\n\nSent {in_message(now)}."
     )
     subject = f"[Vectis] Test message for “{channel.name}”"
     notification = AlertNotification.objects.create(

@@ -288,7 +288,8 @@ class BackupAuditEvent(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.occurred_at:%Y-%m-%d %H:%M} {self.area}: {self.message[:60]}"
+        # (no time here: titles and breadcrumbs show it; pages show times one way)
+        return f"{self.area}: {self.message[:60]}"
 
 
 class JobOutcome(models.TextChoices):

@@ -140,7 +140,8 @@ class SyncRun(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Sync of {self.connection.name} at {self.started_at:%Y-%m-%d %H:%M} UTC"
+        # (no time here: titles and breadcrumbs show it; pages show times one way)
+        return f"Sync of {self.connection.name} (#{self.pk})"
 
     @property
     def duration_seconds(self) -> float | None:

@@ -77,12 +77,13 @@ def credential_status(connection: Connection, *, now: datetime) -> CredentialSta
         lines.append(connection.credential_note or f"The {noun} has no expiry date.")
     elif expires <= now:
         tone = "failed"
-        lines.append(f"The {noun} expired on {expires:%Y-%m-%d %H:%M} UTC.")
+        lines.append(f"The {noun} expired on {timezone.localtime(expires):%Y-%m-%d %H:%M %Z}.")
     else:
         soon = expires - now <= timedelta(days=CREDENTIAL_WARNING_DAYS)
         tone = "warning" if soon else "ok"
         lines.append(
-            f"The {noun} expires on {expires:%Y-%m-%d} (in {timeuntil(expires, now, depth=1)})."
+            f"The {noun} expires on {timezone.localtime(expires):%Y-%m-%d} "
+            f"(in {timeuntil(expires, now, depth=1)})."
         )
     if connection.credential_last_used_at is not None:
         lines.append(

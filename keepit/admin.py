@@ -16,7 +16,6 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html
-from django.utils.timesince import timesince
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
@@ -104,10 +103,9 @@ class KeepitConnectionAdmin(admin.ModelAdmin[KeepitConnection]):
         return format_html('<span class="vx-badge {}">{}</span>', badge, obj.state)
 
     @admin.display(description="Last successful sync")
-    def last_success_display(self, obj: KeepitConnection) -> str:
-        if obj.last_success_at is None:
-            return "never"
-        return f"{timesince(obj.last_success_at)} ago"
+    def last_success_display(self, obj: KeepitConnection) -> Any:
+        # The moment itself: the admin shows it the one Vectis way (vectis/admin_times.py).
+        return obj.last_success_at if obj.last_success_at is not None else "never"
 
     # --- saving --------------------------------------------------------------------------
 
@@ -162,7 +160,10 @@ class KeepitConnectionAdmin(admin.ModelAdmin[KeepitConnection]):
                 "admin:keepit_keepitconnection_progress", args=[obj.pk]
             )
             context["progress"] = run_progress(obj.pk)
-            context["sync_requested"] = request.session.pop("vectis_sync_requested", None) == obj.pk
+            requested = request.session.pop("vectis_sync_requested", None)
+            if isinstance(requested, dict) and requested.get("connection") == obj.pk:
+                context["sync_requested"] = True
+                context["sync_requested_after"] = requested.get("after") or ""
             context["can_sync"] = request.user.has_perm("integrations.sync_connection")
             context["test_url"] = reverse("admin:keepit_keepitconnection_test", args=[obj.pk])
             context["find_region_url"] = reverse(
@@ -260,7 +261,10 @@ class KeepitConnectionAdmin(admin.ModelAdmin[KeepitConnection]):
             raise PermissionDenied
         request_sync(connection)
         self.log_change(request, connection, "Started a sync (Sync now).")
-        request.session["vectis_sync_requested"] = connection.pk
+        # The page that follows waits for a run newer than the latest one now (the worker
+        # may start it before the page is even drawn).
+        latest = run_progress(connection.pk).run_id
+        request.session["vectis_sync_requested"] = {"connection": connection.pk, "after": latest}
         messages.success(
             request,
             f"Sync of \u201c{connection.name}\u201d queued; the run appears below when it starts.",

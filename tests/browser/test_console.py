@@ -24,6 +24,7 @@ from pytest_django.live_server_helper import LiveServer
 from alerts import services
 from alerts.models import Alert
 from backups.models import BackupStatus
+from integrations.models import SyncRun
 from keepit.models import KeepitConnection
 from tests.browser.conftest import Shots, log_in
 from tests.factories import ConnectorFactory, CustomerFactory, FailedRuleFactory, StaleRuleFactory
@@ -141,6 +142,13 @@ def test_the_main_pages_read_on_a_desk_and_a_phone_and_pass_axe(
             found = accessibility_problems(page)
             if found:
                 problems[f"{name}: axe"] = found
+            if width < 500 and name in ("dashboard", "customer"):
+                unlabelled = page.evaluate(
+                    "Array.from(document.querySelectorAll('table.vx-table tbody td'))"
+                    ".filter(td => td.colSpan === 1 && !td.dataset.label).length"
+                )
+                if unlabelled:
+                    problems[f"{name}: cards without labels"] = unlabelled
             if width < 500 and horizontal_overflow(page) > 0:
                 problems[f"{name}: scrolls sideways"] = horizontal_overflow(page)
         assert problems == {}, json.dumps(problems, indent=1)
@@ -245,7 +253,11 @@ def test_the_connection_page_follows_a_running_sync(
         worker = threading.Thread(target=sync)
         worker.start()
         started.wait(5)
-        page.reload()  # the page sees the run and follows it from here on
+        for _ in range(100):  # until the run exists: then the page follows it
+            if SyncRun.objects.filter(connection=connection).exists():
+                break
+            page.wait_for_timeout(50)
+        page.reload()
         seen: list[str] = []
         for _ in range(300):
             text = line.inner_text()

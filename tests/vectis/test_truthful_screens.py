@@ -231,7 +231,7 @@ def test_history_cannot_be_edited_or_deleted_in_the_admin_even_by_a_superuser(
     assert run.error == ""
     # Sync runs are titled by their connection's name.
     title = admin_client.get(f"/admin/integrations/syncrun/{run.pk}/change/").content.decode()
-    assert "Sync of Sandbox at " in title
+    assert f"Sync of Sandbox (#{run.pk})" in title
     # Customers stay editable.
     customer = Customer.objects.first()
     assert customer is not None

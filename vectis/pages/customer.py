@@ -33,7 +33,7 @@ from customers.names import normalize_company_name
 from integrations.registry import provider_label
 from integrations.services import connection_freshness, setup_label, setup_url
 
-from .rows import BADGE, STATUS_LABELS, connector_row, csv_response
+from .rows import BADGE, STATUS_LABELS, connector_row, csv_response, iso
 
 TIMELINE_PAGE_SIZE = 50
 
@@ -196,10 +196,12 @@ def customer_timeline_csv(request: HttpRequest, customer: Customer) -> Streaming
         customer.pk, categories=categories, include_own_reads=request.GET.get("own") == "1"
     )
 
+    zone = timezone.get_current_timezone()
+
     def rows() -> Iterator[list[Any]]:
         for event in events.iterator(chunk_size=2000):
             yield [
-                event.occurred_at.isoformat(),
+                iso(event.occurred_at, zone),
                 event.category,
                 event.area,
                 event.message,

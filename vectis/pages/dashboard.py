@@ -176,6 +176,8 @@ def _with_maintenance(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _connectors_csv(connectors: QuerySet[BackupConnector]) -> StreamingHttpResponse:
+    zone = timezone.get_current_timezone()
+
     def rows() -> Iterator[list[Any]]:
         for connector in connectors.iterator(chunk_size=2000):
             row = connector_row(connector)
@@ -186,8 +188,8 @@ def _connectors_csv(connectors: QuerySet[BackupConnector]) -> StreamingHttpRespo
                 connector.vendor_type,
                 row["status"],
                 row["reason"],
-                iso(row["last_success"]),
-                iso(row["last_backup"]),
+                iso(row["last_success"], zone),
+                iso(row["last_backup"], zone),
                 row["success_rate_text"].removesuffix(" %"),
                 connector.external_id,
                 row["open_alert_id"] or "",

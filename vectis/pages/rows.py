@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, StreamingHttpResponse
+from django.utils import timezone
 
 from backups.jobs import format_rate, success_rate
 from backups.models import BackupConnector, BackupStatus, ConnectorKind
@@ -83,5 +84,7 @@ def csv_response(
     return response
 
 
-def iso(moment: datetime | None) -> str:
-    return moment.isoformat() if moment else ""
+def iso(moment: datetime | None, zone: tzinfo | None = None) -> str:
+    """A moment in a CSV file: ISO 8601 with the offset of the viewer's time zone (taken
+    when the export starts: the rows are written after the view returns)."""
+    return timezone.localtime(moment, zone).isoformat(timespec="seconds") if moment else ""

@@ -27,11 +27,14 @@ ATTENTION_SHOWN = 25
 ALERTS_SHOWN = 10
 REFRESH_SECONDS = 60
 MIN_REFRESH_SECONDS = 15
+MAX_REFRESH_SECONDS = 3600
 
 
 def _board(request: HttpRequest) -> dict[str, Any]:
     now = timezone.now()
-    filters = _dashboard_filters(request)
+    # The board's own view of the fleet: what needs attention (a link's query string
+    # selects nothing else).
+    filters = _dashboard_filters(HttpRequest())
     attention = _attention_list(filters)
     return {
         "now": now,
@@ -47,8 +50,12 @@ def _board(request: HttpRequest) -> dict[str, Any]:
 
 
 def _render(request: HttpRequest, *, kiosk_name: str = "") -> HttpResponse:
-    asked = request.GET.get("refresh", "")
-    refresh = max(int(asked), MIN_REFRESH_SECONDS) if asked.isdigit() else REFRESH_SECONDS
+    asked = request.GET.get("refresh", "")[:6]
+    refresh = (
+        min(max(int(asked), MIN_REFRESH_SECONDS), MAX_REFRESH_SECONDS)
+        if asked.isdigit()
+        else REFRESH_SECONDS
+    )
     context = {**_board(request), "refresh": refresh, "kiosk_name": kiosk_name}
     template = (
         "vectis/wallboard_board.html" if request.GET.get("fragment") else "vectis/wallboard.html"
