@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from customers.models import Customer
@@ -19,6 +22,8 @@ from .pages.customer import (
     customers_with_health,
 )
 from .pages.rows import BADGE, STATUS_LABELS
+from .reports.monthly import Month, recent_months
+from .reports.pdf import render_pdf, report_filename
 
 
 class WorstStatusFilter(admin.SimpleListFilter):
@@ -84,6 +89,32 @@ class CustomerAdmin(admin.ModelAdmin[Customer]):
                 return customer_timeline_csv(request, customer)  # type: ignore[return-value]
         return super().change_view(request, object_id, form_url, extra_context)
 
+    def get_urls(self) -> list[URLPattern]:
+        report = self.admin_site.admin_view(self.report_view)
+        return [
+            path("<path:object_id>/report/", report, name="customers_customer_report"),
+            *super().get_urls(),
+        ]
+
+    def report_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The monthly backup report of one customer, downloaded at once (PDF)."""
+        customer = self.get_object(request, object_id)
+        if customer is None:
+            raise Http404("No such customer.")
+        if not self.has_view_permission(request, customer):
+            raise PermissionDenied
+        try:
+            month = Month.parse(request.GET.get("month", ""))
+        except ValueError as exc:
+            messages.error(request, str(exc))
+            return HttpResponseRedirect(
+                reverse("admin:customers_customer_change", args=[customer.pk])
+            )
+        response = HttpResponse(render_pdf(customer, month), content_type="application/pdf")
+        filename = report_filename(customer, month)
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response
+
     def render_change_form(
         self,
         request: HttpRequest,
@@ -97,4 +128,6 @@ class CustomerAdmin(admin.ModelAdmin[Customer]):
         if obj is not None and request.method == "GET":
             context.update(customer_page_context(request, obj))
             context["title"] = obj.name
+            context["report_url"] = reverse("admin:customers_customer_report", args=[obj.pk])
+            context["report_months"] = recent_months(timezone.now(), 12)
         return super().render_change_form(request, context, add, change, form_url, obj)

@@ -177,6 +177,8 @@ vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL: str = env.str("DEFAULT_FROM_EMAIL", default="Vectis <vectis@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 EMAIL_TIMEOUT: int = env.int("EMAIL_TIMEOUT", default=10)
+# The MSP's name on the monthly backup reports (white-label).
+VECTIS_MSP_NAME: str = env.str("VECTIS_MSP_NAME", default="Your MSP")
 # Base URL used in links inside e-mails.
 VECTIS_BASE_URL: str = env.str("VECTIS_BASE_URL", default="http://127.0.0.1:8000")
 

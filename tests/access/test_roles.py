@@ -119,6 +119,12 @@ PAGES = [
     ("customers", "get", "/admin/customers/customer/", (200, 200, 200)),
     ("customer page", "get", "/admin/customers/customer/{customer}/change/", (200, 200, 200)),
     (
+        "monthly report",
+        "get",
+        "/admin/customers/customer/{customer}/report/?month=2026-11",
+        (200, 200, 200),
+    ),
+    (
         "timeline CSV",
         "get",
         "/admin/customers/customer/{customer}/change/?format=csv",

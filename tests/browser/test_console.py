@@ -274,3 +274,18 @@ def test_the_connection_page_follows_a_running_sync(
         sandbox.stop()
     assert len([t for t in seen if t.endswith("so far.")]) >= 2, seen
     assert seen[-1].startswith("Last sync succeeded: 8 of 8 accounts read"), seen
+
+
+def test_the_monthly_report_downloads_from_the_customer_page(
+    page: Page, live_server: LiveServer, browser_admin: User, console: Console
+) -> None:
+    log_in(page, live_server.url)
+    page.goto(f"{live_server.url}/admin/customers/customer/{console.customer}/change/")
+    month = page.get_by_label(re.compile("Monthly report"))
+    chosen = month.locator("option").first.get_attribute("value")
+    with page.expect_download() as download:
+        page.get_by_test_id("monthly-report").click()
+    got = download.value
+    assert got.suggested_filename == f"backup-report-contoso-ltd-{chosen}.pdf"
+    path = got.path()
+    assert path.read_bytes().startswith(b"%PDF-")
