@@ -36,21 +36,20 @@ class VerifyingAdapter(OpenIDConnectOAuth2Adapter):
 # of allauth's URLs (vectis/urls.py), build the verifying one.
 
 
-@login_not_required  # type: ignore[untyped-decorator]
-def login(request: HttpRequest, provider_id: str) -> HttpResponse:
+def _run(view_class: Any, request: HttpRequest, provider_id: str) -> HttpResponse:
     try:
-        view = OAuth2LoginView.adapter_view(VerifyingAdapter(request, provider_id))
+        view = view_class.adapter_view(VerifyingAdapter(request, provider_id))
         response: HttpResponse = view(request)
     except SocialApp.DoesNotExist:
         raise Http404("Single sign-on is not set up.") from None
     return response
+
+
+@login_not_required  # type: ignore[untyped-decorator]
+def login(request: HttpRequest, provider_id: str) -> HttpResponse:
+    return _run(OAuth2LoginView, request, provider_id)
 
 
 @login_not_required  # type: ignore[untyped-decorator]
 def callback(request: HttpRequest, provider_id: str) -> HttpResponse:
-    try:
-        view = OAuth2CallbackView.adapter_view(VerifyingAdapter(request, provider_id))
-        response: HttpResponse = view(request)
-    except SocialApp.DoesNotExist:
-        raise Http404("Single sign-on is not set up.") from None
-    return response
+    return _run(OAuth2CallbackView, request, provider_id)

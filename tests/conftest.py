@@ -190,6 +190,15 @@ def make_sandbox(**config: Any) -> Any:
     return KeepitSandbox(SandboxConfig(**defaults), start=START, speed=0).start()
 
 
+def slow_sandbox(latency_ms: int = 60) -> Any:
+    """A started sandbox MSP of 8 accounts of 2 connectors answering each request after
+    `latency_ms`: a sync long enough to watch its progress."""
+    from keepit_sandbox import KeepitSandbox, SandboxConfig
+
+    config = SandboxConfig(accounts=8, connectors_per_account=2, events_per_account_per_day=3)
+    return KeepitSandbox(config, start=START, speed=0, latency_ms=latency_ms).start()
+
+
 @pytest.fixture
 def quiet_sandbox() -> Iterator[Any]:
     """No own-read audit records: Keepit's data stays the same between syncs."""

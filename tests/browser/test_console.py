@@ -223,15 +223,9 @@ def test_the_connection_page_follows_a_running_sync(
     """A sandbox sync with 60 ms per request, in four parts of two accounts: the line
     under State moves from part to part without a reload, and ends with the outcome."""
     from backups.runner import run_sync
-    from keepit_sandbox import KeepitSandbox, SandboxConfig
-    from tests.conftest import START, sandbox_connection
+    from tests.conftest import sandbox_connection, slow_sandbox
 
-    sandbox = KeepitSandbox(
-        SandboxConfig(accounts=8, connectors_per_account=2, events_per_account_per_day=3),
-        start=START,
-        speed=0,
-        latency_ms=60,
-    ).start()
+    sandbox = slow_sandbox(latency_ms=60)
     try:
         settings.KEEPIT_BASE_URL_TEMPLATE = sandbox.base_url_template
         settings.VECTIS_SYNC_CHUNK_ACCOUNTS = 2

@@ -12,20 +12,14 @@ from django.test import Client
 from pytest_django.fixtures import Settings
 
 from backups.runner import run_sync
-from keepit_sandbox import KeepitSandbox, SandboxConfig
-from tests.conftest import START, sandbox_connection
+from tests.conftest import sandbox_connection, slow_sandbox
 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_progress_line_moves_while_a_sync_runs(
     admin_client: Client, settings: Settings
 ) -> None:
-    sandbox = KeepitSandbox(
-        SandboxConfig(accounts=8, connectors_per_account=2, events_per_account_per_day=3),
-        start=START,
-        speed=0,
-        latency_ms=60,
-    ).start()
+    sandbox = slow_sandbox(latency_ms=60)
     try:
         settings.KEEPIT_BASE_URL_TEMPLATE = sandbox.base_url_template
         settings.VECTIS_SYNC_CHUNK_ACCOUNTS = 2  # four parts of two accounts
