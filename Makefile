@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SANDBOX_PORT ?= 9100
 
 .DEFAULT_GOAL := help
-.PHONY: help prepare run demo test lint format bench bench-pages bench-scale check-migrations clean
+.PHONY: help prepare run demo test lint format bench bench-pages bench-scale bench-report check-migrations clean
 
 help:
 	@echo "make demo   - Vectis + a simulated Keepit MSP at http://127.0.0.1:8000/admin/"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench-pages - page render times with 8,000 connectors and 500,000 events"
 	@echo "                   (ARGS=\"--connectors 80000 --events 7000000\": the largest MSPs)"
 	@echo "make bench-scale - the sync at 500 to 4,000 accounts, fitted to 20,000; 1 and 2 workers"
+	@echo "make bench-report - the monthly PDF report of a customer with 50 connectors"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -86,6 +87,9 @@ bench-pages: $(VENV)/.dev-installed
 
 bench-scale: $(VENV)/.dev-installed
 	$(BIN)/python bench/scale_bench.py $(ARGS)
+
+bench-report: $(VENV)/.dev-installed
+	$(BIN)/python bench/report_bench.py $(ARGS)
 
 clean:
 	rm -rf var/celery var/celerybeat-schedule*

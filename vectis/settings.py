@@ -490,6 +490,9 @@ LOGGING: dict[str, Any] = {
         # A chat webhook's URL is its secret: apprise and urllib3 name it at DEBUG/INFO.
         "apprise": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
+        # WeasyPrint reports each step of every PDF at INFO.
+        "weasyprint": {"level": "WARNING"},
+        "fontTools": {"level": "WARNING"},
     },
 }
 # Messages live server-side with the session: a webhook's signing secret, shown once
