@@ -169,12 +169,9 @@ def failed_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
         # A failed job inside the lookback opens the alert; once open, it stays open until
         # a complete backup follows the failed job (not merely until the lookback
         # passes), as long as the failure is within the days kept.
-        open_ids = [
-            int(key.split(":", 1)[1])
-            for key in Alert.objects.filter(
-                rule=rule, resolved_at__isnull=True, connector__isnull=False
-            ).values_list("key", flat=True)
-        ]
+        open_ids = Alert.objects.filter(
+            rule=rule, resolved_at__isnull=True, connector__isnull=False
+        ).values("connector_id")
         recent = Q(last_failure_at__gte=since) | Q(
             connector_id__in=open_ids, last_failure_at__gte=now - timedelta(days=HISTORY_DAYS)
         )

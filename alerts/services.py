@@ -736,7 +736,7 @@ def send_test(channel: NotificationChannel, *, now: datetime) -> tuple[bool, str
     AlertNotification.objects.filter(pk=notification.pk).update(
         status=AlertNotification.Status.SENT, attempts=1, sent_at=now
     )
-    return True, f"Delivered to “{channel.name}” at {now:%H:%M} UTC."
+    return True, f"Delivered to “{channel.name}” at {in_message(now)}."
 
 
 def _record_failure(

@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -19,30 +18,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.sync_bench import recreate_database  # noqa: E402
+
 DATABASE = "vectis_bench_report"
 RUNS = 7
 TARGET_S = 2.0
-
-
-def recreate_database() -> None:
-    import psycopg2  # type: ignore[import-untyped]
-
-    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{DATABASE}"')
-    admin.close()
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "-v", "0"],
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DATABASE}",
-            "DJANGO_SETTINGS_MODULE": "vectis.settings_test",
-        },
-        check=True,
-    )
 
 
 def fill(connectors: int) -> int:
@@ -132,7 +112,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--connectors", type=int, default=50)
     args = parser.parse_args()
-    recreate_database()
+    recreate_database(DATABASE)
     os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{DATABASE}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vectis.settings_test")
     import django

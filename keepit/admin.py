@@ -263,7 +263,12 @@ class KeepitConnectionAdmin(admin.ModelAdmin[KeepitConnection]):
         self.log_change(request, connection, "Started a sync (Sync now).")
         # The page that follows waits for a run newer than the latest one now (the worker
         # may start it before the page is even drawn).
-        latest = run_progress(connection.pk).run_id
+        latest = (
+            SyncRun.objects.filter(connection_id=connection.pk)
+            .order_by("-started_at", "-id")
+            .values_list("pk", flat=True)
+            .first()
+        )
         request.session["vectis_sync_requested"] = {"connection": connection.pk, "after": latest}
         messages.success(
             request,

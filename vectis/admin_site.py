@@ -19,7 +19,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, URLResolver, path, reverse
 from django.utils import timezone
 
-from access.mfa import MFA_BY_PROVIDER, has_second_factor
+from access.mfa import HAS_SECOND_FACTOR, MFA_BY_PROVIDER, has_second_factor
 from integrations.views import integrations_overview
 
 from .pages.dashboard import dashboard, dashboard_summary
@@ -93,9 +93,11 @@ class VectisAdminSite(admin.AdminSite):
 
     def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
         context = dict(extra_context or {})
-        context["offer_second_factor"] = not request.session.get(
-            MFA_BY_PROVIDER
-        ) and not has_second_factor(request.user)
+        context["offer_second_factor"] = not (
+            request.session.get(MFA_BY_PROVIDER)
+            or request.session.get(HAS_SECOND_FACTOR)
+            or has_second_factor(request.user)
+        )
         if request.user.has_perm("backups.view_backupconnector"):
             context["health"] = dashboard_summary(now=timezone.now())
         return super().index(request, context)

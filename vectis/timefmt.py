@@ -7,7 +7,7 @@ a test fails if a template formats a moment any other way."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, tzinfo
 
 from django.utils import timezone
 from django.utils.html import format_html
@@ -21,11 +21,13 @@ def absolute(moment: datetime) -> str:
     return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
 
 
-def iso(moment: datetime | None) -> str:
-    """ISO 8601 with its offset, in the active time zone: e-mails and CSV."""
+def iso(moment: datetime | None, zone: tzinfo | None = None) -> str:
+    """ISO 8601 with its offset, to the second, in `zone` (default: the active one, the
+    viewer's): CSV exports. A CSV passes the zone it took when the export started, as its
+    rows are written after the view returns."""
     if moment is None:
         return ""
-    return timezone.localtime(moment).isoformat(timespec="seconds")
+    return timezone.localtime(moment, zone).isoformat(timespec="seconds")
 
 
 def age(moment: datetime, now: datetime) -> str:

@@ -149,3 +149,20 @@ def test_the_command_says_what_is_wrong(november: Customer) -> None:
         call_command("backup_report", customer=999999, month="2026-11")
     with pytest.raises(CommandError, match="is not a month"):
         call_command("backup_report", customer=november.pk, month="11/2026")
+
+
+def test_a_day_reads_the_same_in_the_report_as_on_the_pages() -> None:
+    """A day with a successful and a failed job is failed on the strips: so in the report."""
+    from backups.models import BackupJobDay
+    from vectis.reports.monthly import day_outcome
+
+    cases = {
+        (1, 1, 0): "failed",
+        (1, 0, 1): "partial",
+        (2, 0, 0): "complete",
+        (0, 0, 0): "none",
+    }
+    for (successful, unsuccessful, incomplete), expected in cases.items():
+        day = BackupJobDay(successful=successful, unsuccessful=unsuccessful, incomplete=incomplete)
+        assert day_outcome(day) == expected, (successful, unsuccessful, incomplete)
+    assert day_outcome(None) == "unread"

@@ -33,7 +33,8 @@ from customers.names import normalize_company_name
 from integrations.registry import provider_label
 from integrations.services import connection_freshness, setup_label, setup_url
 
-from .rows import BADGE, STATUS_LABELS, connector_row, csv_response, iso
+from ..timefmt import iso
+from .rows import BADGE, STATUS_LABELS, connector_row, csv_response
 
 TIMELINE_PAGE_SIZE = 50
 
@@ -117,9 +118,7 @@ def customer_page_context(request: HttpRequest, customer: Customer) -> dict[str,
         }
         for e in audit
     ]
-    links_of_customer = list(
-        AccountLink.objects.filter(customer=customer).values_list("pk", flat=True)
-    )
+    links = list(AccountLink.objects.filter(customer=customer).select_related("connection"))
     if show_alerts:
         newest = None if page.number == 1 else (audit[0].occurred_at if audit else None)
         oldest = audit[-1].occurred_at if audit and page.has_next() else None
@@ -132,7 +131,8 @@ def customer_page_context(request: HttpRequest, customer: Customer) -> dict[str,
                     "failure": alert_event.kind == AlertEvent.Kind.OPENED,
                 }
             )
-        for entry in team_decisions(customer, links_of_customer, newest=newest, oldest=oldest):
+        link_ids = [link.pk for link in links]
+        for entry in team_decisions(customer, link_ids, newest=newest, oldest=oldest):
             timeline.append({"type": "decision", "at": entry.action_time, "entry": entry})
     timeline.sort(key=lambda item: item["at"], reverse=True)
     strips = outcome_strips(connectors, today=today)
@@ -140,7 +140,6 @@ def customer_page_context(request: HttpRequest, customer: Customer) -> dict[str,
     query.pop("page", None)
     export = request.GET.copy()
     export["format"] = "csv"
-    links = list(AccountLink.objects.filter(customer=customer).select_related("connection"))
     freshness = connection_freshness({link.connection_id for link in links})
     failed = {row.pk: row.failed_accounts for row in freshness}
     seats: dict[int, list[AccountSeat]] = {}

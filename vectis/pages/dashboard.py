@@ -37,7 +37,8 @@ from backups.selectors import (
 from customers.models import Customer
 from integrations.services import connection_freshness, setup_label, setup_url
 
-from .rows import BADGE, KIND_LABELS, STATUS_LABELS, connector_row, csv_response, iso, require
+from ..timefmt import iso
+from .rows import BADGE, KIND_LABELS, STATUS_LABELS, connector_row, csv_response, require
 
 PAGE_SIZE = 50
 REFRESH_CHOICES = (0, 60, 300)

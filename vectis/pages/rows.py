@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
-from datetime import datetime, tzinfo
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, StreamingHttpResponse
-from django.utils import timezone
 
 from backups.jobs import format_rate, success_rate
 from backups.models import BackupConnector, BackupStatus, ConnectorKind
@@ -82,9 +80,3 @@ def csv_response(
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
-
-
-def iso(moment: datetime | None, zone: tzinfo | None = None) -> str:
-    """A moment in a CSV file: ISO 8601 with the offset of the viewer's time zone (taken
-    when the export starts: the rows are written after the view returns)."""
-    return timezone.localtime(moment, zone).isoformat(timespec="seconds") if moment else ""

@@ -3,10 +3,10 @@ connectors, their daily job summaries (`BackupJobDay`, one row per connector per
 written by every sync), the alerts and the audit log's recovery events.
 
 A day of a connector reads:
-- **complete**: at least one successful job and none failed or incomplete;
-- **partial**: a successful job and a failed or incomplete one, or only incomplete ones;
-- **failed**: only failed jobs;
-- **none**: read, but no job ran (a gap);
+- **complete**: successful jobs, none failed or incomplete;
+- **partial**: an incomplete job, none failed;
+- **failed**: a failed job (the same verdict as the pages' strips, `BackupJobDay.outcome`);
+- **none**: read, but no job finished (a gap);
 - **unread**: no summary for the day (before the connector existed in Vectis, or a sync
   that could not read it): never counted as a success nor as a gap.
 """
@@ -20,7 +20,13 @@ from datetime import UTC, date, datetime, timedelta
 from django.db.models import Q
 
 from alerts.models import Alert
-from backups.models import AuditCategory, BackupAuditEvent, BackupConnector, BackupJobDay
+from backups.models import (
+    AuditCategory,
+    BackupAuditEvent,
+    BackupConnector,
+    BackupJobDay,
+    JobOutcome,
+)
 from customers.models import Customer
 
 from ..pages.rows import KIND_LABELS
@@ -119,18 +125,19 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
+# The day's outcome as the pages' strips read it (`BackupJobDay.outcome`), in the words
+# of the report.
+REPORT_DAY = {
+    JobOutcome.SUCCESSFUL: "complete",
+    JobOutcome.INCOMPLETE: "partial",
+    JobOutcome.FAILED: "failed",
+}
+
+
 def day_outcome(row: BackupJobDay | None) -> str:
     if row is None:
         return "unread"
-    failed = row.unsuccessful
-    partial = row.incomplete
-    if row.successful and not failed and not partial:
-        return "complete"
-    if row.successful or partial:
-        return "partial"
-    if failed:
-        return "failed"
-    return "none"
+    return REPORT_DAY.get(JobOutcome(row.outcome), "none")
 
 
 def _longest_gap(outcomes: list[str]) -> int:
