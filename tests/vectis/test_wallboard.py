@@ -97,6 +97,9 @@ def test_a_kiosk_link_works_without_sign_in_and_is_refused_once_revoked(
     assert "<form" not in html
     assert "_auth_user_id" not in tv.session
     assert tv.get(f"{url}?fragment=1").status_code == 200
+    # The link shows the fleet: a query string added to it selects nothing.
+    narrowed = tv.get(f"{url}?q=Fabrikam&status=ok").content.decode()
+    assert "Contoso Mail" in narrowed
     # A dump of the database does not give the link away.
     token = url.rstrip("/").rsplit("/", 1)[1]
     key = token.split(":")[0].split(".", 1)[1]

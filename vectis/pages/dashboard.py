@@ -98,6 +98,23 @@ def _attention_list(filters: dict[str, Any]) -> QuerySet[BackupConnector]:
     )
 
 
+# No filter at all: the fleet, what needs attention (the wallboard's view).
+NO_FILTERS: dict[str, Any] = {
+    "statuses": [],
+    "all_statuses": False,
+    "kind": "",
+    "customer_id": None,
+    "search": "",
+    "seat_exceeded": False,
+    "deletion_scheduled": False,
+}
+
+
+def needs_attention() -> QuerySet[BackupConnector]:
+    """Fleet-wide, worst first: every connector not OK or with an open alert."""
+    return _attention_list(NO_FILTERS)
+
+
 def dashboard_summary(*, now: datetime, filters: dict[str, Any] | None = None) -> dict[str, Any]:
     """Tiles and chart: fleet-wide, or for the connectors the filters select (they say
     which)."""

@@ -20,7 +20,7 @@ from django.views.decorators.cache import never_cache
 from access import kiosk
 from alerts.selectors import open_alerts
 
-from .dashboard import _attention_list, _dashboard_filters, dashboard_summary
+from .dashboard import dashboard_summary, needs_attention
 from .rows import connector_row
 
 ATTENTION_SHOWN = 25
@@ -30,12 +30,10 @@ MIN_REFRESH_SECONDS = 15
 MAX_REFRESH_SECONDS = 3600
 
 
-def _board(request: HttpRequest) -> dict[str, Any]:
+def _board() -> dict[str, Any]:
     now = timezone.now()
-    # The board's own view of the fleet: what needs attention (a link's query string
-    # selects nothing else).
-    filters = _dashboard_filters(HttpRequest())
-    attention = _attention_list(filters)
+    # The board's own view of the fleet (a link's query string selects nothing else).
+    attention = needs_attention()
     return {
         "now": now,
         "health": dashboard_summary(now=now),
@@ -56,7 +54,7 @@ def _render(request: HttpRequest, *, kiosk_name: str = "") -> HttpResponse:
         if asked.isdigit()
         else REFRESH_SECONDS
     )
-    context = {**_board(request), "refresh": refresh, "kiosk_name": kiosk_name}
+    context = {**_board(), "refresh": refresh, "kiosk_name": kiosk_name}
     template = (
         "vectis/wallboard_board.html" if request.GET.get("fragment") else "vectis/wallboard.html"
     )
