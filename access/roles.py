@@ -5,9 +5,10 @@ The definitions below are the truth: the data migration creates the groups, and 
 migration joins its roles at once; one a role no longer lists is taken away from it).
 
 - **Administrator**: everything — integrations and their credentials, alert rules,
-  channels, maintenance windows, users.
+  channels, maintenance windows, users, report settings.
 - **Technician**: sees everything; acknowledges, snoozes and unsnoozes alerts, reviews
-  account links (and names customers while doing so), starts a sync. Never sees or
+  account links (and names customers while doing so), starts a sync, sets who receives a
+  customer's monthly report. Never sees or
   changes credentials, rules or channels.
 - **Read-only**: sees the dashboards, customers, timelines and alerts.
 """
@@ -42,9 +43,15 @@ SEEN_BY_ALL = [
     "alerts.maintenancewindow",
     "integrations.syncrun",
     "integrations.connection",
+    "vectis.monthlyreport",
 ]
 # What a Technician sees on top: how alerting is set up, and what was sent.
-SEEN_BY_TECHNICIANS = ["alerts.alertrule", "alerts.notificationchannel", "alerts.alertnotification"]
+SEEN_BY_TECHNICIANS = [
+    "alerts.alertrule",
+    "alerts.notificationchannel",
+    "alerts.alertnotification",
+    "vectis.reportsettings",
+]
 # What a Technician may do ("app.codename").
 TECHNICIAN_ACTIONS = [
     "alerts.change_alert",  # acknowledge, snooze, unsnooze
@@ -52,6 +59,10 @@ TECHNICIAN_ACTIONS = [
     "customers.add_customer",
     "customers.change_customer",
     "integrations.sync_connection",  # Sync now
+    # who receives a customer's monthly report
+    "vectis.add_reportsubscription",
+    "vectis.change_reportsubscription",
+    "vectis.view_reportsubscription",
 ]
 # Every permission of these apps, and of every provider's (allauth's: users' second
 # factors and SSO logins).
@@ -67,6 +78,7 @@ ADMINISTRATOR_APPS = [
     "socialaccount",
     "mfa",
     "admin",
+    "vectis",
 ]
 
 

@@ -848,5 +848,15 @@ class AlertNotificationAdmin(HistoryAdmin[AlertNotification]):
         "next_attempt_at",
         "sent_at",
         "failed_at",
+        "files",
         "body_text",
     ]
+
+    @admin.display(description="Attached")
+    def files(self, notification: AlertNotification) -> str:
+        """What was sent with it (a monthly report's PDF), by name and size."""
+        names = [
+            f"{name} ({size:,} bytes)"
+            for name, size in notification.attachments.values_list("filename", "size")
+        ]
+        return ", ".join(names) or "—"

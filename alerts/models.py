@@ -399,6 +399,7 @@ class AlertNotification(models.Model):
         MAINTENANCE = "maintenance", "After maintenance"
         ESCALATION = "escalation", "Escalation"
         NOTICE = "notice", "Notice to the admins"
+        REPORT = "report", "Monthly report"
 
     recipient = models.CharField(max_length=254)
     # None: an e-mail to `recipient` (a rule's plain recipients); else this channel.
@@ -442,6 +443,27 @@ class AlertNotification(models.Model):
     def backoff(attempts: int) -> timedelta:
         """1, 2, 4 … minutes between attempts, at most 30."""
         return timedelta(minutes=min(30, 2 ** max(0, attempts - 1)))
+
+
+class NotificationAttachment(models.Model):
+    """A file sent with one message (a monthly report's PDF), kept with its delivery log
+    entry so a retry sends the very same file and the log shows what was sent. Kept in
+    the database, not on a disk: any worker on any machine may send it."""
+
+    notification = models.ForeignKey(
+        AlertNotification, on_delete=models.CASCADE, related_name="attachments"
+    )
+    filename = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=100)
+    content = models.BinaryField()
+    size = models.PositiveIntegerField()
+
+    class Meta:
+        db_table = "alert_notification_attachments"
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.filename} ({self.size:,} bytes)"
 
 
 # A message claimed for sending longer ago than this was lost with its worker; retry it.

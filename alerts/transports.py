@@ -74,6 +74,12 @@ class EmailTransport:
             connection=self._connection,
         )
         message.attach_alternative(notification.body_html, "text/html")
+        if notification.purpose == AlertNotification.Purpose.REPORT:
+            # Only reports carry files: other messages cost no query for them.
+            for attachment in notification.attachments.all():
+                message.attach(
+                    attachment.filename, bytes(attachment.content), attachment.content_type
+                )
         try:
             message.send()
         except Exception as exc:  # SMTP and socket errors alike

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -14,7 +15,9 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from customers.models import Customer
+from integrations.admin import HistoryAdmin
 
+from .models import MonthlyReport, ReportSettings, ReportSubscription
 from .pages.customer import (
     RANK_STATUS,
     customer_page_context,
@@ -23,7 +26,11 @@ from .pages.customer import (
 )
 from .pages.rows import BADGE, STATUS_LABELS
 from .reports.monthly import Month, recent_months
-from .reports.pdf import render_pdf, report_filename
+from .reports.pdf import logo_uri, render_pdf, report_filename
+
+# A logo is stored in the database and inlined in every report: keep it small.
+LOGO_MAX_BYTES = 512 * 1024
+LOGO_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg"}
 
 
 class WorstStatusFilter(admin.SimpleListFilter):
@@ -40,8 +47,18 @@ class WorstStatusFilter(admin.SimpleListFilter):
         return queryset.filter(worst_rank=int(value)) if value and value.isdigit() else queryset
 
 
+class ReportSubscriptionInline(admin.StackedInline[ReportSubscription, Customer]):
+    """Who receives the customer's monthly report (empty: nobody)."""
+
+    model = ReportSubscription
+    fields = ["recipients"]
+    max_num = 1
+    can_delete = False
+
+
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin[Customer]):
+    inlines = [ReportSubscriptionInline]
     list_display = ["name", "worst_status", "connectors", "open_alerts"]
     list_filter = [WorstStatusFilter]
     search_fields = ["name", "normalized_name"]
@@ -131,3 +148,91 @@ class CustomerAdmin(admin.ModelAdmin[Customer]):
             context["report_url"] = reverse("admin:customers_customer_report", args=[obj.pk])
             context["report_months"] = recent_months(timezone.now(), 12)
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+
+class ReportSettingsForm(forms.ModelForm[ReportSettings]):
+    logo_file = forms.ImageField(
+        label="Logo",
+        required=False,
+        help_text="PNG or JPEG, at most 512 KB: at the top right of every report's first page.",
+    )
+    remove_logo = forms.BooleanField(label="Remove the logo", required=False)
+
+    class Meta:
+        model = ReportSettings
+        fields = ["msp_name", "schedule_enabled", "send_hour"]
+
+    def clean_logo_file(self) -> Any:
+        upload = self.cleaned_data.get("logo_file")
+        if not upload:
+            return upload
+        if upload.size > LOGO_MAX_BYTES:
+            raise forms.ValidationError(
+                f"The logo is {upload.size // 1024:,} KB; the limit is "
+                f"{LOGO_MAX_BYTES // 1024} KB. Save it smaller (a 600 px wide PNG is plenty)."
+            )
+        image_format = getattr(getattr(upload, "image", None), "format", None)
+        if image_format not in LOGO_FORMATS:
+            raise forms.ValidationError(f"The logo must be a PNG or a JPEG, not {image_format}.")
+        return upload
+
+    def save(self, commit: bool = True) -> ReportSettings:
+        settings_row = super().save(commit=False)
+        upload = self.cleaned_data.get("logo_file")
+        if upload:
+            upload.seek(0)
+            settings_row.logo = upload.read()
+            settings_row.logo_type = LOGO_FORMATS[upload.image.format]
+        elif self.cleaned_data.get("remove_logo"):
+            settings_row.logo, settings_row.logo_type = b"", ""
+        if commit:
+            settings_row.save()
+        return settings_row
+
+
+@admin.register(ReportSettings)
+class ReportSettingsAdmin(admin.ModelAdmin[ReportSettings]):
+    """One page: the MSP's name and logo on the reports, and when they are sent."""
+
+    form = ReportSettingsForm
+    readonly_fields = ["current_logo"]
+    fieldsets = [
+        ("White-label", {"fields": ["msp_name", "current_logo", "logo_file", "remove_logo"]}),
+        ("Schedule", {"fields": ["schedule_enabled", "send_hour"]}),
+    ]
+
+    @admin.display(description="Current logo")
+    def current_logo(self, settings_row: ReportSettings) -> str:
+        uri = logo_uri(settings_row)
+        if not uri:
+            return "None: the report shows the MSP name alone."
+        return format_html('<img src="{}" alt="logo" style="max-height:56px">', uri)
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # There is one row: the list is its page.
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        ReportSettings.objects.get_or_create(pk=1)
+        return HttpResponseRedirect(reverse("admin:vectis_reportsettings_change", args=[1]))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(MonthlyReport)
+class MonthlyReportAdmin(HistoryAdmin[MonthlyReport]):
+    """The months whose reports went out (each message is in the delivery log)."""
+
+    list_display = ["month_label", "customer", "recipients", "size", "created_at"]
+    list_select_related = ["customer"]
+    search_fields = ["customer__name"]
+    fields = ["customer", "month", "recipients", "filename", "size", "created_at"]
+
+    @admin.display(description="Month", ordering="month")
+    def month_label(self, report: MonthlyReport) -> str:
+        return f"{report.month:%Y-%m}"

@@ -16,6 +16,7 @@ from typing import Any
 
 import django_stubs_ext
 import environ
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from . import __version__
@@ -263,6 +264,13 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "alerts.tasks.send_pending_notifications",
         "schedule": timedelta(minutes=1),
         "options": {"expires": 60},
+    },
+    # Last month's backup reports on the 1st (vectis/reports/schedule.py): planned every
+    # hour, sent at the hour chosen in Report settings.
+    "monthly-reports": {
+        "task": "vectis.tasks.plan_monthly_reports",
+        "schedule": crontab(minute=5),
+        "options": {"expires": 60 * 60},
     },
     # History past its retention (vectis/retention.py), in batches.
     "prune-history": {

@@ -1,4 +1,5 @@
-"""Celery tasks of the project package: history pruning (vectis/retention.py)."""
+"""Celery tasks of the project package: history pruning (vectis/retention.py) and the
+monthly reports (vectis/reports/schedule.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from celery import shared_task
 from django.utils import timezone
 
 from . import retention
+from .reports import schedule
+from .reports.monthly import Month
 
 logger = logging.getLogger(__name__)
 
@@ -19,3 +22,31 @@ def prune_history() -> dict[str, int]:
     if any(pruned.values()):
         logger.info("Pruned history: %s", pruned)
     return pruned
+
+
+@shared_task(name="vectis.tasks.plan_monthly_reports")
+def plan_monthly_reports() -> dict[str, object]:
+    """Beat entry "monthly-reports" (hourly): when last month's reports are due, one
+    `send_monthly_report` task per customer still waiting for it."""
+    month = schedule.due_month(timezone.now())
+    if month is None:
+        return {"month": None, "queued": 0}
+    customers = schedule.customers_due(month)
+    for customer_id in customers:
+        send_monthly_report.delay(customer_id, month.key)
+    if customers:
+        logger.info("Queued the %s report of %d customers.", month.label, len(customers))
+    return {"month": month.key, "queued": len(customers)}
+
+
+@shared_task(
+    name="vectis.tasks.send_monthly_report",
+    autoretry_for=(Exception,),
+    retry_backoff=60,
+    max_retries=5,
+)
+def send_monthly_report(customer_id: int, month: str) -> str | None:
+    """One customer's report into the delivery log (idempotent: see reports/schedule.py);
+    a failure to make it is retried with backoff, then left to the next hour's plan."""
+    made = schedule.send_report(customer_id, Month.parse(month), now=timezone.now())
+    return made.filename if made else None

@@ -250,6 +250,11 @@ def _link(world: World) -> AccountLink:
 
 
 # (what, path, posted data, whether it happened) — run once per role on a fresh world.
+# The customer form's inline (monthly report recipients), left empty.
+NO_REPORT_RECIPIENTS = {
+    "report_subscription-TOTAL_FORMS": "0",
+    "report_subscription-INITIAL_FORMS": "0",
+}
 ACTIONS: list[tuple[str, str, dict[str, Any], Any]] = [
     (
         "acknowledge",
@@ -290,13 +295,13 @@ ACTIONS: list[tuple[str, str, dict[str, Any], Any]] = [
     (
         "rename a customer",
         "/admin/customers/customer/{customer}/change/",
-        {"name": "Contoso Limited"},
+        {"name": "Contoso Limited", **NO_REPORT_RECIPIENTS},
         lambda w: Customer.objects.get(pk=w.customer).name == "Contoso Limited",
     ),
     (
         "add a customer",
         "/admin/customers/customer/add/",
-        {"name": "Northwind"},
+        {"name": "Northwind", **NO_REPORT_RECIPIENTS},
         lambda w: Customer.objects.filter(name="Northwind").exists(),
     ),
     (
@@ -372,6 +377,9 @@ EVERY_LIST = {
     "keepit.keepitconnection": (200, 200, 200),
     "mfa.authenticator": (200, 403, 403),
     "socialaccount.socialaccount": (200, 403, 403),
+    "vectis.monthlyreport": (200, 200, 200),
+    # One row: its list is its page (a redirect).
+    "vectis.reportsettings": (302, 302, 403),
 }
 
 

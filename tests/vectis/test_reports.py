@@ -110,6 +110,7 @@ def test_the_report_says_what_happened_in_the_month(november: Customer, tmp_path
     assert "1 restore or download operation was performed." in text
     # Per connector: complete days, the longest gap, the last complete backup.
     assert re.search(r"Contoso Files .*27 of 30 2 days", text), text
+    assert "Days without a complete backup: 10, 11, 20 27 of 30" in text
     assert re.search(r"Contoso Mail .*30 of 30 none", text), text
     # Alerts: time to resolve 36 h; the restore with who did it.
     assert "36.0 h / 36.0 h" in text

@@ -103,6 +103,13 @@ class ConnectorMonth:
     def every_day(self) -> bool:
         return self.read_days > 0 and self.complete_days == self.read_days
 
+    @property
+    def missed_days(self) -> str:
+        """The days of the month read without a complete backup: "10, 11, 20"."""
+        return ", ".join(
+            str(day.day) for day, outcome in self.days if outcome not in ("complete", "unread")
+        )
+
 
 @dataclass
 class Report:

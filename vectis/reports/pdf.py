@@ -3,14 +3,16 @@ rendered by WeasyPrint, which needs Pango from the OS (see the README)."""
 
 from __future__ import annotations
 
-from django.conf import settings
+import base64
+
 from django.core.exceptions import ImproperlyConfigured
 from django.template.loader import render_to_string
 from django.utils import timezone
 
 from customers.models import Customer
 
-from .monthly import Month, monthly_report
+from ..models import ReportSettings
+from .monthly import Month, Report, monthly_report
 
 # WeasyPrint loads Pango from the OS when imported. Without it Vectis still runs (the
 # demo needs only Python); asking for a report then says what to install.
@@ -27,15 +29,29 @@ def report_filename(customer: Customer, month: Month) -> str:
     return f"backup-report-{slug or customer.pk}-{month.key}.pdf"
 
 
-def render_pdf(customer: Customer, month: Month) -> bytes:
+def logo_uri(look: ReportSettings) -> str:
+    """The MSP's logo inlined in the page (a data: URI): WeasyPrint fetches nothing."""
+    if not look.logo:
+        return ""
+    return f"data:{look.logo_type};base64,{base64.b64encode(bytes(look.logo)).decode()}"
+
+
+def build_report(customer: Customer, month: Month) -> tuple[Report, bytes]:
+    """The report's figures and its PDF, with the MSP's name and logo (Report settings)."""
     if weasyprint is None:
         raise ImproperlyConfigured(
             "The PDF report needs Pango from the operating system (on Debian: apt-get "
             f"install libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core): {PANGO_MISSING}"
         )
-    report = monthly_report(customer, month, msp_name=settings.VECTIS_MSP_NAME)
+    look = ReportSettings.load()
+    report = monthly_report(customer, month, msp_name=look.display_name)
     html = render_to_string(
-        "reports/monthly.html", {"report": report, "generated_at": timezone.now()}
+        "reports/monthly.html",
+        {"report": report, "generated_at": timezone.now(), "logo": logo_uri(look)},
     )
     pdf: bytes = weasyprint.HTML(string=html).write_pdf()
-    return pdf
+    return report, pdf
+
+
+def render_pdf(customer: Customer, month: Month) -> bytes:
+    return build_report(customer, month)[1]
