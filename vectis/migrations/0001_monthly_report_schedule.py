@@ -23,7 +23,7 @@ class Migration(migrations.Migration):
                 ('logo', models.BinaryField(blank=True, default=b'')),
                 ('logo_type', models.CharField(blank=True, default='', editable=False, max_length=32)),
                 ('schedule_enabled', models.BooleanField(default=True, help_text="On the 1st of each month, last month's report goes by e-mail to every customer's report recipients.", verbose_name='send the reports every month')),
-                ('send_hour', models.PositiveSmallIntegerField(default=7, help_text="The hour of the 1st, 0–23, in the MSP's time zone (TIME_ZONE).", validators=[django.core.validators.MaxValueValidator(23)], verbose_name='send at (hour)')),
+                ('send_hour', models.PositiveSmallIntegerField(default=7, help_text="The hour of the 1st, 0 to 23, in the MSP's time zone (TIME_ZONE).", validators=[django.core.validators.MaxValueValidator(23)], verbose_name='send at (hour)')),
                 ('updated_at', models.DateTimeField(auto_now=True)),
             ],
             options={
