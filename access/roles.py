@@ -5,7 +5,7 @@ The definitions below are the truth: the data migration creates the groups, and 
 migration joins its roles at once; one a role no longer lists is taken away from it).
 
 - **Administrator**: everything — integrations and their credentials, alert rules,
-  channels, maintenance windows, users, report settings.
+  channels, maintenance windows, users, report settings, API keys.
 - **Technician**: sees everything; acknowledges, snoozes and unsnoozes alerts, reviews
   account links (and names customers while doing so), starts a sync, sets who receives a
   customer's monthly report. Never sees or

@@ -11,7 +11,8 @@ backup-job outcomes, seats and alert rules, then:
   dashboard under 100 ms at 80,000 connectors);
 - evaluates the alert rules: the first pass (which opens the alerts) once, then the
   steady state (nothing changed) several times (target at 80,000 connectors: 500 ms);
-- links one account to another customer (its audit events move with it).
+- links one account to another customer (its audit events move with it);
+- asks the public API (/api/v1/) for a page of 100 of each list (target: 100 ms).
 
 The last line printed is one JSON object.
 """
@@ -34,6 +35,7 @@ DATABASE = "vectis_bench_pages"
 CONNECTORS_PER_CUSTOMER = 4
 RUNS = 7
 TARGET_MS = 300
+API_TARGET_MS = 100
 # Events generated and written per batch (memory stays flat at millions of events).
 EVENT_BATCH = 100_000
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -73,7 +75,7 @@ def seed(customer_count: int, event_count: int) -> dict[str, int]:
         BackupJobDay,
     )
     from customers.models import Customer
-    from integrations.models import Connection
+    from integrations.models import Connection, SyncRun
     from integrations.sql import insert_rows
 
     rng = random.Random(7)
@@ -240,6 +242,22 @@ def seed(customer_count: int, event_count: int) -> dict[str, int]:
     AlertRule.objects.create(name="Failed", kind="backup_failed", recipients="t@x.example")
     AlertRule.objects.create(name="Success", kind="success_rate", recipients="t@x.example")
     del Alert  # opened by the evaluation, not seeded
+    # 90 days of runs every 15 minutes (what retention keeps), for the API's run list.
+    SyncRun.objects.bulk_create(
+        [
+            SyncRun(
+                connection=connection,
+                trigger="schedule",
+                outcome="succeeded",
+                started_at=NOW - timedelta(minutes=15 * n),
+                heartbeat_at=NOW - timedelta(minutes=15 * n - 1),
+                finished_at=NOW - timedelta(minutes=15 * n - 1),
+                counts={"connectors_seen": len(connectors)},
+            )
+            for n in range(90 * 96)
+        ],
+        batch_size=2000,
+    )
     from django.db import connection as db
 
     with db.cursor() as cursor:
@@ -358,6 +376,58 @@ def measure() -> dict[str, Any]:
     return results
 
 
+def measure_api() -> dict[str, Any]:
+    """A page of 100 of each API list, as an API key (server time, in process)."""
+    from django.conf import settings
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    from customers.models import Customer
+    from vectis.models import ApiKey
+
+    settings.VECTIS_API_RATE = "100000/minute"
+    _api_key, secret = ApiKey.objects.create_key(name="bench", scope="read")
+    client = Client(HTTP_AUTHORIZATION=f"Api-Key {secret}")
+    customer = Customer.objects.order_by("id")[Customer.objects.count() // 2]
+    lists = {
+        "customers": "/api/v1/customers/",
+        "customers_failed": "/api/v1/customers/?worst_status=failed",
+        "connectors": "/api/v1/connectors/",
+        "connectors_failed": "/api/v1/connectors/?status=failed",
+        "alerts_open": "/api/v1/alerts/?state=open",
+        "alerts_by_customer": f"/api/v1/alerts/?customer={customer.pk}",
+        "sync_runs": "/api/v1/sync-runs/",
+        "audit_events": f"/api/v1/customers/{customer.pk}/audit-events/",
+    }
+    results: dict[str, Any] = {}
+    for name, url in lists.items():
+        url += ("&" if "?" in url else "?") + "page_size=100"
+        client.get(url)  # warm, as a running server is
+        times = []
+        queries = rows = 0
+        for _ in range(RUNS):
+            with CaptureQueriesContext(connection) as captured:
+                started = time.perf_counter()
+                response = client.get(url)
+                times.append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 200, (url, response.status_code, response.content)
+            queries = len(captured.captured_queries)
+            rows = len(response.json()["results"])
+        results[name] = {
+            "median_ms": round(statistics.median(times), 1),
+            "max_ms": round(max(times), 1),
+            "queries": queries,
+            "rows": rows,
+        }
+        print(
+            f"  api {name}: median {results[name]['median_ms']} ms, worst "
+            f"{results[name]['max_ms']} ms, {queries} queries, {rows} rows",
+            file=sys.stderr,
+        )
+    return results
+
+
 def main() -> int:
     import argparse
 
@@ -388,6 +458,7 @@ def main() -> int:
         cursor.execute("ANALYZE")
     pages = measure()
     link = measure_link_move()
+    api = measure_api()
     print(
         json.dumps(
             {
@@ -395,6 +466,9 @@ def main() -> int:
                 "pages": pages,
                 "alert_evaluation": alerts,
                 "link_account": link,
+                "api": api,
+                "api_target_ms": API_TARGET_MS,
+                "api_all_under_target": all(p["median_ms"] < API_TARGET_MS for p in api.values()),
                 "target_ms": TARGET_MS,
                 "all_under_target": all(p["median_ms"] < TARGET_MS for p in pages.values()),
             }

@@ -10,14 +10,17 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from rest_framework_api_key.admin import APIKeyModelAdmin
+from rest_framework_api_key.models import APIKey
 
 from customers.models import Customer
 from integrations.admin import HistoryAdmin
 
-from .models import MonthlyReport, ReportSettings, ReportSubscription
+from .models import ApiKey, MonthlyReport, ReportSettings, ReportSubscription
 from .pages.customer import (
     RANK_STATUS,
     customer_page_context,
@@ -236,3 +239,64 @@ class MonthlyReportAdmin(HistoryAdmin[MonthlyReport]):
     @admin.display(description="Month", ordering="month")
     def month_label(self, report: MonthlyReport) -> str:
         return f"{report.month:%Y-%m}"
+
+
+# The library's own key model is not used: Vectis's keys have a scope (ApiKey).
+if admin.site.is_registered(APIKey):
+    admin.site.unregister(APIKey)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(APIKeyModelAdmin):
+    """Keys to the public API: the key is shown once, on the page after Save; only its
+    hash is kept. Revoke a key to refuse it from the next request on."""
+
+    list_display = (  # type: ignore[assignment]
+        "name",
+        "prefix",
+        "scope",
+        "created",
+        "created_by",
+        "expiry_date",
+        "last_used_at",
+        "revoked",
+    )
+    list_filter = ("scope", "revoked")  # type: ignore[assignment]
+    fields = ["name", "scope", "expiry_date", "revoked", "prefix", "created_by", "last_used_at"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        fixed: tuple[str, ...] = ("prefix", "created_by", "last_used_at")
+        if obj is not None:
+            fixed += ("scope",)  # a key's powers do not change under it: make a new one
+        if obj is not None and obj.revoked:
+            fixed += ("name", "expiry_date", "revoked")
+        return fixed
+
+    def save_model(
+        self, request: HttpRequest, obj: Any, form: Any = None, change: bool = False
+    ) -> None:
+        if change:
+            obj.save()
+            return
+        # The key goes on the page that answers this request, never into the session
+        # (messages are stored there) nor anywhere else: only its hash is kept.
+        obj.created_by = request.user.get_username()
+        obj.shown_once = ApiKey.objects.assign_key(obj)
+        obj.save()
+
+    def response_add(
+        self, request: HttpRequest, obj: Any, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"API key “{obj.name}” created",
+            "opts": self.model._meta,
+            "api_key": obj,
+            "secret": getattr(obj, "shown_once", ""),
+        }
+        response = TemplateResponse(request, "admin/vectis/apikey/created.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # revoked, not deleted: its name stays on what it did

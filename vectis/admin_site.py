@@ -36,8 +36,16 @@ SECTIONS: dict[str, str] = {
     "account": "Users and permissions",
     "socialaccount": "Users and permissions",
     "mfa": "Users and permissions",
+    "vectis": "Reports and API",
 }
-SECTION_ORDER = ["Integrations", "Customers", "Backups", "Alerts", "Users and permissions"]
+SECTION_ORDER = [
+    "Integrations",
+    "Customers",
+    "Backups",
+    "Alerts",
+    "Reports and API",
+    "Users and permissions",
+]
 
 
 def section_of(app_label: str, default: str) -> str:

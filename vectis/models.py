@@ -1,13 +1,15 @@
 """What the monthly backup report needs to be sent on its own: the MSP's white-label
 and schedule (`ReportSettings`, one row), who receives each customer's report
 (`ReportSubscription`) and which months went out (`MonthlyReport`, so a report is
-generated once however often the schedule runs)."""
+generated once however often the schedule runs); and the keys to the public API
+(`ApiKey`)."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator
 from django.db import models
+from rest_framework_api_key.models import AbstractAPIKey
 
 from alerts.models import parse_recipients, validate_recipients
 from customers.models import Customer
@@ -107,3 +109,28 @@ class MonthlyReport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.customer} {self.month:%Y-%m}"
+
+
+class ApiKey(AbstractAPIKey):
+    """A key to the public API (/api/v1/), made by djangorestframework-api-key: shown
+    once when created, stored as a SHA-512 hash (high-entropy keys need no slow hash),
+    looked up by its 8-character prefix. `scope` says what it may do; a revoked or
+    expired key is refused."""
+
+    class Scope(models.TextChoices):
+        READ = "read", "Read-only: lists and details"
+        TECHNICIAN = "technician", "Technician: also acknowledge, snooze and sync"
+
+    scope = models.CharField(max_length=16, choices=Scope.choices, default=Scope.READ)
+    created_by = models.CharField(max_length=150, blank=True, default="", editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta(AbstractAPIKey.Meta):
+        db_table = "api_keys"
+        verbose_name = "API key"
+        verbose_name_plural = "API keys"
+
+    @property
+    def actor(self) -> str:
+        """How the key's actions are recorded (acknowledged by, snoozed by, …)."""
+        return f"API key “{self.name}”"

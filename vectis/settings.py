@@ -71,6 +71,13 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    # The public API (vectis/api/): REST framework, its OpenAPI schema and docs (served
+    # locally), filters, and API keys (before vectis, whose admin replaces the key admin).
+    "rest_framework",
+    "rest_framework_api_key",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_filters",
     "vectis",
     "customers",
     "backups",
@@ -184,6 +191,50 @@ EMAIL_TIMEOUT: int = env.int("EMAIL_TIMEOUT", default=10)
 VECTIS_MSP_NAME: str = env.str("VECTIS_MSP_NAME", default="Your MSP")
 # Base URL used in links inside e-mails.
 VECTIS_BASE_URL: str = env.str("VECTIS_BASE_URL", default="http://127.0.0.1:8000")
+
+# --- Cache ------------------------------------------------------------------------------
+# The API's rate limit per key is counted here: with several web processes, point it at
+# Redis (CACHE_URL=redis://redis:6379/1, as docker-compose.yml does).
+CACHES: dict[str, Any] = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+
+# --- Public API (vectis/api/) -------------------------------------------------------------
+# Requests per API key, e.g. "600/minute", "20/second".
+VECTIS_API_RATE: str = env.str("VECTIS_API_RATE", default="600/minute")
+REST_FRAMEWORK: dict[str, Any] = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["vectis.api.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["vectis.api.auth.KeyScope"],
+    "DEFAULT_THROTTLE_CLASSES": ["vectis.api.auth.PerKeyThrottle"],
+    "DEFAULT_PAGINATION_CLASS": "vectis.api.pagination.Pages",
+    # Filters and `ordering` both from django-filter (vectis/api/filters.py).
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "vectis.api.errors.handle",
+}
+SPECTACULAR_SETTINGS: dict[str, Any] = {
+    "TITLE": "Vectis API",
+    "DESCRIPTION": (
+        "Backup status, audit events, alerts and sync runs of an MSP's customers, for PSAs "
+        "and automation. Read-only towards the backup vendors. Times are ISO 8601 in UTC; "
+        "errors are JSON with a sentence in error.message."
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and the docs page are public (they hold no data); every endpoint needs a key.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    # One name for the backup status wherever it appears (filters and fields).
+    "ENUM_NAME_OVERRIDES": {"BackupStatusEnum": "backups.models.BackupStatus"},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "vectis.api.schema.add_error_responses",
+    ],
+}
 
 # --- Celery -----------------------------------------------------------------------------
 CELERY_BROKER_URL: str = env.str("CELERY_BROKER_URL", default="filesystem://")

@@ -1,4 +1,5 @@
-"""Root URLs: the admin is the product UI; /accounts/ is sign-in (django-allauth)."""
+"""Root URLs: the admin is the product UI; /accounts/ is sign-in (django-allauth); /api/
+is the public REST API."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ urlpatterns = [
     # Where the Acknowledge / Snooze links of alert messages lead (a confirmation page).
     path("alerts/act/<str:token>/", alert_action, name="alert_action"),
     path("admin/", admin.site.urls),
+    # The public REST API (vectis/api/): /api/v1/, /api/schema/, /api/docs/.
+    path("api/", include("vectis.api.urls")),
     # The wall screen: for a signed-in user, or a TV through a kiosk link (read-only).
     path("wallboard/", wallboard, name="wallboard"),
     path("wallboard/k/<str:token>/", wallboard_kiosk, name="wallboard_kiosk"),

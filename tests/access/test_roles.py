@@ -377,6 +377,7 @@ EVERY_LIST = {
     "keepit.keepitconnection": (200, 200, 200),
     "mfa.authenticator": (200, 403, 403),
     "socialaccount.socialaccount": (200, 403, 403),
+    "vectis.apikey": (200, 403, 403),
     "vectis.monthlyreport": (200, 200, 200),
     # One row: its list is its page (a redirect).
     "vectis.reportsettings": (302, 302, 403),

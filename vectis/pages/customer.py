@@ -11,7 +11,7 @@ from typing import Any
 from django.contrib.admin.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.core.paginator import Paginator
-from django.db.models import Count, Min, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, F, Func, Min, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
@@ -50,12 +50,15 @@ def customers_with_health(customers: QuerySet[Customer]) -> QuerySet[Customer]:
         .values("worst")
     )
     connector_count = live.order_by().values("customer_id").annotate(n=Count("id")).values("n")
+    # Alerts about its connectors and about its vendor accounts (seat limits, deletion).
     alert_count = (
         open_alerts()
-        .filter(connector__customer_id=OuterRef("pk"))
+        .filter(
+            Q(connector__customer_id=OuterRef("pk"))
+            | Q(connector__isnull=True, account_link__customer_id=OuterRef("pk"))
+        )
         .order_by()
-        .values("connector__customer_id")
-        .annotate(n=Count("id"))
+        .annotate(n=Func(F("id"), function="COUNT"))
         .values("n")
     )
     return customers.annotate(
