@@ -11,6 +11,7 @@ once, a temporary one waits with backoff up to a cap.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,7 +20,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import F, OuterRef, Q, Subquery
+from django.db.models import Case, F, OuterRef, Q, Subquery, When
 from django.utils.html import escape
 
 from integrations.sql import column, placeholders, update_returning
@@ -52,6 +53,7 @@ from .models import (
     AlertNotification,
     AlertRule,
     MaintenanceWindow,
+    NotificationAttachment,
     NotificationChannel,
 )
 from .transports import DeliveryFailed, EmailTransport, Transport
@@ -580,8 +582,16 @@ def send_due(*, now: datetime, transport: Transport | None = None) -> tuple[int,
         .filter(Q(channel__isnull=True) | Q(channel__enabled=True))
         .exclude(purpose=AlertNotification.Purpose.TEST)
         .select_related("channel")
-        .order_by("next_attempt_at", "id")
+        # Alerts first: a month's reports (thousands on the 1st) never hold them up.
+        .order_by(
+            Case(When(purpose=AlertNotification.Purpose.REPORT, then=1), default=0),
+            "next_attempt_at",
+            "id",
+        )
     )
+    # A pass stops well before its claims would look abandoned to the next one (each
+    # claim is stamped with the pass's `now`); the rest waits for the next minute.
+    deadline = time.monotonic() + SENDING_TIMEOUT.total_seconds() / 2
     sent = failed = 0
     email = transport or EmailTransport()
     chat = transport or ChannelTransport()
@@ -590,6 +600,8 @@ def send_due(*, now: datetime, transport: Transport | None = None) -> tuple[int,
     disabled: set[int] = set()  # channels that disabled themselves during this pass
     try:
         for notification in due:
+            if time.monotonic() > deadline:
+                break
             channel = notification.channel
             if channel is not None and channel.pk in disabled:
                 continue  # its messages wait for it to be enabled again
@@ -617,6 +629,11 @@ def send_due(*, now: datetime, transport: Transport | None = None) -> tuple[int,
             AlertNotification.objects.filter(pk=notification.pk).update(
                 status=AlertNotification.Status.SENT, attempts=attempts, sent_at=now, error=""
             )
+            if notification.purpose == AlertNotification.Purpose.REPORT:
+                # Sent: the file's name and size stay in the log, its bytes are not kept.
+                NotificationAttachment.objects.filter(notification_id=notification.pk).update(
+                    content=b""
+                )
             if channel is not None and channel.consecutive_failures:
                 NotificationChannel.objects.filter(pk=channel.pk).update(consecutive_failures=0)
                 channel.consecutive_failures = 0

@@ -3,6 +3,7 @@ and the customer page (connectors, open alerts, timeline)."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from django import forms
@@ -14,6 +15,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from PIL import Image
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
@@ -33,7 +35,9 @@ from .reports.pdf import logo_uri, render_pdf, report_filename
 
 # A logo is stored in the database and inlined in every report: keep it small.
 LOGO_MAX_BYTES = 512 * 1024
-LOGO_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg"}
+LOGO_FORMATS = {"PNG", "JPEG", "MPO"}  # MPO: a phone's JPEG
+LOGO_BOX = (1200, 400)  # kept at most this size (pixels)
+LOGO_MAX_PIXELS = 16_000_000  # refused above (a picture, not a logo)
 
 
 class WorstStatusFilter(admin.SimpleListFilter):
@@ -174,23 +178,42 @@ class ReportSettingsForm(forms.ModelForm[ReportSettings]):
                 f"The logo is {upload.size // 1024:,} KB; the limit is "
                 f"{LOGO_MAX_BYTES // 1024} KB. Save it smaller (a 600 px wide PNG is plenty)."
             )
-        image_format = getattr(getattr(upload, "image", None), "format", None)
-        if image_format not in LOGO_FORMATS:
-            raise forms.ValidationError(f"The logo must be a PNG or a JPEG, not {image_format}.")
+        image = getattr(upload, "image", None)  # checked by Pillow (forms.ImageField)
+        if image is None or image.format not in LOGO_FORMATS:
+            kind = getattr(image, "format", None) or "something else"
+            raise forms.ValidationError(f"The logo must be a PNG or a JPEG, not {kind}.")
+        width, height = image.size
+        if width * height > LOGO_MAX_PIXELS:
+            raise forms.ValidationError(
+                f"The logo is {width} by {height} pixels, a photo rather than a logo: use "
+                f"an image of at most {LOGO_MAX_PIXELS // 1_000_000} megapixels (Vectis "
+                f"keeps it at {LOGO_BOX[0]} by {LOGO_BOX[1]} at most)."
+            )
         return upload
 
     def save(self, commit: bool = True) -> ReportSettings:
         settings_row = super().save(commit=False)
         upload = self.cleaned_data.get("logo_file")
         if upload:
-            upload.seek(0)
-            settings_row.logo = upload.read()
-            settings_row.logo_type = LOGO_FORMATS[upload.image.format]
+            settings_row.logo, settings_row.logo_type = small_png(upload), "image/png"
         elif self.cleaned_data.get("remove_logo"):
             settings_row.logo, settings_row.logo_type = b"", ""
         if commit:
             settings_row.save()
         return settings_row
+
+
+def small_png(upload: Any) -> bytes:
+    """The logo as it is kept: re-encoded as a PNG no larger than LOGO_BOX (metadata and
+    anything else in the file left behind), since every report carries it."""
+    upload.seek(0)
+    with Image.open(upload) as image:
+        image.load()
+        picture = image.convert("RGBA") if image.mode not in ("RGB", "RGBA") else image.copy()
+    picture.thumbnail(LOGO_BOX)
+    out = io.BytesIO()
+    picture.save(out, format="PNG", optimize=True)
+    return out.getvalue()
 
 
 @admin.register(ReportSettings)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from . import retention
@@ -33,6 +34,8 @@ def plan_monthly_reports() -> dict[str, object]:
         return {"month": None, "queued": 0}
     customers = schedule.customers_due(month)
     for customer_id in customers:
+        # Planned again an hour later while some still wait, a customer may be queued
+        # twice: the second task finds the month sent before making anything.
         send_monthly_report.delay(customer_id, month.key)
     if customers:
         logger.info("Queued the %s report of %d customers.", month.label, len(customers))
@@ -41,7 +44,9 @@ def plan_monthly_reports() -> dict[str, object]:
 
 @shared_task(
     name="vectis.tasks.send_monthly_report",
-    autoretry_for=(Exception,),
+    # The database or the broker gone for a moment; a broken template or a missing
+    # Pango is logged (ERROR) instead, and asked again by the next hour's plan.
+    autoretry_for=(OperationalError, InterfaceError),
     retry_backoff=60,
     max_retries=5,
 )

@@ -20,7 +20,7 @@ from django.test import Client
 from PIL import Image
 from pypdf import PdfReader
 
-from alerts.models import AlertNotification
+from alerts.models import AlertNotification, NotificationAttachment
 from alerts.services import send_due
 from customers.models import Customer
 from tests.alerts.test_smtp import SmtpServer, free_port
@@ -77,7 +77,8 @@ def smtp(settings: Any) -> Iterator[SmtpServer]:
         ((2026, 12, 1, 7, 0), 7, True, "2026-11"),
         ((2026, 12, 3, 23, 59), 7, True, "2026-11"),  # catching up a missed beat
         ((2026, 12, 4, 0, 0), 7, True, None),  # too late: not mid-month
-        ((2027, 1, 1, 0, 30), 0, True, "2026-12"),  # still 31 December in UTC
+        ((2027, 1, 1, 0, 30), 0, True, None),  # still 31 December in UTC: not over
+        ((2027, 1, 1, 3, 30), 0, True, "2026-12"),  # its last UTC day read one last time
         ((2026, 12, 1, 9, 0), 7, False, None),  # the schedule switched off
     ],
 )
@@ -126,9 +127,19 @@ def test_a_report_goes_once_to_each_recipient_as_a_pdf_and_a_failed_send_is_retr
     assert f"backup-report-contoso-ltd-2026-11.pdf ({made.size:,} bytes)" in html
     assert "Connection refused" in html or "ConnectionRefusedError" in html
 
+    # An alert written after the reports still goes first.
+    alert_message = AlertNotification.objects.create(
+        recipient="noc@msp.example",
+        subject="[Vectis] Backup failed",
+        body_text="…",
+        body_html="…",
+        created_at=now + timedelta(minutes=1),
+        next_attempt_at=now + timedelta(minutes=1),
+    )
     smtp.start()
-    assert send_due(now=now + timedelta(minutes=2)) == (2, 0)
-    inbox = smtp.inbox.messages
+    assert send_due(now=now + timedelta(minutes=2)) == (3, 0)
+    assert str(smtp.inbox.messages[0]["To"]) == alert_message.recipient
+    inbox = smtp.inbox.messages[1:]
     assert sorted(str(m["To"]) for m in inbox) == ["ceo@contoso.example", "it@contoso.example"]
     for message in inbox:
         assert str(message["Subject"]) == "Backup report — Contoso Ltd, November 2026"
@@ -145,6 +156,11 @@ def test_a_report_goes_once_to_each_recipient_as_a_pdf_and_a_failed_send_is_retr
         assert "Backup report — Contoso Ltd" in text_of(pdf)
     # Sent is sent: the next passes send nothing more.
     assert send_due(now=now + timedelta(hours=1)) == (0, 0)
+    # Sent: the log keeps the file's name and size, not its bytes.
+    kept = NotificationAttachment.objects.filter(notification__in=log)
+    assert {(bytes(f.content), f.size) for f in kept} == {(b"", made.size)}
+    later = admin_client.get(f"/admin/alerts/alertnotification/{entry.pk}/change/")
+    assert f"backup-report-contoso-ltd-2026-11.pdf ({made.size:,} bytes)" in later.content.decode()
 
 
 def png(width: int, height: int, *, noise: bool = False) -> bytes:
@@ -182,6 +198,13 @@ def test_the_msps_name_and_logo_set_in_the_admin_are_on_the_report(admin_client:
     assert answer.status_code == 302
     settings_row = ReportSettings.load()
     assert (settings_row.msp_name, settings_row.logo_type) == ("Northwind IT", "image/png")
+    # Kept as a small PNG whatever came in: a wide JPEG is shrunk to 1200 by 400 at most.
+    jpeg = io.BytesIO()
+    Image.new("RGB", (3000, 600), (200, 30, 30)).save(jpeg, format="JPEG")
+    admin_client.post(url, {**fields, "logo_file": SimpleUploadedFile("w.jpg", jpeg.getvalue())})
+    with Image.open(io.BytesIO(bytes(ReportSettings.load().logo))) as kept:
+        assert (kept.format, kept.size) == ("PNG", (1200, 240))
+    admin_client.post(url, {**fields, "logo_file": SimpleUploadedFile("logo.png", png(300, 80))})
     reader = PdfReader(io.BytesIO(render_pdf(contoso, NOVEMBER)))
     first = reader.pages[0]
     assert (first.extract_text() or "").startswith("Northwind IT")
