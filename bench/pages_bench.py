@@ -398,6 +398,7 @@ def measure_api() -> dict[str, Any]:
         "alerts_open": "/api/v1/alerts/?state=open",
         "alerts_by_customer": f"/api/v1/alerts/?customer={customer.pk}",
         "sync_runs": "/api/v1/sync-runs/",
+        "connections": "/api/v1/connections/",
         "audit_events": f"/api/v1/customers/{customer.pk}/audit-events/",
     }
     results: dict[str, Any] = {}

@@ -50,13 +50,18 @@ def customers_with_health(customers: QuerySet[Customer]) -> QuerySet[Customer]:
         .values("worst")
     )
     connector_count = live.order_by().values("customer_id").annotate(n=Count("id")).values("n")
-    # Alerts about its connectors and about its vendor accounts (seat limits, deletion).
-    alert_count = (
+    # Alerts about its connectors, plus those about its vendor accounts (seat limits,
+    # deletion): two counts, each served by its own index, rather than one OR.
+    connector_alerts = (
         open_alerts()
-        .filter(
-            Q(connector__customer_id=OuterRef("pk"))
-            | Q(connector__isnull=True, account_link__customer_id=OuterRef("pk"))
-        )
+        .filter(connector__customer_id=OuterRef("pk"))
+        .order_by()
+        .annotate(n=Func(F("id"), function="COUNT"))
+        .values("n")
+    )
+    account_alerts = (
+        open_alerts()
+        .filter(connector__isnull=True, account_link__customer_id=OuterRef("pk"))
         .order_by()
         .annotate(n=Func(F("id"), function="COUNT"))
         .values("n")
@@ -64,7 +69,8 @@ def customers_with_health(customers: QuerySet[Customer]) -> QuerySet[Customer]:
     return customers.annotate(
         worst_rank=Subquery(worst),
         connector_count=Coalesce(Subquery(connector_count), 0),
-        open_alert_count=Coalesce(Subquery(alert_count), 0),
+        open_alert_count=Coalesce(Subquery(connector_alerts), 0)
+        + Coalesce(Subquery(account_alerts), 0),
     )
 
 
