@@ -464,6 +464,9 @@ def test_filters_ordering_and_cursor_answer_what_they_say(client: Client, world:
     assert names("/api/v1/customers/?ordering=worst_status") == ["Contoso Ltd", "Fabrikam"]
     assert names("/api/v1/customers/?ordering=-worst_status") == ["Fabrikam", "Contoso Ltd"]
     assert names("/api/v1/customers/?name=fabri") == ["Fabrikam"]
+    # Worst means worst: Contoso has an OK connector too, but it is not "ok".
+    assert names("/api/v1/customers/?worst_status=ok") == ["Fabrikam"]
+    assert names("/api/v1/customers/?worst_status=warning") == []
     # Alerts: by customer (both routes), rule, state, changed since.
     by_customer = names(f"/api/v1/alerts/?customer={contoso.pk}&ordering=opened_at")
     assert by_customer == [world.alert, seats.pk]
