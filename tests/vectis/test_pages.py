@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from typing import Any
 
 import pytest
@@ -307,3 +308,28 @@ def test_the_dashboard_refreshes_itself_for_a_wall_screen(admin_client: Client) 
     assert (
         'http-equiv="refresh"' not in admin_client.get("/admin/backups/?refresh=7").content.decode()
     )
+
+
+@pytest.mark.django_db
+def test_the_dashboard_pages_through_what_needs_attention_worst_first(
+    admin_client: Client,
+) -> None:
+    """60 connectors need attention (50 a page), one is OK: page 2 holds the last 10 in
+    order, the count says 60, and a page past the end shows the last page."""
+    for n in range(30):
+        ConnectorFactory.create(name=f"Failing {n:02d}", backup_status__status=BackupStatus.FAILED)
+        ConnectorFactory.create(name=f"Warning {n:02d}", backup_status__status=BackupStatus.WARNING)
+    ConnectorFactory.create(name="Fine")
+
+    def names(html: str) -> list[str]:
+        return re.findall(r">((?:Failing|Warning|Fine) \d*)\s*<", html)
+
+    first = admin_client.get("/admin/backups/").content.decode()
+    assert "Page 1 of 2 (60 in all)" in first
+    assert names(first)[:30] == [f"Failing {n:02d}" for n in range(30)]
+    second = admin_client.get("/admin/backups/?page=2").content.decode()
+    assert "Page 2 of 2 (60 in all)" in second
+    assert names(second) == [f"Warning {n:02d}" for n in range(20, 30)]
+    past = admin_client.get("/admin/backups/?page=9").content.decode()
+    assert "Page 2 of 2 (60 in all)" in past
+    assert names(past) == names(second)

@@ -9,8 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib.admin import AdminSite
-from django.core.paginator import Paginator
-from django.db.models import Q, QuerySet
+from django.core.paginator import Page, Paginator
+from django.db.models import Count, Q, QuerySet, Window
 from django.http import HttpRequest, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.template.response import TemplateResponse
@@ -84,6 +84,12 @@ def _attention_list(filters: dict[str, Any]) -> QuerySet[BackupConnector]:
         open_alert_id=open_alert_for_connector(),
         **success_rate_annotations(today=timezone.now().date(), days=SUCCESS_RATE_DAYS),
     )
+    return _needing_attention(connectors, filters)
+
+
+def _needing_attention(
+    connectors: QuerySet[BackupConnector], filters: dict[str, Any]
+) -> QuerySet[BackupConnector]:
     # An account's seats or deletion concern every connector of it, healthy ones too.
     if (
         filters["statuses"]
@@ -96,6 +102,41 @@ def _attention_list(filters: dict[str, Any]) -> QuerySet[BackupConnector]:
     return connectors.filter(
         ~Q(backup_status__status=BackupStatus.OK) | Q(connector_has_open_alert())
     )
+
+
+def _attention_page(
+    filters: dict[str, Any], number: str | None
+) -> tuple[Page[int], list[BackupConnector]]:
+    """A page of the list in two cheap reads instead of one wide one: the page's ids,
+    sorted over narrow rows, with the list's length counted in the same query (a window
+    count); then those 50 connectors in full. At 80,000 connectors, sorting full rows
+    with every joined table's columns, and counting them apart, took most of the page's
+    time (233 + 89 ms against about 100)."""
+    ids = (
+        _needing_attention(
+            connector_health_list(statuses=filters["statuses"] or None, **_scope(filters)),
+            filters,
+        )
+        .select_related(None)
+        .values_list("pk", flat=True)
+    )
+    wanted_number = int(number) if number and number.isdigit() and int(number) > 0 else 1
+    start = (wanted_number - 1) * PAGE_SIZE
+    first_read = list(
+        ids.annotate(total=Window(Count("pk"))).values_list("pk", "total")[
+            start : start + PAGE_SIZE
+        ]
+    )
+    paginator: Paginator[int] = Paginator(ids, PAGE_SIZE)
+    if first_read:
+        paginator.__dict__["count"] = first_read[0][1]  # (a cached_property: no COUNT query)
+    page = paginator.get_page(wanted_number)
+    if page.number == wanted_number and first_read:
+        wanted = [pk for pk, _total in first_read]
+    else:  # a page past the end: get_page fell back to the last one
+        wanted = list(page.object_list)
+    full = {c.pk: c for c in _attention_list(filters).filter(pk__in=wanted).order_by()}
+    return page, [full[pk] for pk in wanted if pk in full]
 
 
 # No filter at all: the fleet, what needs attention (the wallboard's view).
@@ -158,7 +199,7 @@ def dashboard(request: HttpRequest, *, site: AdminSite) -> HttpResponseBase:
     connectors = _attention_list(filters)
     if request.GET.get("format") == "csv":
         return _connectors_csv(connectors)
-    page = Paginator(connectors, PAGE_SIZE).get_page(request.GET.get("page"))
+    page, on_page = _attention_page(filters, request.GET.get("page"))
     refresh = request.GET.get("refresh", "")
     query = request.GET.copy()
     query.pop("page", None)
@@ -169,7 +210,7 @@ def dashboard(request: HttpRequest, *, site: AdminSite) -> HttpResponseBase:
         "view_health": dashboard_summary(now=timezone.now(), filters=filters),
         "title": "Backup health",
         "page": page,
-        "rows": _with_maintenance([connector_row(c) for c in page.object_list]),
+        "rows": _with_maintenance([connector_row(c) for c in on_page]),
         "success_rate_days": SUCCESS_RATE_DAYS,
         "filters": filters,
         "status_choices": [(s, STATUS_LABELS[s]) for s in STATUS_ORDER],
