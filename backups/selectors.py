@@ -157,20 +157,12 @@ FRESHNESS_EDGES: list[tuple[str, float | None, str]] = [
 ]
 
 
-def backup_freshness(
-    *, now: datetime, connectors: QuerySet[BackupConnector] | None = None
-) -> list[FreshnessBucket]:
-    """Live connectors (or the given ones) by hours since their last complete backup, in
-    one query."""
-    return fleet_health(now=now, connectors=connectors)[1]
-
-
 def fleet_health(
     *, now: datetime, connectors: QuerySet[BackupConnector] | None = None
 ) -> tuple[dict[str, int], list[FreshnessBucket]]:
     """The tiles of the health pages in one pass over the connectors: how many are in
-    each status (as `status_counts`) and how fresh their last complete backup is (as
-    `backup_freshness`). One aggregate with filters instead of two scans (at 80,000
+    each status (as `status_counts`) and how many by hours since their last complete
+    backup (the freshness chart). One aggregate with filters instead of two scans (at 80,000
     connectors each took about 40 ms)."""
     aggregates: dict[str, Count] = {
         f"s_{status}": Count("id", filter=_status_is(status)) for status in STATUS_ORDER

@@ -44,6 +44,21 @@ class SyncAlreadyRunning(Exception):
     """Another sync of the same connection holds the claim."""
 
 
+def _stale_before(now: datetime) -> datetime:
+    """A running run whose heartbeat is older than this was lost with its worker."""
+    return now - timedelta(seconds=settings.VECTIS_SYNC_STALE_SECONDS)
+
+
+def live_sync_run(connection: Connection, *, now: datetime) -> SyncRun | None:
+    """The run syncing the connection now (its heartbeat fresh), if any: one that would
+    make a new claim fail. A run whose worker died does not count."""
+    return SyncRun.objects.filter(
+        connection=connection,
+        outcome=SyncRun.Outcome.RUNNING,
+        heartbeat_at__gte=_stale_before(now),
+    ).first()
+
+
 def claim_sync_run(connection: Connection, *, trigger: str, now: datetime) -> SyncRun:
     """Claim the connection for one sync by inserting its `running` run.
 
@@ -52,9 +67,10 @@ def claim_sync_run(connection: Connection, *, trigger: str, now: datetime) -> Sy
     whose heartbeat stopped (its worker died) is first marked abandoned, so a crash
     never blocks the next sync.
     """
-    stale_before = now - timedelta(seconds=settings.VECTIS_SYNC_STALE_SECONDS)
     SyncRun.objects.filter(
-        connection=connection, outcome=SyncRun.Outcome.RUNNING, heartbeat_at__lt=stale_before
+        connection=connection,
+        outcome=SyncRun.Outcome.RUNNING,
+        heartbeat_at__lt=_stale_before(now),
     ).update(outcome=SyncRun.Outcome.ABANDONED, finished_at=now, error=ABANDONED_MESSAGE)
     try:
         with transaction.atomic():

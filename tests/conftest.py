@@ -18,6 +18,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from integrations.models import Connection, SyncRun
+from tests.mail import smtp  # noqa: F401  (a fixture: a local SMTP server for any test)
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"

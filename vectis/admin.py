@@ -28,6 +28,7 @@ from .pages.customer import (
     customer_page_context,
     customer_timeline_csv,
     customers_with_health,
+    in_worst_status,
 )
 from .pages.rows import BADGE, STATUS_LABELS
 from .reports.monthly import Month, recent_months
@@ -51,7 +52,8 @@ class WorstStatusFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
-        return queryset.filter(worst_rank=int(value)) if value and value.isdigit() else queryset
+        status = RANK_STATUS.get(int(value)) if value and value.isdigit() else None
+        return in_worst_status(queryset, status) if status is not None else queryset
 
 
 class ReportSubscriptionInline(admin.StackedInline[ReportSubscription, Customer]):

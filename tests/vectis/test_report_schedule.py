@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import random
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
@@ -23,10 +22,10 @@ from pypdf import PdfReader
 from alerts.models import AlertNotification, NotificationAttachment
 from alerts.services import send_due
 from customers.models import Customer
-from tests.alerts.test_smtp import SmtpServer, free_port
 from tests.backups.test_fan_out import wait_for
 from tests.conftest import celery_worker
 from tests.factories import ConnectorFactory, CustomerFactory, JobDayFactory
+from tests.mail import SmtpServer
 from vectis.models import MonthlyReport, ReportSettings, ReportSubscription
 from vectis.reports.monthly import Month
 from vectis.reports.pdf import render_pdf
@@ -56,18 +55,6 @@ def customer_with_november(name: str, recipients: str | None) -> Customer:
 def text_of(pdf: bytes) -> str:
     reader = PdfReader(io.BytesIO(pdf))
     return " ".join(" ".join((page.extract_text() or "").split()) for page in reader.pages)
-
-
-@pytest.fixture
-def smtp(settings: Any) -> Iterator[SmtpServer]:
-    server = SmtpServer(free_port())
-    server.start()
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", server.port
-    settings.EMAIL_USE_TLS, settings.EMAIL_TIMEOUT = False, 3
-    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
-    yield server
-    server.stop()
 
 
 @pytest.mark.parametrize(

@@ -17,16 +17,20 @@ from django.test import Client
 from pypdf import PdfReader
 
 from alerts.models import Alert
-from backups.models import AuditCategory, BackupStatus
+from backups.models import AccountLink, AuditCategory, BackupJobDay, BackupStatus
 from customers.models import Customer
 from tests.conftest import ARTIFACTS
 from tests.factories import (
+    AccountLinkFactory,
     AuditEventFactory,
     ConnectorFactory,
     CustomerFactory,
     JobDayFactory,
     StaleRuleFactory,
 )
+from vectis.reports import monthly
+from vectis.reports.monthly import Month
+from vectis.reports.pdf import render_pdf
 
 pytestmark = pytest.mark.django_db
 NOVEMBER = [date(2026, 11, 1) + timedelta(days=n) for n in range(30)]
@@ -167,3 +171,61 @@ def test_a_day_reads_the_same_in_the_report_as_on_the_pages() -> None:
         day = BackupJobDay(successful=successful, unsuccessful=unsuccessful, incomplete=incomplete)
         assert day_outcome(day) == expected, (successful, unsuccessful, incomplete)
     assert day_outcome(None) == "unread"
+
+
+def test_coverage_alerts_and_restores_count_the_month_not_today(
+    november: Customer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Made in February: a service added and one removed in November, an alert still open
+    at its end, a backup in December that is not November's, an excluded account's
+    connector left out, and more restores than the PDF lists."""
+    mail = november.connectors.get(name="Contoso Mail")
+    mail.backup_status.last_success_at = datetime(2027, 2, 3, tzinfo=UTC)
+    mail.backup_status.save()
+    BackupJobDay.objects.filter(connector=mail, day=NOVEMBER[-1]).update(last_job_end_at=at(30, 21))
+    teams = ConnectorFactory.create(
+        customer=november,
+        name="Contoso Teams",
+        kind="m365",
+        first_seen_at=at(15),
+        backup_status__last_success_at=None,
+        backup_status__status=BackupStatus.ONBOARDING,
+    )
+    ConnectorFactory.create(
+        customer=november,
+        name="Old Archive",
+        first_seen_at=at(1) - timedelta(days=40),
+        removed_at=at(20),
+    )
+    excluded = AccountLinkFactory.create(customer=november, state=AccountLink.State.EXCLUDED)
+    ConnectorFactory.create(customer=november, name="Not Monitored", account_link=excluded)
+    Alert.objects.create(
+        rule=StaleRuleFactory.create(),
+        connector=teams,
+        kind="backup_stale",
+        key=f"stale:{teams.pk}",
+        opened_at=at(25),
+        last_seen_at=at(25),
+    )
+    AuditEventFactory.create(
+        customer=november,
+        connector=mail,
+        category=AuditCategory.RECOVERY,
+        message="Downloaded a mailbox export",
+        occurred_at=at(16),
+        succeeded=True,
+    )
+    monkeypatch.setattr(monthly, "RECOVERIES_LISTED", 1)
+    text = text_of(render_pdf(november, Month(NOVEMBER[0])))
+    assert "Not Monitored" not in text
+    assert "Backed-up services at the end of the month 3" in text  # Mail, Files, Teams
+    assert "Protected (at least one complete backup) 2" in text
+    assert "Not yet backed up 1" in text
+    assert "Added in the month 1" in text
+    assert "Removed in the month 1" in text
+    assert "Still open at the end of the month 1" in text
+    assert "2 alerts opened, 1 resolved in the month, 1 still open at its end." in text
+    # Mail's last complete backup is November's last, not February's.
+    assert re.search(r"Contoso Mail .*30 of 30 none 2026-11-30 21:00", text), text
+    assert "2 restore or download operations were performed." in text
+    assert "2 in the month; the first 1 are listed." in text

@@ -55,7 +55,7 @@ class ApiKeyAuthentication(BaseAuthentication):
             raise AuthenticationFailed("This API key is not valid: check that it was copied whole.")
         if api_key.revoked:
             raise AuthenticationFailed(f"The API key “{api_key.name}” was revoked.")
-        if api_key.has_expired and api_key.expiry_date is not None:
+        if api_key.has_expired:
             raise AuthenticationFailed(
                 f"The API key “{api_key.name}” expired at {iso(api_key.expiry_date)}."
             )

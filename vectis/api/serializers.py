@@ -1,12 +1,12 @@
 """What each resource looks like. Times are ISO 8601 in UTC ("2026-11-26T12:00:00Z"),
-whatever the MSP's time zone; ids are the database ids, stable for a resource's life."""
+whatever the MSP's time zone (views.InUtc makes every request UTC); ids are the database
+ids, stable for a resource's life."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from django.db import models
 from django.utils import timezone
 from rest_framework import serializers
 
@@ -21,20 +21,7 @@ from ..pages.customer import RANK_STATUS
 SNOOZE_AT_MOST_DAYS = 30
 
 
-class UtcDateTimeField(serializers.DateTimeField):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("default_timezone", UTC)
-        super().__init__(*args, **kwargs)
-
-
-class UtcModelSerializer(serializers.ModelSerializer[Any]):
-    serializer_field_mapping = {
-        **serializers.ModelSerializer.serializer_field_mapping,
-        models.DateTimeField: UtcDateTimeField,
-    }
-
-
-class CustomerSerializer(UtcModelSerializer):
+class CustomerSerializer(serializers.ModelSerializer[Any]):
     worst_status = serializers.SerializerMethodField(
         help_text="The worst backup status of its live connectors (null: none)."
     )
@@ -49,19 +36,19 @@ class CustomerSerializer(UtcModelSerializer):
         return RANK_STATUS.get(customer.worst_rank)
 
 
-class ConnectorSerializer(UtcModelSerializer):
+class ConnectorSerializer(serializers.ModelSerializer[Any]):
     customer_name = serializers.CharField(source="customer.name", default=None, allow_null=True)
     status = serializers.ChoiceField(
         source="status_now", choices=BackupStatus.choices, help_text="The backup status."
     )
     status_reason = serializers.CharField(source="backup_status.reason_text", default="")
-    last_backup_at = UtcDateTimeField(source="backup_status.last_backup_at", default=None)
-    last_success_at = UtcDateTimeField(
+    last_backup_at = serializers.DateTimeField(source="backup_status.last_backup_at", default=None)
+    last_success_at = serializers.DateTimeField(
         source="backup_status.last_success_at",
         default=None,
         help_text="The last complete backup.",
     )
-    checked_at = UtcDateTimeField(
+    checked_at = serializers.DateTimeField(
         source="backup_status.checked_at", default=None, help_text="When the sync last read it."
     )
 
@@ -85,7 +72,7 @@ class ConnectorSerializer(UtcModelSerializer):
         ]
 
 
-class AuditEventSerializer(UtcModelSerializer):
+class AuditEventSerializer(serializers.ModelSerializer[Any]):
     class Meta:
         model = BackupAuditEvent
         fields = [
@@ -101,7 +88,7 @@ class AuditEventSerializer(UtcModelSerializer):
         ]
 
 
-class AlertSerializer(UtcModelSerializer):
+class AlertSerializer(serializers.ModelSerializer[Any]):
     customer = serializers.IntegerField(
         source="customer_id", allow_null=True, help_text="The customer it is about (if any)."
     )
@@ -138,7 +125,7 @@ class AlertSerializer(UtcModelSerializer):
         return alert.is_snoozed(timezone.now())
 
 
-class SyncRunSerializer(UtcModelSerializer):
+class SyncRunSerializer(serializers.ModelSerializer[Any]):
     class Meta:
         model = SyncRun
         fields = [
@@ -156,7 +143,7 @@ class SyncRunSerializer(UtcModelSerializer):
         ]
 
 
-class ConnectionSerializer(UtcModelSerializer):
+class ConnectionSerializer(serializers.ModelSerializer[Any]):
     """A connection to a backup vendor — never its credentials or settings."""
 
     class Meta:
@@ -181,7 +168,9 @@ class AcknowledgeSerializer(serializers.Serializer[Any]):
 
 
 class SnoozeSerializer(serializers.Serializer[Any]):
-    until = UtcDateTimeField(help_text="ISO 8601 with an offset, e.g. 2026-12-07T09:00:00Z.")
+    until = serializers.DateTimeField(
+        help_text="ISO 8601 with an offset, e.g. 2026-12-07T09:00:00Z."
+    )
     reason = serializers.CharField(max_length=2000)
 
     def validate_until(self, value: datetime) -> datetime:
@@ -219,5 +208,8 @@ class ErrorSerializer(serializers.Serializer[Any]):
 
 class AuditEventQuery(serializers.Serializer[Any]):
     category = serializers.ChoiceField(choices=AuditCategory.choices, required=False)
-    since = UtcDateTimeField(required=False, help_text="At or after (ISO 8601).")
-    until = UtcDateTimeField(required=False, help_text="Before (ISO 8601).")
+    include_own_reads = serializers.BooleanField(
+        default=False, help_text="Also Vectis's own reads of the vendor's API (hidden by default)."
+    )
+    since = serializers.DateTimeField(required=False, help_text="At or after (ISO 8601).")
+    until = serializers.DateTimeField(required=False, help_text="Before (ISO 8601).")

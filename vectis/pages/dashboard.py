@@ -104,7 +104,7 @@ def _needing_attention(
 
 
 def _attention_page(
-    filters: dict[str, Any], number: str | None
+    filters: dict[str, Any], number: str | None, *, size: int = PAGE_SIZE
 ) -> tuple[Page[int], list[BackupConnector]]:
     """A page of the list in two cheap reads instead of one wide one: the page's ids,
     sorted over narrow rows, with the list's length counted in the same query (a window
@@ -120,13 +120,11 @@ def _attention_page(
         .values_list("pk", flat=True)
     )
     wanted_number = int(number) if number and number.isdigit() and int(number) > 0 else 1
-    start = (wanted_number - 1) * PAGE_SIZE
+    start = (wanted_number - 1) * size
     first_read = list(
-        ids.annotate(total=Window(Count("pk"))).values_list("pk", "total")[
-            start : start + PAGE_SIZE
-        ]
+        ids.annotate(total=Window(Count("pk"))).values_list("pk", "total")[start : start + size]
     )
-    paginator: Paginator[int] = Paginator(ids, PAGE_SIZE)
+    paginator: Paginator[int] = Paginator(ids, size)
     if first_read:
         paginator.__dict__["count"] = first_read[0][1]  # (a cached_property: no COUNT query)
     page = paginator.get_page(wanted_number)
@@ -150,9 +148,11 @@ NO_FILTERS: dict[str, Any] = {
 }
 
 
-def needs_attention() -> QuerySet[BackupConnector]:
-    """Fleet-wide, worst first: every connector not OK or with an open alert."""
-    return _attention_list(NO_FILTERS)
+def needs_attention(count: int) -> tuple[int, list[BackupConnector]]:
+    """Fleet-wide, worst first: how many connectors are not OK or have an open alert,
+    and the first `count` of them (the wallboard's view), read as the dashboard's page."""
+    page, connectors = _attention_page(NO_FILTERS, "1", size=count)
+    return page.paginator.count, connectors
 
 
 def dashboard_summary(*, now: datetime, filters: dict[str, Any] | None = None) -> dict[str, Any]:

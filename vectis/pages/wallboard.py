@@ -33,12 +33,12 @@ MAX_REFRESH_SECONDS = 3600
 def _board() -> dict[str, Any]:
     now = timezone.now()
     # The board's own view of the fleet (a link's query string selects nothing else).
-    attention = needs_attention()
+    attention_total, attention = needs_attention(ATTENTION_SHOWN)
     return {
         "now": now,
         "health": dashboard_summary(now=now),
-        "attention": [connector_row(c) for c in attention[:ATTENTION_SHOWN]],
-        "attention_total": attention.count(),
+        "attention": [connector_row(c) for c in attention],
+        "attention_total": attention_total,
         "alerts": list(
             open_alerts()
             .select_related("connector__customer", "rule")

@@ -16,11 +16,13 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from django.db.models import Q
 
 from alerts.models import Alert
 from backups.models import (
+    AccountLink,
     AuditCategory,
     BackupAuditEvent,
     BackupConnector,
@@ -30,6 +32,8 @@ from backups.models import (
 from customers.models import Customer
 
 from ..pages.rows import KIND_LABELS
+
+RECOVERIES_LISTED = 200
 
 DAY_WORDS = {
     "complete": "complete backup",
@@ -126,6 +130,7 @@ class Report:
     resolve_worst_hours: float | None
     alerts_still_open: int
     recoveries: list[BackupAuditEvent]
+    recovery_count: int
     added: int = 0
     removed: int = 0
     summary: str = ""
@@ -159,11 +164,29 @@ def _longest_gap(outcomes: list[str]) -> int:
     return longest
 
 
+def _last_complete(
+    status: Any, rows: dict[tuple[int, date], BackupJobDay], connector_id: int, month: Month
+) -> datetime | None:
+    """The last complete backup by the month's end: the status's when it is before the
+    end (exact); else, for a report made later, the end of the last complete day's jobs
+    in the month (a later backup is not this month's news)."""
+    latest = status.last_success_at if status is not None else None
+    if latest is not None and latest < month.end:
+        return latest  # type: ignore[no-any-return]
+    for day in reversed(month.days):
+        row = rows.get((connector_id, day))
+        if row is not None and day_outcome(row) == "complete":
+            return row.last_job_end_at or datetime.combine(day, datetime.max.time(), tzinfo=UTC)
+    return None
+
+
 def monthly_report(customer: Customer, month: Month, *, msp_name: str) -> Report:
     """Everything the report says, in a fixed number of queries (one per kind of data)."""
     connectors = list(
         BackupConnector.objects.filter(customer=customer, first_seen_at__lt=month.end)
         .filter(Q(removed_at__isnull=True) | Q(removed_at__gte=month.start))
+        # Excluded accounts are out of every count, as on the pages (live_connectors).
+        .exclude(account_link__state=AccountLink.State.EXCLUDED)
         .select_related("backup_status")
         .order_by("name", "id")
     )
@@ -186,7 +209,7 @@ def monthly_report(customer: Customer, month: Month, *, msp_name: str) -> Report
                 complete_days=only.count("complete"),
                 read_days=len(only) - only.count("unread"),
                 longest_gap=_longest_gap(only),
-                last_complete=status.last_success_at if status else None,
+                last_complete=_last_complete(status, rows, connector.pk, month),
                 added=connector.first_seen_at >= month.start,
                 removed=connector.removed_at is not None and connector.removed_at < month.end,
             )
@@ -212,14 +235,17 @@ def monthly_report(customer: Customer, month: Month, *, msp_name: str) -> Report
     still_open = alerts.filter(opened_at__lt=month.end).filter(
         Q(resolved_at__isnull=True) | Q(resolved_at__gte=month.end)
     )
-    recoveries = list(
-        BackupAuditEvent.objects.filter(
-            customer=customer,
-            category=AuditCategory.RECOVERY,
-            is_own_read=False,
-            occurred_at__gte=month.start,
-            occurred_at__lt=month.end,
-        ).order_by("occurred_at", "id")[:200]
+    recovery_events = BackupAuditEvent.objects.filter(
+        customer=customer,
+        category=AuditCategory.RECOVERY,
+        is_own_read=False,
+        occurred_at__gte=month.start,
+        occurred_at__lt=month.end,
+    )
+    # The PDF lists the first RECOVERIES_LISTED; the summary counts them all.
+    recoveries = list(recovery_events.order_by("occurred_at", "id")[:RECOVERIES_LISTED])
+    recovery_count = (
+        len(recoveries) if len(recoveries) < RECOVERIES_LISTED else recovery_events.count()
     )
     report = Report(
         customer=customer,
@@ -235,6 +261,7 @@ def monthly_report(customer: Customer, month: Month, *, msp_name: str) -> Report
         resolve_worst_hours=max(resolved_hours) if resolved_hours else None,
         alerts_still_open=still_open.count(),
         recoveries=recoveries,
+        recovery_count=recovery_count,
         added=sum(1 for item in months if item.added),
         removed=sum(1 for item in months if item.removed),
     )
@@ -281,9 +308,9 @@ def summarize(report: Report) -> str:
         )
     else:
         sentences.append("No alert was raised.")
-    if report.recoveries:
+    if report.recovery_count:
         sentences.append(
-            f"{len(report.recoveries)} restore or download "
-            f"{'operations were' if len(report.recoveries) != 1 else 'operation was'} performed."
+            f"{report.recovery_count} restore or download "
+            f"{'operations were' if report.recovery_count != 1 else 'operation was'} performed."
         )
     return " ".join(sentences)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -45,10 +46,12 @@ def build_report(customer: Customer, month: Month) -> tuple[Report, bytes]:
         )
     look = ReportSettings.load()
     report = monthly_report(customer, month, msp_name=look.display_name)
-    html = render_to_string(
-        "reports/monthly.html",
-        {"report": report, "generated_at": timezone.now(), "logo": logo_uri(look)},
-    )
+    # The same report whoever asks for it: times in the MSP's zone, not the viewer's.
+    with timezone.override(settings.TIME_ZONE):
+        html = render_to_string(
+            "reports/monthly.html",
+            {"report": report, "generated_at": timezone.now(), "logo": logo_uri(look)},
+        )
     # Only the inlined logo is ever "fetched": no file, no network, whatever a name holds.
     fetcher = weasyprint.URLFetcher(allowed_protocols={"data"})
     pdf: bytes = weasyprint.HTML(string=html, url_fetcher=fetcher).write_pdf()
