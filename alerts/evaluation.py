@@ -3,6 +3,7 @@ the size of the fleet. Pure reads; alerts/services.py applies the changes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,6 +25,7 @@ from backups.models import (
 from integrations.models import Connection
 from integrations.registry import provider_label
 from integrations.services import degraded_filter
+from integrations.sql import id_array
 
 from .compose import in_message
 from .models import Alert, AlertRule
@@ -48,6 +50,46 @@ class Condition:
     detail: str = ""
     # A countdown's step (days left: "30", "7", "1", "0"): a nearer step is news.
     stage: str = ""
+
+
+class Conditions:
+    """The conditions that hold, by key, in the order found; their words are built only
+    for the keys asked. At 80,000 connectors most conditions hold pass after pass and
+    their alerts are already open: only the new ones need a summary and a detail (building
+    them all took most of a steady pass). `refreshed`: the words of open alerts follow
+    the data (alerts/lifecycle.py asks for every key still open)."""
+
+    def __init__(
+        self,
+        keys: Iterable[str],
+        words: Callable[[list[str]], list[Condition]],
+        *,
+        refreshed: bool = False,
+    ) -> None:
+        self.keys = dict.fromkeys(keys)
+        self._words = words
+        self.refreshed = refreshed
+
+    @classmethod
+    def listed(cls, conditions: list[Condition]) -> Conditions:
+        """Conditions whose words are already built (a few per fleet)."""
+        by_key = {c.key: c for c in conditions}
+        return cls(by_key, lambda keys: [by_key[key] for key in keys], refreshed=True)
+
+    def words(self, keys: Collection[str]) -> list[Condition]:
+        """The conditions of these keys (each one that holds); connectors' conditions in
+        the connectors' order (by name), as the alerts are listed."""
+        wanted = [key for key in keys if key in self.keys]
+        return self._words(wanted) if wanted else []
+
+    def all(self) -> list[Condition]:
+        return self.words(list(self.keys))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys
 
 
 def rule_key(rule: AlertRule, connector_id: int) -> str:
@@ -96,47 +138,58 @@ def _scoped_connectors(rule: AlertRule) -> QuerySet[BackupConnector]:
     return connectors
 
 
-def stale_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
+def stale_conditions(rule: AlertRule, *, now: datetime) -> Conditions:
     """No complete backup within the threshold; never-completed connectors only after
-    the onboarding grace from when they were first seen."""
+    the onboarding grace from when they were first seen. The keys are one narrow read
+    (ids only); the words read the few connectors asked."""
     stale_before = now - timedelta(hours=rule.threshold_hours)
     grace_before = now - timedelta(hours=rule.onboarding_grace_hours)
-    rows = (
-        _scoped_connectors(rule)
+    holding = {
+        rule_key(rule, pk): pk
+        for pk in _scoped_connectors(rule)
         .filter(
             Q(backup_status__last_success_at__lt=stale_before)
             | Q(backup_status__last_success_at__isnull=True, first_seen_at__lt=grace_before)
         )
-        .values_list(
+        .order_by()
+        .values_list("pk", flat=True)
+    }
+
+    def words(keys: list[str]) -> list[Condition]:
+        rows = BackupConnector.objects.filter(
+            pk__in=id_array([holding[key] for key in keys])
+        ).values_list(
             "pk", "name", "customer__name", "backup_status__last_success_at", "first_seen_at"
         )
-    )
-    conditions = []
-    for pk, name, customer, last_success, first_seen in rows:
-        if last_success is None:
-            what = "no complete backup since it was added"
-            detail = (
-                f"No complete backup since the connector was added ({in_message(first_seen)}); "
-                f"new connectors get {rule.onboarding_grace_hours} h to finish their first."
+        conditions = []
+        for pk, name, customer, last_success, first_seen in rows:  # by name, as listed
+            if last_success is None:
+                what = "no complete backup since it was added"
+                detail = (
+                    "No complete backup since the connector was added "
+                    f"({in_message(first_seen)}); new connectors get "
+                    f"{rule.onboarding_grace_hours} h to finish their first."
+                )
+            else:
+                hours = int((now - last_success).total_seconds() // 3600)
+                what = f"no complete backup for {hours} hours"
+                detail = (
+                    f"No complete backup since {in_message(last_success)} "
+                    f"(the rule allows {rule.threshold_hours} h)."
+                )
+            subject = f"{customer}: {name}" if customer else name
+            conditions.append(
+                Condition(
+                    key=rule_key(rule, pk),
+                    kind=Alert.Kind.BACKUP_STALE,
+                    summary=f"{subject} — {what}"[:255],
+                    connector_id=pk,
+                    detail=detail,
+                )
             )
-        else:
-            hours = int((now - last_success).total_seconds() // 3600)
-            what = f"no complete backup for {hours} hours"
-            detail = (
-                f"No complete backup since {in_message(last_success)} "
-                f"(the rule allows {rule.threshold_hours} h)."
-            )
-        subject = f"{customer}: {name}" if customer else name
-        conditions.append(
-            Condition(
-                key=rule_key(rule, pk),
-                kind=Alert.Kind.BACKUP_STALE,
-                summary=f"{subject} — {what}"[:255],
-                connector_id=pk,
-                detail=detail,
-            )
-        )
-    return conditions
+        return conditions
+
+    return Conditions(holding, words)
 
 
 def failed_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
@@ -144,12 +197,12 @@ def failed_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
     unsuccessful or incomplete backup job inside the lookback not followed by a complete
     backup; (option) a failed status whose reason means a failure.
 
-    Set-based, in four small queries whatever the fleet: the latest failure event of each
+    Set-based, in five small queries whatever the fleet: the latest failure event of each
     connector in the lookback (index audit_failure_time_idx), its latest failed job —
-    inside the lookback, or within the days kept when its alert is already open (index
-    job_day_failure_time_idx) — then the connectors those name, or whose status failed,
-    with what the message needs. (Per-connector subqueries over 80,000 connectors and
-    7 million events took seconds.)"""
+    inside the lookback (index job_day_failure_recent_idx), or within the days kept when
+    its alert is already open (index job_day_failure_time_idx) — then the connectors those
+    name, or whose status failed, with what the message needs. (Per-connector subqueries
+    over 80,000 connectors and 7 million events took seconds.)"""
     since = now - timedelta(hours=rule.lookback_hours)
     failures: dict[int, tuple[datetime, str]] = {}
     for connector_id, at, message in (
@@ -168,27 +221,33 @@ def failed_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
     if rule.include_failed_jobs:
         # A failed job inside the lookback opens the alert; once open, it stays open until
         # a complete backup follows the failed job (not merely until the lookback
-        # passes), as long as the failure is within the days kept.
+        # passes), as long as the failure is within the days kept. Two reads, each on its
+        # own index (one OR of both scanned every failure kept: 150-250 ms at 80,000
+        # connectors): the lookback's failures, then the older ones of open alerts.
+        failed = BackupJobDay.objects.filter(last_failure_at__lte=now).values_list(
+            "connector_id",
+            "last_failure_at",
+            "last_failure_outcome",
+            "last_error",
+            "last_failure_exact",
+        )
         open_ids = Alert.objects.filter(
             rule=rule, resolved_at__isnull=True, connector__isnull=False
         ).values("connector_id")
-        recent = Q(last_failure_at__gte=since) | Q(
-            connector_id__in=open_ids, last_failure_at__gte=now - timedelta(days=HISTORY_DAYS)
-        )
-        for connector_id, failed_job_at, outcome, error, exact in (
-            BackupJobDay.objects.filter(recent, last_failure_at__lte=now)
-            .order_by("last_failure_at", "id")
-            .values_list(
-                "connector_id",
-                "last_failure_at",
-                "last_failure_outcome",
-                "last_error",
-                "last_failure_exact",
-            )
+        found = [
+            *failed.filter(last_failure_at__gte=since),
+            *failed.filter(
+                connector_id__in=open_ids,
+                last_failure_at__gte=now - timedelta(days=HISTORY_DAYS),
+                last_failure_at__lt=since,
+            ),
+        ]
+        for connector_id, failed_job_at, outcome, error, exact in sorted(
+            found, key=lambda row: row[1] or now
         ):
-            if failed_job_at is not None:
-                jobs[connector_id] = (failed_job_at, outcome, error, exact)
-    candidates = Q(pk__in=[*failures, *jobs])
+            if failed_job_at is not None:  # (for the type checker: the filters exclude it)
+                jobs[connector_id] = (failed_job_at, outcome, error, exact)  # the latest wins
+    candidates = Q(pk__in=id_array({*failures, *jobs}))
     if rule.include_failed_status:
         candidates |= Q(
             backup_status__status=BackupStatus.FAILED, backup_status__reason_is_failure=True
@@ -267,15 +326,15 @@ def failed_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
     return conditions
 
 
-def success_rate_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
+def success_rate_conditions(rule: AlertRule, *, now: datetime) -> Conditions:
     """Connectors whose finished backup jobs over the rule's days succeeded less often
-    than the rule's percentage (connectors without a finished job never). Two queries:
-    one aggregate over the window's job days, grouped by connector (index
-    job_day_day_brin finds the days), then the names of those below the rate."""
+    than the rule's percentage (connectors without a finished job never). One aggregate
+    over the window's job days, grouped by connector (index job_day_day_brin finds the
+    days); the words then read the names of the connectors asked."""
     today = now.date()
     finished = F("successful") + F("incomplete") + F("unsuccessful")
     below = {
-        row["connector_id"]: (row["ok"], row["done"])
+        rule_key(rule, row["connector_id"]): (row["connector_id"], row["ok"], row["done"])
         for row in BackupJobDay.objects.filter(
             day__gt=today - timedelta(days=rule.success_rate_days),
             day__lte=today,
@@ -286,30 +345,36 @@ def success_rate_conditions(rule: AlertRule, *, now: datetime) -> list[Condition
         .annotate(ok=Sum("successful"), done=Sum(finished))
         .filter(done__gt=0, ok__lt=F("done") * rule.success_rate_percent / 100.0)
     }
-    rows = BackupConnector.objects.filter(pk__in=list(below)).values_list(
-        "pk", "name", "customer__name"
-    )
-    conditions = []
-    for pk, name, customer in rows:
-        ok, done = below[pk]
-        rate = success_rate(ok, done) or 0.0
-        subject = f"{customer}: {name}" if customer else name
-        days = _days(rule.success_rate_days)
-        conditions.append(
-            Condition(
-                key=rule_key(rule, pk),
-                kind=Alert.Kind.SUCCESS_RATE,
-                summary=f"{subject} — {format_rate(rate)} of backup jobs succeeded in {days}"[:255],
-                connector_id=pk,
-                detail=(
-                    f"{ok} of {done} finished backup jobs succeeded in the last {days} "
-                    f"({format_rate(rate)}; the rule wants at least "
-                    f"{rule.success_rate_percent} %). Incomplete and unsuccessful jobs count "
-                    "against it; the customer page shows each day."
-                ),
+
+    def words(keys: list[str]) -> list[Condition]:
+        rows = BackupConnector.objects.filter(
+            pk__in=id_array([below[key][0] for key in keys])
+        ).values_list("pk", "name", "customer__name")
+        conditions = []
+        for pk, name, customer in rows:  # by name, as listed
+            _, ok, done = below[rule_key(rule, pk)]
+            rate = success_rate(ok, done) or 0.0
+            subject = f"{customer}: {name}" if customer else name
+            days = _days(rule.success_rate_days)
+            conditions.append(
+                Condition(
+                    key=rule_key(rule, pk),
+                    kind=Alert.Kind.SUCCESS_RATE,
+                    summary=(f"{subject} — {format_rate(rate)} of backup jobs succeeded in {days}")[
+                        :255
+                    ],
+                    connector_id=pk,
+                    detail=(
+                        f"{ok} of {done} finished backup jobs succeeded in the last {days} "
+                        f"({format_rate(rate)}; the rule wants at least "
+                        f"{rule.success_rate_percent} %). Incomplete and unsuccessful jobs "
+                        "count against it; the customer page shows each day."
+                    ),
+                )
             )
-        )
-    return conditions
+        return conditions
+
+    return Conditions(below, words)
 
 
 def _monitored_accounts() -> QuerySet[AccountLink]:
@@ -595,9 +660,9 @@ def sync_degraded_conditions(*, now: datetime) -> list[Condition]:
     return conditions
 
 
-def rule_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
+def rule_conditions(rule: AlertRule, *, now: datetime) -> Conditions:
     if rule.kind == AlertRule.Kind.BACKUP_STALE:
         return stale_conditions(rule, now=now)
     if rule.kind == AlertRule.Kind.SUCCESS_RATE:
         return success_rate_conditions(rule, now=now)
-    return failed_conditions(rule, now=now)
+    return Conditions.listed(failed_conditions(rule, now=now))

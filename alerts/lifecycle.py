@@ -12,15 +12,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Q
 
 from backups.models import AccountLink
-from integrations.sql import column, insert_rows, placeholders, update_returning
+from integrations.sql import column, in_ids, insert_rows, update_returning
 
 from .compose import in_message
-from .evaluation import Condition
+from .evaluation import Condition, Conditions
 from .models import Alert, AlertEvent, AlertNotification, AlertRule
 
 EXCLUDED_NOTE = "The account was excluded from monitoring; resolved without a notice."
@@ -37,8 +38,12 @@ class EvaluationResult:
     failed: int = 0
 
 
-def _in(name: str, values: Sequence[object]) -> str:
-    return f"{column(Alert, name)} IN ({placeholders(values)})"
+def _ids(
+    ids: Sequence[int], model: type[Alert] | type[AlertEvent] = Alert
+) -> tuple[str, list[Any]]:
+    """`id IN <ids>` as one array parameter on PostgreSQL, however many there are (a pass
+    at 80,000 connectors can remind tens of thousands of alerts at once)."""
+    return in_ids(column(model, "id"), ids)
 
 
 def open_alerts(conditions: list[Condition], rule: AlertRule | None, *, now: datetime) -> list[int]:
@@ -80,11 +85,12 @@ def open_alerts(conditions: list[Condition], rule: AlertRule | None, *, now: dat
 def resolve(alert_ids: Sequence[int], *, now: datetime) -> list[int]:
     if not alert_ids:
         return []
+    chosen, params = _ids(alert_ids)
     return update_returning(
         Alert,
         {"state": Alert.State.RESOLVED, "resolved_at": now},
-        where=f"{_in('id', alert_ids)} AND {column(Alert, 'resolved_at')} IS NULL",
-        params=list(alert_ids),
+        where=f"{chosen} AND {column(Alert, 'resolved_at')} IS NULL",
+        params=params,
     )
 
 
@@ -94,16 +100,17 @@ def remind(alert_ids: Sequence[int], *, now: datetime, cutoff: datetime) -> list
     if not alert_ids:
         return []
     snoozed_until = column(Alert, "snoozed_until")
+    chosen, params = _ids(alert_ids)
     return update_returning(
         Alert,
         {"last_notified_at": now},
         where=(
-            f"{_in('id', alert_ids)} AND {column(Alert, 'state')} = %s "
+            f"{chosen} AND {column(Alert, 'state')} = %s "
             f"AND {column(Alert, 'resolved_at')} IS NULL "
             f"AND ({snoozed_until} IS NULL OR {snoozed_until} <= %s) "
             f"AND {column(Alert, 'last_notified_at')} <= %s"
         ),
-        params=[*alert_ids, Alert.State.OPEN, now, cutoff],
+        params=[*params, Alert.State.OPEN, now, cutoff],
     )
 
 
@@ -134,7 +141,7 @@ def record(
 
 
 def apply(
-    conditions: list[Condition],
+    conditions: Conditions | list[Condition],
     unresolved: Q,
     rule: AlertRule | None,
     *,
@@ -148,12 +155,18 @@ def apply(
     Only what changed is written: an alert that is still open and says the same is not
     touched (at 80,000 connectors a pass would otherwise rewrite tens of thousands of
     rows). An open alert holds as of the latest evaluation by definition; its
-    `last_seen_at` is when it opened or its words last changed."""
-    current = {c.key: c for c in conditions}
-    already = dict(
-        Alert.objects.filter(unresolved, resolved_at__isnull=True).values_list("key", "pk")
+    `last_seen_at` is when it opened or its words last changed. Words are built only for
+    the alerts to open, and for the open ones whose words follow the data."""
+    current = conditions if isinstance(conditions, Conditions) else Conditions.listed(conditions)
+    # The open alerts, with their words when those follow the data (one read either way).
+    words = ("stage", "summary", "detail", "state", "snoozed_until") if current.refreshed else ()
+    open_rows = list(
+        Alert.objects.filter(unresolved, resolved_at__isnull=True).values_list("key", "pk", *words)
     )
-    opened = open_alerts([c for k, c in current.items() if k not in already], rule, now=now)
+    already = {row[0]: row[1] for row in open_rows}
+    opened = open_alerts(
+        current.words([key for key in current.keys if key not in already]), rule, now=now
+    )
     record(AlertEvent.Kind.OPENED, opened, now=now)
     gone = [pk for key, pk in already.items() if key not in current]
     resolved = resolve(gone, now=now)
@@ -193,8 +206,14 @@ def apply(
         alert_id__in=gone_accounts, kind=AlertEvent.Kind.RESOLVED, at=now
     ).update(notified_at=now, note=REMOVED_NOTE)
     still = [pk for key, pk in already.items() if key in current]
-    escalated = escalate(
-        {pk: current[key] for key, pk in already.items() if key in current}, now=now
+    escalated = (
+        escalate(
+            current.words([key for key in already if key in current]),
+            {row[0]: row[1:] for row in open_rows},
+            now=now,
+        )
+        if current.refreshed
+        else []
     )
     record(AlertEvent.Kind.REMINDER, escalated, now=now, note="Nearer its deadline")
     reminded: list[int] = []
@@ -220,24 +239,22 @@ REFRESHED_KINDS = (
 )
 
 
-def escalate(open_alerts: dict[int, Condition], *, now: datetime) -> list[int]:
+def escalate(
+    holding: list[Condition],
+    stored: dict[str, tuple[Any, ...]],
+    *,
+    now: datetime,
+) -> list[int]:
     """Open alerts whose words changed get them (claimed on the old step); those whose
     countdown step moved nearer (token expiry, seat grace, deletion) are returned, to be
-    told once more. A step moving back (more time) updates the words quietly."""
-    counting = {pk: c for pk, c in open_alerts.items() if c.kind in REFRESHED_KINDS}
-    if not counting:
-        return []
-    stored = {
-        pk: (stage, summary, detail, state, snoozed_until)
-        for pk, stage, summary, detail, state, snoozed_until in Alert.objects.filter(
-            pk__in=list(counting)
-        ).values_list("pk", "stage", "summary", "detail", "state", "snoozed_until")
-    }
+    told once more. A step moving back (more time) updates the words quietly.
+    `holding`: the conditions of open alerts; `stored`: each open alert's (id, stage,
+    summary, detail, state, snoozed_until) by key, as read with them."""
     nearer: list[int] = []
-    for pk, condition in counting.items():
-        if pk not in stored:
+    for condition in holding:
+        if condition.kind not in REFRESHED_KINDS or condition.key not in stored:
             continue
-        old, summary, detail, state, snoozed_until = stored[pk]
+        pk, old, summary, detail, state, snoozed_until = stored[condition.key]
         if (old, summary, detail) == (condition.stage, condition.summary, condition.detail):
             continue
         # The words follow every day ("6 days of grace left"); claimed on the old step.
@@ -288,6 +305,7 @@ def acknowledge(alert_ids: Sequence[int], *, by: str, note: str, now: datetime) 
     """Open alerts become acknowledged (no reminders; the resolved notice still goes)."""
     if not alert_ids:
         return 0
+    chosen, params = _ids(alert_ids)
     with transaction.atomic():
         changed = update_returning(
             Alert,
@@ -297,8 +315,8 @@ def acknowledge(alert_ids: Sequence[int], *, by: str, note: str, now: datetime) 
                 "acknowledged_by": by,
                 "acknowledge_note": note,
             },
-            where=f"{_in('id', alert_ids)} AND {column(Alert, 'state')} = %s",
-            params=[*alert_ids, Alert.State.OPEN],
+            where=f"{chosen} AND {column(Alert, 'state')} = %s",
+            params=[*params, Alert.State.OPEN],
         )
         record(AlertEvent.Kind.ACKNOWLEDGED, changed, now=now, notified=True, by=by, note=note)
     return len(changed)
@@ -310,12 +328,13 @@ def snooze(
     """No reminders until `until`; a snoozed alert that resolves still says so."""
     if not alert_ids:
         return 0
+    chosen, params = _ids(alert_ids)
     with transaction.atomic():
         changed = update_returning(
             Alert,
             {"snoozed_until": until, "snoozed_at": now, "snoozed_by": by, "snooze_reason": reason},
-            where=f"{_in('id', alert_ids)} AND {column(Alert, 'resolved_at')} IS NULL",
-            params=list(alert_ids),
+            where=f"{chosen} AND {column(Alert, 'resolved_at')} IS NULL",
+            params=params,
         )
         record(
             AlertEvent.Kind.SNOOZED,
@@ -331,12 +350,13 @@ def snooze(
 def unsnooze(alert_ids: Sequence[int], *, by: str, now: datetime) -> int:
     if not alert_ids:
         return 0
+    chosen, params = _ids(alert_ids)
     with transaction.atomic():
         changed = update_returning(
             Alert,
             {"snoozed_until": None},
-            where=f"{_in('id', alert_ids)} AND {column(Alert, 'snoozed_until')} IS NOT NULL",
-            params=list(alert_ids),
+            where=f"{chosen} AND {column(Alert, 'snoozed_until')} IS NOT NULL",
+            params=params,
         )
         record(AlertEvent.Kind.UNSNOOZED, changed, now=now, notified=True, by=by)
     return len(changed)
@@ -357,9 +377,10 @@ def claim_events_to_notify(
     ids = list(pending.values_list("pk", flat=True))
     if not ids:
         return []
+    chosen, params = _ids(ids, AlertEvent)
     return update_returning(
         AlertEvent,
         {"notified_at": now},
-        where=f"{_in('id', ids)} AND {column(AlertEvent, 'notified_at')} IS NULL",
-        params=ids,
+        where=f"{chosen} AND {column(AlertEvent, 'notified_at')} IS NULL",
+        params=params,
     )

@@ -346,6 +346,12 @@ class BackupJobDay(models.Model):
                 condition=Q(last_failure_at__isnull=False),
                 name="job_day_failure_time_idx",
             ),
+            # Backup-failed alerts: every failed job inside a lookback (the day), fleet-wide.
+            models.Index(
+                fields=["last_failure_at"],
+                condition=Q(last_failure_at__isnull=False),
+                name="job_day_failure_recent_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
 from django.db import connection as db
 from django.db import models, transaction
-from django.db.models.expressions import Value
+from django.db.models.expressions import RawSQL, Value
 from django.db.models.fields import NOT_PROVIDED
 from django.utils import timezone
 
@@ -103,6 +103,23 @@ def table(model: type[models.Model]) -> str:
 def placeholders(values: Sequence[Any]) -> str:
     """ "%s, %s, …" for an IN list."""
     return ", ".join(["%s"] * len(values))
+
+
+def id_array(ids: Collection[int]) -> RawSQL | list[int]:
+    """For `<field>__in=id_array(ids)`: on PostgreSQL, thousands of ids as one array
+    parameter, not one placeholder each (Django builds a long IN list value by value: 0.2 s
+    for 30,000); elsewhere (SQLite, the demo) the plain list."""
+    if db.vendor != "postgresql":
+        return list(ids)
+    return RawSQL("SELECT unnest(%s::bigint[])", (list(ids),))
+
+
+def in_ids(column_sql: str, ids: Collection[int]) -> tuple[str, list[Any]]:
+    """A WHERE clause (and its parameters) for `<column> IN <ids>`: `= ANY(%s)` with one
+    array parameter on PostgreSQL, placeholders elsewhere."""
+    if db.vendor != "postgresql":
+        return f"{column_sql} IN ({placeholders(list(ids))})", list(ids)
+    return f"{column_sql} = ANY(%s)", [list(ids)]
 
 
 def _parameter(value: Any) -> Any:

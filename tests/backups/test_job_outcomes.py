@@ -453,7 +453,7 @@ def test_the_success_rate_rule_fires_below_its_threshold_never_on_it(
     JobDayFactory.create(
         connector=connector, day=NOW.date(), successful=successful, unsuccessful=failed
     )
-    conditions = success_rate_conditions(rule, now=NOW)
+    conditions = success_rate_conditions(rule, now=NOW).all()
     assert bool(conditions) is alerts
     if alerts:
         assert "90.0 %" not in conditions[0].summary
