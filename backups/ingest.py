@@ -26,7 +26,7 @@ from typing import Any
 from django.db.models import BigIntegerField, Case, Q, Value, When
 
 from integrations.models import Connection
-from integrations.sql import fill_foreign_key, insert_rows, refresh_statistics
+from integrations.sql import fill_foreign_key, insert_rows, refresh_statistics, update_rows
 
 from .accounts import BATCH_SIZE, SEEN_RESOLUTION, match_accounts
 from .jobs import apply_job_days
@@ -239,9 +239,7 @@ class Ingest:
                 self.counts.connectors_removed += 1
         BackupConnector.objects.bulk_create(created, batch_size=BATCH_SIZE)
         self.counts.connectors_added = len(created)
-        BackupConnector.objects.bulk_update(
-            changed, [*CONNECTOR_FIELDS, "last_seen_at", "updated_at"], batch_size=BATCH_SIZE
-        )
+        update_rows(BackupConnector, changed, [*CONNECTOR_FIELDS, "last_seen_at", "updated_at"])
         connectors = {
             c.external_id: c
             for c in BackupConnector.objects.filter(
@@ -301,8 +299,8 @@ class Ingest:
                 status.checked_at = now
                 changed.append(status)
         BackupConnectorStatus.objects.bulk_create(created, batch_size=BATCH_SIZE)
-        BackupConnectorStatus.objects.bulk_update(
-            changed, [*STATUS_FIELDS, "checked_at", "status_changed_at"], batch_size=BATCH_SIZE
+        update_rows(
+            BackupConnectorStatus, changed, [*STATUS_FIELDS, "checked_at", "status_changed_at"]
         )
 
     # --- audit events ----------------------------------------------------------------------

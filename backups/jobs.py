@@ -19,6 +19,8 @@ from typing import Any
 
 from django.db.models import F, OuterRef, Subquery, Sum
 
+from integrations.sql import update_rows
+
 from .models import BackupConnector, BackupJobDay, JobOutcome
 from .snapshot import JobDaySnapshot
 
@@ -83,7 +85,8 @@ def apply_job_days(
         row.checked_at = now
         (created if fresh else changed).append(row)
     BackupJobDay.objects.bulk_create(created, batch_size=BATCH_SIZE)
-    BackupJobDay.objects.bulk_update(
+    update_rows(
+        BackupJobDay,
         changed,
         [
             *COUNT_FIELDS,
@@ -95,7 +98,6 @@ def apply_job_days(
             "last_failure_exact",
             "checked_at",
         ],
-        batch_size=BATCH_SIZE,
     )
     return len(created) + len(changed)
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from integrations.sql import update_rows
+
 from .models import AccountLink, AccountSeat
 from .snapshot import AccountSnapshot, SeatSnapshot
 
@@ -41,10 +43,11 @@ def apply_seats(
     ]
     if not touched:
         return 0
-    existing: dict[tuple[int, str], AccountSeat] = {
-        (row.account_link_id, row.resource): row
-        for row in AccountSeat.objects.filter(account_link_id__in=touched)
-    }
+    existing: dict[tuple[int, str], AccountSeat] = {}
+    by_link: dict[int, dict[str, AccountSeat]] = {}
+    for row in AccountSeat.objects.filter(account_link_id__in=touched):
+        existing[(row.account_link_id, row.resource)] = row
+        by_link.setdefault(row.account_link_id, {})[row.resource] = row
     created: list[AccountSeat] = []
     changed: list[AccountSeat] = []
     gone: list[int] = []
@@ -70,7 +73,7 @@ def apply_seats(
         link = links.get(account.external_id)
         if link is None:
             continue
-        mine = {res: row for (pk, res), row in existing.items() if pk == link.pk}
+        mine = by_link.get(link.pk, {})
         if account.seats is not None:
             listed = {seat.resource[:100] for seat in account.seats}
             for seat in account.seats:
@@ -88,7 +91,7 @@ def apply_seats(
                     row.violated, row.grace_expires_at, row.checked_at = False, None, now
                     changed.append(row)
     AccountSeat.objects.bulk_create(created, batch_size=BATCH_SIZE)
-    AccountSeat.objects.bulk_update(changed, [*SEAT_FIELDS, "checked_at"], batch_size=BATCH_SIZE)
+    update_rows(AccountSeat, changed, [*SEAT_FIELDS, "checked_at"])
     if gone:
         AccountSeat.objects.filter(pk__in=gone).delete()
     if checked:

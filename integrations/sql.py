@@ -32,6 +32,8 @@ MAX_PARAMETERS = 30_000
 # From this many rows on, PostgreSQL gets them by COPY into a staging table and one
 # `INSERT … SELECT` (about twice as fast as multi-row INSERTs, a tenth of the client CPU).
 COPY_MIN_ROWS = 2_000
+# Rows per statement of Django's bulk_update where update_rows falls back to it.
+BULK_BATCH = 1_000
 
 _PLAIN_TYPES = (
     models.CharField,
@@ -177,6 +179,56 @@ def insert_rows(
         )
         inserted += [row[0] for row in _fetch(sql, params)]
     return inserted
+
+
+def update_rows(
+    model: type[models.Model], objects: Sequence[models.Model], fields: Sequence[str]
+) -> int:
+    """What `bulk_update(objects, fields)` writes — these fields of these instances, by
+    primary key — as `UPDATE … SET … FROM (VALUES …) WHERE id = …`, as few statements as
+    the parameter limit allows. Django's bulk_update builds a CASE WHEN per field and row
+    in Python: at 2,000 accounts that was 2 s of client CPU in a 33 s incremental sync.
+    Elsewhere than PostgreSQL (SQLite, the demo): bulk_update. Returns rows updated."""
+    if not objects:
+        return 0
+    if db.vendor != "postgresql":
+        return model._default_manager.bulk_update(objects, fields, batch_size=BULK_BATCH)
+    pk = model._meta.pk
+    assert pk is not None
+    chosen: list[models.Field[Any, Any]] = []
+    for name in fields:
+        field = model._meta.get_field(name)
+        assert isinstance(field, models.Field)
+        assert field.concrete
+        chosen.append(field)
+    converters = [_converter(field) for field in chosen]
+    quote = db.ops.quote_name
+    # Text for CharFields: a cast to varchar(n) would cut a long value silently, where the
+    # column refuses it (as every other write does).
+    casts = ["text" if isinstance(f, models.CharField) else _column_type(f) for f in [pk, *chosen]]
+    one = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
+    names = ", ".join(quote(f.column) for f in [pk, *chosen])
+    assignments = ", ".join(f"{quote(f.column)} = v.{quote(f.column)}" for f in chosen)
+    per_statement = max(1, MAX_PARAMETERS // (len(chosen) + 1))
+    updated = 0
+    with db.cursor() as cursor:
+        for start in range(0, len(objects), per_statement):
+            chunk = objects[start : start + per_statement]
+            params: list[Any] = []
+            for instance in chunk:
+                params.append(instance.pk)
+                params += [
+                    convert(getattr(instance, field.attname))
+                    for convert, field in zip(converters, chosen, strict=True)
+                ]
+            cursor.execute(
+                f"UPDATE {table(model)} AS t SET {assignments} "
+                f"FROM (VALUES {', '.join([one] * len(chunk))}) AS v({names}) "
+                f"WHERE t.{quote(pk.column)} = v.{quote(pk.column)}",
+                params,
+            )
+            updated += cursor.rowcount
+    return updated
 
 
 class _Plan:

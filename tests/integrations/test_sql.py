@@ -169,3 +169,61 @@ def test_copy_inside_an_open_transaction_keeps_earlier_batches(connection: Conne
         )
     assert (len(first), len(second)) == (5, 7)
     assert BackupAuditEvent.objects.count() == 12
+
+
+def test_update_rows_writes_what_bulk_update_would_and_nothing_else(
+    connection: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sync's bulk updates: text, NULL, times, JSON, booleans and foreign keys of many
+    rows (across statements), only the fields named; a value too long for its column is
+    refused, not cut."""
+    from django.db import DataError, transaction
+
+    from backups.models import AccountLink
+    from customers.models import Customer
+
+    ids = insert_rows(
+        BackupAuditEvent,
+        [event_row(connection, f"k{i}", message="before", actor="x") for i in range(7)],
+        conflict=None,
+    )
+    events = list(BackupAuditEvent.objects.filter(pk__in=ids).order_by("pk"))
+    for i, event in enumerate(events):
+        event.message = f'after {i} \u2014 it\'s "quoted"'
+        event.succeeded = i % 2 == 0
+        event.metadata = {"i": i, "nested": [1, None]}
+        event.occurred_at = datetime(2026, 12, 1, i, 30, tzinfo=UTC)
+        event.actor = "not written"  # not among the fields named
+    monkeypatch.setattr(sql, "MAX_PARAMETERS", 10)  # 2 rows per statement: 4 statements
+    assert (
+        sql.update_rows(
+            BackupAuditEvent, events, ["message", "succeeded", "metadata", "occurred_at"]
+        )
+        == 7
+    )
+    stored = list(BackupAuditEvent.objects.filter(pk__in=ids).order_by("pk"))
+    for i, event in enumerate(stored):
+        assert event.message == f'after {i} \u2014 it\'s "quoted"'
+        assert event.succeeded is (i % 2 == 0)
+        assert event.metadata == {"i": i, "nested": [1, None]}
+        assert event.occurred_at == datetime(2026, 12, 1, i, 30, tzinfo=UTC)
+        assert event.actor == "x"
+    # NULL and a foreign key.
+    link = AccountLink.objects.create(
+        connection=connection,
+        external_id="acct-1",
+        company_name="A",
+        first_seen_at=WHEN,
+        last_seen_at=WHEN,
+    )
+    customer = Customer.objects.create(name="Contoso", normalized_name="contoso")
+    stored[0].succeeded = None
+    stored[0].customer_id = customer.pk
+    assert sql.update_rows(BackupAuditEvent, [stored[0]], ["succeeded", "customer"]) == 1
+    assert BackupAuditEvent.objects.get(pk=stored[0].pk).succeeded is None
+    assert BackupAuditEvent.objects.get(pk=stored[0].pk).customer_id == customer.pk
+    link.company_name = "x" * 300  # the column holds 255
+    with pytest.raises(DataError), transaction.atomic():
+        sql.update_rows(AccountLink, [link], ["company_name"])
+    assert AccountLink.objects.get(pk=link.pk).company_name == "A"
+    assert sql.update_rows(AccountLink, [], ["company_name"]) == 0
