@@ -53,32 +53,33 @@ class Condition:
 
 
 class Conditions:
-    """The conditions that hold, by key, in the order found; their words are built only
-    for the keys asked. At 80,000 connectors most conditions hold pass after pass and
-    their alerts are already open: only the new ones need a summary and a detail (building
-    them all took most of a steady pass). `refreshed`: the words of open alerts follow
-    the data (alerts/lifecycle.py asks for every key still open)."""
+    """The conditions that hold, by key; their words are built only for the keys asked.
+    At 80,000 connectors most conditions hold pass after pass and their alerts are already
+    open: only the new ones need a summary and a detail (building them all took most of a
+    steady pass). `kind`: the kind of all of them (None: already worded, any kind);
+    alerts/lifecycle.py asks for the words of open alerts too when their kind's words follow
+    the data."""
 
     def __init__(
         self,
         keys: Iterable[str],
         words: Callable[[list[str]], list[Condition]],
         *,
-        refreshed: bool = False,
+        kind: str | None,
     ) -> None:
         self.keys = dict.fromkeys(keys)
         self._words = words
-        self.refreshed = refreshed
+        self.kind = kind
 
     @classmethod
     def listed(cls, conditions: list[Condition]) -> Conditions:
-        """Conditions whose words are already built (a few per fleet)."""
+        """Conditions whose words are already built."""
         by_key = {c.key: c for c in conditions}
-        return cls(by_key, lambda keys: [by_key[key] for key in keys], refreshed=True)
+        return cls(by_key, lambda keys: [by_key[key] for key in keys], kind=None)
 
     def words(self, keys: Collection[str]) -> list[Condition]:
-        """The conditions of these keys (each one that holds); connectors' conditions in
-        the connectors' order (by name), as the alerts are listed."""
+        """The conditions of these keys that still hold; connectors' conditions in the
+        connectors' order (by name), as the alerts are listed."""
         wanted = [key for key in keys if key in self.keys]
         return self._words(wanted) if wanted else []
 
@@ -144,20 +145,19 @@ def stale_conditions(rule: AlertRule, *, now: datetime) -> Conditions:
     (ids only); the words read the few connectors asked."""
     stale_before = now - timedelta(hours=rule.threshold_hours)
     grace_before = now - timedelta(hours=rule.onboarding_grace_hours)
+    stale = Q(backup_status__last_success_at__lt=stale_before) | Q(
+        backup_status__last_success_at__isnull=True, first_seen_at__lt=grace_before
+    )
     holding = {
         rule_key(rule, pk): pk
-        for pk in _scoped_connectors(rule)
-        .filter(
-            Q(backup_status__last_success_at__lt=stale_before)
-            | Q(backup_status__last_success_at__isnull=True, first_seen_at__lt=grace_before)
-        )
-        .order_by()
-        .values_list("pk", flat=True)
+        for pk in _scoped_connectors(rule).filter(stale).order_by().values_list("pk", flat=True)
     }
 
     def words(keys: list[str]) -> list[Condition]:
+        # Still stale (a sync may have stored a backup since the keys were read): never an
+        # alert saying "no complete backup for 0 hours".
         rows = BackupConnector.objects.filter(
-            pk__in=id_array([holding[key] for key in keys])
+            stale, pk__in=id_array([holding[key] for key in keys])
         ).values_list(
             "pk", "name", "customer__name", "backup_status__last_success_at", "first_seen_at"
         )
@@ -189,7 +189,7 @@ def stale_conditions(rule: AlertRule, *, now: datetime) -> Conditions:
             )
         return conditions
 
-    return Conditions(holding, words)
+    return Conditions(holding, words, kind=Alert.Kind.BACKUP_STALE)
 
 
 def failed_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
@@ -197,7 +197,7 @@ def failed_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
     unsuccessful or incomplete backup job inside the lookback not followed by a complete
     backup; (option) a failed status whose reason means a failure.
 
-    Set-based, in five small queries whatever the fleet: the latest failure event of each
+    Set-based, in three small queries whatever the fleet: the latest failure event of each
     connector in the lookback (index audit_failure_time_idx), its latest failed job —
     inside the lookback (index job_day_failure_recent_idx), or within the days kept when
     its alert is already open (index job_day_failure_time_idx) — then the connectors those
@@ -224,26 +224,32 @@ def failed_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
         # passes), as long as the failure is within the days kept. Two reads, each on its
         # own index (one OR of both scanned every failure kept: 150-250 ms at 80,000
         # connectors): the lookback's failures, then the older ones of open alerts.
-        failed = BackupJobDay.objects.filter(last_failure_at__lte=now).values_list(
-            "connector_id",
-            "last_failure_at",
-            "last_failure_outcome",
-            "last_error",
-            "last_failure_exact",
+        failed = (
+            BackupJobDay.objects.filter(last_failure_at__lte=now)
+            .order_by()
+            .values_list(
+                "connector_id",
+                "last_failure_at",
+                "id",
+                "last_failure_outcome",
+                "last_error",
+                "last_failure_exact",
+            )
         )
         open_ids = Alert.objects.filter(
             rule=rule, resolved_at__isnull=True, connector__isnull=False
         ).values("connector_id")
-        found = [
-            *failed.filter(last_failure_at__gte=since),
-            *failed.filter(
+        # One statement (UNION ALL), so both halves see the same moment of a sync's writes.
+        found = failed.filter(last_failure_at__gte=since).union(
+            failed.filter(
                 connector_id__in=open_ids,
                 last_failure_at__gte=now - timedelta(days=HISTORY_DAYS),
                 last_failure_at__lt=since,
             ),
-        ]
-        for connector_id, failed_job_at, outcome, error, exact in sorted(
-            found, key=lambda row: row[1] or now
+            all=True,
+        )
+        for connector_id, failed_job_at, _pk, outcome, error, exact in sorted(
+            found, key=lambda row: (row[1] or now, row[2])
         ):
             if failed_job_at is not None:  # (for the type checker: the filters exclude it)
                 jobs[connector_id] = (failed_job_at, outcome, error, exact)  # the latest wins
@@ -374,7 +380,7 @@ def success_rate_conditions(rule: AlertRule, *, now: datetime) -> Conditions:
             )
         return conditions
 
-    return Conditions(below, words)
+    return Conditions(below, words, kind=Alert.Kind.SUCCESS_RATE)
 
 
 def _monitored_accounts() -> QuerySet[AccountLink]:

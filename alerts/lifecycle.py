@@ -158,10 +158,13 @@ def apply(
     `last_seen_at` is when it opened or its words last changed. Words are built only for
     the alerts to open, and for the open ones whose words follow the data."""
     current = conditions if isinstance(conditions, Conditions) else Conditions.listed(conditions)
+    refreshed = current.kind is None or current.kind in REFRESHED_KINDS
     # The open alerts, with their words when those follow the data (one read either way).
-    words = ("stage", "summary", "detail", "state", "snoozed_until") if current.refreshed else ()
+    words = ("stage", "summary", "detail", "state", "snoozed_until") if refreshed else ()
     open_rows = list(
-        Alert.objects.filter(unresolved, resolved_at__isnull=True).values_list("key", "pk", *words)
+        Alert.objects.filter(unresolved, resolved_at__isnull=True)
+        .order_by()
+        .values_list("key", "pk", *words)
     )
     already = {row[0]: row[1] for row in open_rows}
     opened = open_alerts(
@@ -212,7 +215,7 @@ def apply(
             {row[0]: row[1:] for row in open_rows},
             now=now,
         )
-        if current.refreshed
+        if refreshed
         else []
     )
     record(AlertEvent.Kind.REMINDER, escalated, now=now, note="Nearer its deadline")

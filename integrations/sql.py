@@ -191,6 +191,8 @@ def update_rows(
     Elsewhere than PostgreSQL (SQLite, the demo): bulk_update. Returns rows updated."""
     if not objects:
         return 0
+    if any(instance.pk is None for instance in objects):
+        raise ValueError("update_rows() needs saved rows: one has no primary key.")
     if db.vendor != "postgresql":
         return model._default_manager.bulk_update(objects, fields, batch_size=BULK_BATCH)
     pk = model._meta.pk
@@ -211,7 +213,7 @@ def update_rows(
     assignments = ", ".join(f"{quote(f.column)} = v.{quote(f.column)}" for f in chosen)
     per_statement = max(1, MAX_PARAMETERS // (len(chosen) + 1))
     updated = 0
-    with db.cursor() as cursor:
+    with transaction.atomic(savepoint=False), db.cursor() as cursor:  # all or nothing
         for start in range(0, len(objects), per_statement):
             chunk = objects[start : start + per_statement]
             params: list[Any] = []

@@ -1,7 +1,10 @@
 """An index on when backup jobs failed (failures only), for the backup-failed rule's read
 of every failure inside its lookback: without it, each evaluation scanned every failure
 kept (150-250 ms at 80,000 connectors). Partial, so it holds only the few failure rows;
-built CONCURRENTLY on PostgreSQL so the job days are never locked for the sync's writes."""
+built CONCURRENTLY on PostgreSQL so the job days are never locked for the sync's writes
+(`sqlmigrate` shows it as a Python operation: CREATE INDEX CONCURRENTLY
+"job_day_failure_recent_idx" ON "backup_job_days" ("last_failure_at") WHERE
+"last_failure_at" IS NOT NULL)."""
 
 from django.db import migrations, models
 
@@ -16,6 +19,8 @@ INDEX = models.Index(
 def create(apps, schema_editor):
     model = apps.get_model("backups", "BackupJobDay")
     if schema_editor.connection.vendor == "postgresql":
+        # A build that failed half-way leaves an INVALID index of that name behind.
+        schema_editor.execute(f'DROP INDEX CONCURRENTLY IF EXISTS "{NAME}"')
         schema_editor.add_index(model, INDEX, concurrently=True)
     else:
         schema_editor.add_index(model, INDEX)

@@ -227,3 +227,55 @@ def test_update_rows_writes_what_bulk_update_would_and_nothing_else(
         sql.update_rows(AccountLink, [link], ["company_name"])
     assert AccountLink.objects.get(pk=link.pk).company_name == "A"
     assert sql.update_rows(AccountLink, [], ["company_name"]) == 0
+
+
+def test_update_rows_on_the_syncs_own_tables(connection: Connection) -> None:
+    """A status row keyed by its connector (a one-to-one primary key), a seat's `limit`
+    (a reserved word) and `usage`; an unsaved row is refused before anything is written."""
+    from backups.models import AccountLink, AccountSeat, BackupConnector, BackupConnectorStatus
+
+    link = AccountLink.objects.create(
+        connection=connection,
+        external_id="acct-1",
+        company_name="A",
+        first_seen_at=WHEN,
+        last_seen_at=WHEN,
+    )
+    connectors = [
+        BackupConnector.objects.create(
+            connection=connection,
+            account_link=link,
+            external_id=f"c{i}",
+            name=f"Mail {i}",
+            first_seen_at=WHEN,
+            last_seen_at=WHEN,
+        )
+        for i in range(3)
+    ]
+    statuses = [
+        BackupConnectorStatus.objects.create(connector=c, status="ok", checked_at=WHEN)
+        for c in connectors
+    ]
+    seat = AccountSeat.objects.create(
+        account_link=link, resource="seats", label="Seats", usage=1, limit=10, checked_at=WHEN
+    )
+    for status in statuses[:2]:
+        status.status, status.reason, status.last_success_at = "failed", "AUTH", None
+    assert (
+        sql.update_rows(
+            BackupConnectorStatus, statuses[:2], ["status", "reason", "last_success_at"]
+        )
+        == 2
+    )
+    assert sorted(BackupConnectorStatus.objects.values_list("status", "reason")) == [
+        ("failed", "AUTH"),
+        ("failed", "AUTH"),
+        ("ok", ""),
+    ]
+    seat.usage, seat.limit, seat.violated = 12, None, True
+    assert sql.update_rows(AccountSeat, [seat], ["usage", "limit", "violated"]) == 1
+    assert AccountSeat.objects.values_list("usage", "limit", "violated").get() == (12, None, True)
+    seat.usage = 99
+    with pytest.raises(ValueError, match="no primary key"):
+        sql.update_rows(AccountSeat, [seat, AccountSeat(account_link=link)], ["usage"])
+    assert AccountSeat.objects.get().usage == 12
