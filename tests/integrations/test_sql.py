@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from backups.models import AuditCategory, BackupAuditEvent
+from backups.models import AccountLink, AuditCategory, BackupAuditEvent
 from integrations import sql
 from integrations.models import Connection
 from integrations.sql import MissingValue, column, insert_rows, update_returning
@@ -18,6 +18,16 @@ WHEN = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
 @pytest.fixture
 def connection(db: None) -> Connection:
     return Connection.objects.create(provider="keepit", name="SQL helper")
+
+
+def account(connection: Connection) -> AccountLink:
+    return AccountLink.objects.create(
+        connection=connection,
+        external_id="acct-1",
+        company_name="A",
+        first_seen_at=WHEN,
+        last_seen_at=WHEN,
+    )
 
 
 def event_row(connection: Connection, key: str, **values: object) -> dict[str, object]:
@@ -179,7 +189,6 @@ def test_update_rows_writes_what_bulk_update_would_and_nothing_else(
     refused, not cut."""
     from django.db import DataError, transaction
 
-    from backups.models import AccountLink
     from customers.models import Customer
 
     ids = insert_rows(
@@ -209,13 +218,7 @@ def test_update_rows_writes_what_bulk_update_would_and_nothing_else(
         assert event.occurred_at == datetime(2026, 12, 1, i, 30, tzinfo=UTC)
         assert event.actor == "x"
     # NULL and a foreign key.
-    link = AccountLink.objects.create(
-        connection=connection,
-        external_id="acct-1",
-        company_name="A",
-        first_seen_at=WHEN,
-        last_seen_at=WHEN,
-    )
+    link = account(connection)
     customer = Customer.objects.create(name="Contoso", normalized_name="contoso")
     stored[0].succeeded = None
     stored[0].customer_id = customer.pk
@@ -232,15 +235,9 @@ def test_update_rows_writes_what_bulk_update_would_and_nothing_else(
 def test_update_rows_on_the_syncs_own_tables(connection: Connection) -> None:
     """A status row keyed by its connector (a one-to-one primary key), a seat's `limit`
     (a reserved word) and `usage`; an unsaved row is refused before anything is written."""
-    from backups.models import AccountLink, AccountSeat, BackupConnector, BackupConnectorStatus
+    from backups.models import AccountSeat, BackupConnector, BackupConnectorStatus
 
-    link = AccountLink.objects.create(
-        connection=connection,
-        external_id="acct-1",
-        company_name="A",
-        first_seen_at=WHEN,
-        last_seen_at=WHEN,
-    )
+    link = account(connection)
     connectors = [
         BackupConnector.objects.create(
             connection=connection,
