@@ -23,7 +23,7 @@ from django.db import transaction
 from django.db.models import Case, F, OuterRef, Q, Subquery, When
 from django.utils.html import escape
 
-from integrations.sql import column, placeholders, update_returning
+from integrations.sql import column, in_ids, update_returning
 
 from . import grouping, maintenance, payloads
 from .channels import ChannelTransport
@@ -255,18 +255,18 @@ def escalate_due(*, now: datetime) -> list[AlertNotification]:
     with transaction.atomic():
         # Claimed with the same conditions: of two evaluations at once one escalates each
         # alert, and one acknowledged or snoozed meanwhile is left alone.
-        ids = list(due)
+        chosen, params = in_ids(column(Alert, "id"), list(due))
         escalated = set(
             update_returning(
                 Alert,
                 {"escalated_at": now},
-                where=f"{column(Alert, 'id')} IN ({placeholders(ids)}) "
+                where=f"{chosen} "
                 f"AND {column(Alert, 'escalated_at')} IS NULL "
                 f"AND {column(Alert, 'state')} = %s "
                 f"AND {column(Alert, 'resolved_at')} IS NULL "
                 f"AND ({column(Alert, 'snoozed_until')} IS NULL "
                 f"OR {column(Alert, 'snoozed_until')} <= %s)",
-                params=[*ids, Alert.State.OPEN, now],
+                params=[*params, Alert.State.OPEN, now],
             )
         )
         if not escalated:

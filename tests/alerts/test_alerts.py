@@ -61,6 +61,29 @@ def contoso() -> Customer:
 # --- Backup Stale ------------------------------------------------------------------------
 
 
+def test_a_backup_stored_between_reading_the_stale_ids_and_their_words_opens_nothing(
+    contoso: Customer,
+) -> None:
+    """The stale rule reads ids first and words later; a sync that stores a complete backup
+    in between must not get an alert saying "no complete backup for 0 hours"."""
+    from alerts.evaluation import rule_key, stale_conditions
+
+    rule = StaleRuleFactory.create()
+    late = ConnectorFactory.create(
+        customer=contoso, backup_status__last_success_at=NOW - timedelta(days=3)
+    )
+    other = ConnectorFactory.create(
+        customer=contoso, name="Entra ID", backup_status__last_success_at=NOW - timedelta(days=4)
+    )
+    conditions = stale_conditions(rule, now=NOW)
+    assert set(conditions.keys) == {rule_key(rule, late.pk), rule_key(rule, other.pk)}
+    late.backup_status.last_success_at = NOW
+    late.backup_status.save()
+    worded = conditions.all()
+    assert [c.connector_id for c in worded] == [other.pk]
+    assert worded[0].summary == "Contoso Ltd: Entra ID — no complete backup for 96 hours"
+
+
 def test_it_opens_one_alert_when_a_backup_goes_stale_at_the_threshold_and_not_before(
     contoso: Customer,
 ) -> None:
