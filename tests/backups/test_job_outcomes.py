@@ -14,7 +14,7 @@ from alerts.evaluation import success_rate_conditions
 from alerts.models import Alert, AlertEvent, AlertRule
 from alerts.services import evaluate
 from backups.jobs import format_rate
-from backups.models import BackupConnector, BackupJobDay, JobOutcome
+from backups.models import BackupConnector, BackupConnectorStatus, BackupJobDay, JobOutcome
 from integrations.models import SyncRun
 from tests.conftest import START, connect, make_sandbox, sync
 from tests.factories import NOW, ConnectorFactory, JobDayFactory
@@ -286,6 +286,33 @@ def test_requests_grow_with_failures_not_with_connectors(msp_sandbox: Any, setti
     routes_after = Counter(entry.route for entry in msp_sandbox.server.request_log)
     assert routes_after["jobs"] == accounts
     assert routes_after["history"] == 1
+
+
+def test_an_account_whose_aggregated_health_fails_is_read_connector_by_connector(
+    msp_sandbox: Any, settings: Any
+) -> None:
+    """Keepit's per-account health (C1) answers 404 for one account and something that is
+    not its XML for another: those two accounts' connectors are asked one by one, the run
+    says how many (`health_fallbacks`), and the statuses are those a normal read gives."""
+    settings.KEEPIT_JOB_BACKFILL_DAYS_PER_SYNC = 0
+    connection = connect(msp_sandbox, settings)
+    msp_sandbox.inject("404", "malformed", route="health")
+    run = sync(connection, msp_sandbox)
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+    sizes = list(
+        Counter(BackupConnector.objects.values_list("account_link_id", flat=True)).values()
+    )
+    two_accounts = {a + b for i, a in enumerate(sizes) for b in sizes[i + 1 :]}
+    assert run.counts["health_fallbacks"] in two_accounts
+    read = dict(BackupConnectorStatus.objects.values_list("connector__external_id", "health"))
+    # The next sync reads every account whole: nothing differs, nothing falls back.
+    msp_sandbox.advance(timedelta(minutes=15))
+    again = sync(connection, msp_sandbox)
+    assert again.counts["health_fallbacks"] == 0
+    assert again.counts.get("status_changes", 0) == 0
+    assert (
+        dict(BackupConnectorStatus.objects.values_list("connector__external_id", "health")) == read
+    )
 
 
 def test_a_part_c_read_keepit_refuses_is_a_note_not_a_failed_sync(
