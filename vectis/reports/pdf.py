@@ -4,6 +4,7 @@ rendered by WeasyPrint, which needs Pango from the OS (see the README)."""
 from __future__ import annotations
 
 import base64
+from types import ModuleType
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -16,13 +17,21 @@ from ..models import ReportSettings
 from .monthly import Month, Report, monthly_report
 
 # WeasyPrint loads Pango from the OS when imported. Without it Vectis still runs (the
-# demo needs only Python); asking for a report then says what to install.
-PANGO_MISSING = ""
-try:
-    import weasyprint
-except OSError as missing:  # (depends on the machine)
-    weasyprint = None
-    PANGO_MISSING = str(missing)
+# demo needs only Python); asking for a report then says what to install. Imported when a
+# report is asked for, not when Django starts: every process loads the admin, and
+# WeasyPrint took about a second of each start (the sync's audit process, each worker).
+
+
+def _weasyprint() -> ModuleType:
+    try:
+        import weasyprint
+    except OSError as missing:  # (depends on the machine)
+        raise ImproperlyConfigured(
+            "The PDF report needs Pango from the operating system (on Debian: apt-get "
+            f"install libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core): {missing}"
+        ) from None
+    module: ModuleType = weasyprint
+    return module
 
 
 def report_filename(customer: Customer, month: Month) -> str:
@@ -39,11 +48,7 @@ def logo_uri(look: ReportSettings) -> str:
 
 def build_report(customer: Customer, month: Month) -> tuple[Report, bytes]:
     """The report's figures and its PDF, with the MSP's name and logo (Report settings)."""
-    if weasyprint is None:
-        raise ImproperlyConfigured(
-            "The PDF report needs Pango from the operating system (on Debian: apt-get "
-            f"install libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core): {PANGO_MISSING}"
-        )
+    weasyprint = _weasyprint()
     look = ReportSettings.load()
     report = monthly_report(customer, month, msp_name=look.display_name)
     # The same report whoever asks for it: times in the MSP's zone, not the viewer's.
