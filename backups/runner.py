@@ -28,6 +28,7 @@ anything unexpected → `failed` with a sentence (the traceback goes to the log)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -305,17 +306,23 @@ class _Part:
 
     def accounts(self) -> None:
         """Read this part's accounts and store them in one transaction."""
+        self.store(self.read())
+
+    def read(self) -> list[AccountSnapshot]:
         assert self.collection.read_accounts is not None
         before = dict(self.collection.counts)
         self.tracker.phase = f"the customer accounts (part {self.chunk.number})"
         accounts = self.collection.read_accounts(list(self.chunk.payload), self.tracker)
+        self._provider_counts = {k: v - before.get(k, 0) for k, v in self.collection.counts.items()}
+        self.result.notes = self.collection.notes()
+        return accounts
+
+    def store(self, accounts: list[AccountSnapshot]) -> None:
         self.tracker.phase = "the connectors and backup statuses"
         with transaction.atomic():
             self.ingest.apply_part(accounts)
         self.result.stored = True
         self.result.failed_accounts = _failed(accounts)
-        self._provider_counts = {k: v - before.get(k, 0) for k, v in self.collection.counts.items()}
-        self.result.notes = self.collection.notes()
         self.done = True
         self.settle()
 
@@ -566,6 +573,27 @@ def _audit_process_possible(collection: Collection) -> bool:
     )
 
 
+class _Storing(threading.Thread):
+    """A part's accounts stored by a thread of its own, on its own database connection,
+    while the next part is read: the requests do not wait for the writes (at 20 ms a
+    request, storing 500 accounts is about 2 % of reading them on a fast machine and
+    twice that on a slow one, with no request in flight meanwhile)."""
+
+    def __init__(self, part: _Part, accounts: list[AccountSnapshot]) -> None:
+        super().__init__(name=f"sync-store-part-{part.chunk.number}", daemon=True)
+        self.part = part
+        self.accounts = accounts
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.part.store(self.accounts)
+        except BaseException as exc:  # re-raised by the thread that waits for it
+            self.error = exc
+        finally:
+            db.close()  # this thread's connection
+
+
 class _Inline:
     """The parts of one run done by this process (see `run_sync`)."""
 
@@ -583,6 +611,11 @@ class _Inline:
         self.audit_chunk = next(p for p in parts if p.kind == SyncChunk.Kind.AUDIT)
         self.audit: _Part | None = None
         self.current: _Part | None = None
+        # The account part being stored by a thread while the next one is read, and the
+        # one whose storing failed (the part a crash is about).
+        self.storing: _Storing | None = None
+        self.failed_store: _Part | None = None
+        self.store_error: BaseException | None = None
         self.finished: list[_Part] = []
         self.deferred: BaseException | None = None
         self.crash = ""
@@ -623,22 +656,46 @@ class _Inline:
             self.audit.result.record(self.audit.chunk, now=timezone.now())
             self.finished.append(self.audit)
 
-    def _account_parts(self, progress: Progress) -> None:
+    def _account_parts(self, progress: Progress, *, store_aside: bool = False) -> None:
+        """Each account part read, then stored. `store_aside`: a part is stored by a
+        thread of its own while this one reads the next (only when nothing else of the
+        run writes through this thread's connection meanwhile: the audit log is in its
+        own process)."""
         for pending in self.account_chunks:
             claimed = self._claim(pending)
             if claimed is None:
                 continue
             before = self.collection.requests()
-            self.current = _Part(claimed, self.collection, SyncProgress(progress))
-            self.current.accounts()
-            self.current.result.http_requests = self.collection.requests() - before
-            self.current.result.record(claimed, now=timezone.now())
-            self.finished.append(self.current)
+            part = self.current = _Part(claimed, self.collection, SyncProgress(progress))
+            accounts = part.read()
+            part.result.http_requests = self.collection.requests() - before
+            self._stored()  # the previous part (its failure stops the run here)
+            if store_aside:
+                self.storing = _Storing(part, accounts)
+                self.storing.start()
+            else:
+                part.store(accounts)
+                part.result.record(claimed, now=timezone.now())
+                self.finished.append(part)
             self.current = None
             if self.deferred is not None:
                 raise self.deferred
             if self.audit is not None:
                 self.audit.audit_step(wait=False)
+        self._stored()
+
+    def _stored(self) -> None:
+        """Wait for the part being stored aside, and record it; raise what failed it."""
+        storing = self.storing
+        if storing is None:
+            return
+        storing.join()
+        self.storing = None
+        if storing.error is not None:
+            self.failed_store, self.store_error = storing.part, storing.error
+            raise storing.error
+        storing.part.result.record(storing.part.chunk, now=timezone.now())
+        self.finished.append(storing.part)
 
     def _go_with_audit_process(self) -> None:
         """The audit part in a process of its own (its own interpreter lock and database
@@ -690,7 +747,9 @@ class _Inline:
         watcher = threading.Thread(target=give_back, name="audit-process-watcher", daemon=True)
         watcher.start()
         try:
-            self._account_parts(self.progress or (lambda phase, done, total: None))
+            self._account_parts(
+                self.progress or (lambda phase, done, total: None), store_aside=True
+            )
         finally:
             watcher.join()
         audit = SyncChunk.objects.get(pk=self.audit_chunk.pk)
@@ -713,17 +772,26 @@ class _Inline:
     def stop(self, *, exc: BaseException | None) -> None:
         """Record every part that had not ended: the one that was interrupted says why;
         the others stopped with it. `exc` None: a time limit; else a crash."""
+        if self.storing is not None:
+            # A part was being stored aside when the run stopped: it finishes and is
+            # recorded as stored — or its failure is recorded below, as the run's crash.
+            with contextlib.suppress(BaseException):
+                self._stored()
+        if exc is None and self.store_error is not None:
+            exc = self.store_error
         now = timezone.now()
         interrupted: _Part | None = None
         if self.audit is not None and self.audit.interrupted:
             interrupted = self.audit
+        elif self.failed_store is not None:
+            interrupted = self.failed_store
         elif self.current is not None:
             interrupted = self.current
         elif self.audit is not None and self.audit not in self.finished:
             interrupted = self.audit
         if exc is not None and interrupted is not None:
             self.crash = _unexpected(exc, interrupted.tracker.phase)
-        for part in [self.current, self.audit]:
+        for part in [self.failed_store, self.current, self.audit]:
             if part is None or part in self.finished:
                 continue
             is_audit = part.chunk.kind == SyncChunk.Kind.AUDIT

@@ -62,14 +62,16 @@ def setup_django(database: str) -> None:
 
 class QueryCounter:
     def __init__(self) -> None:
+        self.lock = threading.Lock()
         self.queries = 0
         self.write_statements = 0  # INSERT/UPDATE/DELETE against the synced data tables
 
     def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        self.queries += 1
         match = WRITE_RE.match(sql)
-        if match and match.group(2) in DATA_TABLES:
-            self.write_statements += 1
+        with self.lock:
+            self.queries += 1
+            if match and match.group(2) in DATA_TABLES:
+                self.write_statements += 1
         return execute(sql, params, many, context)
 
 
@@ -128,10 +130,19 @@ def child_sync(args: argparse.Namespace) -> dict[str, Any]:
     with db.cursor() as cursor:
         cursor.execute("SELECT txid_current()")
         before_xid = int(cursor.fetchone()[0]) % 2**32
+    # This thread's queries, and those of the connections the sync's own threads open
+    # (an account part is stored by a thread of its own while the next is read).
+    from django.db.backends.signals import connection_created
+
+    def count_too(sender: Any, connection: Any, **kwargs: Any) -> None:
+        connection.execute_wrappers.append(counter)
+
+    connection_created.connect(count_too)
     started = time.perf_counter()
     with db.execute_wrapper(counter):
         run = run_sync(connection, now=datetime.fromisoformat(args.now))
     seconds = time.perf_counter() - started
+    connection_created.disconnect(count_too)
     return {
         "seconds": round(seconds, 2),
         "outcome": run.outcome,

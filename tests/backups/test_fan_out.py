@@ -5,6 +5,7 @@ time limit completes over several runs with every event stored exactly once."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -236,3 +237,126 @@ def test_a_sync_in_one_process_reads_the_audit_log_in_a_second_one(
     assert run.http_requests == live_sandbox.server.requests_served
     # The audit process had a quarter of the budget: never more requests in flight.
     assert live_sandbox.server.peak_in_flight["audit"] <= 2
+
+
+def account_reads(sandbox: KeepitSandbox) -> int:
+    """Requests of the accounts' routes the sandbox answered (not the audit log's, which
+    a process of its own reads meanwhile)."""
+    return sum(n for route, n in sandbox.server.requests_by_route().items() if route != "audit")
+
+
+def test_a_part_is_stored_while_the_next_one_is_read(
+    live_sandbox: KeepitSandbox, settings: SettingsWrapper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run_sync` with the audit log in its own process stores each account part on a
+    thread of its own while it reads the next part: the requests do not wait for the
+    writes. Every part still ends stored, and the connectors are all there."""
+    from backups.ingest import Ingest
+    from backups.runner import run_sync
+
+    settings.KEEPIT_BASE_URL_TEMPLATE = live_sandbox.base_url_template
+    settings.VECTIS_SYNC_CHUNK_ACCOUNTS = 2
+    connection = sandbox_connection(live_sandbox)
+    apply_part = Ingest.apply_part
+    read_meanwhile: list[int] = []
+
+    def slow_apply(self: Ingest, accounts: Any) -> None:
+        before = account_reads(live_sandbox)
+        time.sleep(1.0)
+        read_meanwhile.append(account_reads(live_sandbox) - before)
+        apply_part(self, accounts)
+
+    monkeypatch.setattr(Ingest, "apply_part", slow_apply)
+    run = run_sync(connection)
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+    parts = list(run.chunks.filter(kind=SyncChunk.Kind.ACCOUNTS).order_by("number"))
+    assert [(p.state, p.stored) for p in parts] == [(SyncChunk.State.DONE, True)] * 3
+    assert BackupConnector.objects.filter(removed_at__isnull=True).count() == connector_total(
+        live_sandbox
+    )
+    # While each part but the last was being stored, the next one's accounts were read.
+    assert len(read_meanwhile) == 3
+    assert all(reads > 0 for reads in read_meanwhile[:2]), read_meanwhile
+
+
+def test_a_part_that_fails_while_stored_aside_fails_the_run_naming_it(
+    live_sandbox: KeepitSandbox, settings: SettingsWrapper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first part's storing fails (on its own thread) while the second is read: the
+    run fails with a sentence about storing, no part is left running, nothing of the
+    failed part is half-stored, and the next sync stores everything."""
+    from backups.ingest import Ingest
+    from backups.runner import run_sync
+
+    settings.KEEPIT_BASE_URL_TEMPLATE = live_sandbox.base_url_template
+    settings.VECTIS_SYNC_CHUNK_ACCOUNTS = 2
+    connection = sandbox_connection(live_sandbox)
+    apply_part = Ingest.apply_part
+    calls: list[int] = []
+
+    def failing_apply(self: Ingest, accounts: Any) -> None:
+        calls.append(len(accounts))
+        apply_part(self, accounts)
+        if len(calls) == 1:
+            raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(Ingest, "apply_part", failing_apply)
+    run = run_sync(connection)
+    assert run.outcome == SyncRun.Outcome.FAILED
+    assert run.error.startswith(
+        "The sync stopped on an unexpected error (RuntimeError) while reading the "
+        "connectors and backup statuses."
+    ), run.error
+    parts = list(run.chunks.filter(kind=SyncChunk.Kind.ACCOUNTS).order_by("number"))
+    assert [p.state for p in parts] == [SyncChunk.State.FAILED] * 3
+    assert parts[0].error == run.error
+    assert not any(p.stored for p in parts)
+    assert not BackupConnector.objects.exists()  # the failed part's writes rolled back
+
+    monkeypatch.setattr(Ingest, "apply_part", apply_part)
+    again = run_sync(Connection.objects.get(pk=connection.pk))
+    assert again.outcome == SyncRun.Outcome.SUCCEEDED, again.error
+    assert BackupConnector.objects.filter(removed_at__isnull=True).count() == connector_total(
+        live_sandbox
+    )
+
+
+def test_a_time_limit_while_a_part_is_stored_aside_keeps_that_part(
+    live_sandbox: KeepitSandbox, settings: SettingsWrapper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The time limit comes while the second part is read and the first is still being
+    stored on its own thread: the first finishes and counts as stored, the run is partial,
+    naming where it stopped."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from backups import runner
+    from backups.ingest import Ingest
+
+    settings.KEEPIT_BASE_URL_TEMPLATE = live_sandbox.base_url_template
+    settings.VECTIS_SYNC_CHUNK_ACCOUNTS = 2
+    connection = sandbox_connection(live_sandbox)
+    apply_part = Ingest.apply_part
+    read = runner._Part.read
+    storing = threading.Event()
+
+    def slow_apply(self: Ingest, accounts: Any) -> None:
+        storing.set()
+        time.sleep(1.0)
+        apply_part(self, accounts)
+
+    def read_until_the_limit(self: runner._Part) -> Any:
+        if storing.is_set():
+            raise SoftTimeLimitExceeded()
+        return read(self)
+
+    monkeypatch.setattr(Ingest, "apply_part", slow_apply)
+    monkeypatch.setattr(runner._Part, "read", read_until_the_limit)
+    run = runner.run_sync(connection)
+    assert run.outcome == SyncRun.Outcome.PARTIAL, run.error
+    assert run.error.startswith("The sync reached its time limit"), run.error
+    first, second, third = run.chunks.filter(kind=SyncChunk.Kind.ACCOUNTS).order_by("number")
+    assert (first.state, first.stored, first.stopped_early) == (SyncChunk.State.DONE, True, False)
+    assert (second.stored, second.stopped_early) == (False, True)
+    assert (third.stored, third.stopped_early) == (False, True)
+    stored = BackupConnector.objects.filter(removed_at__isnull=True).count()
+    assert stored == first.counts["connectors_added"] > 0
