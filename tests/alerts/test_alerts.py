@@ -648,3 +648,57 @@ def test_every_row_of_a_message_says_which_kind_and_why_in_both_parts(
     for rule in ("Rule: Stale 48 h", "Rule: Failures"):
         assert rule in text
         assert rule in html
+
+
+@pytest.mark.django_db
+def test_new_words_for_many_open_alerts_are_one_statement_claimed_on_the_old_step() -> None:
+    """A countdown's words change every day for every open alert of its kind (thousands
+    at 80,000 connectors): they are written in one statement whatever their number, each
+    alert claimed on the step it was read with — one another evaluation moved meanwhile,
+    or that was resolved, keeps what it has — and only a nearer step is news."""
+    from alerts.evaluation import Condition
+
+    now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+    def open_alerts(count: int, *, offset: int) -> dict[str, tuple[Any, ...]]:
+        stored = {}
+        for number in range(offset, offset + count):
+            alert = Alert.objects.create(
+                key=f"token:{number}",
+                kind=Alert.Kind.TOKEN_EXPIRY,
+                stage="30",
+                summary=f"Token {number} expires in 20 days",
+                opened_at=now - timedelta(days=10),
+                last_seen_at=now - timedelta(days=1),
+            )
+            stored[alert.key] = (alert.pk, "30", alert.summary, "", Alert.State.OPEN, None)
+        return stored
+
+    def nearer(key: str) -> Condition:
+        return Condition(
+            key=key, kind=Alert.Kind.TOKEN_EXPIRY, summary=f"{key} in 6 days", stage="7"
+        )
+
+    statements = []
+    for count, offset in ((3, 0), (30, 100)):
+        stored = open_alerts(count, offset=offset)
+        with CaptureQueriesContext(db) as captured:
+            told = lifecycle.escalate([nearer(key) for key in stored], stored, now=now)
+        statements.append(len(captured.captured_queries))
+        assert sorted(told) == sorted(row[0] for row in stored.values())
+    assert statements == [1, 1]
+
+    # Read on step "30", but meanwhile one moved on and one was resolved: neither is
+    # rewritten nor told.
+    stored = open_alerts(3, offset=200)
+    moved, resolved, kept = (row[0] for row in stored.values())
+    Alert.objects.filter(pk=moved).update(stage="7", summary="moved by another pass")
+    Alert.objects.filter(pk=resolved).update(resolved_at=now)
+    told = lifecycle.escalate([nearer(key) for key in stored], stored, now=now)
+    assert told == [kept]
+    assert Alert.objects.get(pk=moved).summary == "moved by another pass"
+    assert Alert.objects.get(pk=resolved).summary == "Token 201 expires in 20 days"
+    assert (Alert.objects.get(pk=kept).summary, Alert.objects.get(pk=kept).last_seen_at) == (
+        "token:202 in 6 days",
+        now,
+    )
