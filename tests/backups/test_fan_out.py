@@ -344,8 +344,12 @@ def test_a_time_limit_while_a_part_is_stored_aside_keeps_that_part(
         time.sleep(1.0)
         apply_part(self, accounts)
 
+    reads: list[int] = []
+
     def read_until_the_limit(self: runner._Part) -> Any:
-        if storing.is_set():
+        reads.append(self.chunk.number)
+        if len(reads) == 2:  # the second part, once the first is being stored
+            assert storing.wait(timeout=30)
             raise SoftTimeLimitExceeded()
         return read(self)
 

@@ -24,7 +24,7 @@ from .monthly import Month, Report, monthly_report
 
 def _weasyprint() -> ModuleType:
     try:
-        import weasyprint
+        import weasyprint  # local import: a second of every process's start (see above)
     except OSError as missing:  # (depends on the machine)
         raise ImproperlyConfigured(
             "The PDF report needs Pango from the operating system (on Debian: apt-get "
