@@ -17,8 +17,10 @@
    sentence; listeners (alerts) are told after commit.
 
 `run_sync` does all of it in this process (the `keepit_sync` command, tests, the
-benchmark): the audit log is read by its own threads while the accounts are read, and
-this thread stores both as they come, so one process is about as fast as the requests.
+benchmark): on PostgreSQL outside a transaction the audit part runs in a process of its
+own (`manage.py sync_part`) and each account part is stored by a thread of its own while
+the next is read; otherwise (the test suite's transactions, SQLite) the audit log is read
+by its own threads while the accounts are read, and this thread stores both as they come.
 
 Outcomes: the vendor unreadable as a whole → `failed` and nothing written; some accounts,
 a part or the audit log unreadable → `partial`, naming them, their data untouched; a time
@@ -516,7 +518,7 @@ def run_sync(
         return run
     inline = _Inline(run, parts, collection, progress)
     try:
-        with RunHeartbeat(run):
+        with RunHeartbeat(run, own_parts=True):
             inline.go()
     except SoftTimeLimitExceeded:
         inline.stop(exc=None)
@@ -658,9 +660,10 @@ class _Inline:
 
     def _account_parts(self, progress: Progress, *, store_aside: bool = False) -> None:
         """Each account part read, then stored. `store_aside`: a part is stored by a
-        thread of its own while this one reads the next (only when nothing else of the
-        run writes through this thread's connection meanwhile: the audit log is in its
-        own process)."""
+        thread of its own, on its own database connection, while this one reads the next.
+        Only on PostgreSQL outside a transaction (as for the audit process): that
+        connection must see what this one committed — the plan's account links — and
+        nothing this thread stores meanwhile may wait on it."""
         for pending in self.account_chunks:
             claimed = self._claim(pending)
             if claimed is None:
@@ -690,12 +693,16 @@ class _Inline:
         if storing is None:
             return
         storing.join()
-        self.storing = None
         if storing.error is not None:
             self.failed_store, self.store_error = storing.part, storing.error
+            self.storing = None
             raise storing.error
-        storing.part.result.record(storing.part.chunk, now=timezone.now())
-        self.finished.append(storing.part)
+        # Cleared only once recorded: a time limit in between finds it again in `stop()`
+        # (recording twice writes nothing: only a running part is recorded).
+        if storing.part not in self.finished:
+            storing.part.result.record(storing.part.chunk, now=timezone.now())
+            self.finished.append(storing.part)
+        self.storing = None
 
     def _go_with_audit_process(self) -> None:
         """The audit part in a process of its own (its own interpreter lock and database
@@ -783,7 +790,7 @@ class _Inline:
         interrupted: _Part | None = None
         if self.audit is not None and self.audit.interrupted:
             interrupted = self.audit
-        elif self.failed_store is not None:
+        elif self.failed_store is not None and exc is self.store_error:
             interrupted = self.failed_store
         elif self.current is not None:
             interrupted = self.current

@@ -130,19 +130,22 @@ def child_sync(args: argparse.Namespace) -> dict[str, Any]:
     with db.cursor() as cursor:
         cursor.execute("SELECT txid_current()")
         before_xid = int(cursor.fetchone()[0]) % 2**32
-    # This thread's queries, and those of the connections the sync's own threads open
-    # (an account part is stored by a thread of its own while the next is read).
+    # This thread's queries, and those of the threads that store the account parts (each
+    # part is stored by a thread of its own while the next is read); not the heartbeat's.
     from django.db.backends.signals import connection_created
 
     def count_too(sender: Any, connection: Any, **kwargs: Any) -> None:
-        connection.execute_wrappers.append(counter)
+        if threading.current_thread().name.startswith("sync-store-part-"):
+            connection.execute_wrappers.append(counter)
 
     connection_created.connect(count_too)
     started = time.perf_counter()
-    with db.execute_wrapper(counter):
-        run = run_sync(connection, now=datetime.fromisoformat(args.now))
+    try:
+        with db.execute_wrapper(counter):
+            run = run_sync(connection, now=datetime.fromisoformat(args.now))
+    finally:
+        connection_created.disconnect(count_too)
     seconds = time.perf_counter() - started
-    connection_created.disconnect(count_too)
     return {
         "seconds": round(seconds, 2),
         "outcome": run.outcome,

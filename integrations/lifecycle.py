@@ -103,10 +103,19 @@ class RunHeartbeat:
     """
 
     def __init__(
-        self, run: SyncRun, *, chunk: SyncChunk | None = None, interval: float | None = None
+        self,
+        run: SyncRun,
+        *,
+        chunk: SyncChunk | None = None,
+        own_parts: bool = False,
+        interval: float | None = None,
     ) -> None:
         self.run = run
         self.chunk = chunk
+        # Every running part of the run this process claimed (a run done in one process:
+        # a part can be running while the next one is read, and the watchdog must not
+        # take it for lost and queue it again).
+        self.own_parts = own_parts
         self.interval = interval or settings.VECTIS_SYNC_HEARTBEAT_SECONDS
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -122,6 +131,10 @@ class RunHeartbeat:
                     if self.chunk is not None:
                         SyncChunk.objects.filter(
                             pk=self.chunk.pk, state=SyncChunk.State.RUNNING
+                        ).update(heartbeat_at=now)
+                    if self.own_parts:
+                        SyncChunk.objects.filter(
+                            run=self.run, state=SyncChunk.State.RUNNING, worker=this_worker()
                         ).update(heartbeat_at=now)
                 except Exception:  # a lost database connection must not kill the sync
                     logger.warning("Heartbeat of sync run %s not written", self.run.pk)
@@ -304,6 +317,11 @@ def take_due_slots(*, now: datetime) -> list[int]:
 RUN_MAX_AGE = timedelta(hours=6)
 
 
+def this_worker() -> str:
+    """Who claims a part: this host and process."""
+    return f"{socket.gethostname()}:{os.getpid()}"[:255]
+
+
 def claim_chunk(chunk_id: int, *, now: datetime) -> SyncChunk | None:
     """Take a part for this worker, if it is still waiting and its run still running.
     None: someone else has it, it has ended, or its run is over (a duplicate message, a
@@ -315,7 +333,7 @@ def claim_chunk(chunk_id: int, *, now: datetime) -> SyncChunk | None:
         attempts=F("attempts") + 1,
         started_at=now,
         heartbeat_at=now,
-        worker=f"{socket.gethostname()}:{os.getpid()}"[:255],
+        worker=this_worker(),
     )
     if not claimed:
         return None

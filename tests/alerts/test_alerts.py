@@ -676,7 +676,11 @@ def test_new_words_for_many_open_alerts_are_one_statement_claimed_on_the_old_ste
 
     def nearer(key: str) -> Condition:
         return Condition(
-            key=key, kind=Alert.Kind.TOKEN_EXPIRY, summary=f"{key} in 6 days", stage="7"
+            key=key,
+            kind=Alert.Kind.TOKEN_EXPIRY,
+            summary=f"{key} in 6 days",
+            detail=f"{key}: renew it in Keepit within 6 days.",
+            stage="7",
         )
 
     statements = []
@@ -698,7 +702,10 @@ def test_new_words_for_many_open_alerts_are_one_statement_claimed_on_the_old_ste
     assert told == [kept]
     assert Alert.objects.get(pk=moved).summary == "moved by another pass"
     assert Alert.objects.get(pk=resolved).summary == "Token 201 expires in 20 days"
-    assert (Alert.objects.get(pk=kept).summary, Alert.objects.get(pk=kept).last_seen_at) == (
+    reworded = Alert.objects.get(pk=kept)
+    assert (reworded.stage, reworded.summary, reworded.detail, reworded.last_seen_at) == (
+        "7",
         "token:202 in 6 days",
+        "token:202: renew it in Keepit within 6 days.",
         now,
     )

@@ -251,23 +251,43 @@ def test_a_part_is_stored_while_the_next_one_is_read(
     """`run_sync` with the audit log in its own process stores each account part on a
     thread of its own while it reads the next part: the requests do not wait for the
     writes. Every part still ends stored, and the connectors are all there."""
+    from backups import runner
     from backups.ingest import Ingest
-    from backups.runner import run_sync
 
     settings.KEEPIT_BASE_URL_TEMPLATE = live_sandbox.base_url_template
     settings.VECTIS_SYNC_CHUNK_ACCOUNTS = 2
+    settings.VECTIS_SYNC_HEARTBEAT_SECONDS = 0.2
     connection = sandbox_connection(live_sandbox)
     apply_part = Ingest.apply_part
+    read = runner._Part.read
     read_meanwhile: list[int] = []
+    beaten: list[timedelta] = []
+    storing = [threading.Event() for _ in range(3)]
 
     def slow_apply(self: Ingest, accounts: Any) -> None:
         before = account_reads(live_sandbox)
+        storing[len(read_meanwhile)].set()
         time.sleep(1.0)
         read_meanwhile.append(account_reads(live_sandbox) - before)
         apply_part(self, accounts)
+        part = SyncChunk.objects.get(
+            run__connection=connection,
+            kind=SyncChunk.Kind.ACCOUNTS,
+            number=len(read_meanwhile),
+        )
+        assert part.heartbeat_at is not None
+        assert part.started_at is not None
+        beaten.append(part.heartbeat_at - part.started_at)
+
+    def read_once_the_previous_is_being_stored(self: runner._Part) -> Any:
+        parts_read = sum(event.is_set() for event in storing)
+        if parts_read:  # a part after the first: the previous one's storing has started
+            assert storing[parts_read - 1].wait(timeout=30)
+        return read(self)
 
     monkeypatch.setattr(Ingest, "apply_part", slow_apply)
-    run = run_sync(connection)
+    monkeypatch.setattr(runner._Part, "read", read_once_the_previous_is_being_stored)
+    run = runner.run_sync(connection)
     assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
     parts = list(run.chunks.filter(kind=SyncChunk.Kind.ACCOUNTS).order_by("number"))
     assert [(p.state, p.stored) for p in parts] == [(SyncChunk.State.DONE, True)] * 3
@@ -277,6 +297,9 @@ def test_a_part_is_stored_while_the_next_one_is_read(
     # While each part but the last was being stored, the next one's accounts were read.
     assert len(read_meanwhile) == 3
     assert all(reads > 0 for reads in read_meanwhile[:2]), read_meanwhile
+    # Each part's heartbeat moved while it was stored (every 0.2 s here), so the watchdog
+    # never takes a part of a run done in one process for lost.
+    assert all(beat > timedelta(seconds=0.5) for beat in beaten), beaten
 
 
 def test_a_part_that_fails_while_stored_aside_fails_the_run_naming_it(

@@ -19,12 +19,12 @@ from .monthly import Month, Report, monthly_report
 # WeasyPrint loads Pango from the OS when imported. Without it Vectis still runs (the
 # demo needs only Python); asking for a report then says what to install. Imported when a
 # report is asked for, not when Django starts: every process loads the admin, and
-# WeasyPrint took about a second of each start (the sync's audit process, each worker).
+# WeasyPrint took about half a second of each start (the sync's audit process, each worker).
 
 
 def _weasyprint() -> ModuleType:
     try:
-        import weasyprint  # local import: a second of every process's start (see above)
+        import weasyprint  # local import: half a second of each process's start
     except OSError as missing:  # (depends on the machine)
         raise ImproperlyConfigured(
             "The PDF report needs Pango from the operating system (on Debian: apt-get "
