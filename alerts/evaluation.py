@@ -73,9 +73,12 @@ class Conditions:
 
     @classmethod
     def listed(cls, conditions: list[Condition]) -> Conditions:
-        """Conditions whose words are already built."""
+        """Conditions whose words are already built; their kind when they share one ("":
+        none holds, so no open alert's words need reading)."""
         by_key = {c.key: c for c in conditions}
-        return cls(by_key, lambda keys: [by_key[key] for key in keys], kind=None)
+        kinds = {c.kind for c in conditions}
+        kind = kinds.pop() if len(kinds) == 1 else ("" if not kinds else None)
+        return cls(by_key, lambda keys: [by_key[key] for key in keys], kind=kind)
 
     def words(self, keys: Collection[str]) -> list[Condition]:
         """The conditions of these keys that still hold; connectors' conditions in the

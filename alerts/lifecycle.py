@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection as db
 from django.db import transaction
 from django.db.models import Q
 
 from backups.models import AccountLink
-from integrations.sql import column, in_ids, insert_rows, table, update_returning
+from integrations.sql import column, in_ids, insert_rows, update_claimed, update_returning
 
 from .compose import in_message
 from .evaluation import Condition, Conditions
@@ -278,48 +277,25 @@ def _reword(changes: list[tuple[int, str, Condition]], *, now: datetime) -> set[
     """Give open alerts their new words, each claimed on its old step (an alert another
     evaluation moved, or that was resolved, meanwhile is left alone); the ids changed.
     The words follow every day ("6 days of grace left"): at 80,000 connectors that is
-    thousands of alerts in one pass, so on PostgreSQL it is one statement over arrays,
-    not an UPDATE per alert."""
-    if not changes:
-        return set()
-    if db.vendor != "postgresql":
-        return {
-            pk
-            for pk, old, condition in changes
-            if Alert.objects.filter(pk=pk, stage=old, resolved_at__isnull=True).update(
-                stage=condition.stage,
-                summary=condition.summary,
-                detail=condition.detail,
-                last_seen_at=now,
-            )
-        }
-    name = {field: column(Alert, field) for field in FIELDS_REWORDED}
-    # (Names from the model's own fields, values as parameters.)
-    sql = (
-        f"UPDATE {table(Alert)} AS a SET {name['stage']} = v.stage, "  # noqa: S608
-        f"{name['summary']} = v.summary, {name['detail']} = v.detail, "
-        f"{name['last_seen_at']} = %s "
-        "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[]) "
-        "AS v(id, old, stage, summary, detail) "
-        f"WHERE a.{name['id']} = v.id AND a.{name['stage']} = v.old "
-        f"AND a.{name['resolved_at']} IS NULL RETURNING a.{name['id']}"
-    )
-    with db.cursor() as cursor:
-        cursor.execute(
-            sql,
-            [
-                now,
-                [pk for pk, _old, _c in changes],
-                [old for _pk, old, _c in changes],
-                [c.stage for _pk, _old, c in changes],
-                [c.summary for _pk, _old, c in changes],
-                [c.detail for _pk, _old, c in changes],
-            ],
+    thousands of alerts in one pass, one statement on PostgreSQL (`update_claimed`)."""
+    alerts = [
+        Alert(
+            pk=pk,
+            stage=condition.stage,
+            summary=condition.summary,
+            detail=condition.detail,
+            last_seen_at=now,
         )
-        return {row[0] for row in cursor.fetchall()}
-
-
-FIELDS_REWORDED = ("id", "stage", "summary", "detail", "last_seen_at", "resolved_at")
+        for pk, _old, condition in changes
+    ]
+    return update_claimed(
+        Alert,
+        alerts,
+        ["stage", "summary", "detail", "last_seen_at"],
+        claim="stage",
+        was=[old for _pk, old, _condition in changes],
+        still_null=["resolved_at"],
+    )
 
 
 def _rank(stage: str) -> int:

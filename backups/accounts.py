@@ -28,6 +28,7 @@ from django.db import transaction
 from customers.models import Customer
 from customers.names import normalize_company_name
 from integrations.models import Connection
+from integrations.sql import update_rows
 
 from .models import AccountLink, BackupAuditEvent, BackupConnector
 from .signals import account_excluded
@@ -139,7 +140,7 @@ def match_accounts(
         if link.customer_id != before[3]:
             result.moved[link.external_id] = link.customer_id
         if _state(link) != before or now - link.last_seen_at >= SEEN_RESOLUTION:
-            # bulk_update does not run auto_now; stamp what changed ourselves.
+            # update_rows does not run auto_now; stamp what changed ourselves.
             link.last_seen_at = link.updated_at = now
             changed.append(link)
     for link in links.values():
@@ -148,7 +149,8 @@ def match_accounts(
             changed.append(link)
             result.removed += 1
     AccountLink.objects.bulk_create(created, batch_size=BATCH_SIZE)
-    AccountLink.objects.bulk_update(
+    update_rows(
+        AccountLink,
         changed,
         [
             "company_name",
@@ -162,7 +164,6 @@ def match_accounts(
             "deletion_scheduled_at",
             "updated_at",
         ],
-        batch_size=BATCH_SIZE,
     )
     result.links = {
         link.external_id: link for link in AccountLink.objects.filter(connection=connection)

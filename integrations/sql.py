@@ -191,10 +191,61 @@ def update_rows(
     Elsewhere than PostgreSQL (SQLite, the demo): bulk_update. Returns rows updated."""
     if not objects:
         return 0
+    if db.vendor != "postgresql":
+        _refuse_unsaved(objects)
+        return model._default_manager.bulk_update(objects, fields, batch_size=BULK_BATCH)
+    return len(_update_from_values(model, objects, fields))
+
+
+def update_claimed(
+    model: type[models.Model],
+    objects: Sequence[models.Model],
+    fields: Sequence[str],
+    *,
+    claim: str,
+    was: Sequence[Any],
+    still_null: Sequence[str] = (),
+) -> set[Any]:
+    """`update_rows` as a claim: each row is written only while its `claim` field still
+    holds the value it was read with (`was`, one per object) and its `still_null` fields
+    are still NULL (an alert not resolved meanwhile); returns the primary keys written.
+    A row another writer changed meanwhile keeps what it has. One statement per 30,000
+    values on PostgreSQL; elsewhere one conditional UPDATE per row."""
+    if not objects:
+        return set()
+    if len(was) != len(objects):
+        raise ValueError("update_claimed() needs one claimed value per row.")
+    if db.vendor != "postgresql":
+        _refuse_unsaved(objects)
+        manager = model._default_manager
+        return {
+            instance.pk
+            for instance, old in zip(objects, was, strict=True)
+            if manager.filter(
+                pk=instance.pk, **{claim: old}, **{f"{name}__isnull": True for name in still_null}
+            ).update(**{name: getattr(instance, name) for name in fields})
+        }
+    return set(
+        _update_from_values(model, objects, fields, claim=(claim, was), still_null=still_null)
+    )
+
+
+def _refuse_unsaved(objects: Sequence[models.Model]) -> None:
     if any(instance.pk is None for instance in objects):
         raise ValueError("update_rows() needs saved rows: one has no primary key.")
-    if db.vendor != "postgresql":
-        return model._default_manager.bulk_update(objects, fields, batch_size=BULK_BATCH)
+
+
+def _update_from_values(
+    model: type[models.Model],
+    objects: Sequence[models.Model],
+    fields: Sequence[str],
+    *,
+    claim: tuple[str, Sequence[Any]] | None = None,
+    still_null: Sequence[str] = (),
+) -> list[Any]:
+    """The `UPDATE … FROM (VALUES …) … RETURNING pk` statements of `update_rows` and
+    `update_claimed` (PostgreSQL), all or nothing; the primary keys written."""
+    _refuse_unsaved(objects)
     pk = model._meta.pk
     assert pk is not None
     chosen: list[models.Field[Any, Any]] = []
@@ -203,34 +254,44 @@ def update_rows(
         assert isinstance(field, models.Field)
         assert field.concrete
         chosen.append(field)
+    claimed = model._meta.get_field(claim[0]) if claim else None
+    assert claimed is None or isinstance(claimed, models.Field)
     converters = [_converter(field) for field in chosen]
     quote = db.ops.quote_name
     # Text for CharFields: a cast to varchar(n) would cut a long value silently, where the
     # column refuses it (as every other write does).
-    casts = ["text" if isinstance(f, models.CharField) else _column_type(f) for f in [pk, *chosen]]
+    typed = [pk, *chosen, *([claimed] if claimed is not None else [])]
+    casts = ["text" if isinstance(f, models.CharField) else _column_type(f) for f in typed]
     one = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
-    names = ", ".join(quote(f.column) for f in [pk, *chosen])
+    names = [quote(f.column) for f in [pk, *chosen]] + (["vectis_was"] if claim else [])
     assignments = ", ".join(f"{quote(f.column)} = v.{quote(f.column)}" for f in chosen)
-    per_statement = max(1, MAX_PARAMETERS // (len(chosen) + 1))
-    updated = 0
+    match = f"t.{quote(pk.column)} = v.{quote(pk.column)}"
+    if claimed is not None:
+        match += f" AND t.{quote(claimed.column)} = v.vectis_was"
+    match += "".join(f" AND t.{column(model, name)} IS NULL" for name in still_null)
+    per_statement = max(1, MAX_PARAMETERS // len(typed))
+    olds = claim[1] if claim else []
+    written: list[Any] = []
     with transaction.atomic(savepoint=False), db.cursor() as cursor:  # all or nothing
         for start in range(0, len(objects), per_statement):
             chunk = objects[start : start + per_statement]
             params: list[Any] = []
-            for instance in chunk:
+            for index, instance in enumerate(chunk, start):
                 params.append(instance.pk)
                 params += [
                     convert(getattr(instance, field.attname))
                     for convert, field in zip(converters, chosen, strict=True)
                 ]
+                if claim:
+                    params.append(olds[index])
             cursor.execute(
                 f"UPDATE {table(model)} AS t SET {assignments} "
-                f"FROM (VALUES {', '.join([one] * len(chunk))}) AS v({names}) "
-                f"WHERE t.{quote(pk.column)} = v.{quote(pk.column)}",
+                f"FROM (VALUES {', '.join([one] * len(chunk))}) AS v({', '.join(names)}) "
+                f"WHERE {match} RETURNING t.{quote(pk.column)}",
                 params,
             )
-            updated += cursor.rowcount
-    return updated
+            written += [row[0] for row in cursor.fetchall()]
+    return written
 
 
 class _Plan:

@@ -19,8 +19,18 @@ INDEX = models.Index(
 def create(apps, schema_editor):
     model = apps.get_model("backups", "BackupJobDay")
     if schema_editor.connection.vendor == "postgresql":
-        # A build that failed half-way leaves an INVALID index of that name behind.
-        schema_editor.execute(f'DROP INDEX CONCURRENTLY IF EXISTS "{NAME}"')
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE c.relname = %s",
+                [NAME],
+            )
+            found = cursor.fetchone()
+        if found is not None and found[0]:
+            return  # already built
+        if found is not None:
+            # A build that failed half-way leaves an INVALID index of that name behind.
+            schema_editor.execute(f"DROP INDEX CONCURRENTLY {schema_editor.quote_name(NAME)}")
         schema_editor.add_index(model, INDEX, concurrently=True)
     else:
         schema_editor.add_index(model, INDEX)

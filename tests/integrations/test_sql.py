@@ -232,6 +232,29 @@ def test_update_rows_writes_what_bulk_update_would_and_nothing_else(
     assert sql.update_rows(AccountLink, [], ["company_name"]) == 0
 
 
+@pytest.mark.django_db(transaction=True)
+def test_update_rows_writes_all_or_nothing_outside_a_transaction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Called with no transaction open (autocommit, as the sync's storing thread may be):
+    the 4th of 4 statements refuses a value, and the first three statements' rows keep
+    what they had."""
+    from django.db import DataError
+
+    connection = Connection.objects.create(provider="keepit", name="SQL helper")
+    ids = insert_rows(
+        BackupAuditEvent, [event_row(connection, f"k{i}") for i in range(7)], conflict=None
+    )
+    events = list(BackupAuditEvent.objects.filter(pk__in=ids).order_by("pk"))
+    for event in events:
+        event.message = "all or nothing"
+    events[-1].dedup_key = "k" * 100  # the column holds 64
+    monkeypatch.setattr(sql, "MAX_PARAMETERS", 6)  # 2 rows per statement: 4 statements
+    with pytest.raises(DataError):
+        sql.update_rows(BackupAuditEvent, events, ["message", "dedup_key"])
+    assert not BackupAuditEvent.objects.filter(message="all or nothing").exists()
+
+
 def test_update_rows_on_the_syncs_own_tables(connection: Connection) -> None:
     """A status row keyed by its connector (a one-to-one primary key), a seat's `limit`
     (a reserved word) and `usage`; an unsaved row is refused before anything is written."""
