@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -350,3 +351,93 @@ def test_the_tiles_count_each_connector_once_a_never_read_one_as_unknown() -> No
     freshness = {bucket.label: bucket.count for bucket in summary["freshness"]}
     assert sum(freshness.values()) == 4
     assert freshness["never"] == 2  # the row-less one and the onboarding one
+
+
+def test_the_attention_list_pages_as_one_sorted_read_with_or_without_status_rows() -> None:
+    """The list's pages come from the status rows' rank index, with the never-read
+    connectors (no status row: unknown, no success yet) merged in; paged three at a time
+    they must give exactly the order and the length of one plain sorted read (worst
+    first, oldest success first, then name), for every filter."""
+    from alerts.models import Alert
+    from backups.selectors import connector_health_list
+    from vectis.pages.dashboard import (
+        NO_FILTERS,
+        _attention_page,
+        _needing_attention,
+        _scope,
+        dashboard_summary,
+    )
+
+    now = timezone.now()
+    hours = timedelta(hours=1)
+    made = {}
+    for name, status, success in [
+        ("Bravo", BackupStatus.FAILED, now - 5 * hours),
+        ("Alpha", BackupStatus.FAILED, now - 5 * hours),
+        ("Delta", BackupStatus.FAILED, None),
+        ("Echo", BackupStatus.UNKNOWN, None),
+        ("Charlie", BackupStatus.UNKNOWN, now - 9 * hours),
+        ("Foxtrot", BackupStatus.WARNING, now - 1 * hours),
+        ("Golf", BackupStatus.ONBOARDING, None),
+        ("Hotel", BackupStatus.OK, now - 2 * hours),  # OK, with an open alert
+        ("India", BackupStatus.OK, now - 2 * hours),  # OK: not listed by default
+    ]:
+        made[name] = ConnectorFactory.create(
+            name=name, backup_status__status=status, backup_status__last_success_at=success
+        )
+    for name in ("Dalia", "Echo", "Zulu", "Abel"):  # never read: no status row
+        made[f"{name} (unread)"] = ConnectorFactory.create(
+            name=name, kind="okta", backup_status=None
+        )
+    Alert.objects.create(
+        key="1:hotel",
+        kind=Alert.Kind.BACKUP_STALE,
+        connector=made["Hotel"],
+        summary="Hotel",
+        opened_at=now,
+        last_seen_at=now,
+    )
+    cases: list[dict[str, Any]] = [
+        {},
+        {"statuses": [BackupStatus.UNKNOWN]},
+        {"statuses": [BackupStatus.FAILED, BackupStatus.OK, BackupStatus.FAILED]},
+        {"all_statuses": True},
+        {"kind": "okta"},
+        {"kind": "m365"},
+    ]
+    for case in cases:
+        filters = {**NO_FILTERS, **case}
+        expected = list(
+            _needing_attention(
+                connector_health_list(statuses=filters["statuses"] or None, **_scope(filters)),
+                filters,
+            ).values_list("pk", flat=True)
+        )
+        health = dashboard_summary(now=now, filters=filters, for_list=True)["fleet"]
+        listed: list[int] = []
+        for number in range(1, 8):
+            page, connectors = _attention_page(filters, str(number), health, size=3)
+            assert page.paginator.count == len(expected), case
+            if page.number < number:
+                break
+            listed += [connector.pk for connector in connectors]
+        assert listed == expected, (case, listed, expected)
+    # The default list: everything but the OK connector without an alert, worst first,
+    # a never-read connector among the unknown ones without a success.
+    health = dashboard_summary(now=now, filters=dict(NO_FILTERS), for_list=True)["fleet"]
+    _page, first = _attention_page(dict(NO_FILTERS), "1", health, size=20)
+    by_pk = {c.pk: name for name, c in made.items()}
+    assert [by_pk[c.pk] for c in first] == [
+        "Delta",
+        "Alpha",
+        "Bravo",
+        "Foxtrot",
+        "Abel (unread)",
+        "Dalia (unread)",
+        "Echo",
+        "Echo (unread)",
+        "Zulu (unread)",
+        "Charlie",
+        "Golf",
+        "Hotel",
+    ]

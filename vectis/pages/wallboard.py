@@ -33,10 +33,11 @@ MAX_REFRESH_SECONDS = 3600
 def _board() -> dict[str, Any]:
     now = timezone.now()
     # The board's own view of the fleet (a link's query string selects nothing else).
-    attention_total, attention = needs_attention(ATTENTION_SHOWN)
+    health = dashboard_summary(now=now, for_list=True)
+    attention_total, attention = needs_attention(ATTENTION_SHOWN, health["fleet"])
     return {
         "now": now,
-        "health": dashboard_summary(now=now),
+        "health": health,
         "attention": [connector_row(c) for c in attention],
         "attention_total": attention_total,
         "alerts": list(
