@@ -27,9 +27,11 @@ from integrations.models import Connection
 from keepit_sandbox import KeepitSandbox, SandboxConfig
 from tests.conftest import START, sandbox_connection
 from tests.factories import (
+    AccountLinkFactory,
     AuditEventFactory,
     ConnectorFactory,
     FailedRuleFactory,
+    SeatFactory,
     StaleRuleFactory,
 )
 
@@ -355,9 +357,10 @@ def test_the_tiles_count_each_connector_once_a_never_read_one_as_unknown() -> No
 
 def test_the_attention_list_pages_as_one_sorted_read_with_or_without_status_rows() -> None:
     """The list's pages come from the status rows' rank index, with the never-read
-    connectors (no status row: unknown, no success yet) merged in; paged three at a time
-    they must give exactly the order and the length of one plain sorted read (worst
-    first, oldest success first, then name), for every filter."""
+    connectors (no status row: unknown, no success yet) merged in, and its length from
+    the tiles; paged three at a time they must give exactly the order and the length of
+    one plain sorted read (worst first, oldest success first, then name), for every
+    filter."""
     from alerts.models import Alert
     from backups.selectors import connector_health_list
     from vectis.pages.dashboard import (
@@ -370,33 +373,48 @@ def test_the_attention_list_pages_as_one_sorted_read_with_or_without_status_rows
 
     now = timezone.now()
     hours = timedelta(hours=1)
+    over_limit = AccountLinkFactory.create()
+    SeatFactory.create(account_link=over_limit, usage=120, violated=True)
+    leaving = AccountLinkFactory.create(deletion_scheduled_at=now + 48 * hours)
     made = {}
-    for name, status, success in [
-        ("Bravo", BackupStatus.FAILED, now - 5 * hours),
-        ("Alpha", BackupStatus.FAILED, now - 5 * hours),
-        ("Delta", BackupStatus.FAILED, None),
-        ("Echo", BackupStatus.UNKNOWN, None),
-        ("Charlie", BackupStatus.UNKNOWN, now - 9 * hours),
-        ("Foxtrot", BackupStatus.WARNING, now - 1 * hours),
-        ("Golf", BackupStatus.ONBOARDING, None),
-        ("Hotel", BackupStatus.OK, now - 2 * hours),  # OK, with an open alert
-        ("India", BackupStatus.OK, now - 2 * hours),  # OK: not listed by default
+    for name, status, success, link in [
+        ("Bravo", BackupStatus.FAILED, now - 5 * hours, over_limit),
+        ("Alpha", BackupStatus.FAILED, now - 5 * hours, None),
+        ("Delta", BackupStatus.FAILED, None, leaving),
+        ("Echo", BackupStatus.UNKNOWN, None, None),
+        ("Charlie", BackupStatus.UNKNOWN, now - 9 * hours, None),
+        ("Foxtrot", BackupStatus.WARNING, now - 1 * hours, over_limit),
+        ("Golf", BackupStatus.ONBOARDING, None, None),
+        ("Hotel", BackupStatus.OK, now - 2 * hours, None),  # OK, two open alerts
+        ("India", BackupStatus.OK, now - 2 * hours, over_limit),  # OK: not listed by default
+        ("Juliet", BackupStatus.OK, now - 3 * hours, None),  # OK, its alert resolved
+        ("Kilo", "paused", now - 3 * hours, None),  # a status no tile knows
     ]:
         made[name] = ConnectorFactory.create(
-            name=name, backup_status__status=status, backup_status__last_success_at=success
+            name=name,
+            account_link=link,
+            backup_status__status=status,
+            backup_status__last_success_at=success,
         )
     for name in ("Dalia", "Echo", "Zulu", "Abel"):  # never read: no status row
-        made[f"{name} (unread)"] = ConnectorFactory.create(
-            name=name, kind="okta", backup_status=None
+        made[f"{name} (never read)"] = ConnectorFactory.create(
+            name=name, kind="okta", backup_status=None, account_link=leaving
         )
-    Alert.objects.create(
-        key="1:hotel",
-        kind=Alert.Kind.BACKUP_STALE,
-        connector=made["Hotel"],
-        summary="Hotel",
-        opened_at=now,
-        last_seen_at=now,
-    )
+    for key, connector, resolved in [
+        ("1:hotel", made["Hotel"], None),
+        ("2:hotel", made["Hotel"], None),
+        ("1:juliet", made["Juliet"], now),
+        ("seat:1", None, None),  # an account's alert: no connector
+    ]:
+        Alert.objects.create(
+            key=key,
+            kind=Alert.Kind.BACKUP_STALE,
+            connector=connector,
+            summary=key,
+            opened_at=now,
+            last_seen_at=now,
+            resolved_at=resolved,
+        )
     cases: list[dict[str, Any]] = [
         {},
         {"statuses": [BackupStatus.UNKNOWN]},
@@ -404,6 +422,12 @@ def test_the_attention_list_pages_as_one_sorted_read_with_or_without_status_rows
         {"all_statuses": True},
         {"kind": "okta"},
         {"kind": "m365"},
+        {"search": "a"},
+        {"search": "nothing like it"},
+        {"customer_id": made["Hotel"].customer_id},
+        {"seat_exceeded": True},
+        {"deletion_scheduled": True},
+        {"deletion_scheduled": True, "statuses": [BackupStatus.UNKNOWN]},
     ]
     for case in cases:
         filters = {**NO_FILTERS, **case}
@@ -415,15 +439,16 @@ def test_the_attention_list_pages_as_one_sorted_read_with_or_without_status_rows
         )
         health = dashboard_summary(now=now, filters=filters, for_list=True)["fleet"]
         listed: list[int] = []
-        for number in range(1, 8):
+        for number in range(1, 9):
             page, connectors = _attention_page(filters, str(number), health, size=3)
             assert page.paginator.count == len(expected), case
-            if page.number < number:
+            if page.number < number:  # past the end: the last page again
+                assert [c.pk for c in connectors] == expected[(page.number - 1) * 3 :]
                 break
             listed += [connector.pk for connector in connectors]
         assert listed == expected, (case, listed, expected)
-    # The default list: everything but the OK connector without an alert, worst first,
-    # a never-read connector among the unknown ones without a success.
+    # The default list: everything but the OK connectors without an open alert, worst
+    # first, the never-read connectors among the unknown ones without a success.
     health = dashboard_summary(now=now, filters=dict(NO_FILTERS), for_list=True)["fleet"]
     _page, first = _attention_page(dict(NO_FILTERS), "1", health, size=20)
     by_pk = {c.pk: name for name, c in made.items()}
@@ -432,12 +457,46 @@ def test_the_attention_list_pages_as_one_sorted_read_with_or_without_status_rows
         "Alpha",
         "Bravo",
         "Foxtrot",
-        "Abel (unread)",
-        "Dalia (unread)",
+        "Abel (never read)",
+        "Dalia (never read)",
         "Echo",
-        "Echo (unread)",
-        "Zulu (unread)",
+        "Echo (never read)",
+        "Zulu (never read)",
         "Charlie",
         "Golf",
         "Hotel",
+        "Kilo",
     ]
+    # Tiles that did not count the OK connectors with an alert cannot size the list.
+    with pytest.raises(ValueError):
+        _attention_page(dict(NO_FILTERS), "1", dashboard_summary(now=now)["fleet"])
+
+
+def test_the_dashboard_and_the_wallboard_count_ok_connectors_with_an_open_alert(
+    admin_client: Client,
+) -> None:
+    from alerts.models import Alert
+
+    ConnectorFactory.create(name="Failing", backup_status__status=BackupStatus.FAILED)
+    alerted = ConnectorFactory.create(name="Alerted")
+    ConnectorFactory.create(name="Fine")
+    now = timezone.now()
+    Alert.objects.create(
+        key="1:alerted",
+        kind=Alert.Kind.BACKUP_STALE,
+        connector=alerted,
+        summary="Alerted",
+        opened_at=now,
+        last_seen_at=now,
+    )
+    html = admin_client.get("/admin/backups/").content.decode()
+    assert ">2 in all</p>" in html
+    board = admin_client.get("/wallboard/?fragment=1").content.decode()
+    assert 'Needs attention <span class="vx-quiet">(2)</span>' in board
+
+
+def test_numbers_that_int_refuses_do_not_break_the_dashboard(admin_client: Client) -> None:
+    """ "²" is a digit to str.isdigit, but not a number int() reads: the page falls back."""
+    for query in ("page=%C2%B2", "customer=%C2%B2", "refresh=%C2%B2"):
+        assert admin_client.get(f"/admin/backups/?{query}").status_code == 200, query
+    assert admin_client.get("/wallboard/?refresh=%C2%B2").status_code == 200

@@ -30,9 +30,11 @@ from backups.selectors import (
     STATUS_ORDER,
     FleetHealth,
     connector_health_list,
+    effective_status,
     filtered_connectors,
     fleet_health,
     live_connectors,
+    severity,
 )
 from customers.models import Customer
 from integrations.services import connection_freshness, setup_label, setup_url
@@ -55,7 +57,7 @@ def _dashboard_filters(request: HttpRequest) -> dict[str, Any]:
         # "all": every status; no status at all: what needs attention (the default).
         "all_statuses": ALL_STATUSES in wanted and not statuses,
         "kind": kind if kind in KIND_LABELS else "",
-        "customer_id": int(customer) if customer.isdigit() else None,
+        "customer_id": int(customer) if customer.isdecimal() else None,
         "search": request.GET.get("q", "").strip()[:100],
         "seat_exceeded": request.GET.get("seats") == "exceeded",
         "deletion_scheduled": request.GET.get("deletion") == "scheduled",
@@ -105,30 +107,47 @@ def _attention_total(filters: dict[str, Any], health: FleetHealth) -> int:
         return sum(health.statuses[status] for status in set(filters["statuses"]))
     if not _lists_ok_with_alert(filters):
         return health.total
-    return health.total - health.statuses[BackupStatus.OK] + health.ok_flagged
+    if health.ok_needing_attention is None:
+        raise ValueError("The tiles did not count the OK connectors with an open alert.")
+    return health.total - health.statuses[BackupStatus.OK] + health.ok_needing_attention
 
 
 def _attention_ids(
     filters: dict[str, Any], health: FleetHealth, start: int, size: int
 ) -> list[int]:
-    """The ids of one page of the list, worst first. The connectors with a status row
-    are read in the order of index connector_status_rank_idx (rank, oldest success),
-    so the database reads the page's rows instead of sorting all of them. Connectors
-    without a status row (never read: unknown, no success) are merged in, in SQL, only
-    when the tiles counted any."""
+    """The ids of one page of the list, worst first.
+
+    The whole fleet's list (a status filter at most) is read in the order of index
+    connector_status_rank_idx (rank, oldest success): the database reads the page's rows
+    instead of sorting every connector (198 ms -> 7 ms at 80,000). The connectors without
+    a status row (never read: unknown, no success yet) are merged in, in SQL, only when
+    the tiles counted any: finding them scans the fleet. A list narrowed by search,
+    customer, kind or an account's state is sorted whole instead: walking the index in
+    the hope of matches costs more than sorting the few rows that match."""
     statuses = filters["statuses"]
     connectors = _needing_attention(filtered_connectors(**_scope(filters)), filters)
-    read = connectors.filter(backup_status__isnull=False)
+    if _is_filtered(filters):
+        sorted_list = connectors.annotate(status_now=effective_status())
+        if statuses:
+            sorted_list = sorted_list.filter(status_now__in=statuses)
+        return list(
+            sorted_list.annotate(rank=severity())
+            .order_by(
+                "rank", F("backup_status__last_success_at").asc(nulls_first=True), "name", "pk"
+            )
+            .values_list("pk", flat=True)[start : start + size]
+        )
+    with_status = connectors.filter(backup_status__isnull=False)
     if statuses:
-        read = read.filter(backup_status__status__in=statuses)
+        with_status = with_status.filter(backup_status__status__in=statuses)
     columns = ("pk", "rank", "last", "name")
-    ranked = read.annotate(
+    ranked = with_status.annotate(
         rank=status_rank("backup_status__status"), last=F("backup_status__last_success_at")
     ).values_list(*columns)
     order = ("rank", F("last").asc(nulls_first=True), "name", "pk")
-    if not health.unread or (statuses and BackupStatus.UNKNOWN not in statuses):
+    if not health.never_read or (statuses and BackupStatus.UNKNOWN not in statuses):
         return [row[0] for row in ranked.order_by(*order)[start : start + size]]
-    unread = (
+    never_read = (
         connectors.filter(backup_status__isnull=True)
         .annotate(
             rank=Value(STATUS_RANK[BackupStatus.UNKNOWN]),
@@ -137,7 +156,7 @@ def _attention_ids(
         .values_list(*columns)
         .order_by("name", "pk")[: start + size]
     )
-    both = ranked.order_by(*order)[: start + size].union(unread, all=True)
+    both = ranked.order_by(*order)[: start + size].union(never_read, all=True)
     return [row[0] for row in both.order_by(*order)[start : start + size]]
 
 
@@ -148,7 +167,8 @@ def _attention_page(
     (`_attention_ids`), then those connectors in full. Its length comes from `health`:
     the tiles of the same connectors."""
     paginator: Paginator[int] = Paginator(range(_attention_total(filters, health)), size)
-    wanted_number = int(number) if number and number.isdigit() and int(number) > 0 else 1
+    # isdecimal, not isdigit: "²" is a digit that int() refuses.
+    wanted_number = int(number) if number and number.isdecimal() and int(number) > 0 else 1
     page = paginator.get_page(wanted_number)  # past the end: the last page
     wanted = _attention_ids(filters, health, (page.number - 1) * size, size)
     full = {c.pk: c for c in _attention_list(filters).filter(pk__in=wanted).order_by()}
@@ -201,12 +221,12 @@ def dashboard_summary(
     )
     # `IN (open alerts' connectors)`, not EXISTS: inside the count's FILTER the database
     # hashes the one (30 ms at 80,000 connectors) and probes per row for the other (600 ms).
-    flagged = (
+    with_open_alert = (
         Q(pk__in=open_alerts().values("connector_id"))
         if for_list and _lists_ok_with_alert(filters or NO_FILTERS)
         else None
     )
-    health = fleet_health(now=now, connectors=connectors, ok_flagged=flagged)
+    health = fleet_health(now=now, connectors=connectors, ok_needing_attention=with_open_alert)
     counts = health.statuses
     alerts = (
         open_alerts().filter(connector__in=connectors.values("pk")) if scoped else open_alerts()
@@ -226,7 +246,7 @@ def dashboard_summary(
         "open_alert_count": alerts.count(),
         "freshness": health.freshness,
         "fleet": health,
-        "connector_total": sum(counts.values()),
+        "connector_total": health.total,
         "scope": "matching the filters below" if scoped else "fleet-wide",
         "connections": freshness,
         "setup_url": setup_url(),
@@ -259,7 +279,7 @@ def dashboard(request: HttpRequest, *, site: AdminSite) -> HttpResponseBase:
         "filters": filters,
         "status_choices": [(s, STATUS_LABELS[s]) for s in STATUS_ORDER],
         "kind_choices": ConnectorKind.choices,
-        "refresh": int(refresh) if refresh.isdigit() and int(refresh) in REFRESH_CHOICES else 0,
+        "refresh": int(refresh) if refresh.isdecimal() and int(refresh) in REFRESH_CHOICES else 0,
         "refresh_choices": REFRESH_CHOICES,
         "query_string": query.urlencode(),
         "csv_url": "?" + export.urlencode(),

@@ -52,7 +52,7 @@ def _render(request: HttpRequest, *, kiosk_name: str = "") -> HttpResponse:
     asked = request.GET.get("refresh", "")[:6]
     refresh = (
         min(max(int(asked), MIN_REFRESH_SECONDS), MAX_REFRESH_SECONDS)
-        if asked.isdigit()
+        if asked.isdecimal()  # (not isdigit: "²" is a digit int() refuses)
         else REFRESH_SECONDS
     )
     context = {**_board(), "refresh": refresh, "kiosk_name": kiosk_name}
