@@ -467,8 +467,8 @@ def test_the_attention_list_pages_as_one_sorted_read_with_or_without_status_rows
         "Hotel",
         "Kilo",
     ]
-    # Tiles that did not count the OK connectors with an alert cannot size the list.
-    with pytest.raises(ValueError):
+    # Tiles not counted for a list (the admin home's) cannot size it.
+    with pytest.raises(ValueError, match="not counted for a list"):
         _attention_page(dict(NO_FILTERS), "1", dashboard_summary(now=now)["fleet"])
 
 

@@ -103,6 +103,8 @@ def _needing_attention(
 def _attention_total(filters: dict[str, Any], health: FleetHealth) -> int:
     """The list's length, from the tiles' pass over the same connectors (counting the
     list apart scanned them all again: most of the page's time at 80,000 connectors)."""
+    if health.never_read is None or health.other is None:
+        raise ValueError("The tiles were not counted for a list (for_list).")
     if filters["statuses"]:
         return sum(health.statuses[status] for status in set(filters["statuses"]))
     if not _lists_ok_with_alert(filters):
@@ -226,7 +228,9 @@ def dashboard_summary(
         if for_list and _lists_ok_with_alert(filters or NO_FILTERS)
         else None
     )
-    health = fleet_health(now=now, connectors=connectors, ok_needing_attention=with_open_alert)
+    health = fleet_health(
+        now=now, connectors=connectors, for_list=for_list, ok_needing_attention=with_open_alert
+    )
     counts = health.statuses
     alerts = (
         open_alerts().filter(connector__in=connectors.values("pk")) if scoped else open_alerts()
