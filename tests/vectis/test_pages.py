@@ -500,3 +500,24 @@ def test_numbers_that_int_refuses_do_not_break_the_dashboard(admin_client: Clien
     for query in ("page=%C2%B2", "customer=%C2%B2", "refresh=%C2%B2"):
         assert admin_client.get(f"/admin/backups/?{query}").status_code == 200, query
     assert admin_client.get("/wallboard/?refresh=%C2%B2").status_code == 200
+
+
+def test_the_fleet_attention_list_reads_its_page_from_the_rank_index() -> None:
+    """The point of connector_status_rank_idx: the fleet's list must order by the very
+    expression the index holds, or PostgreSQL sorts every connector again. With sorting
+    made expensive, the page read must be served by the index."""
+    from django.db import connection as database
+
+    from vectis.pages.dashboard import NO_FILTERS, _attention_ids, dashboard_summary
+
+    for n in range(40):
+        ConnectorFactory.create(name=f"C{n}", backup_status__status=BackupStatus.FAILED)
+    health = dashboard_summary(now=timezone.now(), filters=dict(NO_FILTERS), for_list=True)["fleet"]
+    with CaptureQueriesContext(db) as captured:
+        _attention_ids(dict(NO_FILTERS), health, 0, 10)
+    with database.cursor() as cursor:
+        cursor.execute("ANALYZE backup_connector_status")
+        cursor.execute("SET LOCAL enable_sort = off")
+        cursor.execute("EXPLAIN " + captured.captured_queries[-1]["sql"])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "connector_status_rank_idx" in plan, plan

@@ -30,11 +30,9 @@ from backups.selectors import (
     STATUS_ORDER,
     FleetHealth,
     connector_health_list,
-    effective_status,
     filtered_connectors,
     fleet_health,
     live_connectors,
-    severity,
 )
 from customers.models import Customer
 from integrations.services import connection_freshness, setup_label, setup_url
@@ -127,18 +125,14 @@ def _attention_ids(
     customer, kind or an account's state is sorted whole instead: walking the index in
     the hope of matches costs more than sorting the few rows that match."""
     statuses = filters["statuses"]
-    connectors = _needing_attention(filtered_connectors(**_scope(filters)), filters)
     if _is_filtered(filters):
-        sorted_list = connectors.annotate(status_now=effective_status())
-        if statuses:
-            sorted_list = sorted_list.filter(status_now__in=statuses)
-        return list(
-            sorted_list.annotate(rank=severity())
-            .order_by(
-                "rank", F("backup_status__last_success_at").asc(nulls_first=True), "name", "pk"
-            )
-            .values_list("pk", flat=True)[start : start + size]
+        sorted_whole = _needing_attention(
+            connector_health_list(statuses=statuses or None, **_scope(filters)), filters
         )
+        return list(
+            sorted_whole.select_related(None).values_list("pk", flat=True)[start : start + size]
+        )
+    connectors = _needing_attention(filtered_connectors(**_scope(filters)), filters)
     with_status = connectors.filter(backup_status__isnull=False)
     if statuses:
         with_status = with_status.filter(backup_status__status__in=statuses)
