@@ -56,9 +56,9 @@ class Conditions:
     """The conditions that hold, by key; their words are built only for the keys asked.
     At 80,000 connectors most conditions hold pass after pass and their alerts are already
     open: only the new ones need a summary and a detail (building them all took most of a
-    steady pass). `kind`: the kind of all of them (None: already worded, any kind);
-    alerts/lifecycle.py asks for the words of open alerts too when their kind's words follow
-    the data."""
+    steady pass). `kind`: the kind all of them share (None: mixed kinds; "": none holds,
+    so no open alert's words need reading); alerts/lifecycle.py asks for the words of
+    open alerts too when their kind's words follow the data."""
 
     def __init__(
         self,

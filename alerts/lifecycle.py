@@ -277,7 +277,8 @@ def _reword(changes: list[tuple[int, str, Condition]], *, now: datetime) -> set[
     """Give open alerts their new words, each claimed on its old step (an alert another
     evaluation moved, or that was resolved, meanwhile is left alone); the ids changed.
     The words follow every day ("6 days of grace left"): at 80,000 connectors that is
-    thousands of alerts in one pass, one statement on PostgreSQL (`update_claimed`)."""
+    thousands of alerts in one pass: on PostgreSQL one statement per 5,000 alerts
+    (`update_claimed`, within the parameter limit), not one per alert."""
     alerts = [
         Alert(
             pk=pk,

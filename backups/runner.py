@@ -505,12 +505,14 @@ def run_sync(
     """Sync one connection in this process and return its finished run. Raises
     `integrations.lifecycle.SyncAlreadyRunning` when another sync holds the claim.
 
-    The parts run here, interleaved: the audit log is read by the provider's threads
-    from the start, and this thread stores its batches whenever they are ready — between
-    the accounts' requests (at each progress report) and after each part — so reading the
-    accounts and the audit log overlap, within the connection's request budget. A time
-    limit stops every part, each recording what it kept; anything unexpected fails the
-    run with a sentence."""
+    The parts run here, reading the accounts and the audit log at once within the
+    connection's request budget. On PostgreSQL outside a transaction the audit log is
+    read and stored by a process of its own (`manage.py sync_part`) and each account part
+    is stored by a thread of its own while the next is read (the module's docstring);
+    otherwise (inside a transaction: the tests) the provider's threads read the audit log
+    and this thread stores its batches whenever they are ready — between the accounts'
+    requests and after each part. A time limit stops every part, each recording what it
+    kept; anything unexpected fails the run with a sentence."""
     run, parts, collection = start_sync(
         connection, trigger=trigger, now=now, progress=progress, provider=provider
     )

@@ -93,7 +93,8 @@ def beat_sync_run(run: SyncRun, *, now: datetime) -> None:
 
 
 class RunHeartbeat:
-    """Writes a running sync's heartbeat (and its part's, when given) every
+    """Writes a running sync's heartbeat (and its part's, when given; with `own_parts`,
+    every running part this process claimed) every
     `VECTIS_SYNC_HEARTBEAT_SECONDS` from a background thread for as long as the work is
     alive (a context manager around it).
 

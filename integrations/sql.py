@@ -194,7 +194,7 @@ def update_rows(
     if db.vendor != "postgresql":
         _refuse_unsaved(objects)
         return model._default_manager.bulk_update(objects, fields, batch_size=BULK_BATCH)
-    return len(_update_from_values(model, objects, fields))
+    return _update_from_values(model, objects, fields)[0]
 
 
 def update_claimed(
@@ -226,13 +226,13 @@ def update_claimed(
             ).update(**{name: getattr(instance, name) for name in fields})
         }
     return set(
-        _update_from_values(model, objects, fields, claim=(claim, was), still_null=still_null)
+        _update_from_values(model, objects, fields, claim=(claim, was), still_null=still_null)[1]
     )
 
 
 def _refuse_unsaved(objects: Sequence[models.Model]) -> None:
     if any(instance.pk is None for instance in objects):
-        raise ValueError("update_rows() needs saved rows: one has no primary key.")
+        raise ValueError("Only saved rows can be updated: one has no primary key.")
 
 
 def _update_from_values(
@@ -242,9 +242,11 @@ def _update_from_values(
     *,
     claim: tuple[str, Sequence[Any]] | None = None,
     still_null: Sequence[str] = (),
-) -> list[Any]:
-    """The `UPDATE … FROM (VALUES …) … RETURNING pk` statements of `update_rows` and
-    `update_claimed` (PostgreSQL), all or nothing; the primary keys written."""
+) -> tuple[int, list[Any]]:
+    """The `UPDATE … FROM (VALUES …)` statements of `update_rows` and `update_claimed`
+    (PostgreSQL), all or nothing: the rows written and, for a claim (`RETURNING`), their
+    primary keys. A plain update only counts them (`rowcount`): returning every id of the
+    sync's updates only to count them was work for nothing."""
     _refuse_unsaved(objects)
     pk = model._meta.pk
     assert pk is not None
@@ -271,7 +273,8 @@ def _update_from_values(
     match += "".join(f" AND t.{column(model, name)} IS NULL" for name in still_null)
     per_statement = max(1, MAX_PARAMETERS // len(typed))
     olds = claim[1] if claim else []
-    written: list[Any] = []
+    returning = f" RETURNING t.{quote(pk.column)}" if claim else ""
+    count, written = 0, []
     with transaction.atomic(savepoint=False), db.cursor() as cursor:  # all or nothing
         for start in range(0, len(objects), per_statement):
             chunk = objects[start : start + per_statement]
@@ -287,11 +290,13 @@ def _update_from_values(
             cursor.execute(
                 f"UPDATE {table(model)} AS t SET {assignments} "
                 f"FROM (VALUES {', '.join([one] * len(chunk))}) AS v({', '.join(names)}) "
-                f"WHERE {match} RETURNING t.{quote(pk.column)}",
+                f"WHERE {match}{returning}",
                 params,
             )
-            written += [row[0] for row in cursor.fetchall()]
-    return written
+            count += cursor.rowcount
+            if claim:
+                written += [row[0] for row in cursor.fetchall()]
+    return count, written
 
 
 class _Plan:

@@ -653,7 +653,7 @@ def test_every_row_of_a_message_says_which_kind_and_why_in_both_parts(
 @pytest.mark.django_db
 def test_new_words_for_many_open_alerts_are_one_statement_claimed_on_the_old_step() -> None:
     """A countdown's words change every day for every open alert of its kind (thousands
-    at 80,000 connectors): they are written in one statement whatever their number, each
+    at 80,000 connectors): they are written in one statement (up to 5,000 alerts), each
     alert claimed on the step it was read with — one another evaluation moved meanwhile,
     or that was resolved, keeps what it has — and only a nearer step is news."""
     from alerts.evaluation import Condition
@@ -709,3 +709,39 @@ def test_new_words_for_many_open_alerts_are_one_statement_claimed_on_the_old_ste
         "token:202: renew it in Keepit within 6 days.",
         now,
     )
+
+
+@pytest.mark.django_db
+def test_conditions_of_a_kind_whose_words_do_not_follow_the_data_skip_the_open_words() -> None:
+    """A list of conditions sharing a kind whose words stay as opened (a sync gone
+    stale): a pass where it still holds reads only the open alerts' keys, not their words
+    (at 80,000 connectors reading every open alert's summary and detail each pass was
+    measurable); with mixed kinds it must read them."""
+    from django.db.models import Q
+
+    from alerts.evaluation import Condition, Conditions
+
+    now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    Alert.objects.create(
+        key="sync:1",
+        kind=Alert.Kind.SYNC_STALE,
+        summary="Sync stale",
+        opened_at=now,
+        last_seen_at=now,
+    )
+    holding = Condition(key="sync:1", kind=Alert.Kind.SYNC_STALE, summary="Sync stale")
+    assert Conditions.listed([holding]).kind == Alert.Kind.SYNC_STALE
+    assert Conditions.listed([]).kind == ""
+    mixed = Conditions(["sync:1"], lambda keys: [holding], kind=None)
+    for conditions, words_read in (([holding], False), (mixed, True)):
+        with CaptureQueriesContext(db) as captured:
+            lifecycle.apply(
+                conditions,
+                Q(kind=Alert.Kind.SYNC_STALE),
+                None,
+                now=now,
+                result=lifecycle.EvaluationResult(),
+            )
+        reads = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("SELECT")]
+        assert any('"alerts"."summary"' in sql for sql in reads) is words_read, reads
+    assert Alert.objects.get().summary == "Sync stale"

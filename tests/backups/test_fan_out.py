@@ -5,6 +5,7 @@ time limit completes over several runs with every event stored exactly once."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -287,10 +288,14 @@ def test_a_part_is_stored_while_the_next_one_is_read(
         assert part.started_at is not None
         beaten.append(part.heartbeat_at - part.started_at)
 
+    reads = itertools.count()
+
     def read_once_the_previous_is_being_stored(self: runner._Part) -> Any:
-        parts_read = sum(event.is_set() for event in storing)
-        if parts_read:  # a part after the first: the previous one's storing has started
-            assert storing[parts_read - 1].wait(timeout=30)
+        # Counted by reads, not by stores started: the previous part's storing thread may
+        # not have reached its store yet when this read begins.
+        number = next(reads)
+        if number:  # a part after the first: wait until the previous one's store started
+            assert storing[number - 1].wait(timeout=30)
         return read(self)
 
     monkeypatch.setattr(Ingest, "apply_part", slow_apply)

@@ -299,3 +299,33 @@ def test_update_rows_on_the_syncs_own_tables(connection: Connection) -> None:
     with pytest.raises(ValueError, match="no primary key"):
         sql.update_rows(AccountSeat, [seat, AccountSeat(account_link=link)], ["usage"])
     assert AccountSeat.objects.get().usage == 12
+
+
+def test_update_claimed_and_update_rows_over_several_statements(
+    connection: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seven rows, three statements (the parameter limit made small): each row is claimed
+    on its own old value, whichever statement carries it — a row another writer changed
+    meanwhile (here every third) keeps what it has — and a plain update counts the rows
+    of every statement."""
+    ids = insert_rows(
+        BackupAuditEvent, [event_row(connection, f"c{i}") for i in range(7)], conflict=None
+    )
+    events = list(BackupAuditEvent.objects.filter(pk__in=ids).order_by("pk"))
+    for index, event in enumerate(events):
+        event.message = f"read {index}"
+    sql.update_rows(BackupAuditEvent, events, ["message"])
+    # What the claimer read: right for most rows, stale for every third.
+    was = [f"read {i}" if i % 3 else f"stale {i}" for i in range(7)]
+    for event in events:
+        event.area = "claimed"
+    monkeypatch.setattr(sql, "MAX_PARAMETERS", 9)  # 3 values a row: 3 rows a statement
+    written = sql.update_claimed(BackupAuditEvent, events, ["area"], claim="message", was=was)
+    expected = {event.pk for index, event in enumerate(events) if index % 3}
+    assert written == expected
+    assert set(BackupAuditEvent.objects.filter(area="claimed").values_list("pk", flat=True)) == (
+        expected
+    )
+    for event in events:
+        event.message = "again"
+    assert sql.update_rows(BackupAuditEvent, events, ["message"]) == 7
