@@ -20,10 +20,11 @@ def create(apps, schema_editor):
     model = apps.get_model("backups", "BackupJobDay")
     if schema_editor.connection.vendor == "postgresql":
         with schema_editor.connection.cursor() as cursor:
+            # Looked up as DROP INDEX and CREATE INDEX resolve the name (the search
+            # path): an index of that name in another schema is not this one.
             cursor.execute(
-                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-                "WHERE c.relname = %s",
-                [NAME],
+                "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)",
+                [schema_editor.quote_name(NAME)],
             )
             found = cursor.fetchone()
         if found is not None and found[0]:
