@@ -3,7 +3,10 @@ field with a default never breaks it and a mistake fails here, not in the databa
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +14,7 @@ from backups.models import AccountLink, AuditCategory, BackupAuditEvent
 from integrations import sql
 from integrations.models import Connection
 from integrations.sql import MissingValue, column, insert_rows, update_returning
+from tests.conftest import ROOT, subprocess_env
 
 WHEN = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
 
@@ -329,3 +333,51 @@ def test_update_claimed_and_update_rows_over_several_statements(
     for event in events:
         event.message = "again"
     assert sql.update_rows(BackupAuditEvent, events, ["message"]) == 7
+
+
+SQLITE_CLAIM = """
+from django.utils import timezone
+from alerts.models import Alert
+from integrations import sql
+
+now = timezone.now()
+alerts = [
+    Alert.objects.create(key=f"k{n}", kind="token_expiry", stage="30", summary=f"old {n}",
+                         opened_at=now, last_seen_at=now)
+    for n in range(4)
+]
+Alert.objects.filter(key="k1").update(stage="7")  # another evaluation moved it meanwhile
+Alert.objects.filter(key="k2").update(resolved_at=now)  # resolved meanwhile
+for alert in alerts:
+    alert.stage, alert.summary = "1", "new"
+written = sql.update_claimed(Alert, alerts, ["stage", "summary"], claim="stage",
+                             was=["30"] * 4, still_null=["resolved_at"])
+print(sorted(Alert.objects.get(pk=pk).key for pk in written))
+print(sorted(Alert.objects.values_list("key", "stage", "summary")))
+for alert in alerts:
+    alert.summary = "counted"
+print(sql.update_rows(Alert, alerts, ["summary"]))
+"""
+
+
+def test_update_claimed_and_update_rows_on_sqlite_as_the_demo_runs_them(tmp_path: Path) -> None:
+    """`make demo` runs on SQLite, where update_claimed is one conditional UPDATE per row:
+    a row whose claimed value another writer changed, or that was resolved meanwhile,
+    keeps what it has; update_rows counts what it wrote. (A child process: the suite's
+    database is PostgreSQL.)"""
+    env = subprocess_env(DATABASE_URL=f"sqlite:///{tmp_path / 'demo.sqlite3'}")
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
+    out = subprocess.run(
+        [*manage, "shell", "-v", "0", "-c", SQLITE_CLAIM],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
+    assert out == [
+        "['k0', 'k3']",
+        "[('k0', '1', 'new'), ('k1', '7', 'old 1'), ('k2', '30', 'old 2'), ('k3', '1', 'new')]",
+        "4",
+    ]

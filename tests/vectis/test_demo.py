@@ -84,3 +84,27 @@ def test_the_sandbox_help_and_banner_print_its_credentials() -> None:
     assert f"username / password: {defaults.username} / {defaults.password}" in text
     assert f"API token login / password: {defaults.token_login} / {defaults.token_password}" in text
     assert "Keepit URL to paste: https://us-dc.keepit.com/users/" in text
+
+
+def test_the_demo_database_is_built_on_sqlite_from_nothing(tmp_path: Path) -> None:
+    """`make demo` runs on SQLite (no DATABASE_URL): every migration must apply there.
+    Index connector_status_rank_idx's NULLS FIRST, which SQLite refuses in an index, broke
+    the demo's first `migrate` while the suite (on PostgreSQL) stayed green."""
+    env = subprocess_env(DATABASE_URL=f"sqlite:///{tmp_path / 'demo.sqlite3'}")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v", "0"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    shown = subprocess.run(
+        [sys.executable, "manage.py", "showmigrations", "--plan"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "[ ]" not in shown
