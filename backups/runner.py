@@ -786,6 +786,16 @@ class _Inline:
             # recorded as stored — or its failure is recorded below, as the run's crash.
             with contextlib.suppress(BaseException):
                 self._stored()
+        if self.store_error is not None and self.store_error is not exc:
+            # Found here, not raised through run_sync (which logs what it catches): a
+            # store error must reach the worker log even when another error or the time
+            # limit stopped the run with it.
+            logger.error(
+                "Storing part %s of sync run %s failed",
+                self.failed_store.chunk.number if self.failed_store else "?",
+                self.run.pk,
+                exc_info=self.store_error,
+            )
         if exc is None and self.store_error is not None:
             exc = self.store_error
         now = timezone.now()
@@ -811,7 +821,13 @@ class _Inline:
                     part.result.error = _time_limit(part.tracker.phase, kept=is_audit)
             else:
                 part.result.state = SyncChunk.State.FAILED
-                part.result.error = self.crash if part is interrupted else ""
+                if part is interrupted:
+                    part.result.error = self.crash
+                elif part is self.failed_store and self.store_error is not None:
+                    # Its own error, not the one that stopped the run with it.
+                    part.result.error = _unexpected(self.store_error, part.tracker.phase)
+                else:
+                    part.result.error = ""
             part.settle()
             part.result.record(part.chunk, now=now)
             self.finished.append(part)

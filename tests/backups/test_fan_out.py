@@ -357,6 +357,87 @@ def test_a_part_that_fails_while_stored_aside_fails_the_run_naming_it(
     )
 
 
+def test_a_part_whose_store_fails_while_another_error_stops_the_run_says_its_own_error(
+    live_sandbox: KeepitSandbox,
+    settings: SettingsWrapper,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The first part's storing fails on its own thread while reading the second part
+    crashes too: the run fails naming the read's error; the first part says its own
+    (not a blank error), and both errors reach the worker log — a store error is never
+    swallowed by the crash that came with it."""
+    from backups import runner
+    from backups.ingest import Ingest
+
+    settings.KEEPIT_BASE_URL_TEMPLATE = live_sandbox.base_url_template
+    settings.VECTIS_SYNC_CHUNK_ACCOUNTS = 2
+    connection = sandbox_connection(live_sandbox)
+    read = runner._Part.read
+    storing = threading.Event()
+
+    def failing_apply(self: Ingest, accounts: Any) -> None:
+        storing.set()
+        time.sleep(0.5)  # still storing when the read below crashes
+        raise OSError("the disk is full")
+
+    reads: list[int] = []
+
+    def read_then_crash(self: runner._Part) -> Any:
+        reads.append(self.chunk.number)
+        if len(reads) == 2:
+            assert storing.wait(timeout=30)
+            raise RuntimeError("the network card died")
+        return read(self)
+
+    monkeypatch.setattr(Ingest, "apply_part", failing_apply)
+    monkeypatch.setattr(runner._Part, "read", read_then_crash)
+    run = runner.run_sync(connection)
+    assert run.outcome == SyncRun.Outcome.FAILED
+    assert run.error.startswith("The sync stopped on an unexpected error (RuntimeError)"), run.error
+    first, second, third = run.chunks.filter(kind=SyncChunk.Kind.ACCOUNTS).order_by("number")
+    assert first.state == second.state == third.state == SyncChunk.State.FAILED
+    assert second.error == run.error
+    assert first.error.startswith("The sync stopped on an unexpected error (OSError)"), first.error
+    assert not first.stored
+    assert "the network card died" in caplog.text
+    assert "the disk is full" in caplog.text
+
+
+def test_a_time_limit_between_a_part_stored_aside_and_its_record_keeps_that_part(
+    live_sandbox: KeepitSandbox, settings: SettingsWrapper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The time limit comes in the instant after the first part's storing thread ended
+    and before the part was recorded: the stop records it after all (stored, done), so
+    the next sync does not read those accounts again as if they had been lost."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from backups import runner
+
+    settings.KEEPIT_BASE_URL_TEMPLATE = live_sandbox.base_url_template
+    settings.VECTIS_SYNC_CHUNK_ACCOUNTS = 2
+    connection = sandbox_connection(live_sandbox)
+    record = runner.PartResult.record
+    limited: list[int] = []
+
+    def record_after_the_limit(self: runner.PartResult, chunk: SyncChunk, **kw: Any) -> bool:
+        if chunk.kind == SyncChunk.Kind.ACCOUNTS and chunk.number == 1 and not limited:
+            limited.append(chunk.number)
+            raise SoftTimeLimitExceeded()
+        return record(self, chunk, **kw)
+
+    monkeypatch.setattr(runner.PartResult, "record", record_after_the_limit)
+    run = runner.run_sync(connection)
+    assert limited == [1]
+    assert run.outcome == SyncRun.Outcome.PARTIAL, run.error
+    assert run.error.startswith("The sync reached its time limit"), run.error
+    first, second, third = run.chunks.filter(kind=SyncChunk.Kind.ACCOUNTS).order_by("number")
+    assert (first.state, first.stored, first.stopped_early) == (SyncChunk.State.DONE, True, False)
+    assert first.counts["connectors_added"] > 0
+    assert (second.stored, second.stopped_early) == (False, True)
+    assert (third.stored, third.stopped_early) == (False, True)
+
+
 def test_a_time_limit_while_a_part_is_stored_aside_keeps_that_part(
     live_sandbox: KeepitSandbox, settings: SettingsWrapper, monkeypatch: pytest.MonkeyPatch
 ) -> None:

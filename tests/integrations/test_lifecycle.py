@@ -257,6 +257,45 @@ def test_a_slow_keepit_never_makes_a_live_sync_look_abandoned(settings: Settings
         sandbox.stop()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_run_in_one_process_beats_for_its_own_running_parts_only() -> None:
+    """`RunHeartbeat(own_parts=True)`: every running part this process claimed gets the
+    heartbeat (one stored aside while the next is read must not look lost), but never a
+    part another worker runs: its heartbeat is that worker's proof of life, and a beat
+    from here would hide its crash from the watchdog."""
+    from integrations.lifecycle import RunHeartbeat, this_worker
+    from integrations.models import SyncChunk
+
+    connection = Connection.objects.create(provider="keepit", name="Beats", enabled=True)
+    run = claim_sync_run(connection, trigger="manual", now=timezone.now())
+    long_ago = timezone.now() - timedelta(hours=1)
+    mine, theirs, waiting = SyncChunk.objects.bulk_create(
+        [
+            SyncChunk(
+                run=run,
+                number=n,
+                kind=SyncChunk.Kind.ACCOUNTS,
+                state=state,
+                worker=worker,
+                heartbeat_at=long_ago,
+            )
+            for n, state, worker in (
+                (1, SyncChunk.State.RUNNING, this_worker()),
+                (2, SyncChunk.State.RUNNING, "another-host:4242"),
+                (3, SyncChunk.State.PENDING, ""),
+            )
+        ]
+    )
+    with RunHeartbeat(run, own_parts=True, interval=0.05):
+        time.sleep(0.4)
+    beats = dict(SyncChunk.objects.values_list("number", "heartbeat_at"))
+    beat = beats[mine.number]
+    assert beat is not None
+    assert beat > long_ago
+    assert beats[theirs.number] == long_ago
+    assert beats[waiting.number] == long_ago
+
+
 # --- partial is not success forever ---------------------------------------------------------
 
 
