@@ -321,6 +321,12 @@ class Alert(models.Model):
             # Newest first (the alert list, the API): a page is read from the index,
             # not sorted out of every alert.
             models.Index(fields=["-opened_at", "-id"], name="alert_newest_idx"),
+            # Each evaluation pass reads the open alerts of each kind (sync, seats,
+            # deletion, token...): without it, each read scanned every alert kept (about
+            # 15 ms each at 80,000 connectors, even for a kind with no open alert).
+            models.Index(
+                fields=["kind"], condition=Q(resolved_at__isnull=True), name="alert_open_kind_idx"
+            ),
         ]
 
     def __str__(self) -> str:
