@@ -786,46 +786,54 @@ class _Inline:
             # recorded as stored — or its failure is recorded below, as the run's crash.
             with contextlib.suppress(BaseException):
                 self._stored()
-        if self.store_error is not None and self.store_error is not exc:
+        failed, store_error = self.failed_store, self.store_error
+        if failed is not None and store_error is not None and store_error is not exc:
             # Found here, not raised through run_sync (which logs what it catches): a
             # store error must reach the worker log even when another error or the time
             # limit stopped the run with it.
             logger.error(
                 "Storing part %s of sync run %s failed",
-                self.failed_store.chunk.number if self.failed_store else "?",
+                failed.chunk.number,
                 self.run.pk,
-                exc_info=self.store_error,
+                exc_info=store_error,
             )
-        if exc is None and self.store_error is not None:
-            exc = self.store_error
+        time_limit = exc is None
+        if exc is None and store_error is not None:
+            exc = store_error  # the run fails on it; the time limit still stopped the rest
         now = timezone.now()
         interrupted: _Part | None = None
         if self.audit is not None and self.audit.interrupted:
             interrupted = self.audit
-        elif self.failed_store is not None and exc is self.store_error:
-            interrupted = self.failed_store
+        elif failed is not None and exc is store_error:
+            interrupted = failed
         elif self.current is not None:
             interrupted = self.current
         elif self.audit is not None and self.audit not in self.finished:
             interrupted = self.audit
         if exc is not None and interrupted is not None:
             self.crash = _unexpected(exc, interrupted.tracker.phase)
-        for part in [self.failed_store, self.current, self.audit]:
+        # The part the time limit stopped while a store error fails the run: it says so.
+        limited: _Part | None = None
+        if time_limit and exc is not None:
+            limited = self.current or (
+                self.audit if self.audit is not None and self.audit not in self.finished else None
+            )
+        for part in [failed, self.current, self.audit]:
             if part is None or part in self.finished:
                 continue
             is_audit = part.chunk.kind == SyncChunk.Kind.AUDIT
-            if exc is None:
+            if exc is None or part is limited:
                 part.result.stopped_early = True
                 part.result.stored = is_audit  # audit batches are stored as they come
-                if part is interrupted:
+                if part is interrupted or part is limited:
                     part.result.error = _time_limit(part.tracker.phase, kept=is_audit)
             else:
                 part.result.state = SyncChunk.State.FAILED
                 if part is interrupted:
                     part.result.error = self.crash
-                elif part is self.failed_store and self.store_error is not None:
+                elif part is failed and store_error is not None:
                     # Its own error, not the one that stopped the run with it.
-                    part.result.error = _unexpected(self.store_error, part.tracker.phase)
+                    part.result.error = _unexpected(store_error, part.tracker.phase)
                 else:
                     part.result.error = ""
             part.settle()
@@ -835,9 +843,10 @@ class _Inline:
             chunk = self._claim(pending)
             if chunk is None:
                 continue
+            # Parts never started: stopped early by a time limit, failed with a crash.
             PartResult(
-                state=SyncChunk.State.FAILED if exc is not None else SyncChunk.State.DONE,
-                stopped_early=exc is None,
+                state=SyncChunk.State.DONE if time_limit else SyncChunk.State.FAILED,
+                stopped_early=time_limit,
             ).record(chunk, now=now)
 
     def counts(self) -> dict[str, int]:

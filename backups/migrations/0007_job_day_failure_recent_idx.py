@@ -20,18 +20,22 @@ def create(apps, schema_editor):
     model = apps.get_model("backups", "BackupJobDay")
     if schema_editor.connection.vendor == "postgresql":
         with schema_editor.connection.cursor() as cursor:
-            # Looked up as DROP INDEX and CREATE INDEX resolve the name (the search
-            # path): an index of that name in another schema is not this one.
+            # The index of that name on the job days' own table (in its schema): an
+            # index of that name elsewhere, even on the search path, is not this one.
             cursor.execute(
-                "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)",
-                [schema_editor.quote_name(NAME)],
+                "SELECT i.indisvalid, n.nspname FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE i.indrelid = to_regclass(%s) AND c.relname = %s",
+                [schema_editor.quote_name(model._meta.db_table), NAME],
             )
             found = cursor.fetchone()
         if found is not None and found[0]:
             return  # already built
         if found is not None:
             # A build that failed half-way leaves an INVALID index of that name behind.
-            schema_editor.execute(f"DROP INDEX CONCURRENTLY {schema_editor.quote_name(NAME)}")
+            quote = schema_editor.quote_name
+            schema_editor.execute(f"DROP INDEX CONCURRENTLY {quote(found[1])}.{quote(NAME)}")
         schema_editor.add_index(model, INDEX, concurrently=True)
     else:
         schema_editor.add_index(model, INDEX)

@@ -404,6 +404,55 @@ def test_a_part_whose_store_fails_while_another_error_stops_the_run_says_its_own
     assert "the disk is full" in caplog.text
 
 
+def test_a_store_error_and_the_time_limit_at_once_each_say_what_they_stopped(
+    live_sandbox: KeepitSandbox,
+    settings: SettingsWrapper,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The first part's storing fails on its own thread and the time limit comes while the
+    second part is read: the run fails on the store error (logged, with its traceback),
+    the first part says it; the second says the time limit stopped it, and the part never
+    started counts as stopped early, not as failed."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from backups import runner
+    from backups.ingest import Ingest
+
+    settings.KEEPIT_BASE_URL_TEMPLATE = live_sandbox.base_url_template
+    settings.VECTIS_SYNC_CHUNK_ACCOUNTS = 2
+    connection = sandbox_connection(live_sandbox)
+    read = runner._Part.read
+    storing = threading.Event()
+
+    def failing_apply(self: Ingest, accounts: Any) -> None:
+        storing.set()
+        time.sleep(0.5)
+        raise OSError("the disk is full")
+
+    reads: list[int] = []
+
+    def read_until_the_limit(self: runner._Part) -> Any:
+        reads.append(self.chunk.number)
+        if len(reads) == 2:
+            assert storing.wait(timeout=30)
+            raise SoftTimeLimitExceeded()
+        return read(self)
+
+    monkeypatch.setattr(Ingest, "apply_part", failing_apply)
+    monkeypatch.setattr(runner._Part, "read", read_until_the_limit)
+    run = runner.run_sync(connection)
+    assert run.outcome == SyncRun.Outcome.FAILED
+    assert run.error.startswith("The sync stopped on an unexpected error (OSError)"), run.error
+    first, second, third = run.chunks.filter(kind=SyncChunk.Kind.ACCOUNTS).order_by("number")
+    assert (first.state, first.stored, first.error) == (SyncChunk.State.FAILED, False, run.error)
+    assert (second.stored, second.stopped_early) == (False, True)
+    assert second.error.startswith("The sync reached its time limit"), second.error
+    assert (third.state, third.stopped_early) == (SyncChunk.State.DONE, True)
+    logged = [r for r in caplog.records if r.exc_info and "the disk is full" in str(r.exc_info[1])]
+    assert len(logged) == 1, caplog.text  # logged once, with its traceback
+
+
 def test_a_time_limit_between_a_part_stored_aside_and_its_record_keeps_that_part(
     live_sandbox: KeepitSandbox, settings: SettingsWrapper, monkeypatch: pytest.MonkeyPatch
 ) -> None:

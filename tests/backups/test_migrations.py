@@ -17,22 +17,30 @@ def _migrate(target: list[tuple[str, str]] | None = None) -> None:
 def test_the_failure_index_is_built_when_another_schema_has_an_index_of_that_name() -> None:
     """Migration 0007 skips building an index that is already there (a build retried after
     a crash). An index of the same name in another schema (another app's tables, a copy of
-    the database) is not ours: the job days must still get theirs."""
+    the database), even one on the search path, is not ours: the job days must still get
+    theirs, and the other one is left alone."""
     _migrate([("backups", "0006_time_brin_indexes")])
     try:
         with connection.cursor() as cursor:
             cursor.execute("CREATE SCHEMA elsewhere")
             cursor.execute("CREATE TABLE elsewhere.days (at timestamptz)")
             cursor.execute("CREATE INDEX job_day_failure_recent_idx ON elsewhere.days (at)")
+            # On the search path too (after the tables' own schema).
+            cursor.execute("SET search_path = public, elsewhere")
         _migrate()
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT indexrelid::regclass::text, indrelid::regclass::text, indisvalid "
-                "FROM pg_index WHERE indexrelid = to_regclass('job_day_failure_recent_idx')"
+                "FROM pg_index WHERE indexrelid::regclass::text LIKE '%job_day_failure_recent_idx'"
+                " ORDER BY 1"
             )
-            assert cursor.fetchall() == [("job_day_failure_recent_idx", "backup_job_days", True)]
+            assert cursor.fetchall() == [
+                ("elsewhere.job_day_failure_recent_idx", "days", True),  # days: on the path
+                ("job_day_failure_recent_idx", "backup_job_days", True),
+            ]
     finally:
         with connection.cursor() as cursor:
+            cursor.execute("RESET search_path")
             cursor.execute("DROP SCHEMA IF EXISTS elsewhere CASCADE")
         _migrate()
 
