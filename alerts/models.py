@@ -327,6 +327,14 @@ class Alert(models.Model):
             models.Index(
                 fields=["kind"], condition=Q(resolved_at__isnull=True), name="alert_open_kind_idx"
             ),
+            # The connectors with an open alert (the dashboard's tiles and list, the
+            # customer pages): read from this small index alone, not by scanning every
+            # alert kept with its words.
+            models.Index(
+                fields=["connector"],
+                condition=Q(resolved_at__isnull=True),
+                name="alert_open_connector_idx",
+            ),
         ]
 
     def __str__(self) -> str:
