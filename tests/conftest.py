@@ -40,6 +40,19 @@ def subprocess_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def query_plan(sql: str, *, table: str, expensive: str) -> str:
+    """PostgreSQL's plan of `sql` (inside the test's transaction), with `table`'s
+    statistics fresh and one way of reading made expensive (`enable_seqscan`,
+    `enable_sort`): a test that an index serves a query names the index in the plan."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {table}")
+        cursor.execute(f"SET LOCAL {expensive} = off")
+        cursor.execute("EXPLAIN " + sql)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
 def database_url() -> str:
     """URL of the database the tests use (pytest-django's test database)."""
     db: dict[str, Any] = settings.DATABASES["default"]

@@ -28,6 +28,7 @@ from backups.models import (
 )
 from customers.models import Customer
 from integrations.models import Connection
+from tests.conftest import query_plan
 from tests.factories import (
     NOW,
     AuditEventFactory,
@@ -773,9 +774,5 @@ def test_the_open_alerts_of_a_kind_are_read_from_their_index() -> None:
         )
     read = captured.captured_queries[0]["sql"]
     assert read.startswith('SELECT "alerts"."key"'), read
-    with db.cursor() as cursor:
-        cursor.execute("ANALYZE alerts")
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute("EXPLAIN " + read)
-        plan = "\n".join(row[0] for row in cursor.fetchall())
+    plan = query_plan(read, table="alerts", expensive="enable_seqscan")
     assert "alert_open_kind_idx" in plan, plan

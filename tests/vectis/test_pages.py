@@ -25,7 +25,7 @@ from backups.selectors import status_counts
 from customers.models import Customer
 from integrations.models import Connection
 from keepit_sandbox import KeepitSandbox, SandboxConfig
-from tests.conftest import START, sandbox_connection
+from tests.conftest import START, query_plan, sandbox_connection
 from tests.factories import (
     AccountLinkFactory,
     AuditEventFactory,
@@ -507,7 +507,6 @@ def test_the_tiles_count_connectors_with_an_open_alert_from_the_open_alert_index
     alerts table, that scanned every alert kept, words and all (52 ms per parallel worker
     at 95,000 open alerts); index alert_open_connector_idx holds just the open alerts'
     connectors. With sequential scans made expensive, the count must use it."""
-    from django.db import connection as database
 
     from alerts.models import Alert
     from vectis.pages.dashboard import NO_FILTERS, dashboard_summary
@@ -533,11 +532,7 @@ def test_the_tiles_count_connectors_with_an_open_alert_from_the_open_alert_index
         health = dashboard_summary(now=now, filters=dict(NO_FILTERS), for_list=True)["fleet"]
     assert health.ok_needing_attention == 10
     [tiles] = [q["sql"] for q in captured.captured_queries if '"ok_needing_attention"' in q["sql"]]
-    with database.cursor() as cursor:
-        cursor.execute("ANALYZE alerts")
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute("EXPLAIN " + tiles)
-        plan = "\n".join(row[0] for row in cursor.fetchall())
+    plan = query_plan(tiles, table="alerts", expensive="enable_seqscan")
     assert "alert_open_connector_idx" in plan, plan
 
 
@@ -545,7 +540,6 @@ def test_the_fleet_attention_list_reads_its_page_from_the_rank_index() -> None:
     """The point of connector_status_rank_idx: the fleet's list must order by the very
     expression the index holds, or PostgreSQL sorts every connector again. With sorting
     made expensive, the page read must be served by the index."""
-    from django.db import connection as database
 
     from vectis.pages.dashboard import NO_FILTERS, _attention_ids, dashboard_summary
 
@@ -554,9 +548,9 @@ def test_the_fleet_attention_list_reads_its_page_from_the_rank_index() -> None:
     health = dashboard_summary(now=timezone.now(), filters=dict(NO_FILTERS), for_list=True)["fleet"]
     with CaptureQueriesContext(db) as captured:
         _attention_ids(dict(NO_FILTERS), health, 0, 10)
-    with database.cursor() as cursor:
-        cursor.execute("ANALYZE backup_connector_status")
-        cursor.execute("SET LOCAL enable_sort = off")
-        cursor.execute("EXPLAIN " + captured.captured_queries[-1]["sql"])
-        plan = "\n".join(row[0] for row in cursor.fetchall())
+    plan = query_plan(
+        captured.captured_queries[-1]["sql"],
+        table="backup_connector_status",
+        expensive="enable_sort",
+    )
     assert "connector_status_rank_idx" in plan, plan
