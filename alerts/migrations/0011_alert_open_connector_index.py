@@ -1,6 +1,7 @@
 """Index alert_open_connector_idx: the connectors with an open alert, read from the index
 alone (the dashboard's tiles count the OK connectors among them; each parallel worker
-scanned every alert kept, words and all, for it). A plain CREATE INDEX, as 0010."""
+scanned every alert kept, words and all, for it). A plain CREATE INDEX, as 0010: 39 ms at
+95,635 alerts, during which alert writes wait."""
 
 from django.db import migrations, models
 

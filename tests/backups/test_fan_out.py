@@ -418,7 +418,7 @@ def test_a_part_whose_store_fails_while_another_error_stops_the_run_says_its_own
     assert first.error.startswith("The sync stopped on an unexpected error (OSError)"), first.error
     assert not first.stored
     assert "the network card died" in caplog.text
-    assert store_errors_logged(caplog) == 1
+    assert store_errors_logged(caplog) == 1, caplog.text
 
 
 def test_a_store_error_and_the_time_limit_at_once_each_say_what_they_stopped(
@@ -441,7 +441,7 @@ def test_a_store_error_and_the_time_limit_at_once_each_say_what_they_stopped(
     assert (second.stored, second.stopped_early) == (False, True)
     assert second.error.startswith("The sync reached its time limit"), second.error
     assert (third.state, third.stopped_early) == (SyncChunk.State.DONE, True)
-    assert store_errors_logged(caplog) == 1
+    assert store_errors_logged(caplog) == 1, caplog.text
 
 
 def test_a_time_limit_between_a_part_stored_aside_and_its_record_keeps_that_part(
