@@ -434,6 +434,26 @@ def test_two_syncs_started_together_run_once(settings: Settings) -> None:
 
 
 @pytest.mark.django_db
+def test_a_fanned_out_run_holds_the_connection_while_its_parts_wait(
+    sandbox: KeepitSandbox, settings: Settings
+) -> None:
+    """`sync_connection` stores the account list, queues the parts for any worker and
+    returns. The run still holds the connection: a second `sync_connection` (Sync now
+    clicked twice, the next beat tick) is refused, and no second run or part appears."""
+    from backups.tasks import sync_connection
+    from integrations.models import SyncChunk
+
+    connection = connect(sandbox, settings)
+    first = sync_connection.apply(args=(connection.pk, "manual")).get()
+    assert first["outcome"] == SyncRun.Outcome.RUNNING, first
+    second = sync_connection.apply(args=(connection.pk, "manual")).get()
+    assert second == {"connection": connection.pk, "skipped": "already running"}
+    assert list(SyncRun.objects.values_list("pk", flat=True)) == [first["run"]]
+    waiting = SyncChunk.objects.filter(state=SyncChunk.State.PENDING)
+    assert sorted(waiting.values_list("pk", flat=True)) == sorted(first["parts"])
+
+
+@pytest.mark.django_db
 def test_a_crashed_run_does_not_block_the_next(sandbox: KeepitSandbox, settings: Settings) -> None:
     connection = connect(sandbox, settings)
     long_ago = sandbox.clock.now_datetime() - timedelta(minutes=30)
