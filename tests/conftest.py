@@ -53,6 +53,21 @@ def query_plan(sql: str, *, table: str, expensive: str) -> str:
         return "\n".join(row[0] for row in cursor.fetchall())
 
 
+def manage(
+    *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """`manage.py …` in a child process (`subprocess_env()` unless `env`), its output
+    captured as text."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env or subprocess_env(),
+        capture_output=True,
+        text=True,
+        check=check,
+    )
+
+
 def database_url() -> str:
     """URL of the database the tests use (pytest-django's test database)."""
     db: dict[str, Any] = settings.DATABASES["default"]

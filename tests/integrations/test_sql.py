@@ -3,8 +3,6 @@ field with a default never breaks it and a mistake fails here, not in the databa
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +12,7 @@ from backups.models import AccountLink, AuditCategory, BackupAuditEvent
 from integrations import sql
 from integrations.models import Connection
 from integrations.sql import MissingValue, column, insert_rows, update_returning
-from tests.conftest import ROOT, subprocess_env
+from tests.conftest import manage, subprocess_env
 
 WHEN = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
 
@@ -366,16 +364,8 @@ def test_update_claimed_and_update_rows_on_sqlite_as_the_demo_runs_them(tmp_path
     keeps what it has; update_rows counts what it wrote. (A child process: the suite's
     database is PostgreSQL.)"""
     env = subprocess_env(DATABASE_URL=f"sqlite:///{tmp_path / 'demo.sqlite3'}")
-    manage = [sys.executable, "manage.py"]
-    subprocess.run([*manage, "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
-    out = subprocess.run(
-        [*manage, "shell", "-v", "0", "-c", SQLITE_CLAIM],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.splitlines()
+    manage("migrate", "-v", "0", env=env)
+    out = manage("shell", "-v", "0", "-c", SQLITE_CLAIM, env=env).stdout.splitlines()
     assert out == [
         "['k0', 'k3']",
         "[('k0', '1', 'new'), ('k1', '7', 'old 1'), ('k2', '30', 'old 2'), ('k3', '1', 'new')]",

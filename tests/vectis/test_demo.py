@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from keepit_sandbox import SandboxConfig
-from tests.conftest import ROOT, subprocess_env
+from tests.conftest import ROOT, manage, subprocess_env
 
 
 def make_env(path: Path, *args: str) -> str:
@@ -51,14 +51,7 @@ def test_make_demo_writes_the_sandbox_base_url_into_the_env_file() -> None:
 def test_the_sandbox_help_and_banner_print_its_credentials() -> None:
     defaults = SandboxConfig()
     env = subprocess_env()
-    help_text = subprocess.run(
-        [sys.executable, "manage.py", "keepit_sandbox", "--help"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    ).stdout
+    help_text = manage("keepit_sandbox", "--help", env=env).stdout
     flat = " ".join(help_text.split())
     for value in (
         defaults.username,
@@ -91,20 +84,6 @@ def test_the_demo_database_is_built_on_sqlite_from_nothing(tmp_path: Path) -> No
     Index connector_status_rank_idx's NULLS FIRST, which SQLite refuses in an index, broke
     the demo's first `migrate` while the suite (on PostgreSQL) stayed green."""
     env = subprocess_env(DATABASE_URL=f"sqlite:///{tmp_path / 'demo.sqlite3'}")
-    result = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "-v", "0"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    result = manage("migrate", "-v", "0", env=env, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
-    shown = subprocess.run(
-        [sys.executable, "manage.py", "showmigrations", "--plan"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert "[ ]" not in shown
+    assert "[ ]" not in manage("showmigrations", "--plan", env=env).stdout
