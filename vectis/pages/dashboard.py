@@ -19,6 +19,7 @@ from django.utils import timezone
 from alerts.maintenance import connectors_in_maintenance
 from alerts.selectors import (
     connector_has_open_alert,
+    connectors_with_open_alert,
     disabled_channels,
     failed_deliveries,
     open_alert_for_connector,
@@ -215,10 +216,8 @@ def dashboard_summary(
         if filters is not None and scoped
         else live_connectors()
     )
-    # `IN (open alerts' connectors)`, not EXISTS: inside the count's FILTER the database
-    # hashes the one (30 ms at 80,000 connectors) and probes per row for the other (600 ms).
     with_open_alert = (
-        Q(pk__in=open_alerts().values("connector_id"))
+        Q(pk__in=connectors_with_open_alert())
         if for_list and _lists_ok_with_alert(filters or NO_FILTERS)
         else None
     )
