@@ -1,6 +1,6 @@
 """Sessions end when they should: after `VECTIS_SESSION_IDLE_HOURS` without a request
-(settings: SESSION_COOKIE_AGE with SESSION_SAVE_EVERY_REQUEST), and everywhere at once
-when a user's role or password changes.
+(settings: SESSION_COOKIE_AGE, the expiry moved on by `IdleTimeoutMiddleware`), and
+everywhere at once when a user's role or password changes.
 
 Django already ends a user's other sessions when the password changes (the session
 carries a hash of it). A role change does not touch the password, so each session
@@ -29,6 +29,8 @@ from .models import UserAccess
 from .timezones import SESSION_KEY as TIME_ZONE_KEY
 
 SIGNED_IN_AT = "vectis_signed_in_at"
+# The minute of the session's latest save by IdleTimeoutMiddleware.
+SEEN_MINUTE = "vectis_seen_minute"
 ROLE_FIELDS = ("is_staff", "is_superuser", "is_active")
 
 
@@ -89,6 +91,27 @@ def connect_signals() -> None:
     )
     pre_save.connect(_note_role_fields, sender=user_model, dispatch_uid="access.role_before")
     post_save.connect(_role_fields_saved, sender=user_model, dispatch_uid="access.role_after")
+
+
+class IdleTimeoutMiddleware:
+    """Keeps a signed-in session alive while it is used: the first request of each minute
+    saves it, which moves its expiry `SESSION_COOKIE_AGE` on; the others leave it as it
+    is. Saving it on every request (SESSION_SAVE_EVERY_REQUEST) let a request that only
+    read it, overlapping one that stored something in it (a success message, a webhook's
+    signing secret shown once), write its older copy back over it: the message was lost.
+    Placed right after SessionMiddleware, so the mark is set before the session is saved."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        session = getattr(request, "session", None)
+        if session is not None and not session.is_empty():
+            minute = int(timezone.now().timestamp() // 60)
+            if session.get(SEEN_MINUTE) != minute:
+                session[SEEN_MINUTE] = minute
+        return response
 
 
 class SignOutEverywhereMiddleware:

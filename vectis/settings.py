@@ -106,6 +106,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "access.sessions.IdleTimeoutMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -535,7 +536,9 @@ SOCIALACCOUNT_AUTO_SIGNUP = True
 # role or password changes (access/sessions.py).
 VECTIS_SESSION_IDLE_HOURS: int = env.int("VECTIS_SESSION_IDLE_HOURS", default=8)
 SESSION_COOKIE_AGE = VECTIS_SESSION_IDLE_HOURS * 3600
-SESSION_SAVE_EVERY_REQUEST = True
+# Not every request: access.sessions.IdleTimeoutMiddleware saves a used session once a
+# minute (a save per request could write a stale copy over a message just stored).
+SESSION_SAVE_EVERY_REQUEST = False
 
 # --- Logging ----------------------------------------------------------------------------
 LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO")

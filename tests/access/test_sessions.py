@@ -98,3 +98,40 @@ def test_a_password_change_signs_out_the_other_sessions(technician: User) -> Non
     response = phone.get("/admin/")
     assert response.status_code == 302
     assert "/login/" in response["Location"]
+
+
+def test_a_request_that_only_reads_the_session_never_writes_over_a_message_stored_meanwhile(
+    admin_user: User,
+) -> None:
+    """Two requests of one browser overlap: a page that only reads the session began
+    before a save stored its success message in it (or a webhook's signing secret, shown
+    once). When the page ends it must not write its older copy of the session back over
+    the message. (Saving the session on every request did: a browser test lost its "was
+    added successfully" that way.)"""
+    from django.conf import settings
+    from django.contrib.sessions.middleware import SessionMiddleware
+    from django.http import HttpRequest, HttpResponse
+    from django.test import RequestFactory
+
+    from access.sessions import SIGNED_IN_AT, IdleTimeoutMiddleware
+
+    admin_user.set_password(PASSWORD)
+    admin_user.save()
+    with time_machine.travel(timezone.now(), tick=False):  # one minute throughout
+        browser = signed_in_browser(admin_user.username)
+        key = browser.cookies[settings.SESSION_COOKIE_NAME].value
+        form = browser.get("/admin/customers/customer/add/")
+        inline = form.context["inline_admin_formsets"][0].formset.prefix
+        data = {"name": "Northwind", f"{inline}-TOTAL_FORMS": "0", f"{inline}-INITIAL_FORMS": "0"}
+
+        def page_meanwhile_saving(request: HttpRequest) -> HttpResponse:
+            assert request.session.get(SIGNED_IN_AT)  # the page has read the session
+            saved = browser.post("/admin/customers/customer/add/", data)
+            assert saved.status_code == 302, saved.content.decode()[-2000:]
+            return HttpResponse("a page")
+
+        page = RequestFactory().get("/admin/")
+        page.COOKIES[settings.SESSION_COOKIE_NAME] = key
+        SessionMiddleware(IdleTimeoutMiddleware(page_meanwhile_saving))(page)
+        listed = browser.get("/admin/customers/customer/").content.decode()
+    assert "was added successfully" in listed
