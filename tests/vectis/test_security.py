@@ -96,7 +96,8 @@ def test_production_defaults_are_https_only_with_a_second_factor_and_idle_sessio
         "import django; django.setup(); from django.conf import settings as s; "
         "print(s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS, s.SESSION_COOKIE_SECURE, "
         "s.CSRF_COOKIE_SECURE, s.SECURE_PROXY_SSL_HEADER, s.SECURE_REDIRECT_EXEMPT, "
-        "s.VECTIS_REQUIRE_MFA, s.SESSION_COOKIE_AGE, 'access.sessions.IdleTimeoutMiddleware' in s.MIDDLEWARE)"
+        "s.VECTIS_REQUIRE_MFA, s.SESSION_COOKIE_AGE, "
+        "'access.sessions.IdleTimeoutMiddleware' in s.MIDDLEWARE)"
     )
     env = subprocess_env(
         DJANGO_SETTINGS_MODULE="vectis.settings",
