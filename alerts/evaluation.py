@@ -59,7 +59,9 @@ class Conditions:
     open: only the new ones need a summary and a detail (building them all took most of a
     steady pass). `kind`: the kind all of them share (None: mixed kinds; "": none holds,
     so no open alert's words need reading); alerts/lifecycle.py asks for the words of
-    open alerts too when their kind's words follow the data."""
+    open alerts too when their kind's words follow the data. `evaluated`: the connectors
+    looked at (an incremental pass, alerts/passes.py); None: every connector. The open
+    alerts of connectors not looked at stay as they are."""
 
     def __init__(
         self,
@@ -67,19 +69,29 @@ class Conditions:
         words: Callable[[list[str]], list[Condition]],
         *,
         kind: str | None,
+        evaluated: Collection[int] | None = None,
     ) -> None:
         self.keys = dict.fromkeys(keys)
         self._words = words
         self.kind = kind
+        self.evaluated = evaluated
 
     @classmethod
-    def listed(cls, conditions: list[Condition]) -> Conditions:
+    def listed(
+        cls, conditions: list[Condition], *, evaluated: Collection[int] | None = None
+    ) -> Conditions:
         """Conditions whose words are already built; their kind when they share one ("":
         none holds, so no open alert's words need reading)."""
         by_key = {c.key: c for c in conditions}
         kinds = {c.kind for c in conditions}
         kind = kinds.pop() if len(kinds) == 1 else ("" if not kinds else None)
-        return cls(by_key, lambda keys: [by_key[key] for key in keys], kind=kind)
+        return cls(
+            by_key, lambda keys: [by_key[key] for key in keys], kind=kind, evaluated=evaluated
+        )
+
+    def looked_at(self, connector_id: int | None) -> bool:
+        """Whether this pass decided about the connector (alerts without one: always)."""
+        return self.evaluated is None or connector_id is None or connector_id in self.evaluated
 
     def words(self, keys: Collection[str]) -> list[Condition]:
         """The conditions of these keys that still hold; connectors' conditions in the
@@ -339,20 +351,24 @@ def failed_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
     return conditions
 
 
-def success_rate_conditions(rule: AlertRule, *, now: datetime) -> Conditions:
+def success_rate_conditions(
+    rule: AlertRule, *, now: datetime, only: Collection[int] | None = None
+) -> Conditions:
     """Connectors whose finished backup jobs over the rule's days succeeded less often
     than the rule's percentage (connectors without a finished job never). One aggregate
     over the window's job days, grouped by connector (index job_day_day_brin finds the
-    days); the words then read the names of the connectors asked."""
+    days; `only` these connectors: index job_day_unique_connector); the words then read
+    the names of the connectors asked."""
     today = now.date()
     finished = F("successful") + F("incomplete") + F("unsuccessful")
+    days = BackupJobDay.objects.filter(
+        day__gt=today - timedelta(days=rule.success_rate_days), day__lte=today
+    )
+    if only is not None:
+        days = days.filter(connector_id__in=id_array(only))
     below = {
         rule_key(rule, row["connector_id"]): (row["connector_id"], row["ok"], row["done"])
-        for row in BackupJobDay.objects.filter(
-            day__gt=today - timedelta(days=rule.success_rate_days),
-            day__lte=today,
-            connector_id__in=_scoped_connectors(rule).values("pk"),
-        )
+        for row in days.filter(connector_id__in=_scoped_connectors(rule).values("pk"))
         .order_by()
         .values("connector_id")
         .annotate(ok=Sum("successful"), done=Sum(finished))
@@ -387,7 +403,7 @@ def success_rate_conditions(rule: AlertRule, *, now: datetime) -> Conditions:
             )
         return conditions
 
-    return Conditions(below, words, kind=Alert.Kind.SUCCESS_RATE)
+    return Conditions(below, words, kind=Alert.Kind.SUCCESS_RATE, evaluated=only)
 
 
 def _monitored_accounts() -> QuerySet[AccountLink]:
@@ -674,9 +690,13 @@ def sync_degraded_conditions(*, now: datetime) -> list[Condition]:
     return conditions
 
 
-def rule_conditions(rule: AlertRule, *, now: datetime) -> Conditions:
+def rule_conditions(
+    rule: AlertRule, *, now: datetime, only: Collection[int] | None = None
+) -> Conditions:
+    """The rule's conditions; `only`: of these connectors (an incremental pass: see
+    alerts/passes.py), None: of every connector."""
     if rule.kind == AlertRule.Kind.BACKUP_STALE:
         return stale_conditions(rule, now=now)
     if rule.kind == AlertRule.Kind.SUCCESS_RATE:
-        return success_rate_conditions(rule, now=now)
+        return success_rate_conditions(rule, now=now, only=only)
     return Conditions.listed(failed_conditions(rule, now=now))

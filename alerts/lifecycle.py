@@ -164,14 +164,20 @@ def apply(
     open_rows = list(
         Alert.objects.filter(unresolved, resolved_at__isnull=True)
         .order_by()
-        .values_list("key", "pk", *words)
+        .values_list("key", "pk", "connector_id", *words)
     )
     already = {row[0]: row[1] for row in open_rows}
     opened = open_alerts(
         current.words([key for key in current.keys if key not in already]), rule, now=now
     )
     record(AlertEvent.Kind.OPENED, opened, now=now)
-    gone = [pk for key, pk in already.items() if key not in current]
+    # An incremental pass decides only about the connectors it looked at: the others'
+    # open alerts still hold (nothing they depend on changed).
+    gone = [
+        pk
+        for key, pk, connector_id, *_words in open_rows
+        if key not in current and current.looked_at(connector_id)
+    ]
     resolved = resolve(gone, now=now)
     # Alerts that ended because their account was excluded end quietly: an exclusion
     # is a decision, not a recovery, and must not send a "resolved" storm.
@@ -208,11 +214,12 @@ def apply(
     AlertEvent.objects.filter(
         alert_id__in=gone_accounts, kind=AlertEvent.Kind.RESOLVED, at=now
     ).update(notified_at=now, note=REMOVED_NOTE)
-    still = [pk for key, pk in already.items() if key in current]
+    resolving = set(gone)
+    still = [pk for pk in already.values() if pk not in resolving]
     escalated = (
         escalate(
             current.words([key for key in already if key in current]),
-            {row[0]: row[1:] for row in open_rows},
+            {row[0]: (row[1], *row[3:]) for row in open_rows},
             now=now,
         )
         if refreshed

@@ -241,6 +241,47 @@ class AlertRule(models.Model):
         return [str(labels.get(kind, kind)) for kind in self.connector_kinds]
 
 
+class RulePass(models.Model):
+    """A rule's last evaluation pass: when (the pass's `now`), when it last evaluated every
+    connector, and what the rule was then. A pass after it evaluates only the connectors
+    whose data changed since (alerts/passes.py) unless the rule changed or a full pass is
+    due."""
+
+    rule = models.OneToOneField(
+        AlertRule, primary_key=True, on_delete=models.CASCADE, related_name="last_pass"
+    )
+    evaluated_at = models.DateTimeField()
+    full_at = models.DateTimeField()
+    # What the rule decided on (fields and scope), hashed: a rule edited since its last
+    # pass is evaluated in full.
+    fingerprint = models.CharField(max_length=64)
+
+    class Meta:
+        db_table = "alert_rule_passes"
+
+    def __str__(self) -> str:
+        return f"{self.rule_id} at {self.evaluated_at:%Y-%m-%d %H:%M}"
+
+
+class ConnectorChange(models.Model):
+    """A connector whose data the alert rules read was written since the last pass
+    (change capture). PostgreSQL triggers (migration alerts 0012) add a row in the
+    writer's own transaction for each connector a statement touches: its job days,
+    status row, own fields, account, customer name, failure events or alerts. Each pass
+    takes them all (`DELETE … RETURNING` in its transaction), so a write not yet
+    committed is neither seen nor lost: it is the next pass's. Plain inserts, no unique
+    key: concurrent writers never wait on each other."""
+
+    id = models.BigAutoField(primary_key=True)
+    connector_id = models.BigIntegerField()
+
+    class Meta:
+        db_table = "alert_connector_changes"
+
+    def __str__(self) -> str:
+        return f"connector {self.connector_id}"
+
+
 class Alert(models.Model):
     class Kind(models.TextChoices):
         BACKUP_STALE = "backup_stale", "Backup stale"

@@ -25,7 +25,7 @@ from django.utils.html import escape
 
 from integrations.sql import column, in_ids, update_returning
 
-from . import grouping, maintenance, payloads
+from . import grouping, maintenance, passes, payloads
 from .channels import ChannelTransport
 from .compose import (
     Message,
@@ -55,6 +55,7 @@ from .models import (
     MaintenanceWindow,
     NotificationAttachment,
     NotificationChannel,
+    RulePass,
 )
 from .transports import DeliveryFailed, EmailTransport, Transport
 
@@ -65,12 +66,34 @@ def evaluate(*, now: datetime, send: bool = True) -> EvaluationResult:
     """Evaluate every rule and the sync checks, then e-mail what changed."""
     result = EvaluationResult()
     with transaction.atomic():
+        # The rules' last passes, locked: evaluations take turns, so each change taken
+        # below is decided by exactly one pass, after the pass before it.
+        last = {p.rule_id: p for p in RulePass.objects.select_for_update()}
+        changes = passes.take_changes()
+        scopes: dict[int, list[int]] = {}
+        for rule_id, customer_id in AlertRule.customers.through.objects.values_list(
+            "alertrule_id", "customer_id"
+        ):
+            scopes.setdefault(rule_id, []).append(customer_id)
+        done = []
         for rule in AlertRule.objects.order_by("id"):
+            fingerprint = passes.fingerprint(rule, scopes.get(rule.pk, []))
             if not rule.enabled:
                 # A disabled rule's alerts end quietly.
                 apply([], Q(rule=rule), rule, now=now, result=result, silent_resolve=True)
-                continue
-            apply(rule_conditions(rule, now=now), Q(rule=rule), rule, now=now, result=result)
+                only = None
+            else:
+                only = passes.connectors_to_evaluate(
+                    rule, last.get(rule.pk), now=now, changes=changes, fingerprint=fingerprint
+                )
+                holding = rule_conditions(rule, now=now, only=only)
+                apply(holding, Q(rule=rule), rule, now=now, result=result)
+            done.append(
+                passes.done(
+                    rule, last.get(rule.pk), now=now, full=only is None, fingerprint=fingerprint
+                )
+            )
+        passes.save(done)
         apply(
             sync_stale_conditions(now=now),
             Q(kind=Alert.Kind.SYNC_STALE),
