@@ -89,10 +89,6 @@ class Conditions:
             by_key, lambda keys: [by_key[key] for key in keys], kind=kind, evaluated=evaluated
         )
 
-    def looked_at(self, connector_id: int | None) -> bool:
-        """Whether this pass decided about the connector (alerts without one: always)."""
-        return self.evaluated is None or connector_id is None or connector_id in self.evaluated
-
     def words(self, keys: Collection[str]) -> list[Condition]:
         """The conditions of these keys that still hold; connectors' conditions in the
         connectors' order (by name), as the alerts are listed."""
@@ -155,19 +151,21 @@ def _scoped_connectors(rule: AlertRule) -> QuerySet[BackupConnector]:
     return connectors
 
 
-def stale_conditions(rule: AlertRule, *, now: datetime) -> Conditions:
+def stale_conditions(
+    rule: AlertRule, *, now: datetime, only: Collection[int] | None = None
+) -> Conditions:
     """No complete backup within the threshold; never-completed connectors only after
     the onboarding grace from when they were first seen. The keys are one narrow read
-    (ids only); the words read the few connectors asked."""
+    (ids only; `only` these connectors); the words read the few connectors asked."""
     stale_before = now - timedelta(hours=rule.threshold_hours)
     grace_before = now - timedelta(hours=rule.onboarding_grace_hours)
     stale = Q(backup_status__last_success_at__lt=stale_before) | Q(
         backup_status__last_success_at__isnull=True, first_seen_at__lt=grace_before
     )
-    holding = {
-        rule_key(rule, pk): pk
-        for pk in _scoped_connectors(rule).filter(stale).order_by().values_list("pk", flat=True)
-    }
+    connectors = _scoped_connectors(rule).filter(stale)
+    if only is not None:
+        connectors = connectors.filter(pk__in=id_array(only))
+    holding = {rule_key(rule, pk): pk for pk in connectors.order_by().values_list("pk", flat=True)}
 
     def words(keys: list[str]) -> list[Condition]:
         # Still stale (a sync may have stored a backup since the keys were read): never an
@@ -205,10 +203,12 @@ def stale_conditions(rule: AlertRule, *, now: datetime) -> Conditions:
             )
         return conditions
 
-    return Conditions(holding, words, kind=Alert.Kind.BACKUP_STALE)
+    return Conditions(holding, words, kind=Alert.Kind.BACKUP_STALE, evaluated=only)
 
 
-def failed_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
+def failed_conditions(
+    rule: AlertRule, *, now: datetime, only: Collection[int] | None = None
+) -> list[Condition]:
     """A recovery/connector failure in the audit log inside the lookback; (option) an
     unsuccessful or incomplete backup job inside the lookback not followed by a complete
     backup; (option) a failed status whose reason means a failure.
@@ -218,19 +218,21 @@ def failed_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
     inside the lookback (index job_day_failure_recent_idx), or within the days kept when
     its alert is already open (index job_day_failure_time_idx) — then the connectors those
     name, or whose status failed, with what the message needs. (Per-connector subqueries
-    over 80,000 connectors and 7 million events took seconds.)"""
+    over 80,000 connectors and 7 million events took seconds.) `only`: of these
+    connectors (each read then starts from the connectors' own rows)."""
     since = now - timedelta(hours=rule.lookback_hours)
+    events = BackupAuditEvent.objects.filter(
+        succeeded=False,
+        category__in=FAILURE_CATEGORIES,
+        occurred_at__gte=since,
+        occurred_at__lte=now,
+        connector_id__isnull=False,
+    )
+    if only is not None:
+        events = events.filter(connector_id__in=id_array(only))
     failures: dict[int, tuple[datetime, str]] = {}
-    for connector_id, at, message in (
-        BackupAuditEvent.objects.filter(
-            succeeded=False,
-            category__in=FAILURE_CATEGORIES,
-            occurred_at__gte=since,
-            occurred_at__lte=now,
-            connector_id__isnull=False,
-        )
-        .order_by("occurred_at", "id")
-        .values_list("connector_id", "occurred_at", "message")
+    for connector_id, at, message in events.order_by("occurred_at", "id").values_list(
+        "connector_id", "occurred_at", "message"
     ):
         failures[connector_id] = (at, message)  # the latest wins
     jobs: dict[int, tuple[datetime, str, str, bool]] = {}
@@ -240,17 +242,16 @@ def failed_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
         # passes), as long as the failure is within the days kept. Two reads, each on its
         # own index (one OR of both scanned every failure kept: 150-250 ms at 80,000
         # connectors): the lookback's failures, then the older ones of open alerts.
-        failed = (
-            BackupJobDay.objects.filter(last_failure_at__lte=now)
-            .order_by()
-            .values_list(
-                "connector_id",
-                "last_failure_at",
-                "id",
-                "last_failure_outcome",
-                "last_error",
-                "last_failure_exact",
-            )
+        failed_days = BackupJobDay.objects.filter(last_failure_at__lte=now)
+        if only is not None:
+            failed_days = failed_days.filter(connector_id__in=id_array(only))
+        failed = failed_days.order_by().values_list(
+            "connector_id",
+            "last_failure_at",
+            "id",
+            "last_failure_outcome",
+            "last_error",
+            "last_failure_exact",
         )
         open_ids = Alert.objects.filter(
             rule=rule, resolved_at__isnull=True, connector__isnull=False
@@ -277,21 +278,20 @@ def failed_conditions(rule: AlertRule, *, now: datetime) -> list[Condition]:
         candidates |= Q(
             backup_status__status=BackupStatus.FAILED, backup_status__reason_is_failure=True
         )
-    rows = (
-        _scoped_connectors(rule)
-        .filter(candidates)
-        .values_list(
-            "pk",
-            "name",
-            "customer__name",
-            "connection__provider",
-            "backup_status__reason",
-            "backup_status__reason_text",
-            "backup_status__status",
-            "backup_status__reason_is_failure",
-            "backup_status__fix_text",
-            "backup_status__last_success_at",
-        )
+    scoped = _scoped_connectors(rule).filter(candidates)
+    if only is not None:
+        scoped = scoped.filter(pk__in=id_array(only))
+    rows = scoped.values_list(
+        "pk",
+        "name",
+        "customer__name",
+        "connection__provider",
+        "backup_status__reason",
+        "backup_status__reason_text",
+        "backup_status__status",
+        "backup_status__reason_is_failure",
+        "backup_status__fix_text",
+        "backup_status__last_success_at",
     )
     conditions = []
     for (
@@ -696,7 +696,7 @@ def rule_conditions(
     """The rule's conditions; `only`: of these connectors (an incremental pass: see
     alerts/passes.py), None: of every connector."""
     if rule.kind == AlertRule.Kind.BACKUP_STALE:
-        return stale_conditions(rule, now=now)
+        return stale_conditions(rule, now=now, only=only)
     if rule.kind == AlertRule.Kind.SUCCESS_RATE:
         return success_rate_conditions(rule, now=now, only=only)
-    return Conditions.listed(failed_conditions(rule, now=now))
+    return Conditions.listed(failed_conditions(rule, now=now, only=only), evaluated=only)

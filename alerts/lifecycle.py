@@ -18,7 +18,14 @@ from django.db import transaction
 from django.db.models import Q
 
 from backups.models import AccountLink
-from integrations.sql import column, in_ids, insert_rows, update_claimed, update_returning
+from integrations.sql import (
+    column,
+    id_array,
+    in_ids,
+    insert_rows,
+    update_claimed,
+    update_returning,
+)
 
 from .compose import in_message
 from .evaluation import Condition, Conditions
@@ -161,23 +168,24 @@ def apply(
     refreshed = current.kind is None or current.kind in REFRESHED_KINDS
     # The open alerts, with their words when those follow the data (one read either way).
     words = ("stage", "summary", "detail", "state", "snoozed_until") if refreshed else ()
-    open_rows = list(
-        Alert.objects.filter(unresolved, resolved_at__isnull=True)
-        .order_by()
-        .values_list("key", "pk", "connector_id", *words)
+    unresolved_now = Alert.objects.filter(unresolved, resolved_at__isnull=True)
+    # An incremental pass decides only about the connectors it looked at (read through
+    # index alert_open_connector_idx): the others' open alerts still hold, as nothing
+    # they depend on changed.
+    looked_at = (
+        unresolved_now
+        if current.evaluated is None
+        else unresolved_now.filter(
+            Q(connector_id__in=id_array(current.evaluated)) | Q(connector__isnull=True)
+        )
     )
+    open_rows = list(looked_at.order_by().values_list("key", "pk", *words))
     already = {row[0]: row[1] for row in open_rows}
     opened = open_alerts(
         current.words([key for key in current.keys if key not in already]), rule, now=now
     )
     record(AlertEvent.Kind.OPENED, opened, now=now)
-    # An incremental pass decides only about the connectors it looked at: the others'
-    # open alerts still hold (nothing they depend on changed).
-    gone = [
-        pk
-        for key, pk, connector_id, *_words in open_rows
-        if key not in current and current.looked_at(connector_id)
-    ]
+    gone = [pk for key, pk in already.items() if key not in current]
     resolved = resolve(gone, now=now)
     # Alerts that ended because their account was excluded end quietly: an exclusion
     # is a decision, not a recovery, and must not send a "resolved" storm.
@@ -214,12 +222,10 @@ def apply(
     AlertEvent.objects.filter(
         alert_id__in=gone_accounts, kind=AlertEvent.Kind.RESOLVED, at=now
     ).update(notified_at=now, note=REMOVED_NOTE)
-    resolving = set(gone)
-    still = [pk for pk in already.values() if pk not in resolving]
     escalated = (
         escalate(
             current.words([key for key in already if key in current]),
-            {row[0]: (row[1], *row[3:]) for row in open_rows},
+            {row[0]: row[1:] for row in open_rows},
             now=now,
         )
         if refreshed
@@ -227,9 +233,12 @@ def apply(
     )
     record(AlertEvent.Kind.REMINDER, escalated, now=now, note="Nearer its deadline")
     reminded: list[int] = []
-    if rule is not None and rule.reminder_hours and still:
+    if rule is not None and rule.reminder_hours:
+        # The alerts still open (the ended ones were just resolved) and last told before
+        # the cutoff, whether or not this pass looked at their connectors.
         cutoff = now - timedelta(hours=rule.reminder_hours)
-        reminded = remind(still, now=now, cutoff=cutoff)
+        due = list(unresolved_now.filter(last_notified_at__lte=cutoff).values_list("pk", flat=True))
+        reminded = remind(due, now=now, cutoff=cutoff)
         record(AlertEvent.Kind.REMINDER, reminded, now=now)
     result.opened += Alert.objects.filter(pk__in=opened)
     result.resolved += Alert.objects.filter(pk__in=resolved)

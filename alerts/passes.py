@@ -28,14 +28,23 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from django.db import connection
+from django.db.models import Q
 
+from backups.jobs import HISTORY_DAYS
+from backups.models import BackupAuditEvent, BackupConnector, BackupConnectorStatus, BackupJobDay
+
+from .evaluation import FAILURE_CATEGORIES
 from .models import AlertRule, ConnectorChange, RulePass
 
 FULL_PASS_EVERY = timedelta(hours=1)
 # Beyond this many connectors to look at, a full pass costs about the same.
 MOST_CONNECTORS = 20_000
 # The rule kinds evaluated incrementally (the others always read the whole fleet).
-INCREMENTAL_KINDS = (AlertRule.Kind.SUCCESS_RATE,)
+INCREMENTAL_KINDS = (
+    AlertRule.Kind.BACKUP_STALE,
+    AlertRule.Kind.BACKUP_FAILED,
+    AlertRule.Kind.SUCCESS_RATE,
+)
 # Fields a rule decides by (its customers are added): a change means a full pass.
 _DECIDING = (
     "kind",
@@ -101,6 +110,41 @@ def _crossed(rule: AlertRule, *, since: datetime, now: datetime) -> set[int] | N
     if rule.kind == AlertRule.Kind.SUCCESS_RATE:
         # The window is whole days up to today: a new day moves it for everyone.
         return set() if since.date() == now.date() else None
+    if rule.kind == AlertRule.Kind.BACKUP_STALE:
+        # A last complete backup that grew older than the threshold meanwhile; a
+        # connector never backed up whose onboarding grace ran out meanwhile.
+        threshold = timedelta(hours=rule.threshold_hours)
+        grace = timedelta(hours=rule.onboarding_grace_hours)
+        aged = BackupConnectorStatus.objects.filter(
+            last_success_at__gte=since - threshold, last_success_at__lt=now - threshold
+        ).values_list("connector_id", flat=True)
+        onboarded = BackupConnector.objects.filter(
+            first_seen_at__gte=since - grace, first_seen_at__lt=now - grace
+        ).values_list("pk", flat=True)
+        return {*aged, *onboarded}
+    if rule.kind == AlertRule.Kind.BACKUP_FAILED:
+        # Failures that left the lookback meanwhile (and failed jobs that left the days
+        # kept, which hold an open alert until then), and failures stamped in the future
+        # when they were written that are due now (clock skew).
+        lookback = timedelta(hours=rule.lookback_hours)
+        kept = timedelta(days=HISTORY_DAYS)
+
+        def moved(field: str, *ages: timedelta) -> Q:
+            crossed = Q(**{f"{field}__gt": since, f"{field}__lte": now})
+            for age in ages:
+                crossed |= Q(**{f"{field}__gte": since - age, f"{field}__lt": now - age})
+            return crossed
+
+        events = BackupAuditEvent.objects.filter(
+            moved("occurred_at", lookback),
+            succeeded=False,
+            category__in=FAILURE_CATEGORIES,
+            connector_id__isnull=False,
+        ).values_list("connector_id", flat=True)
+        jobs = BackupJobDay.objects.filter(moved("last_failure_at", lookback, kept)).values_list(
+            "connector_id", flat=True
+        )
+        return {*events, *jobs}
     return None
 
 

@@ -15,15 +15,24 @@ from django.db import transaction
 
 from alerts import passes, services
 from alerts.evaluation import rule_conditions
-from alerts.models import Alert, AlertRule, RulePass
-from backups.models import AccountLink, BackupConnector, BackupConnectorStatus, BackupJobDay
+from alerts.models import Alert, AlertEvent, AlertRule, RulePass
+from backups.models import (
+    AccountLink,
+    BackupConnector,
+    BackupConnectorStatus,
+    BackupJobDay,
+    BackupStatus,
+    JobOutcome,
+)
 from customers.models import Customer
 from tests.factories import (
     NOW,
     AccountLinkFactory,
     AuditEventFactory,
     ConnectorFactory,
+    FailedRuleFactory,
     JobDayFactory,
+    StaleRuleFactory,
 )
 
 pytestmark = pytest.mark.django_db
@@ -281,3 +290,164 @@ def test_sqlite_or_no_capture_means_full_passes() -> None:
     assert passes.connectors_to_evaluate(
         rule, last, now=later, changes={1, 2}, fingerprint="same"
     ) == {1, 2}
+
+
+def open_words(rule: AlertRule) -> dict[str, tuple[str, str]]:
+    return {
+        key: (summary, detail)
+        for key, summary, detail in Alert.objects.filter(
+            rule=rule, resolved_at__isnull=True
+        ).values_list("key", "summary", "detail")
+    }
+
+
+def full_pass_words(rule: AlertRule, now: datetime) -> dict[str, tuple[str, str]]:
+    return {c.key: (c.summary, c.detail) for c in rule_conditions(rule, now=now).all()}
+
+
+def run_story(rule: AlertRule, steps: list[Callable[[], object]], *, words: bool) -> datetime:
+    """Each step's writes, then a pass 5 minutes later; after every pass the open alerts
+    (and, for a rule whose words follow the data, their words) are what a full pass
+    finds. Returns the last pass's time."""
+    now = NOW
+    evaluate(now)
+    assert RulePass.objects.get(rule=rule).full_at == now
+    for number, step in enumerate(steps, start=1):
+        step()
+        now += timedelta(minutes=5)
+        evaluate(now)
+        if words:
+            assert open_words(rule) == full_pass_words(rule, now), f"after step {number}"
+        else:
+            assert open_keys(rule) == full_pass_keys(rule, now), f"after step {number}"
+    assert RulePass.objects.get(rule=rule).full_at == NOW, "every later pass was incremental"
+    return now
+
+
+def test_an_incremental_stale_pass_decides_what_a_full_pass_would() -> None:
+    """Backups growing old and onboarding grace running out with no write at all, and
+    the writes that end or start a stale backup."""
+    rule = StaleRuleFactory.create(threshold_hours=48, onboarding_grace_hours=72)
+    ages = {"aging": 48 * 60 - 7, "fresh": 60, "stale": 50 * 60, "skewed": -10}
+    connectors = {
+        name: ConnectorFactory.create(
+            account_link=AccountLinkFactory.create(),
+            backup_status__last_success_at=NOW - timedelta(minutes=minutes),
+        )
+        for name, minutes in ages.items()
+    }
+    onboarding = ConnectorFactory.create(
+        account_link=AccountLinkFactory.create(),
+        first_seen_at=NOW - timedelta(hours=72, minutes=-12),
+        backup_status__last_success_at=None,
+    )
+    unread = ConnectorFactory.create(backup_status=None)
+    steps: list[Callable[[], object]] = [
+        # (nothing written: "aging" crosses 48 hours)
+        lambda: None,
+        # (nothing written: "onboarding" runs out of grace)
+        lambda: None,
+        # A complete backup arrives for the stale one.
+        lambda: BackupConnectorStatus.objects.filter(connector=connectors["stale"]).update(
+            last_success_at=NOW
+        ),
+        # A connector's status row goes (read again later): never backed up, long known.
+        lambda: BackupConnectorStatus.objects.filter(connector=connectors["fresh"]).delete(),
+        lambda: BackupConnector.objects.filter(pk=connectors["aging"].pk).update(
+            deletion_scheduled_at=NOW
+        ),
+        lambda: AccountLink.objects.filter(connectors=onboarding).update(deletion_scheduled_at=NOW),
+        lambda: BackupConnector.objects.filter(pk=unread.pk).update(first_seen_at=NOW),
+    ]
+    end = run_story(rule, steps, words=False)
+    assert {a.connector_id for a in Alert.objects.filter(rule=rule, resolved_at=None)} == {
+        connectors["fresh"].pk
+    }
+    assert end - NOW < passes.FULL_PASS_EVERY
+
+
+def test_an_incremental_failed_pass_decides_what_a_full_pass_would_words_and_all() -> None:
+    """Failures in the audit log and in the job data arriving, leaving the lookback or
+    the days kept, coming due from a skewed clock, and what ends them; the open alerts'
+    words follow the data (a renamed customer, the vendor's fix text)."""
+    rule = FailedRuleFactory.create(lookback_hours=24)
+    fleet = [ConnectorFactory.create(account_link=AccountLinkFactory.create()) for _ in range(7)]
+    logged, skewed, leaving, job_failed, vendor_failed, old_job, renamed = fleet
+    AuditEventFactory.create(connector=leaving, occurred_at=NOW - timedelta(hours=23, minutes=48))
+    AuditEventFactory.create(connector=skewed, occurred_at=NOW + timedelta(minutes=7))
+    AuditEventFactory.create(connector=renamed)
+    # An old failed job whose alert is open: it holds until the failure leaves the 28
+    # days kept (4 minutes from now).
+    old_failure = NOW - timedelta(days=28) + timedelta(minutes=4)
+    BackupConnectorStatus.objects.filter(connector=old_job).update(
+        last_success_at=old_failure - timedelta(days=1)
+    )
+    JobDayFactory.create(
+        connector=old_job,
+        day=old_failure.date(),
+        unsuccessful=1,
+        last_failure_at=old_failure,
+        last_failure_outcome=JobOutcome.FAILED,
+    )
+    Alert.objects.create(
+        key=f"{rule.pk}:{old_job.pk}",
+        kind=Alert.Kind.BACKUP_FAILED,
+        rule=rule,
+        connector=old_job,
+        opened_at=NOW - timedelta(days=27),
+        last_seen_at=NOW - timedelta(days=27),
+    )
+    steps: list[Callable[[], object]] = [
+        # (nothing written: the skewed failure is due; the old job leaves the 28 days)
+        lambda: None,
+        lambda: AuditEventFactory.create(connector=logged, message="Restore of mailbox failed"),
+        # (the failure at the lookback's edge leaves it)
+        lambda: None,
+        lambda: JobDayFactory.create(
+            connector=job_failed,
+            unsuccessful=1,
+            last_failure_at=NOW,
+            last_failure_outcome=JobOutcome.FAILED,
+            last_error="Mailbox quota exceeded",
+        ),
+        # The job's error arrives a sync later: the open alert's words follow it.
+        lambda: BackupJobDay.objects.filter(connector=job_failed).update(
+            last_error="Mailbox quota exceeded (50 GB)"
+        ),
+        lambda: BackupConnectorStatus.objects.filter(connector=vendor_failed).update(
+            status=BackupStatus.FAILED,
+            reason="auth",
+            reason_text="Authentication lost",
+            reason_is_failure=True,
+        ),
+        lambda: BackupConnectorStatus.objects.filter(connector=vendor_failed).update(
+            fix_text="Sign in again as a Global Administrator"
+        ),
+        lambda: Customer.objects.filter(connectors=renamed).update(name="Renamed A/S"),
+        # A complete backup after the failed job ends that alert.
+        lambda: BackupConnectorStatus.objects.filter(connector=job_failed).update(
+            last_success_at=NOW + timedelta(minutes=50)
+        ),
+    ]
+    evaluate(NOW)
+    assert Alert.objects.get(rule=rule, connector=old_job).resolved_at is None
+    run_story(rule, steps, words=True)
+    still_open = {a.connector_id for a in Alert.objects.filter(rule=rule, resolved_at=None)}
+    assert still_open == {logged.pk, skewed.pk, vendor_failed.pk, renamed.pk}
+    renamed_alert = Alert.objects.get(rule=rule, connector=renamed, resolved_at=None)
+    assert renamed_alert.summary.startswith("Renamed A/S: ")
+
+
+def test_an_incremental_pass_reminds_the_alerts_it_did_not_look_at() -> None:
+    rule = StaleRuleFactory.create(reminder_hours=2)
+    connector = ConnectorFactory.create(backup_status__last_success_at=NOW - timedelta(days=3))
+    evaluate(NOW)
+    alert = Alert.objects.get(rule=rule, connector=connector)
+    Alert.objects.filter(pk=alert.pk).update(last_notified_at=NOW - timedelta(hours=3))
+
+    evaluate(NOW + timedelta(minutes=5))
+
+    assert RulePass.objects.get(rule=rule).full_at == NOW, "the pass was incremental"
+    alert.refresh_from_db()
+    assert alert.last_notified_at == NOW + timedelta(minutes=5)
+    assert alert.events.filter(kind=AlertEvent.Kind.REMINDER).count() == 1
