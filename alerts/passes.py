@@ -27,11 +27,13 @@ import json
 from collections.abc import Collection
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Q
 
 from backups.jobs import HISTORY_DAYS
 from backups.models import BackupAuditEvent, BackupConnector, BackupConnectorStatus, BackupJobDay
+from integrations.registry import provider_label
 
 from .evaluation import FAILURE_CATEGORIES
 from .models import AlertRule, ConnectorChange, RulePass
@@ -74,8 +76,13 @@ def take_changes() -> set[int] | None:
 
 
 def fingerprint(rule: AlertRule, customer_ids: Collection[int]) -> str:
-    decided = {field: getattr(rule, field) for field in _DECIDING}
+    """What the rule's alerts depend on besides the data: its fields, its customers, and
+    the settings its words use (the time zone, the vendors' names): a change to any of
+    them (an edit, a deploy) means a full pass."""
+    decided: dict[str, object] = {field: getattr(rule, field) for field in _DECIDING}
     decided["customers"] = sorted(customer_ids)
+    decided["time_zone"] = settings.TIME_ZONE
+    decided["vendors"] = [(kind, provider_label(kind)) for kind in settings.VECTIS_PROVIDERS]
     return hashlib.sha256(json.dumps(decided, sort_keys=True).encode()).hexdigest()
 
 
@@ -109,7 +116,7 @@ def _crossed(rule: AlertRule, *, since: datetime, now: datetime) -> set[int] | N
     passes (a superset is fine); None when that is most of them (a full pass)."""
     if rule.kind == AlertRule.Kind.SUCCESS_RATE:
         # The window is whole days up to today: a new day moves it for everyone.
-        return set() if since.date() == now.date() else None
+        return set() if since.astimezone(now.tzinfo).date() == now.date() else None
     if rule.kind == AlertRule.Kind.BACKUP_STALE:
         # A last complete backup that grew older than the threshold meanwhile; a
         # connector never backed up whose onboarding grace ran out meanwhile.

@@ -62,13 +62,17 @@ from .transports import DeliveryFailed, EmailTransport, Transport
 logger = logging.getLogger(__name__)
 
 
-def evaluate(*, now: datetime, send: bool = True) -> EvaluationResult:
-    """Evaluate every rule and the sync checks, then e-mail what changed."""
+def evaluate(*, now: datetime, send: bool = True, full: bool = False) -> EvaluationResult:
+    """Evaluate every rule and the sync checks, then e-mail what changed. `full`: look at
+    every connector, whatever changed (alerts/passes.py), e.g. after a database restore
+    that loaded rows with its triggers off."""
     result = EvaluationResult()
     with transaction.atomic():
         # The rules' last passes, locked: evaluations take turns, so each change taken
         # below is decided by exactly one pass, after the pass before it.
         last = {p.rule_id: p for p in RulePass.objects.select_for_update()}
+        if full:
+            last = {}
         changes = passes.take_changes()
         scopes: dict[int, list[int]] = {}
         for rule_id, customer_id in AlertRule.customers.through.objects.values_list(

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from io import StringIO
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.db import connection as db
 from django.db import transaction
+from django.utils import timezone
 
 from alerts import passes, services
 from alerts.models import Alert, AlertEvent, AlertRule, RulePass
@@ -32,6 +35,7 @@ from tests.factories import (
     FailedRuleFactory,
     JobDayFactory,
     StaleRuleFactory,
+    StatusFactory,
 )
 
 pytestmark = pytest.mark.django_db
@@ -99,6 +103,40 @@ def _customer_renamed(connector: BackupConnector) -> None:
     Customer.objects.filter(connectors=connector).update(name="Fabrikam A/S")
 
 
+def _status_row_added(connector: BackupConnector) -> None:
+    BackupConnectorStatus.objects.filter(connector=connector).delete()
+    passes.take_changes()
+    StatusFactory.create(connector=connector)
+
+
+def _status_row_deleted(connector: BackupConnector) -> None:
+    BackupConnectorStatus.objects.filter(connector=connector).delete()
+
+
+def _job_day_moved_away(connector: BackupConnector) -> None:
+    BackupJobDay.objects.filter(connector=connector).update(connector=ConnectorFactory.create())
+
+
+def _failure_found_to_succeed(connector: BackupConnector) -> None:
+    event = AuditEventFactory.create(connector=connector)
+    passes.take_changes()
+    type(event).objects.filter(pk=event.pk).update(succeeded=True)
+
+
+def _failure_deleted(connector: BackupConnector) -> None:
+    event = AuditEventFactory.create(connector=connector)
+    passes.take_changes()
+    type(event).objects.filter(pk=event.pk).delete()
+
+
+def _account_deletion_scheduled(connector: BackupConnector) -> None:
+    AccountLink.objects.filter(connectors=connector).update(deletion_scheduled_at=NOW)
+
+
+def _account_deleted(connector: BackupConnector) -> None:
+    AccountLink.objects.filter(connectors=connector).delete()
+
+
 def _alert_opened(connector: BackupConnector) -> None:
     Alert.objects.create(
         key=f"x:{connector.pk}",
@@ -127,11 +165,18 @@ def _open_alert_resolved_by_hand(connector: BackupConnector) -> None:
         _job_day_written,
         _job_day_updated,
         _job_day_deleted,
+        _job_day_moved_away,
         _status_updated,
+        _status_row_added,
+        _status_row_deleted,
         _connector_removed,
         _failure_logged,
         _failure_moved_here,
+        _failure_found_to_succeed,
+        _failure_deleted,
         _account_excluded,
+        _account_deletion_scheduled,
+        _account_deleted,
         _customer_renamed,
         _alert_opened,
         _open_alert_resolved_by_hand,
@@ -286,6 +331,23 @@ def test_a_write_no_trigger_sees_waits_for_the_hourly_full_pass() -> None:
     assert RulePass.objects.get(rule=rule).full_at == NOW + passes.FULL_PASS_EVERY
 
 
+def test_evaluate_alerts_full_looks_at_every_connector_at_once() -> None:
+    """After a restore that loaded rows with the triggers off, `evaluate_alerts --full`
+    does not wait for the hourly full pass."""
+    rule = success_rate_rule()
+    connector = ConnectorFactory.create()
+    JobDayFactory.create(connector=connector, day=timezone.now().date())
+    services.evaluate(now=timezone.now(), send=False)
+    with db.cursor() as cursor:
+        cursor.execute("SET session_replication_role = replica")  # triggers off
+        BackupJobDay.objects.filter(connector=connector).update(unsuccessful=5)
+        cursor.execute("SET session_replication_role = DEFAULT")
+
+    call_command("evaluate_alerts", "--full", "--no-send", stdout=StringIO())
+
+    assert open_keys(rule) == {f"{rule.pk}:{connector.pk}"}
+
+
 @pytest.mark.parametrize(
     "change",
     ["rule edited", "scope edited", "next day", "clock back", "disabled and enabled"],
@@ -345,9 +407,9 @@ def test_an_incremental_stale_pass_decides_what_a_full_pass_would() -> None:
     )
     unread = ConnectorFactory.create(backup_status=None)
     steps: list[Callable[[], object]] = [
-        # (nothing written: "aging" crosses 48 hours)
+        # (nothing written; at the second pass "aging" crosses 48 hours, at the third
+        # "onboarding" runs out of grace)
         lambda: None,
-        # (nothing written: "onboarding" runs out of grace)
         lambda: None,
         # A complete backup arrives for the stale one.
         lambda: BackupConnectorStatus.objects.filter(connector=connectors["stale"]).update(
@@ -415,7 +477,8 @@ def test_an_incremental_failed_pass_decides_what_a_full_pass_would_words_and_all
         last_seen_at=NOW - timedelta(days=27),
     )
     steps: list[Callable[[], object]] = [
-        # (nothing written: the skewed failure is due; the old job leaves the 28 days)
+        # (nothing written: the old job leaves the 28 days; at the next pass the skewed
+        # failure comes due)
         lambda: None,
         lambda: AuditEventFactory.create(connector=logged, message="Restore of mailbox failed"),
         # (the failure at the lookback's edge leaves it)
@@ -466,10 +529,36 @@ def test_an_incremental_pass_reminds_the_alerts_it_did_not_look_at() -> None:
     evaluate(NOW)
     alert = Alert.objects.get(rule=rule, connector=connector)
     Alert.objects.filter(pk=alert.pk).update(last_notified_at=NOW - timedelta(hours=3))
+    passes.take_changes()  # (the opening's own mark: as if nothing changed since)
+    later = NOW + timedelta(minutes=5)
+    looked_at = passes.connectors_to_evaluate(
+        rule,
+        RulePass.objects.get(rule=rule),
+        now=later,
+        changes=set(),
+        fingerprint=passes.fingerprint(rule, []),
+    )
+    assert looked_at is not None
+    assert connector.pk not in looked_at
 
-    evaluate(NOW + timedelta(minutes=5))
+    evaluate(later)
 
     assert RulePass.objects.get(rule=rule).full_at == NOW, "the pass was incremental"
     alert.refresh_from_db()
     assert alert.last_notified_at == NOW + timedelta(minutes=5)
     assert alert.events.filter(kind=AlertEvent.Kind.REMINDER).count() == 1
+
+
+def test_a_full_pass_after_the_time_zone_or_a_vendor_name_changed(settings: Any) -> None:
+    """The failed-backup alerts' words give times in the server's time zone and name
+    the vendor: after a deploy that changes either, every open alert is reworded."""
+    rule = FailedRuleFactory.create()
+    AuditEventFactory.create()
+    evaluate(NOW)
+    settings.TIME_ZONE = "Europe/Copenhagen"
+
+    evaluate(NOW + timedelta(minutes=5))
+
+    assert RulePass.objects.get(rule=rule).full_at == NOW + timedelta(minutes=5)
+    [alert] = Alert.objects.filter(rule=rule, resolved_at=None)
+    assert "at 2026-11-26T12:00+01:00" in alert.detail, alert.detail  # 11:00 UTC

@@ -19,9 +19,15 @@ class Command(BaseCommand):
             action="store_true",
             help="Write the e-mails to the delivery log but do not send them.",
         )
+        parser.add_argument(
+            "--full",
+            action="store_true",
+            help="Look at every connector, not only those whose data changed since the last "
+            "pass (after restoring a database with its triggers off, for instance).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        result = evaluate(now=timezone.now(), send=not options["no_send"])
+        result = evaluate(now=timezone.now(), send=not options["no_send"], full=options["full"])
         for label, alerts in (
             ("Opened", result.opened),
             ("Reminded", result.reminded),
