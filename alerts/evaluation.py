@@ -364,11 +364,14 @@ def success_rate_conditions(
     days = BackupJobDay.objects.filter(
         day__gt=today - timedelta(days=rule.success_rate_days), day__lte=today
     )
+    scoped = _scoped_connectors(rule)
     if only is not None:
+        # Both sides narrowed: the scope is then a few index probes, not a hash of the fleet.
         days = days.filter(connector_id__in=id_array(only))
+        scoped = scoped.filter(pk__in=id_array(only))
     below = {
         rule_key(rule, row["connector_id"]): (row["connector_id"], row["ok"], row["done"])
-        for row in days.filter(connector_id__in=_scoped_connectors(rule).values("pk"))
+        for row in days.filter(connector_id__in=scoped.values("pk"))
         .order_by()
         .values("connector_id")
         .annotate(ok=Sum("successful"), done=Sum(finished))

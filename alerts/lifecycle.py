@@ -175,9 +175,7 @@ def apply(
     looked_at = (
         unresolved_now
         if current.evaluated is None
-        else unresolved_now.filter(
-            Q(connector_id__in=id_array(current.evaluated)) | Q(connector__isnull=True)
-        )
+        else unresolved_now.filter(connector_id__in=id_array(current.evaluated))
     )
     open_rows = list(looked_at.order_by().values_list("key", "pk", *words))
     already = {row[0]: row[1] for row in open_rows}

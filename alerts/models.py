@@ -362,6 +362,14 @@ class Alert(models.Model):
             # Newest first (the alert list, the API): a page is read from the index,
             # not sorted out of every alert.
             models.Index(fields=["-opened_at", "-id"], name="alert_newest_idx"),
+            # An alert that opens links to the latest resolved alert of its condition
+            # (`previous`): found by key among the resolved ones (without it, a scan of
+            # every alert kept in each pass that opens one: 12 ms at 95,000 alerts).
+            models.Index(
+                fields=["key"],
+                condition=Q(resolved_at__isnull=False),
+                name="alert_resolved_key_idx",
+            ),
             # Each evaluation pass reads the open alerts of each kind (sync, seats,
             # deletion, token...): without it, each read scanned every alert kept (about
             # 15 ms each at 80,000 connectors, even for a kind with no open alert).

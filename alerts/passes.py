@@ -39,8 +39,9 @@ from .evaluation import FAILURE_CATEGORIES
 from .models import AlertRule, ConnectorChange, RulePass
 
 FULL_PASS_EVERY = timedelta(hours=1)
-# Beyond this many connectors to look at, a full pass costs about the same.
-MOST_CONNECTORS = 20_000
+# Beyond this many connectors to look at, a full pass costs less (at 80,000 connectors a
+# pass looking at 8,000 took 670 ms, at 20,000 1,150 ms, a full pass 945 ms).
+MOST_CONNECTORS = 10_000
 # The rule kinds evaluated incrementally (the others always read the whole fleet).
 INCREMENTAL_KINDS = (
     AlertRule.Kind.BACKUP_STALE,

@@ -310,6 +310,12 @@ class BackupAuditEvent(models.Model):
             models.Index(
                 fields=["occurred_at"], condition=Q(succeeded=False), name="audit_failure_time_idx"
             ),
+            # …of the few connectors an incremental evaluation pass looks at.
+            models.Index(
+                fields=["connector", "occurred_at"],
+                condition=Q(succeeded=False),
+                name="audit_connector_failure_idx",
+            ),
             # The sync's relink pass: events stored before their connector was known.
             models.Index(
                 fields=["connection", "connector_external_id"],

@@ -8,6 +8,8 @@ built CONCURRENTLY on PostgreSQL so the job days are never locked for the sync's
 
 from django.db import migrations, models
 
+from backups.migrations._concurrently import create_index, drop_index
+
 NAME = "job_day_failure_recent_idx"
 INDEX = models.Index(
     fields=["last_failure_at"],
@@ -17,36 +19,11 @@ INDEX = models.Index(
 
 
 def create(apps, schema_editor):
-    model = apps.get_model("backups", "BackupJobDay")
-    if schema_editor.connection.vendor == "postgresql":
-        with schema_editor.connection.cursor() as cursor:
-            # The index of that name on the job days' own table (in its schema): an
-            # index of that name elsewhere, even on the search path, is not this one.
-            cursor.execute(
-                "SELECT i.indisvalid, n.nspname FROM pg_index i "
-                "JOIN pg_class c ON c.oid = i.indexrelid "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE i.indrelid = to_regclass(%s) AND c.relname = %s",
-                [schema_editor.quote_name(model._meta.db_table), NAME],
-            )
-            found = cursor.fetchone()
-        if found is not None and found[0]:
-            return  # already built
-        if found is not None:
-            # A build that failed half-way leaves an INVALID index of that name behind.
-            quote = schema_editor.quote_name
-            schema_editor.execute(f"DROP INDEX CONCURRENTLY {quote(found[1])}.{quote(NAME)}")
-        schema_editor.add_index(model, INDEX, concurrently=True)
-    else:
-        schema_editor.add_index(model, INDEX)
+    create_index(schema_editor, apps.get_model("backups", "BackupJobDay"), INDEX)
 
 
 def drop(apps, schema_editor):
-    model = apps.get_model("backups", "BackupJobDay")
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.remove_index(model, INDEX, concurrently=True)
-    else:
-        schema_editor.remove_index(model, INDEX)
+    drop_index(schema_editor, apps.get_model("backups", "BackupJobDay"), INDEX)
 
 
 class Migration(migrations.Migration):

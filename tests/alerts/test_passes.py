@@ -14,12 +14,15 @@ import pytest
 from django.core.management import call_command
 from django.db import connection as db
 from django.db import transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from alerts import passes, services
+from alerts.evaluation import failed_conditions
 from alerts.models import Alert, AlertEvent, AlertRule, RulePass
 from backups.models import (
     AccountLink,
+    BackupAuditEvent,
     BackupConnector,
     BackupConnectorStatus,
     BackupJobDay,
@@ -27,6 +30,7 @@ from backups.models import (
     JobOutcome,
 )
 from customers.models import Customer
+from tests.conftest import query_plan
 from tests.factories import (
     NOW,
     AccountLinkFactory,
@@ -562,3 +566,59 @@ def test_a_full_pass_after_the_time_zone_or_a_vendor_name_changed(settings: Any)
     assert RulePass.objects.get(rule=rule).full_at == NOW + timedelta(minutes=5)
     [alert] = Alert.objects.filter(rule=rule, resolved_at=None)
     assert "at 2026-11-26T12:00+01:00" in alert.detail, alert.detail  # 11:00 UTC
+
+
+def test_an_incremental_failed_pass_reads_its_connectors_failures_from_their_index() -> None:
+    """The failures of the few connectors a pass looks at come from index
+    audit_connector_failure_idx, not from the lookback's failures of the whole fleet
+    (index audit_failure_time_idx) nor from every event of those connectors."""
+    rule = FailedRuleFactory.create()
+    fleet = ConnectorFactory.create_batch(20)
+    # As in a fleet: each connector's log is mostly successes (at 80,000 connectors, 88
+    # events each over 14 days), its failures a few, the fleet's failures many.
+    BackupAuditEvent.objects.bulk_create(
+        AuditEventFactory.build(
+            connector=connector,
+            connection=connector.connection,
+            customer=connector.customer,
+            occurred_at=NOW - timedelta(hours=hours),
+            succeeded=hours % 20 != 0,
+        )
+        for connector in fleet
+        for hours in range(0, 300, 3)
+    )
+    with CaptureQueriesContext(db) as captured:
+        failed_conditions(rule, now=NOW, only={fleet[0].pk})
+    [events] = [q["sql"] for q in captured.captured_queries if "backup_audit_events" in q["sql"]]
+
+    plan = query_plan(events, table="backup_audit_events", expensive="enable_seqscan")
+
+    assert "audit_connector_failure_idx" in plan, plan
+
+
+def test_an_opening_finds_its_conditions_previous_alert_from_the_resolved_keys_index() -> None:
+    rule = StaleRuleFactory.create()
+    connector = ConnectorFactory.create(backup_status__last_success_at=NOW - timedelta(days=3))
+    Alert.objects.bulk_create(
+        Alert(
+            key=f"{rule.pk}:{n}",  # (connectors that no longer exist)
+            kind=Alert.Kind.BACKUP_STALE,
+            opened_at=NOW - timedelta(days=2),
+            last_seen_at=NOW - timedelta(days=2),
+            resolved_at=NOW - timedelta(days=1),
+            state=Alert.State.RESOLVED,
+        )
+        for n in range(10**6, 10**6 + 300)
+    )
+    with CaptureQueriesContext(db) as captured:
+        evaluate(NOW)
+    [previous] = [
+        q["sql"]
+        for q in captured.captured_queries
+        if q["sql"].startswith('SELECT "alerts"."key"') and "IS NOT NULL" in q["sql"]
+    ]
+
+    plan = query_plan(previous, table="alerts", expensive="enable_seqscan")
+
+    assert "alert_resolved_key_idx" in plan, plan
+    assert Alert.objects.get(connector=connector).previous is None
