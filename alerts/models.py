@@ -265,10 +265,10 @@ class RulePass(models.Model):
 
 class ConnectorChange(models.Model):
     """A connector whose data the alert rules read was written since the last pass
-    (change capture). PostgreSQL triggers (migrations alerts 0012, 0013) add a row in the
+    (change capture). PostgreSQL triggers (migrations alerts 0012-0014) add a row in the
     writer's own transaction for each connector a statement touches: its job days,
-    status row, own fields, account, customer name, failure events, or its alerts
-    opened, resolved or deleted. Each pass takes them all (`DELETE … RETURNING` in its
+    status row, own fields, account, customer name, failure events written or deleted,
+    or its alerts opened, resolved or deleted. Each pass takes them all (`DELETE … RETURNING` in its
     transaction), so a write not yet committed is neither seen nor lost: it is the next
     pass's. Plain inserts, no unique key: concurrent writers never wait on each other."""
 

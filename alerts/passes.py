@@ -5,8 +5,8 @@ since then (an incremental pass).
 A connector rule's condition depends on the connector's own rows (its job days, status,
 failure events, fields, account and customer) and on the time. Writes to those rows are
 captured by PostgreSQL triggers in the writers' own transactions (alerts.models.
-ConnectorChange, migration alerts 0012); each pass takes them all. What the time alone
-changes is asked per rule kind (`_crossed`): a backup growing older than the stale
+ConnectorChange, migrations alerts 0012-0014); each pass takes them all. What the time
+alone changes is asked per rule kind (`_crossed`): a backup growing older than the stale
 threshold, a failure leaving the lookback, a new day moving the success-rate window.
 At 80,000 connectors a full pass of the three connector rules reads the whole fleet
 (about 600 ms of SQL and Python); an incremental pass reads what changed.
@@ -15,9 +15,10 @@ The connectors not looked at keep their alerts as they are: an open alert still 
 and a connector without one still does not alert, because nothing it depends on moved.
 
 A full pass runs: on a rule's first pass; when the rule changed since (its fields or
-customers, `fingerprint`); when the clock went back; when more connectors changed than a
-full pass costs; every hour (the safety net for writes no trigger sees, such as a
-setting); and always where nothing captures changes (SQLite: the demo).
+customers) or what its words use did (the time zone, the vendors' names, the release:
+`fingerprint`); when the clock went back; when the connectors to look at are more than
+a sixth of the fleet and 1,000 (a full pass then costs less); every hour (the safety net for
+writes no trigger sees); and always where nothing captures changes (SQLite: the demo).
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ from .evaluation import FAILURE_CATEGORIES
 from .models import AlertRule, ConnectorChange, RulePass
 
 FULL_PASS_EVERY = timedelta(hours=1)
-# Beyond this many connectors to look at, a full pass costs less (at 80,000 connectors a
-# pass looking at 8,000 took 670 ms, at 20,000 1,150 ms, a full pass 945 ms).
-MOST_CONNECTORS = 10_000
+# Beyond this share of the fleet to look at, a full pass costs less (at 80,000 connectors
+# a pass looking at 8,000 took 670 ms, at 20,000 1,150 ms, a full pass 945 ms); below
+# this many, whatever the share, either costs little.
+MOST_OF_THE_FLEET = 1 / 6
+FEW_CONNECTORS = 1_000
 # The rule kinds evaluated incrementally (the others always read the whole fleet).
 INCREMENTAL_KINDS = (
     AlertRule.Kind.BACKUP_STALE,
@@ -81,9 +84,12 @@ def fingerprint(rule: AlertRule, customer_ids: Collection[int]) -> str:
     the settings its words use (the time zone, the vendors' names): a change to any of
     them (an edit, a deploy) means a full pass."""
     decided: dict[str, object] = {field: getattr(rule, field) for field in _DECIDING}
+    decided["connector_kinds"] = sorted(rule.connector_kinds)
     decided["customers"] = sorted(customer_ids)
     decided["time_zone"] = settings.TIME_ZONE
-    decided["vendors"] = [(kind, provider_label(kind)) for kind in settings.VECTIS_PROVIDERS]
+    decided["vendors"] = sorted((kind, provider_label(kind)) for kind in settings.VECTIS_PROVIDERS)
+    # A release may word its alerts differently.
+    decided["release"] = settings.VECTIS_VERSION
     return hashlib.sha256(json.dumps(decided, sort_keys=True).encode()).hexdigest()
 
 
@@ -94,8 +100,10 @@ def connectors_to_evaluate(
     now: datetime,
     changes: set[int] | None,
     fingerprint: str,
+    fleet: int,
 ) -> set[int] | None:
-    """The connectors this pass of `rule` evaluates; None: every connector."""
+    """The connectors this pass of `rule` evaluates; None: every connector. `fleet`: how
+    many connectors there are."""
     if (
         rule.kind not in INCREMENTAL_KINDS
         or changes is None
@@ -109,7 +117,8 @@ def connectors_to_evaluate(
     if crossed is None:
         return None
     chosen = changes | crossed
-    return None if len(chosen) > MOST_CONNECTORS else chosen
+    too_many = max(FEW_CONNECTORS, fleet * MOST_OF_THE_FLEET)
+    return None if len(chosen) > too_many else chosen
 
 
 def _crossed(rule: AlertRule, *, since: datetime, now: datetime) -> set[int] | None:

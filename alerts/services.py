@@ -23,6 +23,7 @@ from django.db import transaction
 from django.db.models import Case, F, OuterRef, Q, Subquery, When
 from django.utils.html import escape
 
+from backups.models import BackupConnector
 from integrations.sql import column, in_ids, update_returning
 
 from . import grouping, maintenance, passes, payloads
@@ -74,6 +75,7 @@ def evaluate(*, now: datetime, send: bool = True, full: bool = False) -> Evaluat
         if full:
             last = {}
         changes = passes.take_changes()
+        fleet = BackupConnector.objects.count() if changes is not None else 0
         scopes: dict[int, list[int]] = {}
         for rule_id, customer_id in AlertRule.customers.through.objects.values_list(
             "alertrule_id", "customer_id"
@@ -88,7 +90,12 @@ def evaluate(*, now: datetime, send: bool = True, full: bool = False) -> Evaluat
                 only = None
             else:
                 only = passes.connectors_to_evaluate(
-                    rule, last.get(rule.pk), now=now, changes=changes, fingerprint=fingerprint
+                    rule,
+                    last.get(rule.pk),
+                    now=now,
+                    changes=changes,
+                    fingerprint=fingerprint,
+                    fleet=fleet,
                 )
                 holding = rule_conditions(rule, now=now, only=only)
                 apply(holding, Q(rule=rule), rule, now=now, result=result)

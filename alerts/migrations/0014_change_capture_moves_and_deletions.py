@@ -7,7 +7,12 @@
 
 Both trigger functions are replaced (CREATE OR REPLACE: no table is touched); the audit
 events gain a DELETE trigger. Retention deletes events in batches: each batch's trigger
-reads its deleted rows once (the failures among them)."""
+reads its deleted rows once (the failures among them).
+
+Creating a trigger locks the audit events against writes for a moment (SHARE ROW
+EXCLUSIVE), after any transaction still writing to them: run it between syncs. It gives
+up after 10 s (lock_timeout) rather than hold every sync's inserts in a queue behind it;
+run `migrate` again then."""
 
 from django.db import migrations
 
@@ -56,6 +61,7 @@ $$;"""
 def close_gaps(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
+    schema_editor.execute("SET LOCAL lock_timeout = '10s'")
     schema_editor.execute(BY_CONNECTOR_ID)
     schema_editor.execute(BY_FAILURE)
     schema_editor.execute(
@@ -69,6 +75,7 @@ def reopen_gaps(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
     # The functions keep their wider branches, which capture more, never less.
+    schema_editor.execute("SET LOCAL lock_timeout = '10s'")
     schema_editor.execute(f"DROP TRIGGER IF EXISTS {TRIGGER} ON backup_audit_events")
 
 

@@ -6,7 +6,7 @@ another schema, even on the search path, is not this one. Elsewhere (SQLite, the
 a plain index.
 
 (The migration loader skips modules whose name starts with "_": this one is not a
-migration.)"""
+migration.) Applied migrations run it: change it only in ways that keep what they did."""
 
 from __future__ import annotations
 

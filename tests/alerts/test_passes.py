@@ -11,11 +11,11 @@ from io import StringIO
 from typing import Any
 
 import pytest
+import time_machine
 from django.core.management import call_command
 from django.db import connection as db
 from django.db import transaction
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
 
 from alerts import passes, services
 from alerts.evaluation import failed_conditions
@@ -336,20 +336,22 @@ def test_a_write_no_trigger_sees_waits_for_the_hourly_full_pass() -> None:
 
 
 def test_evaluate_alerts_full_looks_at_every_connector_at_once() -> None:
-    """After a restore that loaded rows with the triggers off, `evaluate_alerts --full`
-    does not wait for the hourly full pass."""
+    """After rows were loaded with the triggers off (a data-only restore, a table copied
+    in), `evaluate_alerts --full` does not wait for the hourly full pass."""
     rule = success_rate_rule()
     connector = ConnectorFactory.create()
-    JobDayFactory.create(connector=connector, day=timezone.now().date())
-    services.evaluate(now=timezone.now(), send=False)
+    JobDayFactory.create(connector=connector)
+    evaluate(NOW)
     with db.cursor() as cursor:
         cursor.execute("SET session_replication_role = replica")  # triggers off
         BackupJobDay.objects.filter(connector=connector).update(unsuccessful=5)
         cursor.execute("SET session_replication_role = DEFAULT")
 
-    call_command("evaluate_alerts", "--full", "--no-send", stdout=StringIO())
+    with time_machine.travel(NOW + timedelta(minutes=5), tick=False):
+        call_command("evaluate_alerts", "--full", "--no-send", stdout=StringIO())
 
     assert open_keys(rule) == {f"{rule.pk}:{connector.pk}"}
+    assert RulePass.objects.get(rule=rule).full_at == NOW + timedelta(minutes=5)
 
 
 @pytest.mark.parametrize(
@@ -381,15 +383,24 @@ def test_a_full_pass_when_the_rule_the_day_or_the_clock_changed(change: str) -> 
     assert RulePass.objects.get(rule=rule).full_at == later
 
 
-def test_sqlite_or_no_capture_means_full_passes() -> None:
+def test_no_capture_or_too_many_changes_mean_a_full_pass() -> None:
     rule = success_rate_rule()
     last = RulePass(rule=rule, evaluated_at=NOW, full_at=NOW, fingerprint="same")
     later = NOW + timedelta(minutes=5)
-    chosen = passes.connectors_to_evaluate(rule, last, now=later, changes=None, fingerprint="same")
+    chosen = passes.connectors_to_evaluate(
+        rule, last, now=later, changes=None, fingerprint="same", fleet=12
+    )
     assert chosen is None
     assert passes.connectors_to_evaluate(
-        rule, last, now=later, changes={1, 2}, fingerprint="same"
+        rule, last, now=later, changes={1, 2}, fingerprint="same", fleet=12
     ) == {1, 2}
+    # More than a sixth of the fleet (and than 1,000): a full pass costs less.
+    many = set(range(10_001))
+    for fleet, full in ((60_000, True), (60_006, False)):
+        chosen = passes.connectors_to_evaluate(
+            rule, last, now=later, changes=many, fingerprint="same", fleet=fleet
+        )
+        assert (chosen is None) is full
 
 
 def test_an_incremental_stale_pass_decides_what_a_full_pass_would() -> None:
@@ -541,6 +552,7 @@ def test_an_incremental_pass_reminds_the_alerts_it_did_not_look_at() -> None:
         now=later,
         changes=set(),
         fingerprint=passes.fingerprint(rule, []),
+        fleet=1,
     )
     assert looked_at is not None
     assert connector.pk not in looked_at
@@ -553,19 +565,29 @@ def test_an_incremental_pass_reminds_the_alerts_it_did_not_look_at() -> None:
     assert alert.events.filter(kind=AlertEvent.Kind.REMINDER).count() == 1
 
 
-def test_a_full_pass_after_the_time_zone_or_a_vendor_name_changed(settings: Any) -> None:
+@pytest.mark.parametrize("change", ["time zone", "vendor name"])
+def test_a_full_pass_after_the_time_zone_or_a_vendor_name_changed(
+    change: str, settings: Any
+) -> None:
     """The failed-backup alerts' words give times in the server's time zone and name
     the vendor: after a deploy that changes either, every open alert is reworded."""
     rule = FailedRuleFactory.create()
-    AuditEventFactory.create()
+    AuditEventFactory.create()  # at 11:00 UTC
     evaluate(NOW)
-    settings.TIME_ZONE = "Europe/Copenhagen"
+    passes.take_changes()  # (the opening's own mark: as if nothing changed since)
+    if change == "time zone":
+        settings.TIME_ZONE = "Europe/Copenhagen"
+        said = "Failed in the Keepit audit log at 2026-11-26T12:00+01:00"
+    else:
+        # The provider no longer configured: messages name it by its kind.
+        settings.VECTIS_PROVIDERS = {}
+        said = "Failed in the keepit audit log at 2026-11-26T11:00+00:00"
 
     evaluate(NOW + timedelta(minutes=5))
 
     assert RulePass.objects.get(rule=rule).full_at == NOW + timedelta(minutes=5)
     [alert] = Alert.objects.filter(rule=rule, resolved_at=None)
-    assert "at 2026-11-26T12:00+01:00" in alert.detail, alert.detail  # 11:00 UTC
+    assert said in alert.detail, alert.detail
 
 
 def test_an_incremental_failed_pass_reads_its_connectors_failures_from_their_index() -> None:

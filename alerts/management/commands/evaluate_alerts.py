@@ -23,7 +23,8 @@ class Command(BaseCommand):
             "--full",
             action="store_true",
             help="Look at every connector, not only those whose data changed since the last "
-            "pass (after restoring a database with its triggers off, for instance).",
+            "pass (after rows were loaded with the triggers off: a data-only restore, a "
+            "table copied in).",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
