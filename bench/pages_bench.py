@@ -11,7 +11,8 @@ backup-job outcomes, seats and alert rules, then:
   dashboard under 100 ms at 80,000 connectors);
 - evaluates the alert rules: the first pass (which opens the alerts) once, then the
   steady state (nothing changed; incremental passes) several times (target at 80,000
-  connectors: 500 ms), then the full pass that runs every hour;
+  connectors: 500 ms), then the full pass that runs every hour, then passes after 800,
+  2,400 and 8,000 connectors were written (each rolled back);
 - links one account to another customer (its audit events move with it);
 - asks the public API (/api/v1/) for a page of 100 of each list (target: 100 ms).
 
@@ -308,6 +309,7 @@ def measure_alerts() -> dict[str, Any]:
         started = time.perf_counter()
         services.evaluate(now=NOW + timedelta(minutes=5 * (RUNS + run + 1)), send=False)
         full_times.append((time.perf_counter() - started) * 1000)
+    changed = measure_changed_passes(NOW + timedelta(minutes=5 * (RUNS + 4)))
     result = {
         "open_alerts": opened,
         "first_pass_ms": round(first_ms, 1),
@@ -315,6 +317,7 @@ def measure_alerts() -> dict[str, Any]:
         "steady_max_ms": round(max(times), 1),
         "steady_queries": queries,
         "full_pass_median_ms": round(statistics.median(full_times), 1),
+        "after_changes_median_ms": changed,
     }
     print(
         f"  alert evaluation: first pass {result['first_pass_ms']} ms ({opened} alerts open), "
@@ -324,6 +327,47 @@ def measure_alerts() -> dict[str, Any]:
         file=sys.stderr,
     )
     return result
+
+
+class _RolledBack(Exception):
+    pass
+
+
+def measure_changed_passes(now: datetime) -> dict[str, float]:
+    """A pass after a sync wrote some connectors' rows: that many connectors marked
+    changed, as the triggers mark them (alerts/passes.py), then a pass; each rolled back,
+    the median of 5 per size."""
+    import random
+
+    from django.db import connection, transaction
+
+    from alerts import services
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM backup_connectors")
+        ids = [row[0] for row in cursor.fetchall()]
+    rng = random.Random(7)
+    medians = {}
+    for size in (800, 2_400, 8_000):
+        times = []
+        for _run in range(5):
+            try:
+                with transaction.atomic():
+                    with connection.cursor() as cursor:
+                        cursor.execute(
+                            "INSERT INTO alert_connector_changes (connector_id) "
+                            "SELECT unnest(%s::bigint[])",
+                            [rng.sample(ids, size)],
+                        )
+                    started = time.perf_counter()
+                    services.evaluate(now=now, send=False)
+                    times.append((time.perf_counter() - started) * 1000)
+                    raise _RolledBack
+            except _RolledBack:
+                pass
+        medians[str(size)] = round(statistics.median(times), 1)
+    print(f"  alert evaluation after N connectors changed: {medians} ms", file=sys.stderr)
+    return medians
 
 
 def measure_link_move() -> dict[str, Any]:
