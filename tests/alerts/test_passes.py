@@ -445,6 +445,24 @@ def test_an_incremental_stale_pass_decides_what_a_full_pass_would() -> None:
     assert end - NOW < passes.FULL_PASS_EVERY
 
 
+def failed_job_since_last_success(
+    connector: BackupConnector, at: datetime, *, error: str = ""
+) -> None:
+    """A backup job of the connector failed at `at`; its last complete backup was a day
+    before."""
+    BackupConnectorStatus.objects.filter(connector=connector).update(
+        last_success_at=at - timedelta(days=1)
+    )
+    JobDayFactory.create(
+        connector=connector,
+        day=at.date(),
+        unsuccessful=1,
+        last_failure_at=at,
+        last_failure_outcome=JobOutcome.FAILED,
+        last_error=error,
+    )
+
+
 def test_an_incremental_failed_pass_decides_what_a_full_pass_would_words_and_all() -> None:
     """Failures in the audit log and in the job data arriving, leaving the lookback or
     the days kept, coming due from a skewed clock, and what ends them; the open alerts'
@@ -455,34 +473,15 @@ def test_an_incremental_failed_pass_decides_what_a_full_pass_would_words_and_all
     # A failed job three days ago, no complete backup since, no alert (outside the
     # lookback): once a new failure opens an alert, the alert holds on to that job too
     # (the pass after the opening says so).
-    three_days_ago = NOW - timedelta(days=3)
-    BackupConnectorStatus.objects.filter(connector=relapsed).update(
-        last_success_at=three_days_ago - timedelta(days=1)
-    )
-    JobDayFactory.create(
-        connector=relapsed,
-        day=three_days_ago.date(),
-        unsuccessful=1,
-        last_failure_at=three_days_ago,
-        last_failure_outcome=JobOutcome.FAILED,
-        last_error="Throttled by Microsoft Graph",
+    failed_job_since_last_success(
+        relapsed, NOW - timedelta(days=3), error="Throttled by Microsoft Graph"
     )
     AuditEventFactory.create(connector=leaving, occurred_at=NOW - timedelta(hours=23, minutes=48))
     AuditEventFactory.create(connector=skewed, occurred_at=NOW + timedelta(minutes=7))
     AuditEventFactory.create(connector=renamed)
     # An old failed job whose alert is open: it holds until the failure leaves the 28
     # days kept (4 minutes from now).
-    old_failure = NOW - timedelta(days=28) + timedelta(minutes=4)
-    BackupConnectorStatus.objects.filter(connector=old_job).update(
-        last_success_at=old_failure - timedelta(days=1)
-    )
-    JobDayFactory.create(
-        connector=old_job,
-        day=old_failure.date(),
-        unsuccessful=1,
-        last_failure_at=old_failure,
-        last_failure_outcome=JobOutcome.FAILED,
-    )
+    failed_job_since_last_success(old_job, NOW - timedelta(days=28) + timedelta(minutes=4))
     Alert.objects.create(
         key=f"{rule.pk}:{old_job.pk}",
         kind=Alert.Kind.BACKUP_FAILED,
