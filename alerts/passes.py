@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -51,7 +51,8 @@ INCREMENTAL_KINDS = (
     AlertRule.Kind.BACKUP_FAILED,
     AlertRule.Kind.SUCCESS_RATE,
 )
-# Fields a rule decides by (its customers are added): a change means a full pass.
+# Fields a rule decides by (its connector kinds and customers are added, sorted): a
+# change means a full pass.
 _DECIDING = (
     "kind",
     "enabled",
@@ -62,7 +63,6 @@ _DECIDING = (
     "include_failed_jobs",
     "success_rate_days",
     "success_rate_percent",
-    "connector_kinds",
 )
 
 
@@ -105,10 +105,10 @@ def connectors_to_evaluate(
     now: datetime,
     changes: set[int] | None,
     fingerprint: str,
-    fleet: int,
+    fleet: Callable[[], int],
 ) -> set[int] | None:
     """The connectors this pass of `rule` evaluates; None: every connector. `fleet`: how
-    many connectors there are."""
+    many connectors there are (counted only when the connectors to look at are many)."""
     if (
         rule.kind not in INCREMENTAL_KINDS
         or changes is None
@@ -122,8 +122,9 @@ def connectors_to_evaluate(
     if crossed is None:
         return None
     chosen = changes | crossed
-    too_many = max(FEW_CONNECTORS, fleet * MOST_OF_THE_FLEET)
-    return None if len(chosen) > too_many else chosen
+    if len(chosen) > FEW_CONNECTORS and len(chosen) > fleet() * MOST_OF_THE_FLEET:
+        return None
+    return chosen
 
 
 def _crossed(rule: AlertRule, *, since: datetime, now: datetime) -> set[int] | None:

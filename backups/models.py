@@ -195,6 +195,9 @@ class BackupConnector(models.Model):
             models.Index(
                 fields=["customer"], condition=Q(removed_at__isnull=True), name="connector_live_idx"
             ),
+            # The stale rule's incremental passes: the connectors whose onboarding grace
+            # ran out since the last pass.
+            models.Index(fields=["first_seen_at"], name="connector_first_seen_idx"),
         ]
 
     def __str__(self) -> str:
@@ -245,6 +248,9 @@ class BackupConnectorStatus(models.Model):
                 models.F("last_success_at").asc(nulls_first=True),
                 name="connector_status_rank_idx",
             ),
+            # The stale rule's incremental passes: the last complete backups that grew
+            # past the threshold since the last pass (a few minutes of them).
+            models.Index(fields=["last_success_at"], name="connector_status_success_idx"),
         ]
 
     def __str__(self) -> str:
