@@ -14,10 +14,18 @@ account whose connector list failed, a connector whose status failed) stays as i
 - `Ingest.insert_events(events)`: one `INSERT … ON CONFLICT DO NOTHING RETURNING` per
   batch on the (connection, dedup key) constraint, so overlapping windows and resumed
   runs never store an event twice.
+
+In a first sync the audit log is stored beside the account parts, so most events arrive
+before their connector exists. Each part, once committed, links the events stored before
+its new connectors (`link_added_connectors`), the audit ingest looks up connectors it does
+not know yet before each batch (at most every `CONNECTOR_LOOKUP_SECONDS`), and the run's
+final `relink` takes what slipped between the two: linking after the fact costs about
+30 µs an event (a new row version in every index), so it is spread over the run.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,7 +34,14 @@ from typing import Any
 from django.db.models import BigIntegerField, Case, Q, Value, When
 
 from integrations.models import Connection
-from integrations.sql import fill_foreign_key, insert_rows, refresh_statistics, update_rows
+from integrations.sql import (
+    fill_foreign_key,
+    insert_rows,
+    refresh_statistics,
+    set_foreign_key,
+    text_array,
+    update_rows,
+)
 
 from .accounts import BATCH_SIZE, SEEN_RESOLUTION, match_accounts
 from .jobs import apply_job_days
@@ -62,6 +77,9 @@ STATUS_FIELDS = (
     "error_checked_at",
 )
 
+
+# How often, at most, the audit ingest looks up connectors it does not know yet.
+CONNECTOR_LOOKUP_SECONDS = 0.25
 
 # Rows a run adds after which the tables' statistics are refreshed before the relink.
 REFRESH_STATISTICS_AFTER = 10_000
@@ -101,6 +119,9 @@ class Ingest:
         # connector, loaded from the database when the first batch comes.
         self.customer_by_account: dict[str, int | None] | None = None
         self.connector_by_guid: dict[str, int] | None = None
+        self._connectors_read_at = 0.0
+        # The connectors this ingest added (external id → id), for `link_added_connectors`.
+        self.connectors_added: dict[str, int] = {}
 
     # --- inventory ---------------------------------------------------------------------------
 
@@ -153,6 +174,23 @@ class Ingest:
             ),
             now=self.now,
         )
+
+    def link_added_connectors(self) -> None:
+        """The audit events already stored for the connectors added here get them. Call
+        it once those connectors are committed: in a first sync the audit log is stored
+        beside the account parts, so a part's events may arrive before its connectors;
+        from the commit on, the audit ingest links new events itself (`insert_events`),
+        and whatever slips between the two is left to the run's final `relink`."""
+        self.counts.events_relinked += set_foreign_key(
+            BackupAuditEvent,
+            "connector",
+            by="connector_external_id",
+            target_key="external_id",
+            values=self.connectors_added,
+            scope="connection",
+            scope_value=self.connection.pk,
+        )
+        self.connectors_added = {}
 
     def relink(self, *, rows_added: int = 0) -> None:
         """Stored audit events whose connector was unknown when they arrived (its account
@@ -246,6 +284,7 @@ class Ingest:
                 connection=self.connection, external_id__in=[*existing, *reported]
             )
         }
+        self.connectors_added.update((c.external_id, connectors[c.external_id].pk) for c in created)
         self._apply_statuses(accounts, connectors, statuses)
         return connectors
 
@@ -305,6 +344,22 @@ class Ingest:
 
     # --- audit events ----------------------------------------------------------------------
 
+    def _learn_connectors(self, guids: set[str]) -> None:
+        """Look up the connectors of this batch not known yet, at most once every
+        `CONNECTOR_LOOKUP_SECONDS`: in a first sync the audit log is stored while the
+        account parts are still adding the connectors, and an event stored without its
+        connector must be linked by an UPDATE later (about 30 µs a row)."""
+        assert self.connector_by_guid is not None
+        unknown = {guid for guid in guids if guid and guid not in self.connector_by_guid}
+        if not unknown or time.monotonic() - self._connectors_read_at < CONNECTOR_LOOKUP_SECONDS:
+            return
+        self.connector_by_guid.update(
+            BackupConnector.objects.filter(
+                connection=self.connection, external_id__in=text_array(unknown)
+            ).values_list("external_id", "pk")
+        )
+        self._connectors_read_at = time.monotonic()
+
     def insert_events(self, events: Sequence[AuditEventSnapshot], *, seen: int) -> None:
         """One batch in one statement; keys already stored are skipped by the unique
         constraint (ON CONFLICT DO NOTHING), and RETURNING counts what was new. `seen`:
@@ -321,12 +376,14 @@ class Ingest:
                     "external_id", "pk"
                 )
             )
+            self._connectors_read_at = time.monotonic()
         customer_by_account, connector_by_guid = self.customer_by_account, self.connector_by_guid
         by_key: dict[str, AuditEventSnapshot] = {}
         for event in events:
             by_key.setdefault(event.dedup_key, event)
         if not by_key:
             return
+        self._learn_connectors({event.connector_external_id for event in by_key.values()})
         rows = [
             {
                 "connection_id": self.connection.pk,

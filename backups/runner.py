@@ -241,11 +241,13 @@ def run_part(
     progress: Progress | None = None,
     provider: SyncProvider | None = None,
     budget: int | None = None,
+    on_budget: Callable[[Callable[[int], None]], None] | None = None,
 ) -> SyncRun | None:
     """Do one part in this process (a Celery task): claim it, read and store it, record
     how it ended, and finish the run when it was the last. None when the part was not
     this worker's to do (claimed elsewhere, ended, or its run is over). `budget`: at most
-    this many requests in flight (a share of the connection's budget)."""
+    this many requests in flight (a share of the connection's budget); `on_budget` is
+    handed the function that changes it while the part runs."""
     chunk = claim_chunk(chunk_id, now=now or timezone.now())
     if chunk is None:
         return None
@@ -261,6 +263,8 @@ def run_part(
             collection = source.collect(connection, now=run.started_at, progress=tracker)
             if budget is not None and collection.budget is not None:
                 collection.budget(budget)
+            if on_budget is not None and collection.budget is not None:
+                on_budget(collection.budget)
             part = _Part(chunk, collection, tracker)
             result = part.result
             if chunk.kind == SyncChunk.Kind.ACCOUNTS:
@@ -323,6 +327,9 @@ class _Part:
         self.tracker.phase = "the connectors and backup statuses"
         with transaction.atomic():
             self.ingest.apply_part(accounts)
+        # Committed: the audit ingest sees these connectors from now on; the events it
+        # stored before get them here, while the next part is read (not at the run's end).
+        self.ingest.link_added_connectors()
         self.result.stored = True
         self.result.failed_accounts = _failed(accounts)
         self.done = True
@@ -660,12 +667,19 @@ class _Inline:
             self.audit.result.record(self.audit.chunk, now=timezone.now())
             self.finished.append(self.audit)
 
-    def _account_parts(self, progress: Progress, *, store_aside: bool = False) -> None:
+    def _account_parts(
+        self,
+        progress: Progress,
+        *,
+        store_aside: bool = False,
+        read: Callable[[], None] | None = None,
+    ) -> None:
         """Each account part read, then stored. `store_aside`: a part is stored by a
         thread of its own, on its own database connection, while this one reads the next.
         Only on PostgreSQL outside a transaction (as for the audit process): that
         connection must see what this one committed — the plan's account links — and
-        nothing this thread stores meanwhile may wait on it."""
+        nothing this thread stores meanwhile may wait on it. `read`: called once every
+        account part has been read (the last one may still be being stored)."""
         for pending in self.account_chunks:
             claimed = self._claim(pending)
             if claimed is None:
@@ -687,6 +701,8 @@ class _Inline:
                 raise self.deferred
             if self.audit is not None:
                 self.audit.audit_step(wait=False)
+        if read is not None:
+            read()
         self._stored()
 
     def _stored(self) -> None:
@@ -710,8 +726,10 @@ class _Inline:
         """The audit part in a process of its own (its own interpreter lock and database
         connection), the accounts here: parsing the audit log no longer slows the
         accounts' requests. The request budget is split while both run — the audit
-        process takes `audit_share`, this one the rest — and this one gets it whole back
-        when the audit log is done."""
+        process takes a share, this one the rest — and whichever finishes first hands
+        the other the whole budget: this one gets it back when the audit process ends,
+        and the audit process is told (a line on its standard input) once the accounts
+        are read."""
         total = self.collection.request_budget
         # The audit process is held up by parsing and storing, not by requests: a quarter
         # of the budget keeps it busy; the accounts, which wait on requests, get the rest.
@@ -743,11 +761,17 @@ class _Inline:
             text=True,
             env={**os.environ, "DATABASE_URL": _database_url()},
         )
-        assert child.stdin is not None
-        child.stdin.write(json.dumps(overrides))
-        child.stdin.close()
+        stdin = child.stdin
+        assert stdin is not None
+        stdin.write(json.dumps(overrides) + "\n")
+        stdin.flush()
         budget(total - share)
         self.audit_process = child
+
+        def give_audit_all() -> None:  # the accounts are read: the audit log's turn
+            with contextlib.suppress(OSError):  # it has ended already
+                stdin.write(f"budget {total}\n")
+                stdin.flush()
 
         def give_back() -> None:  # the whole budget again once the audit log is done
             child.wait()
@@ -757,9 +781,13 @@ class _Inline:
         watcher.start()
         try:
             self._account_parts(
-                self.progress or (lambda phase, done, total: None), store_aside=True
+                self.progress or (lambda phase, done, total: None),
+                store_aside=True,
+                read=give_audit_all,
             )
         finally:
+            with contextlib.suppress(OSError):
+                stdin.close()
             watcher.join()
         audit = SyncChunk.objects.get(pk=self.audit_chunk.pk)
         if audit.state in (SyncChunk.State.PENDING, SyncChunk.State.RUNNING):

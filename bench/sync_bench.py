@@ -21,6 +21,7 @@ The last line printed is one JSON object with every figure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -162,9 +163,9 @@ def child_sync(args: argparse.Namespace) -> dict[str, Any]:
 def child_floor(args: argparse.Namespace) -> dict[str, Any]:
     """The very reads of a sync — the provider's collect(), as `run_sync` makes them: the
     account list, the accounts in parts here, and the audit log at the same time in a
-    process of its own with a quarter of the request budget (the rest here, all of it
-    back once the audit log is read) — writing nothing (the few reads of what is already
-    stored are counted as queries)."""
+    process of its own with a quarter of the request budget (the rest here; whichever
+    finishes first leaves the other all of it) — writing nothing (the few reads of what
+    is already stored are counted as queries)."""
     setup_django(args.database)
     from django.conf import settings
     from django.db import connection as db
@@ -203,6 +204,7 @@ def child_floor(args: argparse.Namespace) -> dict[str, Any]:
                     str(share),
                 ],
                 cwd=ROOT,
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
             )
@@ -214,6 +216,10 @@ def child_floor(args: argparse.Namespace) -> dict[str, Any]:
             for start in range(0, len(plans), size):
                 payloads = [p.payload for p in plans[start : start + size]]
                 collection.read_accounts(payloads, SyncProgress())
+            assert audit.stdin is not None
+            with contextlib.suppress(OSError):  # the accounts are read: the audit log's turn
+                audit.stdin.write(f"budget {total}\n")
+                audit.stdin.flush()
             out, _err = audit.communicate()
             watcher.join()
             audit_figures = json.loads(out.strip().splitlines()[-1])
@@ -242,8 +248,16 @@ def child_floor_audit(args: argparse.Namespace) -> dict[str, Any]:
     )
     records = 0
     try:
-        assert collection.budget is not None
-        collection.budget(args.budget)
+        budget = collection.budget
+        assert budget is not None
+        budget(args.budget)
+
+        def listen() -> None:  # as `manage.py sync_part --stdin` does
+            for line in sys.stdin:
+                if line.startswith("budget "):
+                    budget(int(line.split()[1]))
+
+        threading.Thread(target=listen, daemon=True).start()
         for batch in collection.audit():
             records += batch.seen
     finally:

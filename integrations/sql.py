@@ -116,6 +116,13 @@ def id_array(ids: Collection[int]) -> RawSQL | list[int]:
     return RawSQL("SELECT unnest(%s::bigint[])", (list(ids),))
 
 
+def text_array(values: Collection[str]) -> RawSQL | list[str]:
+    """`id_array` for text keys (a vendor's ids): `<field>__in=text_array(keys)`."""
+    if db.vendor != "postgresql":
+        return list(values)
+    return RawSQL("SELECT unnest(%s::text[])", (list(values),))
+
+
 def in_ids(column_sql: str, ids: Collection[int]) -> tuple[str, list[Any]]:
     """A WHERE clause (and its parameters) for `<column> IN <ids>`: `= ANY(%s)` with one
     array parameter on PostgreSQL, placeholders elsewhere."""
@@ -403,6 +410,49 @@ def fill_foreign_key(
     )
     with db.cursor() as cursor:
         cursor.execute(sql, [scope_value, scope_value])
+        return int(cursor.rowcount)
+
+
+def set_foreign_key(
+    model: type[models.Model],
+    foreign_key: str,
+    *,
+    by: str,
+    target_key: str,
+    values: Mapping[str, int],
+    scope: str,
+    scope_value: Any,
+) -> int:
+    """Rows of `model` (within `scope` = `scope_value`) whose `foreign_key` is still NULL
+    and whose `by` column is a key of `values` get that key's id (`values`: target rows'
+    `target_key` → id, read from the target table). On PostgreSQL one
+    `UPDATE … FROM unnest(keys, ids)`: the pairs drive the statement, so it reads only
+    the rows of those keys whatever the tables' statistics say; elsewhere (SQLite, the
+    demo) `fill_foreign_key`, which finds the same ids by joining their table. Returns
+    how many rows changed."""
+    if not values:
+        return 0
+    if db.vendor != "postgresql":
+        return fill_foreign_key(
+            model,
+            foreign_key,
+            by=by,
+            target_key=target_key,
+            scope=scope,
+            scope_value=scope_value,
+        )
+    mine = table(model)
+    sql = (
+        f"UPDATE {mine} SET {column(model, foreign_key)} = v.id "
+        "FROM unnest(%s::text[], %s::bigint[]) AS v(key, id) "
+        f"WHERE {mine}.{column(model, scope)} = %s "
+        f"AND {mine}.{column(model, foreign_key)} IS NULL "
+        f"AND {mine}.{column(model, by)} <> '' "  # as fill_foreign_key: its partial index
+        f"AND {mine}.{column(model, by)} = v.key"
+    )
+    keys = list(values)
+    with db.cursor() as cursor:
+        cursor.execute(sql, [keys, [values[key] for key in keys], scope_value])
         return int(cursor.rowcount)
 
 

@@ -244,8 +244,87 @@ def test_a_sync_in_one_process_reads_the_audit_log_in_a_second_one(
     assert parts["audit"].counts["events_added"] == BackupAuditEvent.objects.count() > 0
     assert run.http_requests == sum(p.http_requests for p in parts.values())
     assert run.http_requests == live_sandbox.server.requests_served
-    # The audit process had a quarter of the budget: never more requests in flight.
-    assert live_sandbox.server.peak_in_flight["audit"] <= 2
+
+
+def audit_part_ended() -> bool:
+    return SyncChunk.objects.filter(kind=SyncChunk.Kind.AUDIT, state=SyncChunk.State.DONE).exists()
+
+
+def test_the_audit_process_keeps_to_its_share_of_the_budget_while_the_accounts_are_read(
+    settings: SettingsWrapper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The accounts are still being read (held here until the audit part has ended): the
+    audit process never has more than its quarter of the budget in flight."""
+    from backups import runner
+
+    read = runner._Part.read
+
+    def read_after_the_audit_log(self: runner._Part) -> Any:
+        wait_for(audit_part_ended, what="the audit part to end")
+        return read(self)
+
+    monkeypatch.setattr(runner._Part, "read", read_after_the_audit_log)
+    with KeepitSandbox(
+        SandboxConfig(accounts=2, events_per_account_per_day=12, own_read_audit=False),
+        latency_ms=30,
+    ) as sandbox:
+        settings.KEEPIT_BASE_URL_TEMPLATE = sandbox.base_url_template
+        settings.KEEPIT_HTTP_CONCURRENCY = 8
+        run = runner.run_sync(sandbox_connection(sandbox))
+        assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+        assert sandbox.server.peak_in_flight["audit"] == 2
+
+
+def test_once_the_accounts_are_read_the_audit_process_gets_the_whole_budget(
+    settings: SettingsWrapper,
+) -> None:
+    """A small MSP with a long audit log: its accounts are read long before the audit
+    log, which then has the connection's whole budget, not a quarter of it."""
+    from backups.runner import run_sync
+
+    with KeepitSandbox(
+        SandboxConfig(accounts=2, events_per_account_per_day=12, own_read_audit=False),
+        latency_ms=30,
+    ) as sandbox:
+        settings.KEEPIT_BASE_URL_TEMPLATE = sandbox.base_url_template
+        settings.KEEPIT_HTTP_CONCURRENCY = 8
+        run = run_sync(sandbox_connection(sandbox))
+        assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+        assert 2 < sandbox.server.peak_in_flight["audit"] <= 8
+        assert BackupAuditEvent.objects.count() == run.counts["events_added"] > 0
+
+
+def test_each_part_links_the_events_of_its_connectors_once_they_are_committed(
+    live_sandbox: KeepitSandbox, settings: SettingsWrapper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit log is stored beside the parts: each part, once its connectors are
+    committed (visible to the audit process), links the events stored before them."""
+    from django.db import connection as db
+
+    from backups.ingest import Ingest
+    from backups.runner import run_sync
+
+    settings.KEEPIT_BASE_URL_TEMPLATE = live_sandbox.base_url_template
+    settings.VECTIS_SYNC_CHUNK_ACCOUNTS = 2
+    link = Ingest.link_added_connectors
+    calls: list[tuple[bool, int]] = []
+
+    def linking(self: Ingest) -> None:
+        calls.append((db.in_atomic_block, len(self.connectors_added)))
+        link(self)
+
+    monkeypatch.setattr(Ingest, "link_added_connectors", linking)
+    run = run_sync(sandbox_connection(live_sandbox))
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+    # Three parts of two accounts, each after its transaction, with its connectors.
+    assert [in_transaction for in_transaction, _ in calls] == [False] * 3
+    assert sum(added for _, added in calls) == connector_total(live_sandbox)
+    assert (
+        BackupAuditEvent.objects.exclude(connector_external_id="")
+        .filter(connector__isnull=True)
+        .count()
+        == 0
+    )
 
 
 def account_reads(sandbox: KeepitSandbox) -> int:

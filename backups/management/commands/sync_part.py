@@ -1,12 +1,16 @@
 """`manage.py sync_part ID`: do one waiting part of a sync run (SyncChunk) in this
 process — what a Celery worker does with it. A sync run in one process (the vendor's sync
 command) starts its audit part this way, handing over its settings on standard input
-(`--stdin`) and a share of its request budget (`--budget`)."""
+(`--stdin`: one line, a JSON object) and a share of its request budget (`--budget`); later
+lines `budget N` on standard input change that budget while the part runs (the sync's
+accounts are read: the audit log may take the whole budget)."""
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -27,18 +31,34 @@ class Command(BaseCommand):
         parser.add_argument(
             "--stdin",
             action="store_true",
-            help="read settings (Vectis's and the providers' own only) as a JSON object "
-            "from standard input",
+            help="read settings (Vectis's and the providers' own only) as a JSON object on "
+            "the first line of standard input, then `budget N` lines",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["stdin"]:
             prefixes = settings_prefixes()
-            for name, value in json.load(sys.stdin).items():
+            for name, value in json.loads(sys.stdin.readline() or "{}").items():
                 if not name.startswith(prefixes):
                     raise CommandError(f"{name} is not a setting this command takes.")
                 setattr(settings, name, value)
-        run = run_part(options["part"], budget=options["budget"])
+        run = run_part(
+            options["part"],
+            budget=options["budget"],
+            on_budget=_listen_for_budget if options["stdin"] else None,
+        )
         if run is None:
             raise CommandError(f"Part {options['part']} is not waiting: nothing was done.")
         self.stdout.write(f"Part {options['part']} done; its run is {run.outcome}.")
+
+
+def _listen_for_budget(set_budget: Callable[[int], None]) -> None:
+    """Each later `budget N` line on standard input sets the part's request budget."""
+
+    def listen() -> None:
+        for line in sys.stdin:
+            words = line.split()
+            if len(words) == 2 and words[0] == "budget" and words[1].isdigit():
+                set_budget(max(1, int(words[1])))
+
+    threading.Thread(target=listen, name="budget-listener", daemon=True).start()
