@@ -26,7 +26,7 @@ final `relink` takes what slipped between the two: linking after the fact costs 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -120,6 +120,7 @@ class Ingest:
         self.customer_by_account: dict[str, int | None] | None = None
         self.connector_by_guid: dict[str, int] | None = None
         self._connectors_read_at = 0.0
+        self.clock: Callable[[], float] = time.monotonic  # for the look-ups' interval
         # The connectors this ingest added (external id → id), for `link_added_connectors`.
         self.connectors_added: dict[str, int] = {}
 
@@ -179,8 +180,9 @@ class Ingest:
         """The audit events already stored for the connectors added here get them. Call
         it once those connectors are committed: in a first sync the audit log is stored
         beside the account parts, so a part's events may arrive before its connectors;
-        from the commit on, the audit ingest links new events itself (`insert_events`),
-        and whatever slips between the two is left to the run's final `relink`."""
+        from its next look-up (at most `CONNECTOR_LOOKUP_SECONDS` after the commit) the
+        audit ingest links new events itself (`insert_events`), and whatever slips between
+        the two is left to the run's final `relink`."""
         self.counts.events_relinked += set_foreign_key(
             BackupAuditEvent,
             "connector",
@@ -351,14 +353,14 @@ class Ingest:
         connector must be linked by an UPDATE later (about 30 µs a row)."""
         assert self.connector_by_guid is not None
         unknown = {guid for guid in guids if guid and guid not in self.connector_by_guid}
-        if not unknown or time.monotonic() - self._connectors_read_at < CONNECTOR_LOOKUP_SECONDS:
+        if not unknown or self.clock() - self._connectors_read_at < CONNECTOR_LOOKUP_SECONDS:
             return
         self.connector_by_guid.update(
             BackupConnector.objects.filter(
                 connection=self.connection, external_id__in=text_array(unknown)
             ).values_list("external_id", "pk")
         )
-        self._connectors_read_at = time.monotonic()
+        self._connectors_read_at = self.clock()
 
     def insert_events(self, events: Sequence[AuditEventSnapshot], *, seen: int) -> None:
         """One batch in one statement; keys already stored are skipped by the unique
@@ -376,7 +378,7 @@ class Ingest:
                     "external_id", "pk"
                 )
             )
-            self._connectors_read_at = time.monotonic()
+            self._connectors_read_at = self.clock()
         customer_by_account, connector_by_guid = self.customer_by_account, self.connector_by_guid
         by_key: dict[str, AuditEventSnapshot] = {}
         for event in events:

@@ -45,8 +45,8 @@ from urllib.parse import quote
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.db import DatabaseError, transaction
 from django.db import connection as db
-from django.db import transaction
 from django.utils import timezone
 
 from integrations.lifecycle import (
@@ -273,8 +273,10 @@ def run_part(
                 part.audit_all()
     except SoftTimeLimitExceeded:
         result.stopped_early = True
-        result.stored = chunk.kind == SyncChunk.Kind.AUDIT  # its batches are stored as they come
-        result.error = _time_limit(tracker.phase, kept=chunk.kind == SyncChunk.Kind.AUDIT)
+        # Audit batches are stored as they come; an account part may be stored already
+        # (the time limit came while it linked the audit events of its connectors).
+        result.stored = result.stored or chunk.kind == SyncChunk.Kind.AUDIT
+        result.error = _time_limit(tracker.phase, kept=result.stored)
         logger.warning("Sync of connection %s: %s", connection.pk, result.error)
     except Exception as exc:
         logger.exception("Part %s of a sync of connection %s failed", chunk.number, connection.pk)
@@ -327,12 +329,24 @@ class _Part:
         self.tracker.phase = "the connectors and backup statuses"
         with transaction.atomic():
             self.ingest.apply_part(accounts)
-        # Committed: the audit ingest sees these connectors from now on; the events it
-        # stored before get them here, while the next part is read (not at the run's end).
-        self.ingest.link_added_connectors()
         self.result.stored = True
         self.result.failed_accounts = _failed(accounts)
         self.done = True
+        self.settle()
+        # Committed: the audit ingest finds these connectors at its next look-up; the
+        # events it stored before get them here, while the next part is read (not at the
+        # run's end). What this misses, or a database error leaves, the final relink does.
+        self.tracker.phase = "the stored audit events of the connectors just added"
+        try:
+            self.ingest.link_added_connectors()
+        except DatabaseError:
+            logger.warning(
+                "Part %s of sync run %s: linking stored audit events to its new connectors "
+                "failed; the run's final relink does it",
+                self.chunk.number,
+                self.chunk.run_id,
+                exc_info=True,
+            )
         self.settle()
 
     def settle(self) -> None:

@@ -123,9 +123,9 @@ def text_array(values: Collection[str]) -> RawSQL | list[str]:
     return RawSQL("SELECT unnest(%s::text[])", (list(values),))
 
 
-def in_ids(column_sql: str, ids: Collection[int]) -> tuple[str, list[Any]]:
-    """A WHERE clause (and its parameters) for `<column> IN <ids>`: `= ANY(%s)` with one
-    array parameter on PostgreSQL, placeholders elsewhere."""
+def in_ids(column_sql: str, ids: Collection[int] | Collection[str]) -> tuple[str, list[Any]]:
+    """A WHERE clause (and its parameters) for `<column> IN <ids>` (ids or text keys):
+    `= ANY(%s)` with one array parameter on PostgreSQL, placeholders elsewhere."""
     if db.vendor != "postgresql":
         return f"{column_sql} IN ({placeholders(list(ids))})", list(ids)
     return f"{column_sql} = ANY(%s)", [list(ids)]
@@ -390,15 +390,18 @@ def fill_foreign_key(
     target_key: str,
     scope: str,
     scope_value: Any,
+    keys: Collection[str] | None = None,
 ) -> int:
     """Rows of `model` (within `scope` = `scope_value`) whose `foreign_key` is still NULL
     get the target row whose `target_key` (within the same scope) equals their `by`
-    column: one `UPDATE … FROM` join. Returns how many rows changed."""
+    column: one `UPDATE … FROM` join. `keys`: only rows whose `by` is one of them.
+    Returns how many rows changed."""
     field = model._meta.get_field(foreign_key)
     assert isinstance(field, models.ForeignKey)
     target = field.related_model
     assert isinstance(target, type)
     mine = table(model)
+    only, only_params = ("", []) if keys is None else in_ids(f"{mine}.{column(model, by)}", keys)
     sql = (
         f"UPDATE {mine} SET {column(model, foreign_key)} = t.{column(target, 'id')} "
         f"FROM {table(target)} t "
@@ -407,9 +410,10 @@ def fill_foreign_key(
         f"AND {mine}.{column(model, by)} <> '' "
         f"AND t.{column(target, scope)} = %s "
         f"AND t.{column(target, target_key)} = {mine}.{column(model, by)}"
+        f"{' AND ' + only if only else ''}"
     )
     with db.cursor() as cursor:
-        cursor.execute(sql, [scope_value, scope_value])
+        cursor.execute(sql, [scope_value, scope_value, *only_params])
         return int(cursor.rowcount)
 
 
@@ -426,10 +430,11 @@ def set_foreign_key(
     """Rows of `model` (within `scope` = `scope_value`) whose `foreign_key` is still NULL
     and whose `by` column is a key of `values` get that key's id (`values`: target rows'
     `target_key` → id, read from the target table). On PostgreSQL one
-    `UPDATE … FROM unnest(keys, ids)`: the pairs drive the statement, so it reads only
-    the rows of those keys whatever the tables' statistics say; elsewhere (SQLite, the
-    demo) `fill_foreign_key`, which finds the same ids by joining their table. Returns
-    how many rows changed."""
+    `UPDATE … FROM unnest(keys, ids)`: the pairs are given, so no join with the target
+    table is planned on its statistics (stale right after a bulk load); the rows still
+    missing their key are read by key or all at once, whichever the planner finds
+    cheaper. Elsewhere (SQLite, the demo) `fill_foreign_key` on those keys, which finds
+    the same ids by joining their table. Returns how many rows changed."""
     if not values:
         return 0
     if db.vendor != "postgresql":
@@ -440,6 +445,7 @@ def set_foreign_key(
             target_key=target_key,
             scope=scope,
             scope_value=scope_value,
+            keys=list(values),
         )
     mine = table(model)
     sql = (

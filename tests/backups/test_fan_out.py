@@ -276,19 +276,31 @@ def test_the_audit_process_keeps_to_its_share_of_the_budget_while_the_accounts_a
 
 
 def test_once_the_accounts_are_read_the_audit_process_gets_the_whole_budget(
-    settings: SettingsWrapper,
+    settings: SettingsWrapper, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A small MSP with a long audit log: its accounts are read long before the audit
-    log, which then has the connection's whole budget, not a quarter of it."""
-    from backups.runner import run_sync
+    """A small MSP with a long audit log: its accounts are read (here once the audit
+    process has made a few requests with its quarter) long before the audit log, which
+    then goes on with the connection's whole budget."""
+    from backups import runner
+
+    read = runner._Part.read
 
     with KeepitSandbox(
         SandboxConfig(accounts=2, events_per_account_per_day=12, own_read_audit=False),
         latency_ms=30,
     ) as sandbox:
+
+        def read_once_the_audit_log_is_under_way(self: runner._Part) -> Any:
+            wait_for(
+                lambda: sandbox.server.requests_by_route().get("audit", 0) >= 4,
+                what="the audit process's first requests",
+            )
+            return read(self)
+
+        monkeypatch.setattr(runner._Part, "read", read_once_the_audit_log_is_under_way)
         settings.KEEPIT_BASE_URL_TEMPLATE = sandbox.base_url_template
         settings.KEEPIT_HTTP_CONCURRENCY = 8
-        run = run_sync(sandbox_connection(sandbox))
+        run = runner.run_sync(sandbox_connection(sandbox))
         assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
         assert 2 < sandbox.server.peak_in_flight["audit"] <= 8
         assert BackupAuditEvent.objects.count() == run.counts["events_added"] > 0
@@ -297,34 +309,103 @@ def test_once_the_accounts_are_read_the_audit_process_gets_the_whole_budget(
 def test_each_part_links_the_events_of_its_connectors_once_they_are_committed(
     live_sandbox: KeepitSandbox, settings: SettingsWrapper, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The audit log is stored beside the parts: each part, once its connectors are
-    committed (visible to the audit process), links the events stored before them."""
+    """The audit log is stored beside the parts (here all of it first): each part, once
+    its connectors are committed, links the events stored before them — the run's final
+    relink has nothing left to do."""
     from django.db import connection as db
 
+    from backups import runner
     from backups.ingest import Ingest
-    from backups.runner import run_sync
 
     settings.KEEPIT_BASE_URL_TEMPLATE = live_sandbox.base_url_template
     settings.VECTIS_SYNC_CHUNK_ACCOUNTS = 2
+    read = runner._Part.read
     link = Ingest.link_added_connectors
-    calls: list[tuple[bool, int]] = []
+    in_transaction: list[bool] = []
+
+    def read_after_the_audit_log(self: runner._Part) -> Any:
+        wait_for(audit_part_ended, what="the audit part to end")
+        return read(self)
 
     def linking(self: Ingest) -> None:
-        calls.append((db.in_atomic_block, len(self.connectors_added)))
+        in_transaction.append(db.in_atomic_block)
         link(self)
 
+    monkeypatch.setattr(runner._Part, "read", read_after_the_audit_log)
     monkeypatch.setattr(Ingest, "link_added_connectors", linking)
-    run = run_sync(sandbox_connection(live_sandbox))
+    run = runner.run_sync(sandbox_connection(live_sandbox))
     assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
-    # Three parts of two accounts, each after its transaction, with its connectors.
-    assert [in_transaction for in_transaction, _ in calls] == [False] * 3
-    assert sum(added for _, added in calls) == connector_total(live_sandbox)
-    assert (
-        BackupAuditEvent.objects.exclude(connector_external_id="")
-        .filter(connector__isnull=True)
-        .count()
-        == 0
+    assert in_transaction == [False] * 3  # three parts, each after its commit
+    with_connector = BackupAuditEvent.objects.exclude(connector_external_id="")
+    assert with_connector.filter(connector__isnull=True).count() == 0
+    parts = run.chunks.filter(kind=SyncChunk.Kind.ACCOUNTS)
+    linked_by_parts = sum(p.counts["events_relinked"] for p in parts)
+    assert linked_by_parts == with_connector.count() > 0
+    assert run.counts["events_relinked"] == linked_by_parts  # none left for the end
+
+
+def test_a_link_that_fails_leaves_its_part_stored_and_the_events_to_the_final_relink(
+    live_sandbox: KeepitSandbox, settings: SettingsWrapper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Linking a part's events after its commit is an optimisation: a database error
+    there is logged, the part stays stored, and the run's final relink links them."""
+    from django.db import DatabaseError
+
+    from backups import runner
+    from backups.ingest import Ingest
+
+    def failing(self: Ingest) -> None:
+        raise DatabaseError("canceling statement due to statement timeout")
+
+    settings.KEEPIT_BASE_URL_TEMPLATE = live_sandbox.base_url_template
+    settings.VECTIS_SYNC_CHUNK_ACCOUNTS = 2
+    monkeypatch.setattr(Ingest, "link_added_connectors", failing)
+    read = runner._Part.read
+
+    def read_after_the_audit_log(self: runner._Part) -> Any:
+        wait_for(audit_part_ended, what="the audit part to end")
+        return read(self)
+
+    monkeypatch.setattr(runner._Part, "read", read_after_the_audit_log)
+    run = runner.run_sync(sandbox_connection(live_sandbox))
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+    parts = run.chunks.filter(kind=SyncChunk.Kind.ACCOUNTS)
+    assert [(p.state, p.stored) for p in parts] == [(SyncChunk.State.DONE, True)] * 3
+    with_connector = BackupAuditEvent.objects.exclude(connector_external_id="")
+    assert with_connector.filter(connector__isnull=True).count() == 0
+    assert run.counts["events_relinked"] == with_connector.count() > 0
+
+
+def test_a_time_limit_while_a_part_links_its_events_keeps_the_part_stored(
+    live_sandbox: KeepitSandbox, settings: SettingsWrapper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's part reaches the time limit after its accounts are committed, while it
+    links their audit events: it is recorded as stored (the run says what was kept), not
+    as accounts left with the last sync's data."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from backups.ingest import Ingest
+    from backups.runner import run_part, start_sync
+
+    def stopped(self: Ingest) -> None:
+        raise SoftTimeLimitExceeded()
+
+    settings.KEEPIT_BASE_URL_TEMPLATE = live_sandbox.base_url_template
+    connection = sandbox_connection(live_sandbox)
+    _run, parts, collection = start_sync(connection)
+    assert collection is not None
+    collection.close()
+    monkeypatch.setattr(Ingest, "link_added_connectors", stopped)
+    (accounts,) = [p for p in parts if p.kind == SyncChunk.Kind.ACCOUNTS]
+    run_part(accounts.pk)
+    accounts.refresh_from_db()
+    assert (accounts.state, accounts.stored, accounts.stopped_early) == (
+        SyncChunk.State.DONE,
+        True,
+        True,
     )
+    assert "Everything read so far is kept" in accounts.error
+    assert BackupConnector.objects.count() == connector_total(live_sandbox)
 
 
 def account_reads(sandbox: KeepitSandbox) -> int:

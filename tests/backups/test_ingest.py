@@ -11,8 +11,7 @@ import pytest
 from django.db import connection as db
 from django.test.utils import CaptureQueriesContext
 
-from backups import ingest as ingest_module
-from backups.ingest import Ingest
+from backups.ingest import CONNECTOR_LOOKUP_SECONDS, Ingest
 from backups.models import AccountLink, BackupAuditEvent
 from backups.snapshot import AccountSnapshot, AuditEventSnapshot, ConnectorSnapshot
 from integrations.models import Connection
@@ -95,24 +94,53 @@ def test_a_part_links_the_events_stored_before_its_connectors_once_it_is_stored(
 
 
 def test_the_audit_ingest_learns_the_connectors_a_part_added_after_its_first_batch(
-    connection: Connection, monkeypatch: pytest.MonkeyPatch
+    connection: Connection,
 ) -> None:
     """A long first sync: the audit ingest loaded what it knew at its first batch, and
     the parts have added connectors since. It looks the unknown ones up again (at most
     every CONNECTOR_LOOKUP_SECONDS), so later events are stored linked."""
     clock = [1000.0]
-    monkeypatch.setattr(ingest_module.time, "monotonic", lambda: clock[0])
     audit = Ingest(connection, now=NOW)
+    audit.clock = lambda: clock[0]
     audit.insert_events(events(["c-1"], per=3), seen=3)
     store_part(connection, ["c-1"])  # committed meanwhile, without linking anything
 
     # Within the interval: not looked up yet (one query for the whole batch, no more).
-    clock[0] += ingest_module.CONNECTOR_LOOKUP_SECONDS / 2
+    clock[0] += CONNECTOR_LOOKUP_SECONDS / 2
     with CaptureQueriesContext(db) as queries:
         audit.insert_events(events(["c-1"], per=3, start=3), seen=3)
     assert not [q for q in queries if "backup_connectors" in q["sql"]]
     assert linked_by_guid() == {"c-1": (6, 0)}
 
-    clock[0] += ingest_module.CONNECTOR_LOOKUP_SECONDS
+    clock[0] += CONNECTOR_LOOKUP_SECONDS
     audit.insert_events(events(["c-1"], per=3, start=6), seen=3)
     assert linked_by_guid() == {"c-1": (9, 3)}
+
+
+def test_linking_touches_only_the_events_still_missing_those_connectors(
+    connection: Connection,
+) -> None:
+    """The link sets the connector of this connection's events that have none and whose
+    connector id is one given: never another connection's events with the same id, an
+    event already linked, or an event of a connector not given."""
+    other = Connection.objects.create(provider="keepit", name="Other MSP", enabled=True)
+    Ingest(other, now=NOW).insert_events(events(["c-1"], per=2), seen=2)
+    audit = Ingest(connection, now=NOW)
+    audit.insert_events(events(["c-1", "c-2"], per=2), seen=4)
+    old = store_part(connection, ["c-9"]).connectors_added["c-9"]
+    BackupAuditEvent.objects.filter(connection=connection, dedup_key="c-1-0").update(
+        connector_id=old
+    )  # already linked (to another connector): left as it is
+
+    part = store_part(connection, ["c-1", "c-2"])
+    part.connectors_added.pop("c-2")  # a connector this link is not about
+    part.link_added_connectors()
+
+    assert part.counts.events_relinked == 1
+    mine = dict(
+        BackupAuditEvent.objects.filter(connection=connection).values_list(
+            "dedup_key", "connector__external_id"
+        )
+    )
+    assert mine == {"c-1-0": "c-9", "c-1-1": "c-1", "c-2-0": None, "c-2-1": None}
+    assert not BackupAuditEvent.objects.filter(connection=other, connector__isnull=False)

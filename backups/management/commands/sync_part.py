@@ -8,6 +8,7 @@ accounts are read: the audit log may take the whole budget)."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from backups.runner import run_part
 from integrations.registry import settings_prefixes
+
+BUDGET_LINE = re.compile(r"budget ([0-9]{1,4})")
 
 
 class Command(BaseCommand):
@@ -38,7 +41,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["stdin"]:
             prefixes = settings_prefixes()
-            for name, value in json.loads(sys.stdin.readline() or "{}").items():
+            for name, value in json.loads(sys.stdin.readline().strip() or "{}").items():
                 if not name.startswith(prefixes):
                     raise CommandError(f"{name} is not a setting this command takes.")
                 setattr(settings, name, value)
@@ -57,8 +60,8 @@ def _listen_for_budget(set_budget: Callable[[int], None]) -> None:
 
     def listen() -> None:
         for line in sys.stdin:
-            words = line.split()
-            if len(words) == 2 and words[0] == "budget" and words[1].isdigit():
-                set_budget(max(1, int(words[1])))
+            said = BUDGET_LINE.fullmatch(line.strip())
+            if said:
+                set_budget(max(1, int(said.group(1))))
 
     threading.Thread(target=listen, name="budget-listener", daemon=True).start()
