@@ -194,14 +194,31 @@ class Ingest:
         )
         self.connectors_added = {}
 
-    def relink(self, *, rows_added: int = 0) -> None:
+    def audit_stored(self) -> None:
+        """The audit log is stored. After a bulk load (a first sync: hundreds of thousands
+        of events) the planner's statistics describe a nearly empty table: fresh ones
+        now, by the part that loaded it (while the accounts may still be read), so the
+        run's final relink and what comes after it plan on the real table."""
+        if self.counts.events_added + self.counts.own_reads_added >= REFRESH_STATISTICS_AFTER:
+            refresh_statistics(BackupAuditEvent)
+
+    def relink(self, *, connectors_added: int = 0, events_added: int = 0) -> None:
         """Stored audit events whose connector was unknown when they arrived (its account
-        could not be read then, or its part was stored after them) get it. `rows_added`:
-        how many events and connectors the run just stored — after a big first sync the
-        planner's statistics describe nearly empty tables, and a join planned on them
-        compares every event with every connector; fresh statistics first."""
-        if rows_added >= REFRESH_STATISTICS_AFTER:
-            refresh_statistics(BackupAuditEvent, BackupConnector)
+        could not be read then, or its part was stored after them) get it: one join.
+        After a big first sync, a join planned on stale statistics compares every event
+        with every connector: the connectors' statistics are refreshed first when the run
+        added many, and the events' too when `events_added` says they are still stale
+        (the audit part refreshes them itself when it ends: `audit_stored`)."""
+        stale = [
+            model
+            for model, added in (
+                (BackupConnector, connectors_added),
+                (BackupAuditEvent, events_added),
+            )
+            if added >= REFRESH_STATISTICS_AFTER
+        ]
+        if stale:
+            refresh_statistics(*stale)
         self.counts.events_relinked += relink_events(self.connection, {})
 
     def _apply_connectors(

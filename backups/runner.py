@@ -406,6 +406,7 @@ class _Part:
     def _end_audit(self) -> None:
         self.done = True
         self.result.stored = True
+        self.ingest.audit_stored()
         self.settle()
 
 
@@ -424,8 +425,17 @@ def finish_run(run_id: int, *, http_requests: int | None = None) -> SyncRun:
         for key, value in part.counts.items():
             counts[key] = counts.get(key, 0) + int(value)
     ingest = Ingest(run.connection, now=run.started_at)
-    added = sum(counts.get(k, 0) for k in ("events_added", "own_reads_added", "connectors_added"))
-    ingest.relink(rows_added=added)
+    # The audit part refreshed the events' statistics when it ended (not when it stopped).
+    audit_ended = any(
+        p.kind == SyncChunk.Kind.AUDIT and p.state == SyncChunk.State.DONE and not p.stopped_early
+        for p in parts
+    )
+    ingest.relink(
+        connectors_added=counts.get("connectors_added", 0),
+        events_added=0
+        if audit_ended
+        else counts.get("events_added", 0) + counts.get("own_reads_added", 0),
+    )
     counts["events_relinked"] = counts.get("events_relinked", 0) + ingest.counts.events_relinked
     failed: dict[str, str] = {}
     for part in parts:

@@ -144,3 +144,28 @@ def test_linking_touches_only_the_events_still_missing_those_connectors(
     )
     assert mine == {"c-1-0": "c-9", "c-1-1": "c-1", "c-2-0": None, "c-2-1": None}
     assert not BackupAuditEvent.objects.filter(connection=other, connector__isnull=False)
+
+
+def analyzed_rows(table: str) -> float:
+    """The rows the planner believes `table` holds (-1: never analyzed). ANALYZE writes
+    it in place: a rolled-back test leaves it to the next."""
+    with db.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE relname = %s", [table])
+        return float(cursor.fetchone()[0])
+
+
+def test_an_audit_part_that_loaded_many_events_refreshes_their_statistics(
+    connection: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a first sync's bulk load the planner would see a nearly empty table: the
+    audit part refreshes the statistics when it ends (not the run's finish, which waits
+    for the accounts), and only after a load big enough to matter."""
+    monkeypatch.setattr("backups.ingest.REFRESH_STATISTICS_AFTER", 40)
+    before = analyzed_rows("backup_audit_events")  # -1, or what an earlier test left
+    audit = Ingest(connection, now=NOW)
+    audit.insert_events(events(["c-1"], per=30), seen=30)
+    audit.audit_stored()
+    assert analyzed_rows("backup_audit_events") == before  # 30 events: not worth it
+    audit.insert_events(events(["c-1"], per=20, start=30), seen=20)
+    audit.audit_stored()
+    assert analyzed_rows("backup_audit_events") == 50
