@@ -34,6 +34,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -73,6 +74,28 @@ from .snapshot import (
 )
 
 logger = logging.getLogger(__name__)
+
+# What a part started with `manage.py sync_part --stdin` reads after its settings: a new
+# request budget (the run's accounts are read: the audit log may take all of it).
+BUDGET_LINE = re.compile(r"budget ([0-9]{1,4})")
+
+
+def budget_line(size: int) -> str:
+    return f"budget {size}\n"
+
+
+def listen_for_budget(set_budget: Callable[[int], None]) -> None:
+    """A thread that sets the part's request budget on each `budget_line` of standard
+    input (until it ends: the process that started this one closed it, or died)."""
+
+    def listen() -> None:
+        for line in sys.stdin:
+            said = BUDGET_LINE.fullmatch(line.strip())
+            if said:
+                set_budget(max(1, int(said.group(1))))
+
+    threading.Thread(target=listen, name="budget-listener", daemon=True).start()
+
 
 Progress = Callable[[str, int, int], None]
 # Audit batches stored per step while the accounts are being read in this process.
@@ -794,7 +817,7 @@ class _Inline:
 
         def give_audit_all() -> None:  # the accounts are read: the audit log's turn
             with contextlib.suppress(OSError):  # it has ended already
-                stdin.write(f"budget {total}\n")
+                stdin.write(budget_line(total))
                 stdin.flush()
 
         def give_back() -> None:  # the whole budget again once the audit log is done

@@ -170,6 +170,7 @@ def child_floor(args: argparse.Namespace) -> dict[str, Any]:
     from django.conf import settings
     from django.db import connection as db
 
+    from backups.runner import budget_line
     from backups.snapshot import SyncProgress
     from keepit.provider import KeepitProvider
 
@@ -218,7 +219,7 @@ def child_floor(args: argparse.Namespace) -> dict[str, Any]:
                 collection.read_accounts(payloads, SyncProgress())
             assert audit.stdin is not None
             with contextlib.suppress(OSError):  # the accounts are read: the audit log's turn
-                audit.stdin.write(f"budget {total}\n")
+                audit.stdin.write(budget_line(total))
                 audit.stdin.flush()
             out, _err = audit.communicate()
             watcher.join()
@@ -239,6 +240,7 @@ def child_floor(args: argparse.Namespace) -> dict[str, Any]:
 def child_floor_audit(args: argparse.Namespace) -> dict[str, Any]:
     """The floor's audit process: the audit log read with a share of the budget."""
     setup_django(args.database)
+    from backups.runner import listen_for_budget
     from backups.snapshot import SyncProgress
     from keepit.provider import KeepitProvider
 
@@ -248,16 +250,9 @@ def child_floor_audit(args: argparse.Namespace) -> dict[str, Any]:
     )
     records = 0
     try:
-        budget = collection.budget
-        assert budget is not None
-        budget(args.budget)
-
-        def listen() -> None:  # as `manage.py sync_part --stdin` does
-            for line in sys.stdin:
-                if line.startswith("budget "):
-                    budget(int(line.split()[1]))
-
-        threading.Thread(target=listen, daemon=True).start()
+        assert collection.budget is not None
+        collection.budget(args.budget)
+        listen_for_budget(collection.budget)  # as `manage.py sync_part --stdin` does
         for batch in collection.audit():
             records += batch.seen
     finally:

@@ -8,19 +8,14 @@ accounts are read: the audit log may take the whole budget)."""
 from __future__ import annotations
 
 import json
-import re
 import sys
-import threading
-from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from backups.runner import run_part
+from backups.runner import listen_for_budget, run_part
 from integrations.registry import settings_prefixes
-
-BUDGET_LINE = re.compile(r"budget ([0-9]{1,4})")
 
 
 class Command(BaseCommand):
@@ -48,20 +43,8 @@ class Command(BaseCommand):
         run = run_part(
             options["part"],
             budget=options["budget"],
-            on_budget=_listen_for_budget if options["stdin"] else None,
+            on_budget=listen_for_budget if options["stdin"] else None,
         )
         if run is None:
             raise CommandError(f"Part {options['part']} is not waiting: nothing was done.")
         self.stdout.write(f"Part {options['part']} done; its run is {run.outcome}.")
-
-
-def _listen_for_budget(set_budget: Callable[[int], None]) -> None:
-    """Each later `budget N` line on standard input sets the part's request budget."""
-
-    def listen() -> None:
-        for line in sys.stdin:
-            said = BUDGET_LINE.fullmatch(line.strip())
-            if said:
-                set_budget(max(1, int(said.group(1))))
-
-    threading.Thread(target=listen, name="budget-listener", daemon=True).start()
