@@ -68,6 +68,7 @@ from .schemas import (
     format_time,
     health_by_connector,
     job_counts_by_connector,
+    parse_audit_records,
     parse_xml,
     seat_violations,
     text,
@@ -504,20 +505,13 @@ class KeepitClient:
                 params={"limit": str(page_size), "offset": str(offset)},
                 body=body,
             )
-            root = parse_xml(answer.content, path=AUDIT_FILTER_PATH, expected_root="audit")
-            elements = root.findall("record")
-            if len(elements) > page_size:
-                # Nothing of a page that breaks the paging contract is used.
-                raise KeepitProtocolError(
-                    f"Keepit sent {len(elements)} audit records for a page of {page_size}",
-                    path=AUDIT_FILTER_PATH,
-                )
+            records = parse_audit_records(answer.content, path=AUDIT_FILTER_PATH, limit=page_size)
             next_offset = _int_header(answer, "next-offset")
             if next_offset is not None and next_offset <= offset:
                 next_offset = None
             yield AuditPage(
                 offset=offset,
-                records=[AuditRecord.from_xml(element) for element in elements],
+                records=records,
                 next_offset=next_offset,
             )
             if next_offset is None:

@@ -401,6 +401,53 @@ def test_bad_xml_is_a_protocol_error_without_expansion(name: str, message: str) 
         make_client().who_am_i()
 
 
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("malformed.xml", "malformed XML"),
+        ("xml_bomb.xml", "forbidden XML"),
+        ("xxe.xml", "forbidden XML"),
+        ("users_empty.xml", "expected <audit>"),
+    ],
+)
+@responses.activate
+def test_a_bad_audit_page_is_a_protocol_error_without_expansion(name: str, message: str) -> None:
+    responses.put(f"{BASE}/audit/filter/pretty", body=fixture(name))
+    with pytest.raises(KeepitProtocolError, match=message):
+        list(
+            make_client().audit_records(
+                PARENT,
+                start=datetime(2026, 11, 1, tzinfo=UTC),
+                end=datetime(2026, 11, 2, tzinfo=UTC),
+            )
+        )
+
+
+@responses.activate
+def test_an_audit_page_reads_the_same_through_either_parser() -> None:
+    """A plain page is parsed by lxml, one with any declaration by defusedxml: the
+    records, metadata and trimming are the same, and a processing instruction inside a
+    record is no field."""
+    page = fixture("audit_page1.xml").replace(b"<record>", b"<record><?keepit note?>", 1)
+    declared = page.replace(b"<audit>", b"<!-- sends the page through defusedxml --><audit>")
+    read = []
+    for body in (page, declared):
+        responses.put(f"{BASE}/audit/filter/pretty", body=body)
+        read.append(
+            list(
+                make_client().audit_records(
+                    PARENT,
+                    start=datetime(2026, 11, 1, tzinfo=UTC),
+                    end=datetime(2026, 11, 2, tzinfo=UTC),
+                )
+            )
+        )
+        responses.reset()
+    assert read[0] == read[1]
+    assert [r.message for r in read[0]] == ["User signed in", "Restore job failed"]
+    assert read[0][1].metadata == {"job": "job-000042", "items": "17"}
+
+
 @responses.activate
 def test_credentials_never_appear_in_reprs_or_errors() -> None:
     responses.get(f"{BASE}/users/", status=401)
