@@ -170,7 +170,7 @@ def child_floor(args: argparse.Namespace) -> dict[str, Any]:
     from django.conf import settings
     from django.db import connection as db
 
-    from backups.runner import budget_line
+    from backups.runner import account_part_sizes, budget_line
     from backups.snapshot import SyncProgress
     from keepit.provider import KeepitProvider
 
@@ -213,9 +213,10 @@ def child_floor(args: argparse.Namespace) -> dict[str, Any]:
             budget = collection.budget
             watcher = threading.Thread(target=lambda: (audit.wait(), budget(total)), daemon=True)
             watcher.start()
-            size = settings.VECTIS_SYNC_CHUNK_ACCOUNTS
-            for start in range(0, len(plans), size):
+            start = 0
+            for size in account_part_sizes(len(plans), settings.VECTIS_SYNC_CHUNK_ACCOUNTS):
                 payloads = [p.payload for p in plans[start : start + size]]
+                start += size
                 collection.read_accounts(payloads, SyncProgress())
             assert audit.stdin is not None
             with contextlib.suppress(OSError):  # the accounts are read: the audit log's turn

@@ -681,3 +681,22 @@ def test_a_time_limit_while_a_part_is_stored_aside_keeps_that_part(
     assert (third.stored, third.stopped_early) == (False, True)
     stored = BackupConnector.objects.filter(removed_at__isnull=True).count()
     assert stored == first.counts["connectors_added"] > 0
+
+
+def test_the_last_accounts_of_a_run_go_in_parts_that_halve() -> None:
+    """Nothing overlaps the storing of the last part (and the linking of the audit events
+    stored before its connectors): it is small. Every account is in exactly one part, no
+    part is over the setting, and small settings cut as they always did."""
+    from backups.runner import account_part_sizes
+
+    assert account_part_sizes(2000, 500) == [500, 500, 500, 250, 125, 63, 31, 31]
+    assert account_part_sizes(2001, 500) == [500, 500, 500, 251, 125, 63, 31, 31]
+    assert account_part_sizes(120, 500) == [60, 30, 30]
+    assert account_part_sizes(40, 500) == [40]
+    assert account_part_sizes(7, 2) == [2, 2, 2, 1]
+    assert account_part_sizes(0, 500) == []
+    for size in (1, 2, 10, 49, 50, 500):
+        for accounts in range(1200):
+            sizes = account_part_sizes(accounts, size)
+            assert sum(sizes) == accounts
+            assert all(1 <= part <= size for part in sizes)
