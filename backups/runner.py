@@ -356,6 +356,8 @@ class _Part:
         # A stop was raised while it was storing (it, not another part, was interrupted).
         self.interrupted = False
         self._provider_counts: dict[str, int] = {}
+        # Its own link (the events stored before its connectors) failed: left to a relink.
+        self.link_failed = False
 
     # accounts
 
@@ -387,9 +389,10 @@ class _Part:
         try:
             self.ingest.link_added_connectors()
         except DatabaseError:
+            self.link_failed = True
             logger.warning(
                 "Part %s of sync run %s: linking stored audit events to its new connectors "
-                "failed; the run's final relink does it",
+                "failed; a relink after it does it",
                 self.chunk.number,
                 self.chunk.run_id,
                 exc_info=True,
@@ -460,9 +463,10 @@ class _Part:
 # --- 3. the finish -------------------------------------------------------------------------
 
 
-def finish_run(run_id: int, *, http_requests: int | None = None) -> SyncRun:
-    """Finish a run whose parts have all ended: relink stored events, sum the parts'
-    counts, pick the outcome and its sentence, record it (once, whoever calls)."""
+def finish_run(run_id: int, *, http_requests: int | None = None, relink: bool = True) -> SyncRun:
+    """Finish a run whose parts have all ended: relink stored events (`relink` False:
+    the caller saw to it), sum the parts' counts, pick the outcome and its sentence,
+    record it (once, whoever calls)."""
     run = SyncRun.objects.select_related("connection").get(pk=run_id)
     if run.outcome != SyncRun.Outcome.RUNNING:
         return run
@@ -477,12 +481,13 @@ def finish_run(run_id: int, *, http_requests: int | None = None) -> SyncRun:
         p.kind == SyncChunk.Kind.AUDIT and p.state == SyncChunk.State.DONE and not p.stopped_early
         for p in parts
     )
-    ingest.relink(
-        connectors_added=counts.get("connectors_added", 0),
-        events_added=0
-        if audit_ended
-        else counts.get("events_added", 0) + counts.get("own_reads_added", 0),
-    )
+    if relink:
+        ingest.relink(
+            connectors_added=counts.get("connectors_added", 0),
+            events_added=0
+            if audit_ended
+            else counts.get("events_added", 0) + counts.get("own_reads_added", 0),
+        )
     counts["events_relinked"] = counts.get("events_relinked", 0) + ingest.counts.events_relinked
     failed: dict[str, str] = {}
     for part in parts:
@@ -621,8 +626,8 @@ def run_sync(
             error=inline.crash,
             stored_data=inline.accounts_stored(),
         )
-    if inline.parts_in_process:
-        return finish_run(run.pk)  # each part counted its own requests
+    if inline.parts_in_process:  # each part counted its own requests
+        return finish_run(run.pk, relink=not inline.linked_after_audit)
     return finish_run(run.pk, http_requests=requests)
 
 
@@ -661,15 +666,23 @@ class _Storing(threading.Thread):
     part of 500 accounts left no request in flight for 1-1.5 s of its 9 s incremental
     read, measured on a slow 2-core machine)."""
 
-    def __init__(self, part: _Part, accounts: list[AccountSnapshot]) -> None:
+    def __init__(
+        self,
+        part: _Part,
+        accounts: list[AccountSnapshot],
+        then: Callable[[_Part], None] | None = None,
+    ) -> None:
         super().__init__(name=f"sync-store-part-{part.chunk.number}", daemon=True)
         self.part = part
         self.accounts = accounts
+        self.then = then
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
             self.part.store(self.accounts)
+            if self.then is not None:
+                self.then(self.part)
         except BaseException as exc:  # re-raised by the thread that waits for it
             self.error = exc
         finally:
@@ -702,6 +715,10 @@ class _Inline:
         self.deferred: BaseException | None = None
         self.crash = ""
         self.audit_process: subprocess.Popen[str] | None = None
+        # The audit process has exited: no event is stored after this.
+        self.audit_ended = threading.Event()
+        # Every stored event was linked after it exited (`_link_after_audit`).
+        self.linked_after_audit = False
         # The audit part ran in its own process: the parts' request counts add up.
         self.parts_in_process = False
 
@@ -761,7 +778,7 @@ class _Inline:
             part.result.http_requests = self.collection.requests() - before
             self._stored()  # the previous part (its failure stops the run here)
             if store_aside:
-                self.storing = _Storing(part, accounts)
+                self.storing = _Storing(part, accounts, then=self._link_after_audit)
                 self.storing.start()
             else:
                 part.store(accounts)
@@ -792,6 +809,31 @@ class _Inline:
             storing.part.result.record(storing.part.chunk, now=timezone.now())
             self.finished.append(storing.part)
         self.storing = None
+
+    def _link_after_audit(self, part: _Part) -> None:
+        """After a part is stored aside (its thread, after its own link): the first time
+        the audit process has exited by then, link every stored event whose connector is
+        stored — what slipped past the parts' links while it was storing (an event stored
+        between a part's commit and the audit ingest's next connector look-up), and what a
+        failed link left. Nothing is stored after that but the parts that follow, which
+        link their own: the run's finish has nothing left to relink (it still does when
+        this did not run, or failed, or a later part's own link failed: it runs again)."""
+        if not self.audit_ended.is_set() or (self.linked_after_audit and not part.link_failed):
+            return
+        self.linked_after_audit = False
+        part.tracker.phase = "the stored audit events of connectors added while it was read"
+        try:
+            part.ingest.link_unknown_connectors()
+        except DatabaseError:
+            logger.warning(
+                "Sync run %s: linking the stored audit events after the audit log failed; "
+                "the run's final relink does it",
+                self.run.pk,
+                exc_info=True,
+            )
+            return
+        part.settle()
+        self.linked_after_audit = True
 
     def _go_with_audit_process(self) -> None:
         """The audit part in a process of its own (its own interpreter lock and database
@@ -846,6 +888,7 @@ class _Inline:
 
         def give_back() -> None:  # the whole budget again once the audit log is done
             child.wait()
+            self.audit_ended.set()
             budget(total)
 
         watcher = threading.Thread(target=give_back, name="audit-process-watcher", daemon=True)

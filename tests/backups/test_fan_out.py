@@ -5,12 +5,14 @@ time limit completes over several runs with every event stored exactly once."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -374,6 +376,64 @@ def test_a_link_that_fails_leaves_its_part_stored_and_the_events_to_the_final_re
     with_connector = BackupAuditEvent.objects.exclude(connector_external_id="")
     assert with_connector.filter(connector__isnull=True).count() == 0
     assert run.counts["events_relinked"] == with_connector.count() > 0
+
+
+def audit_process_gone() -> bool:
+    """No `manage.py sync_part` process is left (the audit process has been reaped)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if b"sync_part" in (entry / "cmdline").read_bytes():
+                    return False
+    return True
+
+
+def test_what_slips_past_the_parts_links_is_linked_once_the_audit_process_has_ended(
+    live_sandbox: KeepitSandbox, settings: SettingsWrapper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event stored between a part's commit and the audit ingest's next look-up of
+    connectors is missed by that part's link (here: the first part links nothing). Once
+    the audit process has exited, the next part stored links it, in its own thread: the
+    run's finish has nothing left to relink and does not."""
+    from backups import runner
+    from backups.ingest import Ingest
+
+    settings.KEEPIT_BASE_URL_TEMPLATE = live_sandbox.base_url_template
+    settings.VECTIS_SYNC_CHUNK_ACCOUNTS = 2
+    read = runner._Part.read
+    link = Ingest.link_added_connectors
+    relink = Ingest.relink
+    links: list[int] = []
+    relinks: list[str] = []
+
+    def read_after_the_audit_process(self: runner._Part) -> Any:
+        wait_for(audit_part_ended, what="the audit part to end")
+        wait_for(audit_process_gone, what="the audit process to exit")
+        return read(self)
+
+    def first_link_misses(self: Ingest) -> None:
+        links.append(len(links))
+        if len(links) > 1:
+            link(self)
+        else:
+            self.connectors_added = {}
+
+    def final_relink(self: Ingest, **kwargs: Any) -> None:
+        relinks.append(threading.current_thread().name)
+        relink(self, **kwargs)
+
+    monkeypatch.setattr(runner._Part, "read", read_after_the_audit_process)
+    monkeypatch.setattr(Ingest, "link_added_connectors", first_link_misses)
+    monkeypatch.setattr(Ingest, "relink", final_relink)
+    run = runner.run_sync(sandbox_connection(live_sandbox))
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+    with_connector = BackupAuditEvent.objects.exclude(connector_external_id="")
+    assert with_connector.filter(connector__isnull=True).count() == 0
+    first = run.chunks.filter(kind=SyncChunk.Kind.ACCOUNTS).order_by("number").first()
+    assert first is not None
+    assert first.counts["events_relinked"] > 0  # by the link after the audit process
+    assert run.counts["events_relinked"] == with_connector.count() > 0
+    assert relinks == []  # the finish did not relink
 
 
 def test_a_time_limit_while_a_part_links_its_events_keeps_the_part_stored(
