@@ -182,8 +182,8 @@ class Ingest:
         beside the account parts, so a part's events may arrive before its connectors;
         from its next look-up (at most `CONNECTOR_LOOKUP_SECONDS` after the commit) the
         audit ingest links new events itself (`insert_events`), and whatever slips between
-        the two is left to one `link_unknown_connectors` once the audit log is stored
-        (`run_sync`), or to the run's final `relink`."""
+        the two is left to one `relink` once the audit log is stored (`run_sync`), or to
+        the run's final one."""
         self.counts.events_relinked += set_foreign_key(
             BackupAuditEvent,
             "connector",
@@ -220,12 +220,7 @@ class Ingest:
         ]
         if stale:
             refresh_statistics(*stale)
-        self.link_unknown_connectors()
-
-    def link_unknown_connectors(self) -> None:
-        """Every stored event of the connection whose connector is stored but was not
-        linked gets it (`relink` without the statistics)."""
-        self.counts.events_relinked += link_unknown_connectors(self.connection)
+        self.counts.events_relinked += relink_events(self.connection, {})
 
     def _apply_connectors(
         self, accounts: Sequence[AccountSnapshot], links: dict[str, AccountLink]

@@ -715,7 +715,7 @@ class _Inline:
         self.deferred: BaseException | None = None
         self.crash = ""
         self.audit_process: subprocess.Popen[str] | None = None
-        # The audit process has exited: no event is stored after this.
+        # The audit process has exited normally: no event is stored after this.
         self.audit_ended = threading.Event()
         # Every stored event was linked after it exited (`_link_after_audit`).
         self.linked_after_audit = False
@@ -812,19 +812,26 @@ class _Inline:
 
     def _link_after_audit(self, part: _Part) -> None:
         """After a part is stored aside (its thread, after its own link): the first time
-        the audit process has exited by then, link every stored event whose connector is
-        stored — what slipped past the parts' links while it was storing (an event stored
-        between a part's commit and the audit ingest's next connector look-up), and what a
-        failed link left. Nothing is stored after that but the parts that follow, which
-        link their own: the run's finish has nothing left to relink (it still does when
-        this did not run, or failed, or a later part's own link failed: it runs again)."""
+        the audit process has exited by then, having ended its part, link every stored
+        event whose connector is stored — what slipped past the parts' links while it was
+        storing (an event stored between a part's commit and the audit ingest's next
+        connector look-up), and what a failed link left — as the finish would (after fresh
+        statistics of the connectors when the run has added many). Nothing is stored
+        after that but the parts that follow, which link their own: the run's finish has
+        nothing left to relink (it still does when this did not run or failed, or when a
+        later part's own link failed: this runs again)."""
         if not self.audit_ended.is_set() or (self.linked_after_audit and not part.link_failed):
             return
         self.linked_after_audit = False
-        part.tracker.phase = "the stored audit events of connectors added while it was read"
         try:
-            part.ingest.link_unknown_connectors()
-        except DatabaseError:
+            if not SyncChunk.objects.filter(
+                pk=self.audit_chunk.pk, state=SyncChunk.State.DONE, stopped_early=False
+            ).exists():
+                return  # the audit part did not end its log: the finish sees to it
+            part.tracker.phase = "the stored audit events of connectors added while it was read"
+            added = sum(p.result.counts.get("connectors_added", 0) for p in [*self.finished, part])
+            part.ingest.relink(connectors_added=added)
+        except Exception:  # an optimisation: whatever fails it, the finish relinks
             logger.warning(
                 "Sync run %s: linking the stored audit events after the audit log failed; "
                 "the run's final relink does it",
@@ -887,8 +894,8 @@ class _Inline:
                 stdin.flush()
 
         def give_back() -> None:  # the whole budget again once the audit log is done
-            child.wait()
-            self.audit_ended.set()
+            if child.wait() == 0:  # a process killed mid-commit may yet commit a batch
+                self.audit_ended.set()
             budget(total)
 
         watcher = threading.Thread(target=give_back, name="audit-process-watcher", daemon=True)

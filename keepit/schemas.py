@@ -99,6 +99,12 @@ def parse_audit_records(body: bytes, *, path: str, limit: int) -> list[AuditReco
             root = lxml_etree.fromstring(body, _audit_parser())
         except (lxml_etree.XMLSyntaxError, ValueError) as exc:
             raise KeepitProtocolError(f"Keepit sent malformed XML for {path}", path=path) from exc
+        if root.getroottree().docinfo.internalDTD is not None:
+            # A declaration `_plain` could not see: written in an encoding the document
+            # declares (UTF-7, EBCDIC), which libxml2 honours and expat refuses.
+            raise KeepitProtocolError(
+                f"Keepit sent forbidden XML constructs (a DTD) for {path}", path=path
+            )
         if root.tag != "audit":
             raise KeepitProtocolError(
                 f"Keepit answered {path} with <{root.tag}>, expected <audit>", path=path

@@ -408,11 +408,20 @@ def test_bad_xml_is_a_protocol_error_without_expansion(name: str, message: str) 
         ("xml_bomb.xml", "forbidden XML"),
         ("xxe.xml", "forbidden XML"),
         ("users_empty.xml", "expected <audit>"),
+        # An entity without a DTD: refused, never a record cut short at it.
+        ("<audit><record><message>a&nbsp;b</message></record></audit>", "malformed XML"),
+        # A DTD hidden from the byte check by a declared encoding.
+        (
+            '<?xml version="1.0" encoding="UTF-7"?>+ADwAIQ-DOCTYPE audit +AFs-'
+            "+ADwAIQ-ENTITY x +ACI-boom+ACIAPg- +AF0APg-+ADw-audit+AD4-+ADw-/audit+AD4-",
+            "forbidden XML",
+        ),
     ],
 )
 @responses.activate
 def test_a_bad_audit_page_is_a_protocol_error_without_expansion(name: str, message: str) -> None:
-    responses.put(f"{BASE}/audit/filter/pretty", body=fixture(name))
+    body = fixture(name) if name.endswith(".xml") else name.encode()
+    responses.put(f"{BASE}/audit/filter/pretty", body=body)
     with pytest.raises(KeepitProtocolError, match=message):
         list(
             make_client().audit_records(
