@@ -476,12 +476,14 @@ def finish_run(run_id: int, *, http_requests: int | None = None, relink: bool = 
         for key, value in part.counts.items():
             counts[key] = counts.get(key, 0) + int(value)
     ingest = Ingest(run.connection, now=run.started_at)
-    # The audit part refreshed the events' statistics when it ended (not when it stopped).
-    audit_ended = any(
-        p.kind == SyncChunk.Kind.AUDIT and p.state == SyncChunk.State.DONE and not p.stopped_early
-        for p in parts
-    )
     if relink:
+        # The audit part refreshed the events' statistics when it ended (not when it stopped).
+        audit_ended = any(
+            p.kind == SyncChunk.Kind.AUDIT
+            and p.state == SyncChunk.State.DONE
+            and not p.stopped_early
+            for p in parts
+        )
         ingest.relink(
             connectors_added=counts.get("connectors_added", 0),
             events_added=0
@@ -715,9 +717,7 @@ class _Inline:
         self.deferred: BaseException | None = None
         self.crash = ""
         self.audit_process: subprocess.Popen[str] | None = None
-        # The audit process has exited normally: no event is stored after this.
-        self.audit_ended = threading.Event()
-        # Every stored event was linked after it exited (`_link_after_audit`).
+        # Every stored event was linked after the audit part ended (`_link_after_audit`).
         self.linked_after_audit = False
         # The audit part ran in its own process: the parts' request counts add up.
         self.parts_in_process = False
@@ -812,22 +812,23 @@ class _Inline:
 
     def _link_after_audit(self, part: _Part) -> None:
         """After a part is stored aside (its thread, after its own link): the first time
-        the audit process has exited by then, having ended its part, link every stored
-        event whose connector is stored — what slipped past the parts' links while it was
-        storing (an event stored between a part's commit and the audit ingest's next
-        connector look-up), and what a failed link left — as the finish would (after fresh
+        the audit part has ended its log by then — recorded by the audit process itself,
+        after its last batch was committed — link every stored event whose connector is
+        stored: what slipped past the parts' links while the log was being stored (an
+        event stored between a part's commit and the audit ingest's next connector
+        look-up), and what a failed link left; as the finish would (after fresh
         statistics of the connectors when the run has added many). Nothing is stored
         after that but the parts that follow, which link their own: the run's finish has
         nothing left to relink (it still does when this did not run or failed, or when a
         later part's own link failed: this runs again)."""
-        if not self.audit_ended.is_set() or (self.linked_after_audit and not part.link_failed):
+        if self.linked_after_audit and not part.link_failed:
             return
         self.linked_after_audit = False
         try:
             if not SyncChunk.objects.filter(
                 pk=self.audit_chunk.pk, state=SyncChunk.State.DONE, stopped_early=False
             ).exists():
-                return  # the audit part did not end its log: the finish sees to it
+                return  # still storing, stopped early or failed: the finish sees to it
             part.tracker.phase = "the stored audit events of connectors added while it was read"
             added = sum(p.result.counts.get("connectors_added", 0) for p in [*self.finished, part])
             part.ingest.relink(connectors_added=added)
@@ -894,8 +895,7 @@ class _Inline:
                 stdin.flush()
 
         def give_back() -> None:  # the whole budget again once the audit log is done
-            if child.wait() == 0:  # a process killed mid-commit may yet commit a batch
-                self.audit_ended.set()
+            child.wait()
             budget(total)
 
         watcher = threading.Thread(target=give_back, name="audit-process-watcher", daemon=True)

@@ -376,7 +376,7 @@ def test_a_link_that_fails_leaves_its_part_stored_and_the_events_to_the_final_re
     assert run.counts["events_relinked"] == with_connector.count() > 0
 
 
-def test_what_slips_past_the_parts_links_is_linked_once_the_audit_process_has_ended(
+def test_what_slips_past_the_parts_links_is_linked_once_the_audit_part_has_ended(
     live_sandbox: KeepitSandbox, settings: SettingsWrapper, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An event stored between a part's commit and the audit ingest's next look-up of
@@ -391,17 +391,11 @@ def test_what_slips_past_the_parts_links_is_linked_once_the_audit_process_has_en
     read = runner._Part.read
     link = Ingest.link_added_connectors
     relink = Ingest.relink
-    start = runner._Inline.__init__
-    runs: list[runner._Inline] = []
     links: list[int] = []
     relinks: list[str] = []
 
-    def kept(self: runner._Inline, *args: Any) -> None:
-        start(self, *args)
-        runs.append(self)
-
-    def read_after_the_audit_process(self: runner._Part) -> Any:
-        wait_for(lambda: runs[0].audit_ended.is_set(), what="the audit process to exit")
+    def read_after_the_audit_part(self: runner._Part) -> Any:
+        wait_for(audit_part_ended, what="the audit part to end")
         return read(self)
 
     def first_link_misses(self: Ingest) -> None:
@@ -415,8 +409,7 @@ def test_what_slips_past_the_parts_links_is_linked_once_the_audit_process_has_en
         relinks.append(threading.current_thread().name)
         relink(self, **kwargs)
 
-    monkeypatch.setattr(runner._Inline, "__init__", kept)
-    monkeypatch.setattr(runner._Part, "read", read_after_the_audit_process)
+    monkeypatch.setattr(runner._Part, "read", read_after_the_audit_part)
     monkeypatch.setattr(Ingest, "link_added_connectors", first_link_misses)
     monkeypatch.setattr(Ingest, "relink", any_relink)
     run = runner.run_sync(sandbox_connection(live_sandbox))
@@ -427,8 +420,44 @@ def test_what_slips_past_the_parts_links_is_linked_once_the_audit_process_has_en
     assert first is not None
     assert first.counts["events_relinked"] > 0  # by the link after the audit process
     assert run.counts["events_relinked"] == with_connector.count() > 0
-    # Once, by the first part stored after the audit process; never by the finish.
+    # Once, by the first part stored after the audit part ended; never by the finish.
     assert relinks == [f"sync-store-part-{first.number}"]
+
+
+def test_parts_stored_while_the_audit_log_is_still_stored_leave_the_relink_to_the_finish(
+    live_sandbox: KeepitSandbox, settings: SettingsWrapper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit process is slow here (its first answers take 3 s): every part is stored
+    before it has ended, so an event it stores later may still slip past the parts' links.
+    No part relinks early; the finish does (here in the audit process: the last part to
+    end finishes the run)."""
+    from backups import runner
+    from backups.ingest import Ingest
+
+    settings.KEEPIT_BASE_URL_TEMPLATE = live_sandbox.base_url_template
+    settings.VECTIS_SYNC_CHUNK_ACCOUNTS = 2
+    live_sandbox.inject("slow:3", "slow:3", "slow:3", route="audit")
+    relink = Ingest.relink
+    relinks: list[str] = []
+    stored_before_the_audit_part_ended: list[bool] = []
+    store = runner._Part.store
+
+    def storing(self: runner._Part, accounts: Any) -> None:
+        store(self, accounts)
+        stored_before_the_audit_part_ended.append(not audit_part_ended())
+
+    def any_relink(self: Ingest, **kwargs: Any) -> None:
+        relinks.append(threading.current_thread().name)
+        relink(self, **kwargs)
+
+    monkeypatch.setattr(runner._Part, "store", storing)
+    monkeypatch.setattr(Ingest, "relink", any_relink)
+    run = runner.run_sync(sandbox_connection(live_sandbox))
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+    assert stored_before_the_audit_part_ended == [True] * 3
+    assert not [name for name in relinks if name.startswith("sync-store-part-")]
+    with_connector = BackupAuditEvent.objects.exclude(connector_external_id="")
+    assert with_connector.filter(connector__isnull=True).count() == 0
 
 
 def test_a_time_limit_while_a_part_links_its_events_keeps_the_part_stored(
