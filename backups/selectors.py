@@ -4,8 +4,10 @@ the number of rows."""
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.db.models import (
     Case,
@@ -214,19 +216,59 @@ def fleet_health(
     statuses = {str(status): totals[f"s_{status}"] for status in STATUS_ORDER}
     counts = [totals[f"b{i}"] for i in range(len(FRESHNESS_EDGES))]
     counts[0] += totals["future"]
-    labels = [(label, tone) for label, _upper, tone in FRESHNESS_EDGES] + [("never", "onboarding")]
-    values = [*counts, totals["never"]]
-    biggest = max(values) or 1
     return FleetHealth(
         statuses=statuses,
-        freshness=[
-            FreshnessBucket(label, count, round(100 * count / biggest, 1), tone)
-            for (label, tone), count in zip(labels, values, strict=True)
-        ],
+        freshness=freshness_chart(counts, totals["never"]),
         never_read=totals.get("never_read"),
         other=totals.get("other"),
         ok_needing_attention=totals.get("ok_needing_attention"),
     )
+
+
+def freshness_counts(*, now: datetime, successes: Sequence[int]) -> list[int]:
+    """How many of `successes` (last complete backups in microseconds since the epoch,
+    sorted: `epoch_microseconds`) fall in each bucket of the freshness chart at `now`,
+    edges included as `fleet_health` counts them (vectis.fleet_tiles redraws kept charts
+    with it)."""
+    at = epoch_microseconds(now)
+
+    def up_to(moment: int) -> int:
+        return bisect_right(successes, moment)  # how many at or before `moment`
+
+    counts = []
+    lower: float = 0
+    for _label, upper, _tone in FRESHNESS_EDGES:
+        count = up_to(at - _microseconds(lower))
+        if upper is not None:
+            count -= up_to(at - _microseconds(upper))
+        counts.append(count)
+        lower = upper or 0
+    counts[0] += len(successes) - up_to(at)  # stamped in the future: fresh
+    return counts
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_microseconds(moment: datetime) -> int:
+    """Exact (integer arithmetic), as PostgreSQL stores a timestamp."""
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def _microseconds(hours: float) -> int:
+    return timedelta(hours=hours) // timedelta(microseconds=1)
+
+
+def freshness_chart(counts: list[int], never: int) -> list[FreshnessBucket]:
+    """The chart from its buckets' counts (FRESHNESS_EDGES' order) and those never backed
+    up."""
+    labels = [(label, tone) for label, _upper, tone in FRESHNESS_EDGES] + [("never", "onboarding")]
+    values = [*counts, never]
+    biggest = max(values) or 1
+    return [
+        FreshnessBucket(label, count, round(100 * count / biggest, 1), tone)
+        for (label, tone), count in zip(labels, values, strict=True)
+    ]
 
 
 def _status_is(status: str) -> Q:

@@ -8,7 +8,8 @@ backup-job outcomes, seats and alert rules, then:
 
 - renders each page through Django's test client (in process: the time is server time)
   several times and reports the median and worst run (target: under 300 ms; the
-  dashboard under 100 ms at 80,000 connectors);
+  dashboard under 100 ms at 80,000 connectors) — the dashboard also right after a write
+  (`dashboard_after_a_write`: its fleet-wide tiles counted again, not kept);
 - evaluates the alert rules: the first pass (which opens the alerts) once, then the
   steady state (nothing changed; incremental passes) several times (target at 80,000
   connectors: 500 ms), then the full pass that runs every hour, then passes after 800,
@@ -394,9 +395,11 @@ def measure_link_move() -> dict[str, Any]:
 def measure() -> dict[str, Any]:
     from django.contrib.auth.models import User
     from django.db import connection
+    from django.db.models.functions import Now
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
+    from backups.models import BackupConnectorStatus
     from customers.models import Customer
 
     user = User.objects.create_superuser("bench", "bench@example.com", "bench")
@@ -416,11 +419,18 @@ def measure() -> dict[str, Any]:
         "account_review": "/admin/backups/accountlink/",
     }
     results: dict[str, Any] = {}
+    # The dashboard right after a sync or an alert pass wrote (one status row touched
+    # before each view): its fleet-wide tiles are counted again, not the kept ones
+    # (vectis.fleet_tiles); the plain "dashboard" is every other view.
+    pages["dashboard_after_a_write"] = "/admin/backups/"
+    touched = BackupConnectorStatus.objects.order_by("pk").values_list("pk", flat=True)[:1]
     for name, url in pages.items():
         client.get(url)  # warm caches (templates, content types), as a running server has
         times = []
         queries = 0
         for _ in range(RUNS):
+            if name == "dashboard_after_a_write":
+                BackupConnectorStatus.objects.filter(pk__in=list(touched)).update(checked_at=Now())
             with CaptureQueriesContext(connection) as captured:
                 started = time.perf_counter()
                 response = client.get(url)

@@ -134,3 +134,23 @@ class ApiKey(AbstractAPIKey):
     def actor(self) -> str:
         """How the key's actions are recorded (acknowledged by, snoozed by, …)."""
         return f"API key “{self.name}”"
+
+
+class FleetWrite(models.Model):
+    """A transaction that wrote what the fleet-wide tiles count: connectors, their status
+    rows, account links or alerts. Statement triggers (migration 0003, PostgreSQL) add one
+    row per writing transaction, in that transaction, so the row becomes visible exactly
+    when its writes do. `vectis.fleet_tiles` keeps the tiles between page views until a
+    row appears that the snapshot they were counted in did not see."""
+
+    id = models.BigAutoField(primary_key=True)
+    # The writer's transaction id (pg_current_xact_id(), 64 bits: never wraps).
+    xid = models.BigIntegerField()
+    written_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "fleet_writes"
+        indexes = [models.Index(fields=["xid"], name="fleet_write_xid_idx")]
+
+    def __str__(self) -> str:
+        return f"transaction {self.xid}"

@@ -15,7 +15,8 @@ or a long transaction, and a stopped prune simply continues next time.
 - alert history and delivery logs: alerts resolved longer ago than
   `VECTIS_ALERT_RETENTION_DAYS` (default 365), with their history and the e-mails sent
   for them, then deliveries older than that which no longer belong to any alert. An open
-  alert keeps its whole history, however old.
+  alert keeps its whole history, however old;
+- the dashboard's change marks (vectis.fleet_tiles): after a day.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from django.db import models, transaction
 from alerts.models import Alert, AlertNotification
 from backups.models import BackupAuditEvent, BackupJobDay
 from integrations.models import SyncRun
+
+from .models import FleetWrite
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,12 @@ RETENTIONS: tuple[Retention, ...] = (
         "alert e-mail deliveries",
         _days("VECTIS_ALERT_RETENTION_DAYS"),
         lambda cutoff: AlertNotification.objects.filter(created_at__lt=cutoff, events__isnull=True),
+    ),
+    Retention(
+        "dashboard change marks",
+        # Kept tiles are used for an hour at most (vectis.fleet_tiles.KEEP_FOR).
+        lambda: 1,
+        lambda cutoff: FleetWrite.objects.filter(written_at__lt=cutoff),
     ),
 )
 

@@ -368,7 +368,7 @@ def test_the_attention_list_pages_as_one_sorted_read_with_or_without_status_rows
     one plain sorted read (worst first, oldest success first, then name), for every
     filter."""
     from alerts.models import Alert
-    from backups.selectors import connector_health_list
+    from backups.selectors import connector_health_list, fleet_health
     from vectis.pages.dashboard import (
         NO_FILTERS,
         _attention_page,
@@ -473,9 +473,9 @@ def test_the_attention_list_pages_as_one_sorted_read_with_or_without_status_rows
         "Hotel",
         "Kilo",
     ]
-    # Tiles not counted for a list (the admin home's) cannot size it.
+    # Tiles not counted for a list cannot size it.
     with pytest.raises(ValueError, match="not counted for a list"):
-        _attention_page(dict(NO_FILTERS), "1", dashboard_summary(now=now)["fleet"])
+        _attention_page(dict(NO_FILTERS), "1", fleet_health(now=now))
 
 
 def test_the_dashboard_and_the_wallboard_count_ok_connectors_with_an_open_alert(

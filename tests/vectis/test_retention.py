@@ -27,6 +27,7 @@ from tests.factories import (
     StaleRuleFactory,
 )
 from vectis import retention
+from vectis.models import FleetWrite
 from vectis.tasks import prune_history
 
 pytestmark = pytest.mark.django_db
@@ -111,6 +112,7 @@ def test_history_past_its_retention_goes_in_batches_and_the_rest_stays() -> None
         "sync runs": 2,
         "resolved alerts and their history": 1,
         "alert e-mail deliveries": 2,
+        "dashboard change marks": 0,  # written now, not a day before NOW
     }
     # One row per batch here: every batch its own step.
     assert ("audit events", 1) in seen
@@ -183,3 +185,17 @@ def test_startup_refuses_a_retention_a_first_sync_would_undo() -> None:
         "VECTIS_AUDIT_RETENTION_DAYS (10) must be more than the audit window a first sync "
         "reads (KEEPIT_AUDIT_WINDOW_DAYS = 14)"
     ) in result.stderr
+
+
+def test_the_dashboards_change_marks_go_after_a_day() -> None:
+    """Kept tiles are used for an hour at most (vectis.fleet_tiles): a mark a day old
+    can no longer matter, a newer one still can."""
+    FleetWrite.objects.all().delete()
+    FleetWrite.objects.bulk_create(
+        [
+            FleetWrite(xid=1, written_at=NOW - DAY - timedelta(minutes=1)),
+            FleetWrite(xid=2, written_at=NOW - DAY + timedelta(minutes=1)),
+        ]
+    )
+    assert retention.prune_history(now=NOW)["dashboard change marks"] == 1
+    assert list(FleetWrite.objects.values_list("xid", flat=True)) == [2]

@@ -33,11 +33,11 @@ from backups.selectors import (
     connector_health_list,
     filtered_connectors,
     fleet_health,
-    live_connectors,
 )
 from customers.models import Customer
 from integrations.services import connection_freshness, setup_label, setup_url
 
+from ..fleet_tiles import fleet_tiles
 from ..timefmt import iso
 from .rows import BADGE, KIND_LABELS, STATUS_LABELS, connector_row, csv_response, require
 
@@ -209,25 +209,27 @@ def dashboard_summary(
 ) -> dict[str, Any]:
     """Tiles and chart: fleet-wide, or for the connectors the filters select (they say
     which). `for_list`: the attention list under them takes its length from them (its
-    "fleet"), so they also count the OK connectors with an open alert when it lists those."""
+    "fleet"), so they also count the OK connectors with an open alert when it lists those.
+    Fleet-wide they always count all that and are kept between views until what they
+    count changes (vectis.fleet_tiles)."""
     scoped = filters is not None and _is_filtered(filters)
-    connectors = (
-        filtered_connectors(**_scope(filters))
-        if filters is not None and scoped
-        else live_connectors()
-    )
-    with_open_alert = (
-        Q(pk__in=connectors_with_open_alert())
-        if for_list and _lists_ok_with_alert(filters or NO_FILTERS)
-        else None
-    )
-    health = fleet_health(
-        now=now, connectors=connectors, for_list=for_list, ok_needing_attention=with_open_alert
-    )
+    if filters is not None and scoped:
+        connectors = filtered_connectors(**_scope(filters))
+        with_open_alert = (
+            Q(pk__in=connectors_with_open_alert())
+            if for_list and _lists_ok_with_alert(filters)
+            else None
+        )
+        health = fleet_health(
+            now=now, connectors=connectors, for_list=for_list, ok_needing_attention=with_open_alert
+        )
+        open_alert_count = open_alerts().filter(connector__in=connectors.values("pk")).count()
+    else:
+        # Fleet-wide: kept between views until a sync, an alert pass or an edit changes
+        # what they count (every list-sizing count included).
+        tiles = fleet_tiles(now=now)
+        health, open_alert_count = tiles.health, tiles.open_alerts
     counts = health.statuses
-    alerts = (
-        open_alerts().filter(connector__in=connectors.values("pk")) if scoped else open_alerts()
-    )
     freshness = connection_freshness()
     return {
         "status_cards": [
@@ -240,7 +242,7 @@ def dashboard_summary(
                 BackupStatus.OK,
             )
         ],
-        "open_alert_count": alerts.count(),
+        "open_alert_count": open_alert_count,
         "freshness": health.freshness,
         "fleet": health,
         "connector_total": health.total,

@@ -1,0 +1,240 @@
+"""The fleet-wide tiles kept between page views (vectis.fleet_tiles): they must always be
+what counting them again would give — after every kind of write, at any later `now`,
+when a write commits while they are being counted, and inside a transaction that wrote
+and then rolled back. Real commits (transaction=True): the marks are what commits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg2  # type: ignore[import-untyped]
+import pytest
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.db.models import Q
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from alerts.models import Alert
+from alerts.selectors import connectors_with_open_alert, open_alerts
+from backups.models import AccountLink, BackupConnector, BackupConnectorStatus, BackupStatus
+from backups.selectors import fleet_health
+from tests.conftest import database_url
+from tests.factories import AccountLinkFactory, ConnectorFactory
+from vectis import fleet_tiles
+from vectis.fleet_tiles import FleetTiles
+from vectis.models import FleetWrite
+
+pytestmark = pytest.mark.django_db(transaction=True)
+HOUR = timedelta(hours=1)
+
+
+@pytest.fixture(autouse=True)
+def no_kept_tiles() -> Iterator[None]:
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def counted(now: datetime) -> FleetTiles:
+    """The truth: the tiles counted now, as the pages counted them before any keeping."""
+    health = fleet_health(
+        now=now, for_list=True, ok_needing_attention=Q(pk__in=connectors_with_open_alert())
+    )
+    return FleetTiles(health=health, open_alerts=open_alerts().count())
+
+
+def tiles_and_whether_counted(now: datetime) -> tuple[FleetTiles, bool]:
+    with CaptureQueriesContext(connection) as captured:
+        tiles = fleet_tiles.fleet_tiles(now=now)
+    return tiles, any('"s_failed"' in q["sql"] for q in captured.captured_queries)
+
+
+class RolledBack(Exception):
+    pass
+
+
+def rolled_back(work: Callable[[], Any]) -> None:
+    """`work` in a transaction (a savepoint inside one) that is then rolled back."""
+    with suppress(RolledBack), transaction.atomic():
+        work()
+        raise RolledBack
+
+
+def commit_another_transaction() -> None:
+    other = psycopg2.connect(database_url())
+    with other, other.cursor() as cursor:
+        cursor.execute("SELECT pg_current_xact_id()")
+    other.close()
+
+
+def stale_alert(connector: BackupConnector, now: datetime) -> Alert:
+    return Alert.objects.create(
+        key=f"1:{connector.pk}",
+        kind=Alert.Kind.BACKUP_STALE,
+        connector=connector,
+        summary=connector.name,
+        opened_at=now,
+        last_seen_at=now,
+    )
+
+
+def test_kept_tiles_are_what_counting_gives_after_every_kind_of_write() -> None:
+    now = timezone.now()
+    link = AccountLinkFactory.create()
+    ok = ConnectorFactory.create(name="OK", backup_status__last_success_at=now - 2 * HOUR)
+    ConnectorFactory.create(
+        name="Failing", backup_status__status=BackupStatus.FAILED, account_link=link
+    )
+    old = ConnectorFactory.create(name="Old", backup_status__last_success_at=now - 50 * HOUR)
+    spare = ConnectorFactory.create(name="Spare", backup_status__status=BackupStatus.ONBOARDING)
+    ConnectorFactory.create(name="Never read", backup_status=None)
+    first, was_counted = tiles_and_whether_counted(now)
+    assert was_counted
+    assert first == counted(now)
+    again, was_counted = tiles_and_whether_counted(now)
+    assert not was_counted  # kept: nothing changed
+    assert again == first
+
+    writes: list[tuple[str, Callable[[], Any]]] = [
+        (
+            "a status changes",
+            lambda: BackupConnectorStatus.objects.filter(connector=ok).update(
+                status=BackupStatus.WARNING
+            ),
+        ),
+        (
+            "a last success moves",
+            lambda: BackupConnectorStatus.objects.filter(connector=old).update(
+                last_success_at=now - HOUR
+            ),
+        ),
+        ("an alert opens on an OK connector", lambda: stale_alert(old, now)),
+        ("the alert is resolved", lambda: Alert.objects.update(resolved_at=now)),
+        (
+            "an account is excluded",
+            lambda: AccountLink.objects.filter(pk=link.pk).update(state=AccountLink.State.EXCLUDED),
+        ),
+        (
+            "a connector is removed",
+            lambda: BackupConnector.objects.filter(pk=ok.pk).update(removed_at=now),
+        ),
+        ("a connector arrives", lambda: ConnectorFactory.create(name="New", backup_status=None)),
+        (
+            "a status row goes",
+            lambda: BackupConnectorStatus.objects.filter(connector=spare).delete(),
+        ),
+        ("a connector is deleted", lambda: BackupConnector.objects.filter(pk=old.pk).delete()),
+    ]
+    before = first
+    for what, write in writes:
+        write()
+        tiles, was_counted = tiles_and_whether_counted(now)
+        assert was_counted, what
+        assert tiles == counted(now), what
+        assert tiles != before, what  # each write changes what the tiles show
+        kept, was_counted = tiles_and_whether_counted(now)
+        assert not was_counted, what
+        assert kept == tiles, what
+        before = tiles
+
+
+def test_the_kept_freshness_chart_is_exact_at_any_later_moment() -> None:
+    """The chart's buckets are counted from `now`; kept, they are redrawn for each view
+    from the backups that cross an edge within the hour — edge for edge what counting
+    at that moment gives."""
+    start = timezone.now()
+    edges_meet = start + 30 * 60 * timedelta(seconds=1)  # each bucket's edge on a backup
+    microsecond = timedelta(microseconds=1)
+    ages = [-HOUR, 0 * HOUR, HOUR, 24 * HOUR, 48 * HOUR, 72 * HOUR, 168 * HOUR, 200 * HOUR]
+    for n, age in enumerate(ages):
+        for nudge in (-microsecond, 0 * microsecond, microsecond):
+            ConnectorFactory.create(
+                name=f"C{n}", backup_status__last_success_at=edges_meet - age + nudge
+            )
+    ConnectorFactory.create(name="Onboarding", backup_status__last_success_at=None)
+    tiles_and_whether_counted(start)
+    for moment in [
+        start,
+        edges_meet - microsecond,
+        edges_meet,
+        edges_meet + microsecond,
+        start + 59 * 60 * timedelta(seconds=1),
+    ]:
+        tiles, was_counted = tiles_and_whether_counted(moment)
+        assert not was_counted
+        assert tiles.health.freshness == counted(moment).health.freshness, moment
+    # Kept for an hour from when they were counted, not before it: counted again.
+    for moment in (start + HOUR, start - microsecond):
+        tiles, was_counted = tiles_and_whether_counted(moment)
+        assert was_counted, moment
+        assert tiles == counted(moment)
+    # When the edges meet: "< 24 h" holds the future, the newest and what is just under
+    # 24 h old; a backup exactly on an edge goes to the older bucket.
+    at_edges = [bucket.count for bucket in counted(edges_meet).health.freshness]
+    assert at_edges == [10, 3, 3, 3, 5, 1]
+
+
+def test_tiles_counted_while_a_write_commits_are_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another writer commits while the tiles are counted: what was counted may miss it,
+    so the next view counts again (its mark is one the tiles' snapshot did not see)."""
+    now = timezone.now()
+    connector = ConnectorFactory.create(name="Soon failing")
+    count = fleet_tiles._count
+
+    def count_while_another_writer_commits(moment: datetime) -> Any:
+        result = count(moment)
+        other = psycopg2.connect(database_url())
+        with other, other.cursor() as cursor:
+            cursor.execute(
+                "UPDATE backup_connector_status SET status = 'failed' WHERE connector_id = %s",
+                [connector.pk],
+            )
+        other.close()
+        return result
+
+    monkeypatch.setattr(fleet_tiles, "_count", count_while_another_writer_commits)
+    shown, _ = tiles_and_whether_counted(now)
+    assert shown.health.statuses[BackupStatus.OK] == 1
+    monkeypatch.setattr(fleet_tiles, "_count", count)
+    tiles, was_counted = tiles_and_whether_counted(now)
+    assert was_counted
+    assert tiles.health.statuses[BackupStatus.FAILED] == 1
+    assert tiles == counted(now)
+
+
+def test_a_transaction_that_wrote_and_rolled_back_leaves_no_tiles_behind() -> None:
+    now = timezone.now()
+    connector = ConnectorFactory.create(name="Fine")
+    before, _ = tiles_and_whether_counted(now)
+
+    def write_and_look() -> None:
+        BackupConnectorStatus.objects.filter(connector=connector).update(status=BackupStatus.FAILED)
+        # A later transaction ends first: this one's own id falls inside its snapshots'
+        # range, where PostgreSQL counts it as seen (a snapshot never lists its owner).
+        commit_another_transaction()
+        inside, was_counted = tiles_and_whether_counted(now)
+        assert was_counted  # its own write: the kept tiles do not have it
+        assert inside.health.statuses[BackupStatus.FAILED] == 1
+
+    rolled_back(write_and_look)
+    after, _ = tiles_and_whether_counted(now)
+    assert after == before == counted(now)
+    assert after.health.statuses[BackupStatus.FAILED] == 0
+
+
+def test_one_mark_per_writing_transaction_and_none_for_one_rolled_back() -> None:
+    FleetWrite.objects.all().delete()
+    with transaction.atomic():
+        ConnectorFactory.create(name="A")  # a connector and its status row
+        ConnectorFactory.create(name="B")
+    assert FleetWrite.objects.count() == 1
+    rolled_back(lambda: ConnectorFactory.create(name="C"))
+    assert FleetWrite.objects.count() == 1
+    with transaction.atomic():
+        rolled_back(lambda: ConnectorFactory.create(name="D"))  # a savepoint
+        ConnectorFactory.create(name="E")  # marked again: the savepoint's mark went
+    assert FleetWrite.objects.count() == 2
