@@ -395,7 +395,7 @@ def measure_link_move() -> dict[str, Any]:
 def measure() -> dict[str, Any]:
     from django.contrib.auth.models import User
     from django.db import connection
-    from django.db.models.functions import Now
+    from django.db.models import F
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
@@ -419,9 +419,9 @@ def measure() -> dict[str, Any]:
         "account_review": "/admin/backups/accountlink/",
     }
     results: dict[str, Any] = {}
-    # The dashboard right after a sync or an alert pass wrote (one status row touched
-    # before each view): its fleet-wide tiles are counted again, not the kept ones
-    # (vectis.fleet_tiles); the plain "dashboard" is every other view.
+    # The dashboard right after a sync or an alert pass wrote what its tiles count (one
+    # status row's status set before each view): its fleet-wide tiles are counted again,
+    # not the kept ones (vectis.fleet_tiles); the plain "dashboard" is every other view.
     pages["dashboard_after_a_write"] = "/admin/backups/"
     touched = BackupConnectorStatus.objects.order_by("pk").values_list("pk", flat=True)[:1]
     for name, url in pages.items():
@@ -430,7 +430,9 @@ def measure() -> dict[str, Any]:
         queries = 0
         for _ in range(RUNS):
             if name == "dashboard_after_a_write":
-                BackupConnectorStatus.objects.filter(pk__in=list(touched)).update(checked_at=Now())
+                BackupConnectorStatus.objects.filter(pk__in=list(touched)).update(
+                    status=F("status")
+                )
             with CaptureQueriesContext(connection) as captured:
                 started = time.perf_counter()
                 response = client.get(url)

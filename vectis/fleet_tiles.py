@@ -7,21 +7,29 @@ machine), paid on every view, while the data changes only when a sync stores, an
 pass writes or someone excludes an account — every 15 minutes, not every view.
 
 What is kept, in Django's cache (Redis in production), for an hour at most: the counts,
-the database snapshot they were counted in, and the last complete backups that can
+the database snapshot they were counted from, and the last complete backups that can
 cross an edge of the freshness chart within that hour (those a little over 24, 48, 72
 and 168 hours old), so the chart is redrawn exact for any `now` in the hour.
-A view uses them only if no transaction that wrote connectors, status rows, account
-links or alerts has committed since that snapshot: such a transaction leaves a mark in
-`fleet_writes` (vectis.models.FleetWrite, a trigger in its own transaction), visible
-exactly when its writes are, and one indexed query asks for a mark the snapshot did not
-see. Counts are kept only when no mark appeared while they were counted, and never by a
-transaction that has written itself (its writes may still roll back). Nothing here can
-show a number the database no longer holds; at worst the tiles are counted again.
 
-SQLite (the demo) has no marks: the tiles are counted on every view there."""
+A view uses them only if no transaction that wrote what they count has committed since
+that snapshot: such a transaction leaves a mark in `fleet_writes` (vectis.models.
+FleetWrite; a statement trigger in the writer's own transaction, migrations 0003-0004),
+visible exactly when its writes are, and one indexed query asks for a mark the snapshot
+did not see. The snapshot is taken before counting, so a write committing during the
+count is one it did not see. Tiles are never kept by a transaction that has written (its
+own snapshot counts its marks as seen, and its writes may still roll back), nor on a
+standby (its snapshots do not list the primary's running transactions). They are kept
+for one database in one server's life (its "origin"): not across a crash (an unlogged
+token, emptied by crash recovery), a restore or a table rewritten (its file), nor into
+another database on the same cache.
+
+Writes that fire no trigger (`session_replication_role = replica`, triggers disabled)
+are not seen: after such maintenance, clear the cache (`forget_kept_tiles`) or wait the
+hour. SQLite (the demo) has no marks: the tiles are counted on every view there."""
 
 from __future__ import annotations
 
+import hashlib
 from array import array
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -35,6 +43,7 @@ from django.db.models import BigIntegerField, F, Func, Q
 from alerts.selectors import connectors_with_open_alert, open_alerts
 from backups.selectors import (
     FRESHNESS_EDGES,
+    STATUS_ORDER,
     FleetHealth,
     fleet_health,
     freshness_chart,
@@ -42,9 +51,17 @@ from backups.selectors import (
     live_connectors,
 )
 
-# How long kept tiles may be used at most (the marks are pruned a day after they were
-# written, `vectis.retention`: no transaction of Vectis runs for hours).
+# How long kept tiles may be used at most.
 KEEP_FOR = timedelta(hours=1)
+# What the kept tiles hold and mean: a release that changes the buckets, the statuses or
+# what is live (or this module's kept form) must change the key, not read the old ones.
+_VERSION = "|".join(
+    [
+        "1",
+        ",".join(f"{label}:{upper}" for label, upper, _tone in FRESHNESS_EDGES),
+        ",".join(STATUS_ORDER),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -75,18 +92,22 @@ def fleet_tiles(*, now: datetime) -> FleetTiles:
         return _count(now)
     key = _cache_key()
     kept = cache.get(key)
-    if isinstance(kept, _Kept) and kept.counted_at <= now < kept.counted_at + KEEP_FOR:
-        database = _database(since=kept.snapshot)
-        # A mark of this very transaction is one the kept snapshot did not see either.
-        if database.unchanged and database.origin == kept.origin:
-            return _from_kept(kept, now)
-    # The snapshot before counting: a write that commits while the tiles are counted is
-    # one it did not see, so the next view counts again.
-    database = _database(since=None)
+    since = kept.snapshot if isinstance(kept, _Kept) else None
+    # This view's snapshot, taken before counting: a write committing during the count
+    # is one it did not see, so the next view counts again.
+    database = _database(since=since)
+    if (
+        isinstance(kept, _Kept)
+        and kept.counted_at <= now < kept.counted_at + KEEP_FOR
+        and database.origin is not None
+        and database.origin == kept.origin
+        and database.unchanged  # a mark of this very transaction is one kept did not see
+    ):
+        return _from_kept(kept, now)
     tiles = _count(now)
     # Not kept by a transaction that has written: its snapshots count its own marks as
     # seen, and its writes may still roll back.
-    if not database.written:
+    if database.origin is not None and not database.written:
         crossing = _crossing(now)
         counted = [bucket.count for bucket in tiles.health.freshness[:-1]]
         moving = freshness_counts(now=now, successes=crossing)
@@ -100,6 +121,11 @@ def fleet_tiles(*, now: datetime) -> FleetTiles:
         )
         cache.set(key, kept, timeout=int(KEEP_FOR.total_seconds()))
     return tiles
+
+
+def forget_kept_tiles() -> None:
+    """Drop the kept tiles (after writes that fire no trigger: see the module's note)."""
+    cache.delete(_cache_key())
 
 
 def _count(now: datetime) -> FleetTiles:
@@ -142,32 +168,44 @@ def _from_kept(kept: _Kept, now: datetime) -> FleetTiles:
 
 def _cache_key() -> str:
     settings = connection.settings_dict
-    return f"vectis:fleet-tiles:{settings['HOST']}:{settings['PORT']}:{settings['NAME']}"
+    where = f"{settings['HOST']}:{settings['PORT']}:{settings['NAME']}:{_VERSION}"
+    return f"vectis:fleet-tiles:{hashlib.sha256(where.encode()).hexdigest()[:32]}"
 
 
 class _Database(NamedTuple):
-    origin: str
+    origin: str | None  # None: nothing may be kept (a standby, or no token yet)
     unchanged: bool
     snapshot: str
     written: bool
 
 
 def _database(*, since: str | None) -> _Database:
-    """This database's origin (its oid in this server's life: kept tiles of another
-    database on the same cache, or of a server restored elsewhere, are never taken for
-    this one's); whether no transaction that wrote what the tiles count has committed
-    since snapshot `since` (a mark it did not see: index fleet_write_xid_idx reads only
-    the marks of transactions not over before it); the snapshot now; and whether this
-    transaction has written anything."""
+    """In one statement (one snapshot): this database's origin — its oid, the server's
+    start, the token crash recovery empties, the files of the tables the tiles count;
+    whether no transaction that wrote what the tiles count has committed since snapshot
+    `since` (a mark it did not see: index fleet_write_xid_idx reads only the marks of
+    transactions not over before it); the snapshot now; and whether this transaction has
+    written anything."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT (SELECT oid FROM pg_database WHERE datname = current_database())::text"
-            " || '@' || pg_postmaster_start_time()::text,"
+            "SELECT CASE WHEN NOT pg_is_in_recovery() THEN concat_ws(' ',"
+            " (SELECT oid FROM pg_database WHERE datname = current_database()),"
+            " pg_postmaster_start_time(), (SELECT token FROM fleet_origin),"
+            # A table truncated, rewritten or restored gets a new file (its marks too).
+            " pg_relation_filenode('backup_connectors'),"
+            " pg_relation_filenode('backup_connector_status'),"
+            " pg_relation_filenode('integration_account_links'),"
+            " pg_relation_filenode('alerts'), pg_relation_filenode('fleet_writes')) END,"
+            " (SELECT token FROM fleet_origin) IS NULL,"
             " NOT EXISTS (SELECT 1 FROM fleet_writes"
             " WHERE xid >= pg_snapshot_xmin(%s::pg_snapshot)::text::bigint"
             " AND NOT pg_visible_in_snapshot(xid::text::xid8, %s::pg_snapshot)),"
             " pg_current_snapshot()::text, pg_current_xact_id_if_assigned() IS NOT NULL",
             [since, since],
         )
-        origin, unchanged, snapshot, written = cursor.fetchone()
-        return _Database(str(origin), bool(unchanged), str(snapshot), bool(written))
+        origin, no_token, unchanged, snapshot, written = cursor.fetchone()
+        if origin is not None and no_token:
+            # The first view after a migration or a crash: a token for the next views.
+            cursor.execute("INSERT INTO fleet_origin DEFAULT VALUES ON CONFLICT DO NOTHING")
+            origin = None
+        return _Database(origin, bool(unchanged), str(snapshot), bool(written))

@@ -146,7 +146,11 @@ class FleetWrite(models.Model):
     id = models.BigAutoField(primary_key=True)
     # The writer's transaction id (pg_current_xact_id(), 64 bits: never wraps).
     xid = models.BigIntegerField()
+    # When the mark was written (the database's clock at the writer's first write), and
+    # the oldest transaction still running then (its snapshot's xmin): every snapshot
+    # taken later starts at or after it, so a later pruning may drop the marks below it.
     written_at = models.DateTimeField()
+    horizon = models.BigIntegerField(default=0)
 
     class Meta:
         db_table = "fleet_writes"

@@ -16,7 +16,8 @@ or a long transaction, and a stopped prune simply continues next time.
   `VECTIS_ALERT_RETENTION_DAYS` (default 365), with their history and the e-mails sent
   for them, then deliveries older than that which no longer belong to any alert. An open
   alert keeps its whole history, however old;
-- the dashboard's change marks (vectis.fleet_tiles): after a day.
+- the dashboard's change marks (vectis.fleet_tiles): those a day old no snapshot in use
+  can need.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models, transaction
+from django.db.models import Subquery
 
 from alerts.models import Alert, AlertNotification
 from backups.models import BackupAuditEvent, BackupJobDay
@@ -80,9 +82,18 @@ RETENTIONS: tuple[Retention, ...] = (
     ),
     Retention(
         "dashboard change marks",
-        # Kept tiles are used for an hour at most (vectis.fleet_tiles.KEEP_FOR).
+        # Tiles are kept for an hour at most (vectis.fleet_tiles.KEEP_FOR), from snapshots
+        # taken after the newest mark a day old: each starts at or after that mark's
+        # horizon, and never reads a mark below it. (By time alone, a transaction open for
+        # a day that commits just now would lose its mark while tiles are kept.)
         lambda: 1,
-        lambda cutoff: FleetWrite.objects.filter(written_at__lt=cutoff),
+        lambda cutoff: FleetWrite.objects.filter(
+            xid__lt=Subquery(
+                FleetWrite.objects.filter(written_at__lt=cutoff)
+                .order_by("-written_at", "-id")
+                .values("horizon")[:1]
+            )
+        ),
     ),
 )
 

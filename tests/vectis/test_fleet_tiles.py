@@ -35,6 +35,8 @@ HOUR = timedelta(hours=1)
 @pytest.fixture(autouse=True)
 def no_kept_tiles() -> Iterator[None]:
     cache.clear()
+    with connection.cursor() as cursor:  # the token the first view would make
+        cursor.execute("INSERT INTO fleet_origin DEFAULT VALUES ON CONFLICT DO NOTHING")
     yield
     cache.clear()
 
@@ -147,13 +149,20 @@ def test_the_kept_freshness_chart_is_exact_at_any_later_moment() -> None:
     from the backups that cross an edge within the hour — edge for edge what counting
     at that moment gives."""
     start = timezone.now()
-    edges_meet = start + 30 * 60 * timedelta(seconds=1)  # each bucket's edge on a backup
+    edges_meet = start + timedelta(minutes=30)  # each bucket's edge on a backup
     microsecond = timedelta(microseconds=1)
     ages = [-HOUR, 0 * HOUR, HOUR, 24 * HOUR, 48 * HOUR, 72 * HOUR, 168 * HOUR, 200 * HOUR]
     for n, age in enumerate(ages):
         for nudge in (-microsecond, 0 * microsecond, microsecond):
             ConnectorFactory.create(
                 name=f"C{n}", backup_status__last_success_at=edges_meet - age + nudge
+            )
+    # Backups that cross an edge at the very end of the hour the tiles are kept.
+    last = start + HOUR - microsecond
+    for n, age in enumerate([24 * HOUR, 48 * HOUR, 72 * HOUR, 168 * HOUR]):
+        for nudge in (-microsecond, 0 * microsecond):
+            ConnectorFactory.create(
+                name=f"Late {n}", backup_status__last_success_at=last - age + nudge
             )
     ConnectorFactory.create(name="Onboarding", backup_status__last_success_at=None)
     tiles_and_whether_counted(start)
@@ -162,7 +171,8 @@ def test_the_kept_freshness_chart_is_exact_at_any_later_moment() -> None:
         edges_meet - microsecond,
         edges_meet,
         edges_meet + microsecond,
-        start + 59 * 60 * timedelta(seconds=1),
+        last - microsecond,
+        last,
     ]:
         tiles, was_counted = tiles_and_whether_counted(moment)
         assert not was_counted
@@ -175,7 +185,7 @@ def test_the_kept_freshness_chart_is_exact_at_any_later_moment() -> None:
     # When the edges meet: "< 24 h" holds the future, the newest and what is just under
     # 24 h old; a backup exactly on an edge goes to the older bucket.
     at_edges = [bucket.count for bucket in counted(edges_meet).health.freshness]
-    assert at_edges == [10, 3, 3, 3, 5, 1]
+    assert at_edges == [12, 5, 5, 5, 5, 1]
 
 
 def test_tiles_counted_while_a_write_commits_are_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -238,3 +248,63 @@ def test_one_mark_per_writing_transaction_and_none_for_one_rolled_back() -> None
         rolled_back(lambda: ConnectorFactory.create(name="D"))  # a savepoint
         ConnectorFactory.create(name="E")  # marked again: the savepoint's mark went
     assert FleetWrite.objects.count() == 2
+
+
+def test_a_writer_running_while_the_tiles_are_counted_is_seen_when_it_commits() -> None:
+    """A transaction that began, and wrote, before the tiles' snapshot and commits after
+    it: its id is below the snapshot's end, listed as running."""
+    now = timezone.now()
+    connector = ConnectorFactory.create(name="Soon failing")
+    tiles_and_whether_counted(now)  # kept
+    writer = psycopg2.connect(database_url())
+    with writer.cursor() as cursor:
+        cursor.execute(
+            "UPDATE backup_connector_status SET status = 'failed' WHERE connector_id = %s",
+            [connector.pk],
+        )
+    commit_another_transaction()  # a later transaction ends first
+    cache.clear()
+    before_commit, was_counted = tiles_and_whether_counted(now)
+    assert was_counted
+    assert before_commit.health.statuses[BackupStatus.FAILED] == 0
+    assert tiles_and_whether_counted(now) == (before_commit, False)  # kept
+    writer.commit()
+    writer.close()
+    tiles, was_counted = tiles_and_whether_counted(now)
+    assert was_counted
+    assert tiles.health.statuses[BackupStatus.FAILED] == 1
+
+
+def test_writes_to_what_the_tiles_do_not_count_keep_them() -> None:
+    """A sync refreshing `checked_at`, an alert acknowledged or reworded: nothing the
+    tiles count, no counting again (every pass and sync would otherwise end them)."""
+    now = timezone.now()
+    connector = ConnectorFactory.create(name="Alerted")
+    alert = stale_alert(connector, now)
+    first, _ = tiles_and_whether_counted(now)
+    BackupConnectorStatus.objects.filter(connector=connector).update(checked_at=now)
+    Alert.objects.filter(pk=alert.pk).update(summary="Reworded", last_seen_at=now)
+    BackupConnector.objects.filter(pk=connector.pk).update(name="Renamed")
+    assert tiles_and_whether_counted(now) == (first, False)
+    Alert.objects.filter(pk=alert.pk).update(resolved_at=now)
+    tiles, was_counted = tiles_and_whether_counted(now)
+    assert was_counted
+    assert tiles.open_alerts == 0
+
+
+def test_tiles_kept_before_a_crash_or_a_truncation_are_not_used_after_it() -> None:
+    """Crash recovery empties the unlogged token (a crash may undo writes the kept tiles
+    saw, and give their transaction ids out again); a table truncated or rewritten gets a
+    new file, the marks' table included."""
+    now = timezone.now()
+    ConnectorFactory.create(name="Fine")
+    tiles_and_whether_counted(now)
+    assert tiles_and_whether_counted(now)[1] is False
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE fleet_origin")  # what crash recovery does to it
+    assert tiles_and_whether_counted(now)[1] is True  # and makes a new token
+    assert tiles_and_whether_counted(now)[1] is True  # counted: now kept again
+    assert tiles_and_whether_counted(now)[1] is False
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE fleet_writes")  # the marks gone: nothing can be trusted
+    assert tiles_and_whether_counted(now)[1] is True

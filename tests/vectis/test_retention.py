@@ -187,15 +187,21 @@ def test_startup_refuses_a_retention_a_first_sync_would_undo() -> None:
     ) in result.stderr
 
 
-def test_the_dashboards_change_marks_go_after_a_day() -> None:
-    """Kept tiles are used for an hour at most (vectis.fleet_tiles): a mark a day old
-    can no longer matter, a newer one still can."""
+def test_the_dashboards_change_marks_go_once_no_snapshot_in_use_can_need_them() -> None:
+    """Kept tiles (vectis.fleet_tiles) are used for an hour at most, from snapshots
+    taken after the newest mark a day old: those start at or after its horizon (the
+    oldest transaction running when it was written) and never read a mark below it. A
+    transaction that wrote 30 hours ago and is still running must keep its mark, however
+    old: it may commit after tiles are kept."""
     FleetWrite.objects.all().delete()
+    hour = timedelta(hours=1)
     FleetWrite.objects.bulk_create(
         [
-            FleetWrite(xid=1, written_at=NOW - DAY - timedelta(minutes=1)),
-            FleetWrite(xid=2, written_at=NOW - DAY + timedelta(minutes=1)),
+            FleetWrite(xid=1, written_at=NOW - 3 * DAY, horizon=1),  # over long ago
+            FleetWrite(xid=2, written_at=NOW - 30 * hour, horizon=1),  # still running
+            FleetWrite(xid=5, written_at=NOW - DAY - hour, horizon=2),  # 2 running then
+            FleetWrite(xid=9, written_at=NOW - hour, horizon=9),
         ]
     )
     assert retention.prune_history(now=NOW)["dashboard change marks"] == 1
-    assert list(FleetWrite.objects.values_list("xid", flat=True)) == [2]
+    assert sorted(FleetWrite.objects.values_list("xid", flat=True)) == [2, 5, 9]
