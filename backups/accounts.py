@@ -94,6 +94,7 @@ def match_accounts(
         result.customers_created = len(to_create)
 
     changed: list[AccountLink] = []
+    seen_again: list[AccountLink] = []
     created: list[AccountLink] = []
     for account in accounts:
         link = links.get(account.external_id)
@@ -139,10 +140,15 @@ def match_accounts(
             continue
         if link.customer_id != before[3]:
             result.moved[link.external_id] = link.customer_id
-        if _state(link) != before or now - link.last_seen_at >= SEEN_RESOLUTION:
+        if _state(link) != before:
             # update_rows does not run auto_now; stamp what changed ourselves.
             link.last_seen_at = link.updated_at = now
             changed.append(link)
+        elif now - link.last_seen_at >= SEEN_RESOLUTION:
+            # Only seen again (the daily refresh): written apart, by these two columns
+            # alone, so it marks nothing the dashboard counts (vectis.fleet_tiles).
+            link.last_seen_at = link.updated_at = now
+            seen_again.append(link)
     for link in links.values():
         if link.external_id not in seen and link.removed_at is None:
             link.removed_at = link.updated_at = now
@@ -165,6 +171,7 @@ def match_accounts(
             "updated_at",
         ],
     )
+    update_rows(AccountLink, seen_again, ["last_seen_at", "updated_at"])
     result.links = {
         link.external_id: link for link in AccountLink.objects.filter(connection=connection)
     }

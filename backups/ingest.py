@@ -245,6 +245,9 @@ class Ingest:
         readable = {a.external_id for a in accounts if a.connectors is not None}
         created: list[BackupConnector] = []
         changed: list[BackupConnector] = []
+        # Only seen again (the daily refresh): written apart, by their two columns alone,
+        # so the refresh marks nothing the dashboard counts (vectis.fleet_tiles).
+        seen: list[BackupConnector] = []
         reported: set[str] = set()
         for account in accounts:
             if account.connectors is None:
@@ -277,13 +280,15 @@ class Ingest:
                     )
                     continue
                 differs = any(getattr(connector, k) != v for k, v in desired.items())
-                if differs or now - connector.last_seen_at >= SEEN_RESOLUTION:
+                if differs:
                     for key, value in desired.items():
                         setattr(connector, key, value)
                     connector.last_seen_at = connector.updated_at = now
                     changed.append(connector)
-                    if differs:
-                        self.counts.connectors_updated += 1
+                    self.counts.connectors_updated += 1
+                elif now - connector.last_seen_at >= SEEN_RESOLUTION:
+                    connector.last_seen_at = connector.updated_at = now
+                    seen.append(connector)
         link_guid_by_pk = {link.pk: guid for guid, link in links.items()}
         for connector in existing.values():
             if connector.removed_at is not None or connector.external_id in reported:
@@ -298,6 +303,7 @@ class Ingest:
         BackupConnector.objects.bulk_create(created, batch_size=BATCH_SIZE)
         self.counts.connectors_added = len(created)
         update_rows(BackupConnector, changed, [*CONNECTOR_FIELDS, "last_seen_at", "updated_at"])
+        update_rows(BackupConnector, seen, ["last_seen_at", "updated_at"])
         connectors = {
             c.external_id: c
             for c in BackupConnector.objects.filter(
@@ -317,6 +323,7 @@ class Ingest:
         now = self.now
         created: list[BackupConnectorStatus] = []
         changed: list[BackupConnectorStatus] = []
+        checked: list[BackupConnectorStatus] = []
         for account in accounts:
             for item in account.connectors or ():
                 snapshot = item.status
@@ -348,7 +355,10 @@ class Ingest:
                     self.counts.status_changes += 1
                     continue
                 differs = any(getattr(status, k) != v for k, v in desired.items())
-                if not differs and now - status.checked_at < SEEN_RESOLUTION:
+                if not differs:
+                    if now - status.checked_at >= SEEN_RESOLUTION:
+                        status.checked_at = now
+                        checked.append(status)  # the daily refresh: apart (as `seen`)
                     continue
                 if status.status != desired["status"]:
                     status.status_changed_at = now
@@ -361,6 +371,7 @@ class Ingest:
         update_rows(
             BackupConnectorStatus, changed, [*STATUS_FIELDS, "checked_at", "status_changed_at"]
         )
+        update_rows(BackupConnectorStatus, checked, ["checked_at"])
 
     # --- audit events ----------------------------------------------------------------------
 

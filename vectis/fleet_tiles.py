@@ -24,14 +24,15 @@ token, emptied by crash recovery), a restore or a table rewritten (its file), no
 another database on the same cache.
 
 Writes that fire no trigger (`session_replication_role = replica`, triggers disabled)
-are not seen: after such maintenance, clear the cache (`forget_kept_tiles`) or wait the
-hour. SQLite (the demo) has no marks: the tiles are counted on every view there."""
+are not seen: after such maintenance, call `forget_kept_tiles` (a mark of its own: it
+reaches every process, whatever the cache) or wait the hour. SQLite (the demo) has no
+marks: the tiles are counted on every view there."""
 
 from __future__ import annotations
 
 import hashlib
 from array import array
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
@@ -53,15 +54,17 @@ from backups.selectors import (
 
 # How long kept tiles may be used at most.
 KEEP_FOR = timedelta(hours=1)
-# What the kept tiles hold and mean: a release that changes the buckets, the statuses or
-# what is live (or this module's kept form) must change the key, not read the old ones.
-_VERSION = "|".join(
-    [
-        "1",
-        ",".join(f"{label}:{upper}" for label, upper, _tone in FRESHNESS_EDGES),
-        ",".join(STATUS_ORDER),
-    ]
-)
+
+
+def _version() -> str:
+    shapes = [",".join(f.name for f in fields(kind)) for kind in (FleetHealth, FleetTiles, _Kept)]
+    return "|".join(
+        [
+            *shapes,
+            ",".join(f"{label}:{upper}" for label, upper, _tone in FRESHNESS_EDGES),
+            ",".join(STATUS_ORDER),
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -124,8 +127,14 @@ def fleet_tiles(*, now: datetime) -> FleetTiles:
 
 
 def forget_kept_tiles() -> None:
-    """Drop the kept tiles (after writes that fire no trigger: see the module's note)."""
-    cache.delete(_cache_key())
+    """End the kept tiles everywhere, whatever the cache (after writes that fire no
+    trigger: see the module's note): a mark, as a writer's, that no kept snapshot saw."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO fleet_writes (xid, written_at, horizon) VALUES ("
+            " pg_current_xact_id()::text::bigint, clock_timestamp(),"
+            " pg_snapshot_xmin(pg_current_snapshot())::text::bigint)"
+        )
 
 
 def _count(now: datetime) -> FleetTiles:
@@ -168,7 +177,9 @@ def _from_kept(kept: _Kept, now: datetime) -> FleetTiles:
 
 def _cache_key() -> str:
     settings = connection.settings_dict
-    where = f"{settings['HOST']}:{settings['PORT']}:{settings['NAME']}:{_VERSION}"
+    # What the kept tiles hold and mean is in the key: a release that changes the buckets,
+    # the statuses or the kept form never reads the old ones.
+    where = f"{settings['HOST']}:{settings['PORT']}:{settings['NAME']}:{_version()}"
     return f"vectis:fleet-tiles:{hashlib.sha256(where.encode()).hexdigest()[:32]}"
 
 
@@ -181,31 +192,33 @@ class _Database(NamedTuple):
 
 def _database(*, since: str | None) -> _Database:
     """In one statement (one snapshot): this database's origin — its oid, the server's
-    start, the token crash recovery empties, the files of the tables the tiles count;
-    whether no transaction that wrote what the tiles count has committed since snapshot
-    `since` (a mark it did not see: index fleet_write_xid_idx reads only the marks of
-    transactions not over before it); the snapshot now; and whether this transaction has
-    written anything."""
+    start, the token crash recovery empties (none on a standby: nothing is kept there,
+    its snapshots do not list the primary's running transactions), the files of the
+    tables the tiles count; whether no transaction that wrote what the tiles count has
+    committed since snapshot `since` (a mark it did not see: index fleet_write_xid_idx
+    reads only the marks of transactions not over before it); the snapshot now; and
+    whether this transaction has written anything."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT CASE WHEN NOT pg_is_in_recovery() THEN concat_ws(' ',"
+            "SELECT CASE WHEN token <> '' THEN concat_ws(' ',"
             " (SELECT oid FROM pg_database WHERE datname = current_database()),"
-            " pg_postmaster_start_time(), (SELECT token FROM fleet_origin),"
+            " pg_postmaster_start_time(), token,"
             # A table truncated, rewritten or restored gets a new file (its marks too).
             " pg_relation_filenode('backup_connectors'),"
             " pg_relation_filenode('backup_connector_status'),"
             " pg_relation_filenode('integration_account_links'),"
             " pg_relation_filenode('alerts'), pg_relation_filenode('fleet_writes')) END,"
-            " (SELECT token FROM fleet_origin) IS NULL,"
+            " token = '',"
             " NOT EXISTS (SELECT 1 FROM fleet_writes"
             " WHERE xid >= pg_snapshot_xmin(%s::pg_snapshot)::text::bigint"
             " AND NOT pg_visible_in_snapshot(xid::text::xid8, %s::pg_snapshot)),"
-            " pg_current_snapshot()::text, pg_current_xact_id_if_assigned() IS NOT NULL",
+            " pg_current_snapshot()::text, pg_current_xact_id_if_assigned() IS NOT NULL"
+            " FROM (SELECT fleet_origin_token() AS token) AS origin",
             [since, since],
         )
         origin, no_token, unchanged, snapshot, written = cursor.fetchone()
-        if origin is not None and no_token:
-            # The first view after a migration or a crash: a token for the next views.
+        if no_token and not connection.in_atomic_block:
+            # The first view after a migration or a crash makes the token for the next
+            # ones (never inside a transaction: it would make that transaction a writer).
             cursor.execute("INSERT INTO fleet_origin DEFAULT VALUES ON CONFLICT DO NOTHING")
-            origin = None
         return _Database(origin, bool(unchanged), str(snapshot), bool(written))

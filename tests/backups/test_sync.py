@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from django.db import connection as db
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from pytest_django.fixtures import Settings
 
@@ -364,6 +365,42 @@ def test_a_second_sync_of_unchanged_data_writes_no_row(
     assert run.counts["connectors_added"] == run.counts["connectors_updated"] == 0
     assert run.counts["status_changes"] == 0
     assert SyncRun.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_the_daily_refresh_of_unchanged_rows_writes_only_when_they_were_seen(
+    quiet_sandbox: KeepitSandbox, settings: Settings
+) -> None:
+    """Unchanged accounts, connectors and status rows get `last_seen_at` / `checked_at`
+    refreshed at most daily — by those columns alone: a statement setting a column the
+    dashboard's tiles count would end the kept tiles (vectis.fleet_tiles) every sync."""
+    connection = connect(quiet_sandbox, settings)
+    sync(connection, quiet_sandbox)
+    two_days = timedelta(days=2)
+    AccountLink.objects.update(last_seen_at=F("last_seen_at") - two_days)
+    BackupConnector.objects.update(last_seen_at=F("last_seen_at") - two_days)
+    BackupConnectorStatus.objects.update(checked_at=F("checked_at") - two_days)
+    with CaptureQueriesContext(db) as captured:
+        run = sync(connection, quiet_sandbox)
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED
+    now = quiet_sandbox.clock.now_datetime()
+    assert set(BackupConnectorStatus.objects.values_list("checked_at", flat=True)) == {now}
+    assert set(BackupConnector.objects.values_list("last_seen_at", flat=True)) == {now}
+    assert set(AccountLink.objects.values_list("last_seen_at", flat=True)) == {now}
+    refreshed = {
+        "integration_account_links": {'"last_seen_at"', '"updated_at"'},
+        "backup_connectors": {'"last_seen_at"', '"updated_at"'},
+        "backup_connector_status": {'"checked_at"'},
+    }
+    seen: set[str] = set()
+    for query in captured.captured_queries:
+        sql = query["sql"]
+        for name, columns in refreshed.items():
+            if sql.startswith(f'UPDATE "{name}" AS t SET '):  # noqa: S608
+                assignments = sql.split(" SET ", 1)[1].split(" FROM ", 1)[0]
+                assert {a.split(" = ")[0] for a in assignments.split(", ")} == columns, sql
+                seen.add(name)
+    assert seen == set(refreshed)
 
 
 @pytest.mark.django_db
