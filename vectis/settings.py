@@ -324,6 +324,13 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": crontab(minute=5),
         "options": {"expires": 60 * 60},
     },
+    # The fleet-wide tiles counted ahead of the views once what they count has changed
+    # (vectis/fleet_tiles.py; with a shared cache).
+    "keep-fleet-tiles": {
+        "task": "vectis.tasks.keep_fleet_tiles",
+        "schedule": timedelta(minutes=1),
+        "options": {"expires": 60},
+    },
     # History past its retention (vectis/retention.py), in batches.
     "prune-history": {
         "task": "vectis.tasks.prune_history",

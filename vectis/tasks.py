@@ -1,5 +1,6 @@
-"""Celery tasks of the project package: history pruning (vectis/retention.py) and the
-monthly reports (vectis/reports/schedule.py)."""
+"""Celery tasks of the project package: history pruning (vectis/retention.py), the
+fleet-wide tiles counted ahead of the views (vectis/fleet_tiles.py) and the monthly
+reports (vectis/reports/schedule.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from . import retention
+from .fleet_tiles import fleet_tiles
 from .reports import schedule
 from .reports.monthly import Month
 
@@ -23,6 +25,15 @@ def prune_history() -> dict[str, int]:
     if any(pruned.values()):
         logger.info("Pruned history: %s", pruned)
     return pruned
+
+
+@shared_task(name="vectis.tasks.keep_fleet_tiles")
+def keep_fleet_tiles() -> int:
+    """Beat entry "keep-fleet-tiles" (every minute): count the fleet-wide tiles again
+    when what they count has changed (one query when it has not), so the next view of
+    the dashboard, the admin home or the wallboard finds them kept instead of counting
+    them itself. Useful with a cache the web processes share (CACHE_URL: Redis)."""
+    return fleet_tiles(now=timezone.now()).health.total
 
 
 @shared_task(name="vectis.tasks.plan_monthly_reports")

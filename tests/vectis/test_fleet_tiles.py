@@ -343,3 +343,20 @@ def test_forgetting_the_kept_tiles_reaches_every_process() -> None:
     tiles, was_counted = tiles_and_whether_counted(now)
     assert was_counted
     assert tiles.health.statuses[BackupStatus.FAILED] == 1
+
+
+def test_beat_counts_the_tiles_ahead_of_the_views_once_they_changed() -> None:
+    from django.conf import settings
+
+    from vectis.tasks import keep_fleet_tiles
+
+    entry = settings.CELERY_BEAT_SCHEDULE["keep-fleet-tiles"]
+    assert entry["task"] == "vectis.tasks.keep_fleet_tiles"
+    assert entry["schedule"] == timedelta(minutes=1)
+    connector = ConnectorFactory.create(name="Soon failing")
+    tiles_and_whether_counted(timezone.now())
+    BackupConnectorStatus.objects.filter(connector=connector).update(status=BackupStatus.FAILED)
+    assert keep_fleet_tiles.apply().get() == 1
+    tiles, was_counted = tiles_and_whether_counted(timezone.now())
+    assert not was_counted  # the beat counted them
+    assert tiles.health.statuses[BackupStatus.FAILED] == 1
