@@ -31,6 +31,7 @@ marks: the tiles are counted on every view there."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from array import array
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
@@ -51,6 +52,8 @@ from backups.selectors import (
     freshness_counts,
     live_connectors,
 )
+
+logger = logging.getLogger(__name__)
 
 # How long kept tiles may be used at most.
 KEEP_FOR = timedelta(hours=1)
@@ -94,7 +97,7 @@ def fleet_tiles(*, now: datetime) -> FleetTiles:
     if connection.vendor != "postgresql":
         return _count(now)
     key = _cache_key()
-    kept = cache.get(key)
+    kept = _cache_get(key)
     since = kept.snapshot if isinstance(kept, _Kept) else None
     # This view's snapshot, taken before counting: a write committing during the count
     # is one it did not see, so the next view counts again.
@@ -122,7 +125,7 @@ def fleet_tiles(*, now: datetime) -> FleetTiles:
             crossing=crossing,
             staying=[all_ - some for all_, some in zip(counted, moving, strict=True)],
         )
-        cache.set(key, kept, timeout=int(KEEP_FOR.total_seconds()))
+        _cache_set(key, kept)
     return tiles
 
 
@@ -173,6 +176,22 @@ def _from_kept(kept: _Kept, now: datetime) -> FleetTiles:
     counts = [stay + move for stay, move in zip(kept.staying, moving, strict=True)]
     never = health.freshness[-1].count  # no success at all: the same at any `now`
     return replace(kept.tiles, health=replace(health, freshness=freshness_chart(counts, never)))
+
+
+def _cache_get(key: str) -> object:
+    # The cache only saves work: with it gone (Redis down), the pages count as before.
+    try:
+        return cache.get(key)
+    except Exception as exc:  # whatever the backend raises
+        logger.warning("The cache is not answering (%s): the tiles are counted each view.", exc)
+        return None
+
+
+def _cache_set(key: str, kept: _Kept) -> None:
+    try:
+        cache.set(key, kept, timeout=int(KEEP_FOR.total_seconds()))
+    except Exception as exc:
+        logger.warning("The cache is not answering (%s): the tiles are not kept.", exc)
 
 
 def _cache_key() -> str:

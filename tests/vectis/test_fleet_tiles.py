@@ -360,3 +360,23 @@ def test_beat_counts_the_tiles_ahead_of_the_views_once_they_changed() -> None:
     tiles, was_counted = tiles_and_whether_counted(timezone.now())
     assert not was_counted  # the beat counted them
     assert tiles.health.statuses[BackupStatus.FAILED] == 1
+
+
+def test_with_the_cache_gone_the_tiles_are_counted_and_the_page_answers(
+    settings: Any, admin_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The cache only saves work: Redis down must not take the dashboard with it."""
+    ConnectorFactory.create(name="Failing", backup_status__status=BackupStatus.FAILED)
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens there
+        }
+    }
+    tiles, was_counted = tiles_and_whether_counted(timezone.now())
+    assert was_counted
+    assert tiles == counted(timezone.now())
+    assert "The cache is not answering" in caplog.text
+    page = admin_client.get("/admin/backups/")
+    assert page.status_code == 200
+    assert "Failing" in page.content.decode()
