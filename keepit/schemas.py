@@ -56,12 +56,16 @@ def parse_xml(body: bytes, *, path: str, expected_root: str | tuple[str, ...]) -
         ) from exc
     except (ParseError, ValueError) as exc:
         raise KeepitProtocolError(f"Keepit sent malformed XML for {path}", path=path) from exc
-    roots = (expected_root,) if isinstance(expected_root, str) else expected_root
-    if root.tag not in roots:
-        raise KeepitProtocolError(
-            f"Keepit answered {path} with <{root.tag}>, expected <{roots[0]}>", path=path
-        )
+    _check_root(root.tag, path=path, expected_root=expected_root)
     return root
+
+
+def _check_root(tag: str, *, path: str, expected_root: str | tuple[str, ...]) -> None:
+    roots = (expected_root,) if isinstance(expected_root, str) else expected_root
+    if tag not in roots:
+        raise KeepitProtocolError(
+            f"Keepit answered {path} with <{tag}>, expected <{roots[0]}>", path=path
+        )
 
 
 _audit_parsers = threading.local()  # an lxml parser serves one thread at a time
@@ -105,10 +109,7 @@ def parse_audit_records(body: bytes, *, path: str, limit: int) -> list[AuditReco
             raise KeepitProtocolError(
                 f"Keepit sent forbidden XML constructs (a DTD) for {path}", path=path
             )
-        if root.tag != "audit":
-            raise KeepitProtocolError(
-                f"Keepit answered {path} with <{root.tag}>, expected <audit>", path=path
-            )
+        _check_root(root.tag, path=path, expected_root="audit")
         elements: list[Element] | list[lxml_etree._Element] = root.findall("record")
     else:
         elements = parse_xml(body, path=path, expected_root="audit").findall("record")

@@ -30,6 +30,7 @@ marks: the tiles are counted on every view there."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from array import array
@@ -59,6 +60,7 @@ logger = logging.getLogger(__name__)
 KEEP_FOR = timedelta(hours=1)
 
 
+@functools.cache  # the same for the process's life: one computation, not one per view
 def _version() -> str:
     shapes = [",".join(f.name for f in fields(kind)) for kind in (FleetHealth, FleetTiles, _Kept)]
     return "|".join(

@@ -203,7 +203,9 @@ def test_the_kept_freshness_chart_is_exact_at_any_later_moment() -> None:
     assert at_edges == [12, 5, 5, 5, 5, 1]
 
 
-def test_tiles_counted_while_a_write_commits_are_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_write_committed_while_the_tiles_are_counted_makes_the_next_view_count_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Another writer commits while the tiles are counted: what was counted may miss it,
     so the next view counts again (its mark is one the tiles' snapshot did not see)."""
     now = timezone.now()
@@ -380,3 +382,26 @@ def test_with_the_cache_gone_the_tiles_are_counted_and_the_page_answers(
     page = admin_client.get("/admin/backups/")
     assert page.status_code == 200
     assert "Failing" in page.content.decode()
+
+
+def test_the_dashboard_shows_kept_tiles_fleet_wide_and_counts_a_filtered_view_itself(
+    admin_client: Any,
+) -> None:
+    """The page's wiring: fleet-wide, the second view takes the kept tiles and a counted
+    write shows at once; filtered, the tiles count what the filters select, never the
+    kept fleet-wide ones."""
+
+    def failed_tile(url: str) -> tuple[int, bool]:
+        with CaptureQueriesContext(connection) as captured:
+            html = admin_client.get(url).content.decode()
+        number = int(html.split('data-testid="count-failed">', 1)[1].split("<", 1)[0])
+        return number, any('"s_failed"' in q["sql"] for q in captured.captured_queries)
+
+    ConnectorFactory.create(name="M365 failing", backup_status__status=BackupStatus.FAILED)
+    okta = ConnectorFactory.create(name="Okta", kind="okta")
+    assert failed_tile("/admin/backups/") == (1, True)
+    assert failed_tile("/admin/backups/") == (1, False)  # kept
+    assert failed_tile("/admin/backups/?kind=okta") == (0, True)  # its own count
+    BackupConnectorStatus.objects.filter(connector=okta).update(status=BackupStatus.FAILED)
+    assert failed_tile("/admin/backups/") == (2, True)
+    assert failed_tile("/admin/backups/?kind=okta") == (1, True)
