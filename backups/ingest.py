@@ -165,6 +165,13 @@ class Ingest:
         }
         self.counts.seats_written += apply_seats(accounts, links, now=self.now)
         connectors = self._apply_connectors(accounts, links)
+        listed: dict[datetime, list[int]] = {}
+        for account in accounts:
+            if account.connectors is not None and account.connectors_listed_at is not None:
+                link = links[account.external_id]
+                listed.setdefault(account.connectors_listed_at, []).append(link.pk)
+        for moment, link_ids in listed.items():
+            AccountLink.objects.filter(pk__in=link_ids).update(connectors_listed_at=moment)
         self.counts.job_days_written += apply_job_days(
             connectors,
             (

@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 from integrations.models import Connection
 
 from .jobs import HISTORY_DAYS
-from .models import AccountLink, BackupConnectorStatus, BackupJobDay
+from .models import AccountLink, BackupConnector, BackupConnectorStatus, BackupJobDay
 
 
 @dataclass
@@ -96,6 +96,58 @@ def stored_statuses(
         "error_checked_at",
     )
     return {row[0]: StoredStatus(*row[1:]) for row in rows}
+
+
+@dataclass(frozen=True)
+class StoredConnector:
+    """A connector as stored from the vendor's connector list."""
+
+    external_id: str
+    name: str
+    vendor_type: str
+    accessible: bool
+    deletion_scheduled_at: datetime | None
+    vendor_created_at: datetime | None
+
+
+@dataclass
+class StoredConnectorList:
+    """An account's connectors as its list was last read (and when: None, never)."""
+
+    listed_at: datetime | None
+    connectors: list[StoredConnector] = field(default_factory=list)
+
+
+def stored_connector_lists(
+    connection: Connection, *, accounts: Collection[str]
+) -> dict[str, StoredConnectorList]:
+    """Account external id -> when its connector list was read and the connectors it
+    holds (not removed): two queries for a part of a sync."""
+    lists = {
+        account: StoredConnectorList(listed_at)
+        for account, listed_at in AccountLink.objects.filter(
+            connection=connection, external_id__in=list(accounts)
+        ).values_list("external_id", "connectors_listed_at")
+    }
+    rows = BackupConnector.objects.filter(
+        connection=connection,
+        account_link__external_id__in=list(accounts),
+        removed_at__isnull=True,
+    ).values_list(
+        "account_link__external_id",
+        "external_id",
+        "name",
+        "vendor_type",
+        "accessible",
+        "deletion_scheduled_at",
+        "vendor_created_at",
+    )
+    for account, guid, name, vendor_type, accessible, deletion, created in rows:
+        if account in lists:
+            lists[account].connectors.append(
+                StoredConnector(guid, name, vendor_type, accessible, deletion, created)
+            )
+    return lists
 
 
 def excluded_accounts(connection: Connection) -> set[str]:

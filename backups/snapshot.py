@@ -123,6 +123,9 @@ class AccountSnapshot:
     seats: tuple[SeatSnapshot, ...] | None = None
     # ... and, read more often, the ones over their limit (None: not read this time).
     seat_violations: tuple[SeatSnapshot, ...] | None = None
+    # When the provider read its connector list (None: it did not, or does not say);
+    # recorded on the account link, for a provider that reads the list less often.
+    connectors_listed_at: datetime | None = None
 
     @property
     def display_name(self) -> str:

@@ -7,8 +7,12 @@ accounts scheduled for deletion; its failure fails the run), the seat-limit viol
 every account (one partner-wide call) and the token (who am I, then its tokens).
 
 **Per account with connectors** (bounded concurrency, `KEEPIT_HTTP_CONCURRENCY`):
-connectors, backup summary, every connector's health in one call, and the backup job
-counts of the UTC day due (`job_windows`); its seat usage once a day.
+backup summary, every connector's health in one call, and the backup job counts of the
+UTC day due (`job_windows`); its seat usage once a day. Its connector list (names,
+accessibility, deletion schedule) when it is due (`KEEPIT_CONNECTORS_REFRESH_MINUTES`,
+hourly), or when the health or the summary names a connector that is not stored, or the
+health leaves a stored one out (one more request, only then); otherwise the stored list
+stands. An account without stored connectors has its list read every sync, as it did.
 
 **Per connector, only when needed**: health where the account-wide call did not give it;
 the device status (Keepit's error code) of a connector that is not healthy, when its
@@ -28,6 +32,7 @@ are cancelled.
 
 from __future__ import annotations
 
+import zlib
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -40,10 +45,13 @@ from django.conf import settings
 from backups.jobs import HISTORY_DAYS
 from backups.known import (
     KnownJobDays,
+    StoredConnector,
+    StoredConnectorList,
     StoredStatus,
     excluded_accounts,
     known_job_days,
     seat_reads,
+    stored_connector_lists,
     stored_statuses,
 )
 from backups.models import JobOutcome
@@ -134,6 +142,10 @@ class AccountReading:
     health_fallbacks: int = 0
     status_reads: int = 0
     job_history_reads: int = 0
+    # Its connector list was read this sync (not taken from what is stored).
+    connector_lists_read: int = 0
+    # The account-wide health call answered (False: failed or not offered).
+    health_answered: bool = True
     # Its seat-limit violations from the partner-wide call (None: that call failed).
     violations: list[SeatViolation] | None = None
 
@@ -204,6 +216,7 @@ class InventoryReader:
         self.known = KnownJobDays()
         self.stored: dict[str, StoredStatus] = {}
         self.seats_read: dict[str, datetime | None] = {}
+        self.listed: dict[str, StoredConnectorList] = {}
 
     def plan(self) -> list[AccountPlan]:
         """Every child account, listed (raises KeepitError when the child list itself
@@ -249,6 +262,7 @@ class InventoryReader:
         self.known = known_job_days(self.connection, today=self.now.date(), accounts=ids)
         self.stored = stored_statuses(self.connection, accounts=ids)
         self.seats_read = seat_reads(self.connection, accounts=ids)
+        self.listed = stored_connector_lists(self.connection, accounts=ids)
         violations: dict[str, list[SeatViolation] | None] = {
             child.id: None
             if payload["violations"] is None
@@ -272,7 +286,12 @@ class InventoryReader:
             readings[reading.child.id] = reading
         for task, result in self._read_pipelined(to_read):
             readings[task.account].merge(task, result)
-        for name in ("health_fallbacks", "status_reads", "job_history_reads"):
+        for name in (
+            "health_fallbacks",
+            "status_reads",
+            "job_history_reads",
+            "connector_lists_read",
+        ):
             self.counts[name] = self.counts.get(name, 0) + sum(
                 getattr(r, name) for r in readings.values()
             )
@@ -297,27 +316,28 @@ class InventoryReader:
     # --- per account -----------------------------------------------------------------------
 
     def _read_account(self, reading: AccountReading) -> None:
-        """Connectors and backup summary; when it has connectors, their health in one
-        call and the job counts of the day(s) due; its seats when due."""
+        """Connectors (listed, or as stored: see the module docstring) and backup summary;
+        when it has connectors, their health in one call and the job counts of the day(s)
+        due; its seats when due."""
         child = reading.child
+        stored = self._stored_list(child.id)
         try:
-            reading.connectors = self.client.connectors(child.id)
+            if stored is None:
+                reading.connectors = self._list_connectors(reading)
             reading.summaries = {s.guid: s for s in self.client.backup_summary(child.id)}
+            if stored is not None:
+                self._read_health(reading)
+                if self._list_changed(reading, stored):
+                    reading.connectors = self._list_connectors(reading)
+                else:
+                    reading.connectors = stored
+            elif reading.connectors:
+                self._read_health(reading)
         except KeepitError as exc:
             reading.connectors = None
             reading.errors.append(str(exc))
             return
         if reading.connectors:
-            try:
-                found = self.client.connectors_health(child.id)
-            except (KeepitAuthError, KeepitProtocolError):
-                found = None  # not offered as Keepit documents it: ask per connector
-            except KeepitError as exc:
-                reading.errors.append(f"connector health: {exc}")
-                reading.health_failed = True
-                found = None
-            if found is not None:
-                reading.health.update(found)
             for window in self.job_windows(child):
                 try:
                     counts = self.client.job_counts(child.id, start=window.start, end=window.end)
@@ -341,6 +361,48 @@ class InventoryReader:
                 reading.seats = []  # said once; asked again tomorrow, not every sync
             except KeepitError as exc:
                 reading.errors.append(f"seat usage: {exc}")
+
+    def _list_connectors(self, reading: AccountReading) -> list[Connector]:
+        reading.connector_lists_read = 1
+        return self.client.connectors(reading.child.id)
+
+    def _read_health(self, reading: AccountReading) -> None:
+        """Every connector's health in one call (none found: asked per connector)."""
+        try:
+            found = self.client.connectors_health(reading.child.id)
+        except (KeepitAuthError, KeepitProtocolError):
+            found = None  # not offered as Keepit documents it: ask per connector
+        except KeepitError as exc:
+            reading.errors.append(f"connector health: {exc}")
+            reading.health_failed = True
+            found = None
+        if found is not None:
+            reading.health.update(found)
+        else:
+            reading.health_answered = False
+
+    def _stored_list(self, account: str) -> list[Connector] | None:
+        """The account's stored connectors, when its list need not be read this sync: it
+        was read less than `KEEPIT_CONNECTORS_REFRESH_MINUTES` ago and holds connectors."""
+        listed = self.listed.get(account)
+        if (
+            listed is None
+            or listed.listed_at is None
+            or self.now - listed.listed_at >= list_refresh(account)
+            or not listed.connectors
+        ):
+            return None
+        return [connector_from_stored(c) for c in listed.connectors]
+
+    def _list_changed(self, reading: AccountReading, stored: list[Connector]) -> bool:
+        """Read the list after all: the health was not read in one call (failed, or not
+        offered), or it or the summary names a connector that is not stored, or the
+        health leaves a stored one out (added, removed, moved between accounts). Names,
+        accessibility and deletion schedules wait for the list's refresh."""
+        if not reading.health_answered:
+            return True
+        guids = {connector.guid for connector in stored}
+        return set(reading.health) != guids or not set(reading.summaries) <= guids
 
     def job_windows(self, child: ChildAccount) -> list[JobWindow]:
         """The UTC days whose job counts this sync reads for an account:
@@ -565,6 +627,7 @@ class InventoryReader:
             seat_violations=None
             if reading.seats is not None or violations is None
             else violation_snapshots(violations),
+            connectors_listed_at=self.now if reading.connector_lists_read else None,
         )
 
     def _connector_snapshot(
@@ -642,6 +705,31 @@ class InventoryReader:
 
 
 # --- plans cross processes as JSON ----------------------------------------------------------
+
+
+def list_refresh(account: str) -> timedelta:
+    """How long an account's connector list stands: `KEEPIT_CONNECTORS_REFRESH_MINUTES`,
+    less up to half of it, fixed per account, so that the lists one sync read together
+    fall due over several later syncs, not all in one."""
+    refresh = timedelta(minutes=settings.KEEPIT_CONNECTORS_REFRESH_MINUTES)
+    spread = int(refresh.total_seconds() // 2)
+    return refresh - timedelta(seconds=zlib.crc32(account.encode()) % spread if spread else 0)
+
+
+def connector_from_stored(stored: StoredConnector) -> Connector:
+    """A stored connector as its list gave it (`vendor_type` is `type`, or `dsl/<agent>`)."""
+    kind, agent = stored.vendor_type, ""
+    if kind.startswith("dsl/"):
+        kind, agent = "dsl", kind.removeprefix("dsl/")
+    return Connector(
+        guid=stored.external_id,
+        name=stored.name,
+        type=kind,
+        agent_type=agent,
+        created=stored.vendor_created_at,
+        accessible=stored.accessible,
+        deletion_deadline=stored.deletion_scheduled_at,
+    )
 
 
 def _when(value: datetime | None) -> str | None:

@@ -388,9 +388,21 @@ KEEPIT_JOB_DAY_SETTLE_MINUTES: int = env.int("KEEPIT_JOB_DAY_SETTLE_MINUTES", de
 KEEPIT_JOB_BACKFILL_DAYS_PER_SYNC: int = env.int("KEEPIT_JOB_BACKFILL_DAYS_PER_SYNC", default=1)
 # Each account's seat usage is read this often (its seat-limit violations every sync).
 KEEPIT_SEATS_REFRESH_HOURS: int = env.int("KEEPIT_SEATS_REFRESH_HOURS", default=24)
-if min(KEEPIT_JOB_DAY_SETTLE_MINUTES, KEEPIT_JOB_BACKFILL_DAYS_PER_SYNC) < 0:
+# Each account's connector list (names, accessibility, deletion schedule) is read at least
+# this often; in between, only when its connectors' health (read every sync) names a
+# connector that is not stored or leaves one out. 0: every sync.
+KEEPIT_CONNECTORS_REFRESH_MINUTES: int = env.int("KEEPIT_CONNECTORS_REFRESH_MINUTES", default=60)
+if (
+    min(
+        KEEPIT_JOB_DAY_SETTLE_MINUTES,
+        KEEPIT_JOB_BACKFILL_DAYS_PER_SYNC,
+        KEEPIT_CONNECTORS_REFRESH_MINUTES,
+    )
+    < 0
+):
     raise ImproperlyConfigured(
-        "KEEPIT_JOB_DAY_SETTLE_MINUTES and KEEPIT_JOB_BACKFILL_DAYS_PER_SYNC cannot be negative."
+        "KEEPIT_JOB_DAY_SETTLE_MINUTES, KEEPIT_JOB_BACKFILL_DAYS_PER_SYNC and "
+        "KEEPIT_CONNECTORS_REFRESH_MINUTES cannot be negative."
     )
 # A running sync writes its heartbeat this often, on a timer, whatever Keepit is doing.
 VECTIS_SYNC_HEARTBEAT_SECONDS: float = env.float("VECTIS_SYNC_HEARTBEAT_SECONDS", default=15.0)

@@ -263,12 +263,17 @@ def test_requests_grow_with_failures_not_with_connectors(msp_sandbox: Any, setti
     print(f"requests by route: {dict(routes)}; total {total}, before job data {before}")
     assert total <= before + accounts
     # Exactly what a steady-state sync asks: per connection the child list, who am I, the
-    # token list and the seat violations; per account connectors, backup summary, every
-    # connector's health in one call and one day's job counts; no job history (nothing
-    # failed), no seat usage (read once a day), no per-connector health.
-    expected = {"children": 1, "whoami": 1, "tokens": 1, "seats": 1}
-    expected |= {route: accounts for route in ("devices", "summary", "health", "jobs")}
+    # token list and the seat violations; per account the backup summary, every
+    # connector's health in one call and one day's job counts; the connector list only of
+    # an account without a connector (the others' stand between hourly readings while
+    # the health shows no change); no job history (nothing failed), no seat usage (read
+    # once a day), no per-connector health.
+    empty = accounts - connectors.values("account_link").distinct().count()
+    expected = {"children": 1, "whoami": 1, "tokens": 1, "seats": 1, "devices": empty}
+    expected |= {route: accounts - empty for route in ("health", "jobs")}
+    expected |= {"summary": accounts}
     assert {route: routes[route] for route in expected} == expected
+    assert run.counts["connector_lists_read"] == empty
     assert routes["history"] == 0
     assert set(routes) <= {*expected, "audit", "status"}
     unhealthy = connectors.exclude(backup_status__health="healthy").count()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from pytest_django.fixtures import Settings
 
 from alerts import passes
+from backups.known import StoredConnector
 from backups.models import (
     AccountLink,
     AuditCategory,
@@ -26,6 +28,7 @@ from backups.runner import run_sync
 from customers.models import Customer
 from integrations.lifecycle import SyncAlreadyRunning
 from integrations.models import Connection, SyncRun
+from keepit.inventory import connector_from_stored, list_refresh
 from keepit.mapping import audit_category, backup_status
 from keepit.schemas import BackupSummary, ConnectorHealth
 from keepit_sandbox import KeepitSandbox
@@ -277,6 +280,71 @@ def test_connectors_keepit_stops_reporting_are_marked_removed_and_come_back(
     row.refresh_from_db()
     assert row.removed_at is None
     assert BackupConnectorStatus.objects.filter(connector=row).exists()
+
+
+@pytest.mark.django_db
+def test_a_connector_list_is_read_hourly_or_at_once_when_the_health_shows_a_change(
+    sandbox: KeepitSandbox, settings: Settings
+) -> None:
+    """Between its readings (at most an hour apart) an account's connector list stands as
+    stored: a rename in Keepit waits for the next reading, while a connector the health
+    no longer names is found at once, by reading that account's list alone. The run says
+    how many lists it read."""
+    settings.KEEPIT_CONNECTORS_REFRESH_MINUTES = 60
+    connection = connect(sandbox, settings)
+    msp = sandbox.msp
+    first = sync(connection, sandbox)
+    assert first.counts["connector_lists_read"] == len(msp.accounts)
+    live = {a.guid: [c for c in msp.connectors[a.guid] if c.type != "system"] for a in msp.accounts}
+    empty = sum(1 for connectors in live.values() if not connectors)
+    renamed_in, shrunk = [a for a in msp.accounts if len(live[a.guid]) >= 2][:2]
+    renamed = live[renamed_in.guid][0]
+    renamed.name = "Renamed in Keepit"
+    gone = live[shrunk.guid][0]
+    msp.connectors[shrunk.guid].remove(gone)
+
+    sandbox.advance(timedelta(minutes=15))
+    sandbox.server.reset_request_log()
+    run = sync(connection, sandbox)
+    devices = [e.path for e in sandbox.server.request_log if e.route == "devices"]
+    assert len(devices) == empty + 1 == run.counts["connector_lists_read"]
+    assert any(shrunk.guid in path for path in devices)
+    assert BackupConnector.objects.get(external_id=gone.guid).removed_at is not None
+    assert BackupConnector.objects.get(external_id=renamed.guid).name != "Renamed in Keepit"
+    assert run.counts.get("connectors_updated", 0) == 0
+
+    # An hour on, every list has fallen due: the rename arrives.
+    sandbox.advance(timedelta(minutes=60))
+    again = sync(connection, sandbox)
+    assert again.counts["connector_lists_read"] == len(msp.accounts)
+    assert BackupConnector.objects.get(external_id=renamed.guid).name == "Renamed in Keepit"
+
+
+def test_the_lists_read_together_fall_due_over_several_syncs(settings: Settings) -> None:
+    """Each account's list stands between half the refresh setting and all of it, fixed
+    per account: lists read in one sync are not all read again in one later sync."""
+    settings.KEEPIT_CONNECTORS_REFRESH_MINUTES = 60
+    stands = [list_refresh(f"acc{n:03d}-xyz123-abc456") for n in range(400)]
+    assert all(timedelta(minutes=30) < s <= timedelta(minutes=60) for s in stands)
+    quarters = Counter(int(s.total_seconds() // 450) for s in stands)  # 7.5-minute bins
+    assert len(quarters) == 4
+    assert min(quarters.values()) > 60
+    assert stands == [list_refresh(f"acc{n:03d}-xyz123-abc456") for n in range(400)]
+    settings.KEEPIT_CONNECTORS_REFRESH_MINUTES = 0
+    assert list_refresh("acc000-xyz123-abc456") == timedelta(0)  # every sync
+
+
+@pytest.mark.parametrize("vendor_type", ["o365-admin", "dsl/okta", "dsl", ""])
+def test_a_stored_connector_reads_back_as_its_list_gave_it(vendor_type: str) -> None:
+    """The stored list stands for Keepit's: the same type and agent type (so the same
+    kind), so a sync that takes it writes nothing."""
+    created = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    back = connector_from_stored(
+        StoredConnector("abc123-def456-ghi789", "Mail", vendor_type, False, None, created)
+    )
+    assert (back.vendor_type, back.accessible, back.created) == (vendor_type, False, created)
+    kind, _, agent = vendor_type.partition("/")
+    assert (back.type, back.agent_type) == (kind, agent)
 
 
 # --- audit log --------------------------------------------------------------------------------
