@@ -129,18 +129,22 @@ def stored_connector_lists(
             connection=connection, external_id__in=list(accounts)
         ).values_list("external_id", "connectors_listed_at")
     }
-    rows = BackupConnector.objects.filter(
-        connection=connection,
-        account_link__external_id__in=list(accounts),
-        removed_at__isnull=True,
-    ).values_list(
-        "account_link__external_id",
-        "external_id",
-        "name",
-        "vendor_type",
-        "accessible",
-        "deletion_scheduled_at",
-        "vendor_created_at",
+    rows = (
+        BackupConnector.objects.filter(
+            connection=connection,
+            account_link__external_id__in=list(accounts),
+            removed_at__isnull=True,
+        )
+        .order_by()
+        .values_list(
+            "account_link__external_id",
+            "external_id",
+            "name",
+            "vendor_type",
+            "accessible",
+            "deletion_scheduled_at",
+            "vendor_created_at",
+        )
     )
     for account, guid, name, vendor_type, accessible, deletion, created in rows:
         if account in lists:

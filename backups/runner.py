@@ -157,7 +157,9 @@ def start_sync(
     plan_part = PartResult(state=SyncChunk.State.DONE, stored=True)
     try:
         with RunHeartbeat(run):
-            collection = source.collect(connection, now=started, progress=tracker)
+            collection = source.collect(
+                connection, now=started, progress=tracker, fresh=_asked_for(run)
+            )
             if collection.in_parts:
                 assert collection.plan is not None
                 plans = collection.plan()
@@ -307,7 +309,9 @@ def run_part(
     try:
         with RunHeartbeat(run, chunk=chunk):
             source = provider or _sync_provider(connection)
-            collection = source.collect(connection, now=run.started_at, progress=tracker)
+            collection = source.collect(
+                connection, now=run.started_at, progress=tracker, fresh=_asked_for(run)
+            )
             if budget is not None and collection.budget is not None:
                 collection.budget(budget)
             if on_budget is not None and collection.budget is not None:
@@ -647,6 +651,11 @@ def _database_url() -> str:
 
 def _plain_setting(value: Any) -> bool:
     return isinstance(value, str | int | float | bool) or value is None
+
+
+def _asked_for(run: SyncRun) -> bool:
+    """Someone asked for this run (Sync now, the command line): not the schedule."""
+    return run.trigger != SyncRun.Trigger.SCHEDULE
 
 
 def _audit_process_possible(collection: Collection) -> bool:

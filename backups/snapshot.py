@@ -291,10 +291,16 @@ class SyncProvider(Protocol):
     name: str
 
     def collect(
-        self, connection: Connection, *, now: datetime, progress: SyncProgress
+        self,
+        connection: Connection,
+        *,
+        now: datetime,
+        progress: SyncProgress,
+        fresh: bool = False,
     ) -> Collection:
         """Open one sync's reading of the vendor (cheap: nothing is read yet). Raises
         `CollectError` when the stored settings cannot be used; the inventory raises it
         when nothing can be read, the audit stream `AuditError` when it stops on a vendor
-        error."""
+        error. `fresh`: someone asked for this sync (Sync now, the command line): what a
+        provider reads less often than every sync (Keepit's connector lists) is read now."""
         ...

@@ -59,6 +59,7 @@ class KeepitCollector:
         sync_state: dict[str, Any],
         now: datetime,
         progress: SyncProgress,
+        fresh: bool = False,
     ) -> None:
         self.client = client
         self.connection = connection
@@ -77,6 +78,7 @@ class KeepitCollector:
             parent_guid=parent_guid,
             now=now,
             progress=progress,
+            fresh=fresh,
         )
 
     # --- inventory -----------------------------------------------------------------------

@@ -144,8 +144,8 @@ class AccountReading:
     job_history_reads: int = 0
     # Its connector list was read this sync (not taken from what is stored).
     connector_lists_read: int = 0
-    # The account-wide health call answered (False: failed or not offered).
-    health_answered: bool = True
+    # Its list was read because it was due (not because its health showed a change).
+    list_due: bool = False
     # Its seat-limit violations from the partner-wide call (None: that call failed).
     violations: list[SeatViolation] | None = None
 
@@ -201,6 +201,7 @@ class InventoryReader:
         parent_guid: str,
         now: datetime,
         progress: SyncProgress,
+        fresh: bool = False,
     ) -> None:
         self.client = client
         self.connection = connection
@@ -217,6 +218,8 @@ class InventoryReader:
         self.stored: dict[str, StoredStatus] = {}
         self.seats_read: dict[str, datetime | None] = {}
         self.listed: dict[str, StoredConnectorList] = {}
+        # Every account's connector list read, stored or not (Sync now, the command line).
+        self.fresh = fresh
 
     def plan(self) -> list[AccountPlan]:
         """Every child account, listed (raises KeepitError when the child list itself
@@ -324,31 +327,18 @@ class InventoryReader:
         try:
             if stored is None:
                 reading.connectors = self._list_connectors(reading)
+                reading.list_due = True
             reading.summaries = {s.guid: s for s in self.client.backup_summary(child.id)}
+            if stored is not None or reading.connectors:
+                self._read_health(reading)
+                self._read_job_counts(reading)
             if stored is not None:
-                self._read_health(reading)
-                if self._list_changed(reading, stored):
-                    reading.connectors = self._list_connectors(reading)
-                else:
-                    reading.connectors = stored
-            elif reading.connectors:
-                self._read_health(reading)
+                changed = self._list_changed(reading, stored)
+                reading.connectors = self._list_connectors(reading) if changed else stored
         except KeepitError as exc:
             reading.connectors = None
             reading.errors.append(str(exc))
             return
-        if reading.connectors:
-            for window in self.job_windows(child):
-                try:
-                    counts = self.client.job_counts(child.id, start=window.start, end=window.end)
-                except UNAVAILABLE as exc:
-                    reading.unavailable.setdefault("backup job counts", str(exc))
-                    break
-                except KeepitError as exc:
-                    reading.errors.append(f"backup job counts of {window.day:%Y-%m-%d}: {exc}")
-                    continue
-                reading.windows.append(window)
-                reading.counts[window.day] = counts
         checked = self.seats_read.get(child.id)
         refresh = timedelta(hours=settings.KEEPIT_SEATS_REFRESH_HOURS)
         # The seat list carries its own violation flags; without the violations reading
@@ -366,6 +356,21 @@ class InventoryReader:
         reading.connector_lists_read = 1
         return self.client.connectors(reading.child.id)
 
+    def _read_job_counts(self, reading: AccountReading) -> None:
+        """The backup job counts of the day(s) due (`job_windows`)."""
+        child = reading.child
+        for window in self.job_windows(child):
+            try:
+                counts = self.client.job_counts(child.id, start=window.start, end=window.end)
+            except UNAVAILABLE as exc:
+                reading.unavailable.setdefault("backup job counts", str(exc))
+                break
+            except KeepitError as exc:
+                reading.errors.append(f"backup job counts of {window.day:%Y-%m-%d}: {exc}")
+                continue
+            reading.windows.append(window)
+            reading.counts[window.day] = counts
+
     def _read_health(self, reading: AccountReading) -> None:
         """Every connector's health in one call (none found: asked per connector)."""
         try:
@@ -378,12 +383,14 @@ class InventoryReader:
             found = None
         if found is not None:
             reading.health.update(found)
-        else:
-            reading.health_answered = False
 
     def _stored_list(self, account: str) -> list[Connector] | None:
         """The account's stored connectors, when its list need not be read this sync: it
-        was read less than `KEEPIT_CONNECTORS_REFRESH_MINUTES` ago and holds connectors."""
+        holds connectors, and was read less than `list_refresh(account)` ago (at most
+        `KEEPIT_CONNECTORS_REFRESH_MINUTES`) — by a sync that was not asked for every
+        list (Sync now, the command line: `fresh`)."""
+        if self.fresh:
+            return None
         listed = self.listed.get(account)
         if (
             listed is None
@@ -395,14 +402,14 @@ class InventoryReader:
         return [connector_from_stored(c) for c in listed.connectors]
 
     def _list_changed(self, reading: AccountReading, stored: list[Connector]) -> bool:
-        """Read the list after all: the health was not read in one call (failed, or not
-        offered), or it or the summary names a connector that is not stored, or the
-        health leaves a stored one out (added, removed, moved between accounts). Names,
-        accessibility and deletion schedules wait for the list's refresh."""
-        if not reading.health_answered:
-            return True
+        """Read the list after all: the health leaves a stored connector out, or it, the
+        summary or the job counts name one that is not stored (added, removed, moved
+        between accounts). A health that could not be read in one call (failed, or not
+        offered) names none, so the list is read then too. Names, accessibility and
+        deletion schedules wait for the list's refresh."""
         guids = {connector.guid for connector in stored}
-        return set(reading.health) != guids or not set(reading.summaries) <= guids
+        named = set(reading.summaries).union(*(set(c) for c in reading.counts.values()))
+        return set(reading.health) != guids or not named <= guids
 
     def job_windows(self, child: ChildAccount) -> list[JobWindow]:
         """The UTC days whose job counts this sync reads for an account:
@@ -627,7 +634,13 @@ class InventoryReader:
             seat_violations=None
             if reading.seats is not None or violations is None
             else violation_snapshots(violations),
-            connectors_listed_at=self.now if reading.connector_lists_read else None,
+            # Recorded when it was due and holds connectors: an account read every sync (no
+            # connector, a Keepit without the one-call health, the setting 0) writes nothing.
+            connectors_listed_at=self.now
+            if reading.list_due
+            and reading.connectors
+            and settings.KEEPIT_CONNECTORS_REFRESH_MINUTES
+            else None,
         )
 
     def _connector_snapshot(

@@ -235,7 +235,12 @@ class KeepitProvider(Provider):
     # --- sync ------------------------------------------------------------------------------
 
     def collect(
-        self, connection: Connection, *, now: datetime, progress: SyncProgress
+        self,
+        connection: Connection,
+        *,
+        now: datetime,
+        progress: SyncProgress,
+        fresh: bool = False,
     ) -> Collection:
         """Open the reading of the connection's Keepit account: the inventory, then the
         audit log, each when the runner asks for it. Writes no table."""
@@ -251,6 +256,7 @@ class KeepitProvider(Provider):
             sync_state=connection.sync_state,
             now=now,
             progress=progress,
+            fresh=fresh,
         )
         audits: list[Iterator[AuditBatch]] = []
 

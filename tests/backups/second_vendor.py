@@ -83,7 +83,12 @@ class AcmeProvider(Provider):
         return ConnectionTestResult(ok=True, message="Connected to Acme.")
 
     def collect(
-        self, connection: Connection, *, now: datetime, progress: SyncProgress
+        self,
+        connection: Connection,
+        *,
+        now: datetime,
+        progress: SyncProgress,
+        fresh: bool = False,
     ) -> Collection:
         progress.phase = "the Acme vaults"
         return Collection(

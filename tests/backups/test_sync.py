@@ -320,6 +320,61 @@ def test_a_connector_list_is_read_hourly_or_at_once_when_the_health_shows_a_chan
     assert BackupConnector.objects.get(external_id=renamed.guid).name == "Renamed in Keepit"
 
 
+@pytest.mark.django_db
+def test_a_connector_moved_or_unreadable_health_reads_those_lists_and_sync_now_reads_all(
+    sandbox: KeepitSandbox, settings: Settings
+) -> None:
+    """A connector Keepit now files under another account: the health of both accounts
+    shows it, so both lists are read at once and the connector moves. An account whose
+    health cannot be read in one call has its list read. Sync now reads every list."""
+    settings.KEEPIT_CONNECTORS_REFRESH_MINUTES = 60
+    connection = connect(sandbox, settings)
+    msp = sandbox.msp
+    sync(connection, sandbox)
+    live = {a.guid: [c for c in msp.connectors[a.guid] if c.type != "system"] for a in msp.accounts}
+    empty = sum(1 for connectors in live.values() if not connectors)
+    source, target = [a for a in msp.accounts if len(live[a.guid]) >= 2][:2]
+    moved = live[source.guid][0]
+    msp.connectors[source.guid].remove(moved)
+    moved.account = target
+    msp.connectors[target.guid].append(moved)
+
+    sandbox.advance(timedelta(minutes=15))
+    sandbox.server.reset_request_log()
+    run = sync(connection, sandbox)
+    devices = [e.path for e in sandbox.server.request_log if e.route == "devices"]
+    assert len(devices) == empty + 2 == run.counts["connector_lists_read"]
+    row = BackupConnector.objects.get(external_id=moved.guid)
+    assert row.removed_at is None
+    assert row.account_link is not None
+    assert row.account_link.external_id == target.guid
+
+    sandbox.advance(timedelta(minutes=5))
+    sandbox.inject("404", route="health")  # one account: Keepit without the one-call health
+    sandbox.server.reset_request_log()
+    run = sync(connection, sandbox)
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+    assert run.counts["connector_lists_read"] == empty + 1
+    assert run.counts["health_fallbacks"] > 0
+
+    sandbox.advance(timedelta(minutes=5))
+    asked = run_sync(connection, now=sandbox.clock.now_datetime(), trigger=SyncRun.Trigger.MANUAL)
+    assert asked.counts["connector_lists_read"] == len(msp.accounts)
+
+
+@pytest.mark.django_db
+def test_with_the_refresh_at_0_every_list_is_read_every_sync_and_nothing_is_recorded(
+    sandbox: KeepitSandbox, settings: Settings
+) -> None:
+    settings.KEEPIT_CONNECTORS_REFRESH_MINUTES = 0
+    connection = connect(sandbox, settings)
+    sync(connection, sandbox)
+    sandbox.advance(timedelta(minutes=15))
+    again = sync(connection, sandbox)
+    assert again.counts["connector_lists_read"] == len(sandbox.msp.accounts)
+    assert not AccountLink.objects.filter(connectors_listed_at__isnull=False).exists()
+
+
 def test_the_lists_read_together_fall_due_over_several_syncs(settings: Settings) -> None:
     """Each account's list stands between half the refresh setting and all of it, fixed
     per account: lists read in one sync are not all read again in one later sync."""
