@@ -133,8 +133,8 @@ class AccountLink(models.Model):
     deletion_scheduled_at = models.DateTimeField(null=True, blank=True)
     # When its seat usage was last read (it is read daily, its violations every sync).
     seats_checked_at = models.DateTimeField(null=True, blank=True)
-    # When its connector list was last read (at least hourly; in between only on a change
-    # its connectors' health shows: KEEPIT_CONNECTORS_REFRESH_MINUTES).
+    # When its connector list was last read (hourly; in between only on a change its
+    # connectors' health shows: KEEPIT_CONNECTORS_REFRESH_MINUTES).
     connectors_listed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -353,8 +353,9 @@ class InventoryReader:
                 reading.errors.append(f"seat usage: {exc}")
 
     def _list_connectors(self, reading: AccountReading) -> list[Connector]:
+        connectors = self.client.connectors(reading.child.id)
         reading.connector_lists_read = 1
-        return self.client.connectors(reading.child.id)
+        return connectors
 
     def _read_job_counts(self, reading: AccountReading) -> None:
         """The backup job counts of the day(s) due (`job_windows`)."""
@@ -386,30 +387,26 @@ class InventoryReader:
 
     def _stored_list(self, account: str) -> list[Connector] | None:
         """The account's stored connectors, when its list need not be read this sync: it
-        holds connectors, and was read less than `list_refresh(account)` ago (at most
-        `KEEPIT_CONNECTORS_REFRESH_MINUTES`) — by a sync that was not asked for every
-        list (Sync now, the command line: `fresh`)."""
+        holds connectors and is not due (`list_due`), and this sync was not asked for
+        every list (Sync now, the command line: `fresh`)."""
         if self.fresh:
             return None
         listed = self.listed.get(account)
         if (
             listed is None
             or listed.listed_at is None
-            or self.now - listed.listed_at >= list_refresh(account)
+            or list_due(account, listed_at=listed.listed_at, now=self.now)
             or not listed.connectors
         ):
             return None
         return [connector_from_stored(c) for c in listed.connectors]
 
     def _list_changed(self, reading: AccountReading, stored: list[Connector]) -> bool:
-        """Read the list after all: the health leaves a stored connector out, or it, the
-        summary or the job counts name one that is not stored (added, removed, moved
-        between accounts). A health that could not be read in one call (failed, or not
-        offered) names none, so the list is read then too. Names, accessibility and
-        deletion schedules wait for the list's refresh."""
-        guids = {connector.guid for connector in stored}
-        named = set(reading.summaries).union(*(set(c) for c in reading.counts.values()))
-        return set(reading.health) != guids or not named <= guids
+        return list_changed(
+            {connector.guid for connector in stored},
+            health=set(reading.health),
+            named=set(reading.summaries).union(*(set(c) for c in reading.counts.values())),
+        )
 
     def job_windows(self, child: ChildAccount) -> list[JobWindow]:
         """The UTC days whose job counts this sync reads for an account:
@@ -634,8 +631,8 @@ class InventoryReader:
             seat_violations=None
             if reading.seats is not None or violations is None
             else violation_snapshots(violations),
-            # Recorded when it was due and holds connectors: an account read every sync (no
-            # connector, a Keepit without the one-call health, the setting 0) writes nothing.
+            # Recorded when it was due and holds connectors: an account without a connector,
+            # or with the setting at 0, is read every sync and writes nothing for it.
             connectors_listed_at=self.now
             if reading.list_due
             and reading.connectors
@@ -720,13 +717,29 @@ class InventoryReader:
 # --- plans cross processes as JSON ----------------------------------------------------------
 
 
-def list_refresh(account: str) -> timedelta:
-    """How long an account's connector list stands: `KEEPIT_CONNECTORS_REFRESH_MINUTES`,
-    less up to half of it, fixed per account, so that the lists one sync read together
-    fall due over several later syncs, not all in one."""
-    refresh = timedelta(minutes=settings.KEEPIT_CONNECTORS_REFRESH_MINUTES)
-    spread = int(refresh.total_seconds() // 2)
-    return refresh - timedelta(seconds=zlib.crc32(account.encode()) % spread if spread else 0)
+def list_due(account: str, *, listed_at: datetime, now: datetime) -> bool:
+    """Whether an account's connector list, read at `listed_at`, is read again at `now`:
+    once its own moment of each `KEEPIT_CONNECTORS_REFRESH_MINUTES` period (a phase
+    fixed per account, from its id) has passed since. Each sync so reads the lists whose
+    moment fell since the sync before — a steady share, about interval ÷ refresh, never
+    all at once (a fixed age per account would bunch: lists read together fall due
+    together again) — and none stands longer than the refresh plus one sync interval.
+    A refresh of 0: every sync."""
+    period = settings.KEEPIT_CONNECTORS_REFRESH_MINUTES * 60
+    if period <= 0:
+        return True
+    phase = zlib.crc32(account.encode()) % period
+    return (int(now.timestamp()) + phase) // period > (int(listed_at.timestamp()) + phase) // period
+
+
+def list_changed(stored: set[str], *, health: set[str], named: set[str]) -> bool:
+    """Whether an account's connector list must be read although it is not due: the
+    one-call health leaves a stored connector out, or it, the backup summary or the job
+    counts (`named`) name one that is not stored (added, removed, moved between
+    accounts). A health that could not be read in one call (failed, or not offered)
+    names none, so the list is read then too. Names, accessibility and deletion
+    schedules wait for the list's due reading."""
+    return health != stored or not named <= stored
 
 
 def connector_from_stored(stored: StoredConnector) -> Connector:

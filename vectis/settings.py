@@ -388,9 +388,10 @@ KEEPIT_JOB_DAY_SETTLE_MINUTES: int = env.int("KEEPIT_JOB_DAY_SETTLE_MINUTES", de
 KEEPIT_JOB_BACKFILL_DAYS_PER_SYNC: int = env.int("KEEPIT_JOB_BACKFILL_DAYS_PER_SYNC", default=1)
 # Each account's seat usage is read this often (its seat-limit violations every sync).
 KEEPIT_SEATS_REFRESH_HOURS: int = env.int("KEEPIT_SEATS_REFRESH_HOURS", default=24)
-# Each account's connector list (names, accessibility, deletion schedule) is read at least
-# this often; in between, only when its connectors' health (read every sync) names a
-# connector that is not stored or leaves one out. 0: every sync.
+# Each account's connector list (names, accessibility, deletion schedule) is read once in
+# this period, at the account's own moment of it (keepit.inventory.list_due); in between
+# only when its connectors' health, backup summary or job counts show a connector added or
+# gone, and at Sync now. 0: every sync.
 KEEPIT_CONNECTORS_REFRESH_MINUTES: int = env.int("KEEPIT_CONNECTORS_REFRESH_MINUTES", default=60)
 if (
     min(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,7 +27,7 @@ from backups.runner import run_sync
 from customers.models import Customer
 from integrations.lifecycle import SyncAlreadyRunning
 from integrations.models import Connection, SyncRun
-from keepit.inventory import connector_from_stored, list_refresh
+from keepit.inventory import connector_from_stored, list_changed, list_due
 from keepit.mapping import audit_category, backup_status
 from keepit.schemas import BackupSummary, ConnectorHealth
 from keepit_sandbox import KeepitSandbox
@@ -296,19 +295,23 @@ def test_a_connector_list_is_read_hourly_or_at_once_when_the_health_shows_a_chan
     first = sync(connection, sandbox)
     assert first.counts["connector_lists_read"] == len(msp.accounts)
     live = {a.guid: [c for c in msp.connectors[a.guid] if c.type != "system"] for a in msp.accounts}
-    empty = sum(1 for connectors in live.values() if not connectors)
-    renamed_in, shrunk = [a for a in msp.accounts if len(live[a.guid]) >= 2][:2]
+    empty = {guid for guid, connectors in live.items() if not connectors}
+    sandbox.advance(timedelta(minutes=15))
+    due = lists_due(connection, sandbox.clock.now_datetime())
+    renamed_in, shrunk = [a for a in msp.accounts if len(live[a.guid]) >= 2 and a.guid not in due][
+        :2
+    ]
     renamed = live[renamed_in.guid][0]
     renamed.name = "Renamed in Keepit"
     gone = live[shrunk.guid][0]
     msp.connectors[shrunk.guid].remove(gone)
 
-    sandbox.advance(timedelta(minutes=15))
     sandbox.server.reset_request_log()
     run = sync(connection, sandbox)
     devices = [e.path for e in sandbox.server.request_log if e.route == "devices"]
-    assert len(devices) == empty + 1 == run.counts["connector_lists_read"]
-    assert any(shrunk.guid in path for path in devices)
+    read = {a.guid for a in msp.accounts if any(a.guid in path for path in devices)}
+    assert read == empty | due | {shrunk.guid}
+    assert len(devices) == len(read) == run.counts["connector_lists_read"]
     assert BackupConnector.objects.get(external_id=gone.guid).removed_at is not None
     assert BackupConnector.objects.get(external_id=renamed.guid).name != "Renamed in Keepit"
     assert run.counts.get("connectors_updated", 0) == 0
@@ -332,32 +335,45 @@ def test_a_connector_moved_or_unreadable_health_reads_those_lists_and_sync_now_r
     msp = sandbox.msp
     sync(connection, sandbox)
     live = {a.guid: [c for c in msp.connectors[a.guid] if c.type != "system"] for a in msp.accounts}
-    empty = sum(1 for connectors in live.values() if not connectors)
-    source, target = [a for a in msp.accounts if len(live[a.guid]) >= 2][:2]
+    empty = {guid for guid, connectors in live.items() if not connectors}
+    sandbox.advance(timedelta(minutes=15))
+    due = lists_due(connection, sandbox.clock.now_datetime())
+    source, target = [a for a in msp.accounts if len(live[a.guid]) >= 2 and a.guid not in due][:2]
     moved = live[source.guid][0]
     msp.connectors[source.guid].remove(moved)
     moved.account = target
     msp.connectors[target.guid].append(moved)
 
-    sandbox.advance(timedelta(minutes=15))
     sandbox.server.reset_request_log()
     run = sync(connection, sandbox)
     devices = [e.path for e in sandbox.server.request_log if e.route == "devices"]
-    assert len(devices) == empty + 2 == run.counts["connector_lists_read"]
+    read = {a.guid for a in msp.accounts if any(a.guid in path for path in devices)}
+    assert read == empty | due | {source.guid, target.guid}
+    assert len(devices) == len(read) == run.counts["connector_lists_read"]
     row = BackupConnector.objects.get(external_id=moved.guid)
     assert row.removed_at is None
     assert row.account_link is not None
     assert row.account_link.external_id == target.guid
 
-    sandbox.advance(timedelta(minutes=5))
+    sandbox.advance(timedelta(minutes=1))
+    due = lists_due(connection, sandbox.clock.now_datetime())
     sandbox.inject("404", route="health")  # one account: Keepit without the one-call health
     sandbox.server.reset_request_log()
     run = sync(connection, sandbox)
     assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
-    assert run.counts["connector_lists_read"] == empty + 1
+    # The first account asked for its health (not empty, not due) had its list read too.
+    first_asked = next(
+        a.guid
+        for e in sandbox.server.request_log
+        if e.route == "health"
+        for a in msp.accounts
+        if a.guid in e.path
+    )
+    expected = empty | due | ({first_asked} - due)
+    assert run.counts["connector_lists_read"] == len(expected)
     assert run.counts["health_fallbacks"] > 0
 
-    sandbox.advance(timedelta(minutes=5))
+    sandbox.advance(timedelta(minutes=1))
     asked = run_sync(connection, now=sandbox.clock.now_datetime(), trigger=SyncRun.Trigger.MANUAL)
     assert asked.counts["connector_lists_read"] == len(msp.accounts)
 
@@ -375,18 +391,44 @@ def test_with_the_refresh_at_0_every_list_is_read_every_sync_and_nothing_is_reco
     assert not AccountLink.objects.filter(connectors_listed_at__isnull=False).exists()
 
 
-def test_the_lists_read_together_fall_due_over_several_syncs(settings: Settings) -> None:
-    """Each account's list stands between half the refresh setting and all of it, fixed
-    per account: lists read in one sync are not all read again in one later sync."""
+def test_lists_read_together_fall_due_a_steady_share_at_a_time(settings: Settings) -> None:
+    """400 accounts whose lists one sync read, then 5 hours of syncs every 15 minutes:
+    each sync reads about a quarter of them (never all, the bunching a fixed age per
+    account gives every 12th sync), and no list stands longer than the hour plus one
+    interval."""
     settings.KEEPIT_CONNECTORS_REFRESH_MINUTES = 60
-    stands = [list_refresh(f"acc{n:03d}-xyz123-abc456") for n in range(400)]
-    assert all(timedelta(minutes=30) < s <= timedelta(minutes=60) for s in stands)
-    quarters = Counter(int(s.total_seconds() // 450) for s in stands)  # 7.5-minute bins
-    assert len(quarters) == 4
-    assert min(quarters.values()) > 60
-    assert stands == [list_refresh(f"acc{n:03d}-xyz123-abc456") for n in range(400)]
+    accounts = [f"a{n:03d}xy-z12345-bc6789" for n in range(400)]
+    listed = dict.fromkeys(accounts, START)
+    shares = []
+    for step in range(1, 21):
+        now = START + timedelta(minutes=15 * step, seconds=step % 7)  # syncs start late
+        due = [a for a in accounts if list_due(a, listed_at=listed[a], now=now)]
+        assert all(now - listed[a] <= timedelta(minutes=75, seconds=7) for a in due)
+        shares.append(len(due) / len(accounts))
+        listed.update(dict.fromkeys(due, now))
+    assert all(0.15 < share < 0.35 for share in shares), shares
+    assert all(START + timedelta(hours=4) < at for at in listed.values())  # none left behind
     settings.KEEPIT_CONNECTORS_REFRESH_MINUTES = 0
-    assert list_refresh("acc000-xyz123-abc456") == timedelta(0)  # every sync
+    assert list_due(accounts[0], listed_at=START, now=START)  # every sync
+
+
+def test_a_connector_the_summary_or_job_counts_name_reads_the_list() -> None:
+    stored = {"aaa111-bbb222-ccc333", "ddd444-eee555-fff666"}
+    assert not list_changed(stored, health=set(stored), named=set(stored))
+    assert list_changed(stored, health=set(stored), named={"new000-new000-new000"})
+    assert list_changed(stored, health=stored - {"aaa111-bbb222-ccc333"}, named=set())
+    assert list_changed(stored, health=set(), named=set())  # the health not read in one call
+
+
+def lists_due(connection: Connection, now: datetime) -> set[str]:
+    """The accounts whose connector list is due at `now` (never read: due)."""
+    return {
+        account
+        for account, at in AccountLink.objects.filter(connection=connection).values_list(
+            "external_id", "connectors_listed_at"
+        )
+        if at is None or list_due(account, listed_at=at, now=now)
+    }
 
 
 @pytest.mark.parametrize("vendor_type", ["o365-admin", "dsl/okta", "dsl", ""])
