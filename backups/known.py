@@ -14,6 +14,7 @@ from integrations.models import Connection
 
 from .jobs import HISTORY_DAYS
 from .models import AccountLink, BackupConnector, BackupConnectorStatus, BackupJobDay
+from .snapshot import ConnectorSnapshot
 
 
 @dataclass
@@ -98,24 +99,13 @@ def stored_statuses(
     return {row[0]: StoredStatus(*row[1:]) for row in rows}
 
 
-@dataclass(frozen=True)
-class StoredConnector:
-    """A connector as stored from the vendor's connector list."""
-
-    external_id: str
-    name: str
-    vendor_type: str
-    accessible: bool
-    deletion_scheduled_at: datetime | None
-    vendor_created_at: datetime | None
-
-
 @dataclass
 class StoredConnectorList:
-    """An account's connectors as its list was last read (and when: None, never)."""
+    """An account's connectors as its list was last read (and when: None, never), in the
+    shape the sync reads them (without status or job days)."""
 
     listed_at: datetime | None
-    connectors: list[StoredConnector] = field(default_factory=list)
+    connectors: list[ConnectorSnapshot] = field(default_factory=list)
 
 
 def stored_connector_lists(
@@ -140,16 +130,25 @@ def stored_connector_lists(
             "account_link__external_id",
             "external_id",
             "name",
+            "kind",
             "vendor_type",
             "accessible",
             "deletion_scheduled_at",
             "vendor_created_at",
         )
     )
-    for account, guid, name, vendor_type, accessible, deletion, created in rows:
+    for account, guid, name, kind, vendor_type, accessible, deletion, created in rows:
         if account in lists:
             lists[account].connectors.append(
-                StoredConnector(guid, name, vendor_type, accessible, deletion, created)
+                ConnectorSnapshot(
+                    external_id=guid,
+                    name=name,
+                    kind=kind,
+                    vendor_type=vendor_type,
+                    accessible=accessible,
+                    deletion_scheduled_at=deletion,
+                    vendor_created_at=created,
+                )
             )
     return lists
 

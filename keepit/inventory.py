@@ -9,10 +9,11 @@ every account (one partner-wide call) and the token (who am I, then its tokens).
 **Per account with connectors** (bounded concurrency, `KEEPIT_HTTP_CONCURRENCY`):
 backup summary, every connector's health in one call, and the backup job counts of the
 UTC day due (`job_windows`); its seat usage once a day. Its connector list (names,
-accessibility, deletion schedule) when it is due (`KEEPIT_CONNECTORS_REFRESH_MINUTES`,
-hourly), or when the health or the summary names a connector that is not stored, or the
-health leaves a stored one out (one more request, only then); otherwise the stored list
-stands. An account without stored connectors has its list read every sync, as it did.
+accessibility, deletion schedule) when it is due (`list_due`: once an hour, at the
+account's own moment of it), at Sync now (`fresh`), or when the health, the summary or the
+job counts name a connector that is not stored, or the health leaves a stored one out
+(`list_changed`: one more request, only then); otherwise the stored list stands. An
+account without stored connectors has its list read every sync, as it did.
 
 **Per connector, only when needed**: health where the account-wide call did not give it;
 the device status (Keepit's error code) of a connector that is not healthy, when its
@@ -45,7 +46,6 @@ from django.conf import settings
 from backups.jobs import HISTORY_DAYS
 from backups.known import (
     KnownJobDays,
-    StoredConnector,
     StoredConnectorList,
     StoredStatus,
     excluded_accounts,
@@ -714,7 +714,7 @@ class InventoryReader:
         )
 
 
-# --- plans cross processes as JSON ----------------------------------------------------------
+# --- connector lists --------------------------------------------------------------------------
 
 
 def list_due(account: str, *, listed_at: datetime, now: datetime) -> bool:
@@ -742,7 +742,7 @@ def list_changed(stored: set[str], *, health: set[str], named: set[str]) -> bool
     return health != stored or not named <= stored
 
 
-def connector_from_stored(stored: StoredConnector) -> Connector:
+def connector_from_stored(stored: ConnectorSnapshot) -> Connector:
     """A stored connector as its list gave it (`vendor_type` is `type`, or `dsl/<agent>`)."""
     kind, agent = stored.vendor_type, ""
     if kind.startswith("dsl/"):
@@ -756,6 +756,9 @@ def connector_from_stored(stored: StoredConnector) -> Connector:
         accessible=stored.accessible,
         deletion_deadline=stored.deletion_scheduled_at,
     )
+
+
+# --- plans cross processes as JSON ----------------------------------------------------------
 
 
 def _when(value: datetime | None) -> str | None:

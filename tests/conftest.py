@@ -245,6 +245,21 @@ def connect(sandbox: Any, django_settings: Any, *, token: bool = True) -> Connec
     return sandbox_connection(sandbox, token=token)
 
 
+def lists_due(connection: Connection, now: datetime) -> set[str]:
+    """The accounts whose Keepit connector list a sync at `now` reads although nothing
+    changed: its moment of the hour has come, or it was never recorded (an account
+    without a connector)."""
+    from backups.models import AccountLink
+    from keepit.inventory import list_due
+
+    links = AccountLink.objects.filter(connection=connection)
+    return {
+        account
+        for account, at in links.values_list("external_id", "connectors_listed_at")
+        if at is None or list_due(account, listed_at=at, now=now)
+    }
+
+
 def sync(connection: Connection, sandbox: Any) -> SyncRun:
     """One sync at the sandbox's time."""
     from backups.runner import run_sync

@@ -15,15 +15,13 @@ from alerts.models import Alert, AlertEvent, AlertRule
 from alerts.services import evaluate
 from backups.jobs import format_rate
 from backups.models import (
-    AccountLink,
     BackupConnector,
     BackupConnectorStatus,
     BackupJobDay,
     JobOutcome,
 )
 from integrations.models import SyncRun
-from keepit.inventory import list_due
-from tests.conftest import START, connect, make_sandbox, sync
+from tests.conftest import START, connect, lists_due, make_sandbox, sync
 from tests.factories import NOW, ConnectorFactory, JobDayFactory
 
 pytestmark = pytest.mark.django_db
@@ -259,16 +257,9 @@ def test_requests_grow_with_failures_not_with_connectors(msp_sandbox: Any, setti
     connection = connect(msp_sandbox, settings)
     sync(connection, msp_sandbox)  # the first sync also reads every account's seats
     msp_sandbox.advance(timedelta(minutes=15))
-    now = msp_sandbox.clock.now_datetime()
-    listed = AccountLink.objects.filter(connection=connection, connectors_listed_at__isnull=False)
-    # The accounts whose hourly list reading fell due (about a quarter; an empty one has none).
-    due = len(
-        [
-            account_id
-            for account_id, at in listed.values_list("external_id", "connectors_listed_at")
-            if at is not None and list_due(account_id, listed_at=at, now=now)
-        ]
-    )
+    # Lists due: those whose hourly moment fell in these 15 minutes (about a quarter), and
+    # an account without a connector (its list is read every sync).
+    due = len(lists_due(connection, msp_sandbox.clock.now_datetime()))
     msp_sandbox.server.reset_request_log()
     run = sync(connection, msp_sandbox)
     assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
@@ -286,11 +277,11 @@ def test_requests_grow_with_failures_not_with_connectors(msp_sandbox: Any, setti
     # the health shows no change); no job history (nothing failed), no seat usage (read
     # once a day), no per-connector health.
     empty = accounts - connectors.values("account_link").distinct().count()
-    expected = {"children": 1, "whoami": 1, "tokens": 1, "seats": 1, "devices": empty + due}
+    expected = {"children": 1, "whoami": 1, "tokens": 1, "seats": 1, "devices": due}
     expected |= {route: accounts - empty for route in ("health", "jobs")}
     expected |= {"summary": accounts}
     assert {route: routes[route] for route in expected} == expected
-    assert run.counts["connector_lists_read"] == empty + due
+    assert run.counts["connector_lists_read"] == due
     assert routes["history"] == 0
     assert set(routes) <= {*expected, "audit", "status"}
     unhealthy = connectors.exclude(backup_status__health="healthy").count()

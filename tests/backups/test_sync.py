@@ -13,7 +13,6 @@ from django.test.utils import CaptureQueriesContext
 from pytest_django.fixtures import Settings
 
 from alerts import passes
-from backups.known import StoredConnector
 from backups.models import (
     AccountLink,
     AuditCategory,
@@ -24,6 +23,7 @@ from backups.models import (
     ConnectorKind,
 )
 from backups.runner import run_sync
+from backups.snapshot import ConnectorSnapshot
 from customers.models import Customer
 from integrations.lifecycle import SyncAlreadyRunning
 from integrations.models import Connection, SyncRun
@@ -31,7 +31,7 @@ from keepit.inventory import connector_from_stored, list_changed, list_due
 from keepit.mapping import audit_category, backup_status
 from keepit.schemas import BackupSummary, ConnectorHealth
 from keepit_sandbox import KeepitSandbox
-from tests.conftest import START, connect, make_sandbox, sync
+from tests.conftest import START, connect, lists_due, make_sandbox, sync
 from tests.factories import CustomerFactory
 
 
@@ -391,6 +391,31 @@ def test_with_the_refresh_at_0_every_list_is_read_every_sync_and_nothing_is_reco
     assert not AccountLink.objects.filter(connectors_listed_at__isnull=False).exists()
 
 
+@pytest.mark.django_db
+def test_an_account_left_without_connectors_is_listed_every_sync_and_records_nothing(
+    sandbox: KeepitSandbox, settings: Settings
+) -> None:
+    """Its list is read each sync (a new connector shows at once), and nothing about that
+    is written: a sync that finds nothing new writes nothing."""
+    settings.KEEPIT_CONNECTORS_REFRESH_MINUTES = 60
+    connection = connect(sandbox, settings)
+    sync(connection, sandbox)
+    emptied = sandbox.msp.accounts[0]
+    sandbox.msp.connectors[emptied.guid] = [
+        c for c in sandbox.msp.connectors[emptied.guid] if c.type == "system"
+    ]
+    link = AccountLink.objects.get(external_id=emptied.guid)
+    for _ in range(2):
+        sandbox.advance(timedelta(minutes=15))
+        sandbox.server.reset_request_log()
+        sync(connection, sandbox)
+        listed = [e.path for e in sandbox.server.request_log if e.route == "devices"]
+        assert any(emptied.guid in path for path in listed)
+    assert not BackupConnector.objects.filter(account_link=link, removed_at__isnull=True).exists()
+    link.refresh_from_db()
+    assert link.connectors_listed_at == START  # the first sync's, when it had connectors
+
+
 def test_lists_read_together_fall_due_a_steady_share_at_a_time(settings: Settings) -> None:
     """400 accounts whose lists one sync read, then 5 hours of syncs every 15 minutes:
     each sync reads about a quarter of them (never all, the bunching a fixed age per
@@ -420,24 +445,15 @@ def test_a_connector_the_summary_or_job_counts_name_reads_the_list() -> None:
     assert list_changed(stored, health=set(), named=set())  # the health not read in one call
 
 
-def lists_due(connection: Connection, now: datetime) -> set[str]:
-    """The accounts whose connector list is due at `now` (never read: due)."""
-    return {
-        account
-        for account, at in AccountLink.objects.filter(connection=connection).values_list(
-            "external_id", "connectors_listed_at"
-        )
-        if at is None or list_due(account, listed_at=at, now=now)
-    }
-
-
 @pytest.mark.parametrize("vendor_type", ["o365-admin", "dsl/okta", "dsl", ""])
 def test_a_stored_connector_reads_back_as_its_list_gave_it(vendor_type: str) -> None:
     """The stored list stands for Keepit's: the same type and agent type (so the same
     kind), so a sync that takes it writes nothing."""
     created = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     back = connector_from_stored(
-        StoredConnector("abc123-def456-ghi789", "Mail", vendor_type, False, None, created)
+        ConnectorSnapshot(
+            "abc123-def456-ghi789", "Mail", "other", vendor_type, False, None, created
+        )
     )
     assert (back.vendor_type, back.accessible, back.created) == (vendor_type, False, created)
     kind, _, agent = vendor_type.partition("/")
