@@ -7,7 +7,7 @@ queries, whatever the size."""
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta
 
 from integrations.models import Connection
@@ -119,6 +119,9 @@ def stored_connector_lists(
             connection=connection, external_id__in=list(accounts)
         ).values_list("external_id", "connectors_listed_at")
     }
+    # The snapshot's own fields, each a column of the same name (its status and job days
+    # are not part of the list).
+    listed = [f.name for f in fields(ConnectorSnapshot) if f.name not in ("status", "jobs")]
     rows = (
         BackupConnector.objects.filter(
             connection=connection,
@@ -126,30 +129,12 @@ def stored_connector_lists(
             removed_at__isnull=True,
         )
         .order_by()
-        .values_list(
-            "account_link__external_id",
-            "external_id",
-            "name",
-            "kind",
-            "vendor_type",
-            "accessible",
-            "deletion_scheduled_at",
-            "vendor_created_at",
-        )
+        .values("account_link__external_id", *listed)
     )
-    for account, guid, name, kind, vendor_type, accessible, deletion, created in rows:
+    for row in rows:
+        account = row.pop("account_link__external_id")
         if account in lists:
-            lists[account].connectors.append(
-                ConnectorSnapshot(
-                    external_id=guid,
-                    name=name,
-                    kind=kind,
-                    vendor_type=vendor_type,
-                    accessible=accessible,
-                    deletion_scheduled_at=deletion,
-                    vendor_created_at=created,
-                )
-            )
+            lists[account].connectors.append(ConnectorSnapshot(**row))
     return lists
 
 
